@@ -1,0 +1,122 @@
+"""The journal contract every store implements (in-memory, SQLite, Cassandra).
+
+Error tree (what the caller should do next)::
+
+    JournalError
+    ├── ConcurrentWriteError   another writer got there first: reload the entity, fail the
+    │                          command with a retryable status (ABORTED)
+    ├── JournalUnavailable     the store cannot be reached now: fail fast (UNAVAILABLE), retry later
+    │   └── WriteOutcomeUnknown  the write may or may not have landed: never retry blindly,
+    │                            reload the entity from the journal before its next command
+    └── JournalCorrupt         stored data cannot be read back: report, do not retry
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NewType, Protocol
+
+PersistenceId = NewType("PersistenceId", str)
+"""`<entity type>|<entity id>`: the key an entity's data is stored under."""
+
+
+def persistence_id(entity_type: str, entity_id: str) -> PersistenceId:
+    # '|' cannot appear in a protobuf full name, so the split is unambiguous
+    # whatever the entity id contains.
+    return PersistenceId(f"{entity_type}|{entity_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPayload:
+    """A protobuf `Any` as stored: its type URL and serialized value."""
+
+    type_url: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    sequence_nr: int
+    """Sequence number of the last event the snapshot includes."""
+    payload: StoredPayload
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What an event-sourced entity is activated from."""
+
+    snapshot: Snapshot | None
+    events: Sequence[StoredPayload]
+    """Events after the snapshot, in order."""
+    last_sequence_nr: int
+    """Highest stored sequence number (0 for a new entity)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueState:
+    payload: StoredPayload | None
+    """None when the entity has no state (never written, or deleted)."""
+    revision: int
+    """Bumped on every write and delete; 0 for an entity never written."""
+
+
+class JournalError(Exception):
+    """Base class of every journal error."""
+
+
+class ConcurrentWriteError(JournalError):
+    """The expected sequence number or revision was already taken by another writer."""
+
+
+class JournalUnavailable(JournalError):
+    """The store could not be reached or did not answer in time."""
+
+
+class WriteOutcomeUnknown(JournalUnavailable):
+    """A write timed out after it was sent: it may or may not be stored."""
+
+
+class JournalCorrupt(JournalError):
+    """Stored data could not be decoded."""
+
+
+class Journal(Protocol):
+    """Async storage of events, snapshots and value-entity state.
+
+    Sequence numbers start at 1 and have no gaps. `append` is atomic per call:
+    all of a command's events (and its snapshot) are stored or none are.
+    """
+
+    async def start(self) -> None:
+        """Connect and create what is missing; raise JournalUnavailable if impossible."""
+
+    async def close(self) -> None: ...
+
+    async def ready(self) -> bool:
+        """Whether the store answers now (used by the readiness probe)."""
+
+    async def load(self, pid: PersistenceId) -> Recovery: ...
+
+    async def append(
+        self,
+        pid: PersistenceId,
+        expected_sequence_nr: int,
+        events: Sequence[StoredPayload],
+        snapshot: StoredPayload | None = None,
+    ) -> int:
+        """Store `events` after `expected_sequence_nr` (the entity's current last number).
+
+        `snapshot`, if given, is the state after the last of `events`. Returns the new
+        last sequence number. Raises ConcurrentWriteError if any of the numbers exists.
+        """
+
+    async def load_value(self, pid: PersistenceId) -> ValueState: ...
+
+    async def put_value(
+        self, pid: PersistenceId, expected_revision: int, payload: StoredPayload | None
+    ) -> int:
+        """Replace (or with None, delete) the state if the revision still matches.
+
+        Returns the new revision. Raises ConcurrentWriteError on a mismatch.
+        """
