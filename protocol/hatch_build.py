@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import grpc_tools
+from grpc_tools import protoc
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 GENERATED_PACKAGE = "akkaserverless"
@@ -26,11 +28,6 @@ class ProtocolBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
 
 def generate(root: Path) -> None:
-    # Imported here so importing this module (e.g. by hatch to find the hook)
-    # does not require grpcio-tools.
-    import grpc_tools
-    from grpc_tools import protoc
-
     proto_dir = root / "proto"
     out_dir = root / "src"
     target = out_dir / GENERATED_PACKAGE
@@ -38,7 +35,8 @@ def generate(root: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = sorted(
-        p.relative_to(proto_dir).as_posix() for p in (proto_dir / GENERATED_PACKAGE).rglob("*.proto")
+        path.relative_to(proto_dir).as_posix()
+        for path in (proto_dir / GENERATED_PACKAGE).rglob("*.proto")
     )
     if not sources:
         raise RuntimeError(f"no .proto files under {proto_dir / GENERATED_PACKAGE}")
@@ -53,6 +51,8 @@ def generate(root: Path) -> None:
         *sources,
     ]
     if protoc.main(args) != 0:
-        raise RuntimeError(f"protoc failed generating Python from {proto_dir} (see its output above)")
+        raise RuntimeError(
+            f"protoc failed generating Python from {proto_dir} (its errors are printed above)"
+        )
     for directory in [target, *(p for p in target.rglob("*") if p.is_dir())]:
         (directory / "__init__.py").touch()

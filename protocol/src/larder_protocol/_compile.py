@@ -36,7 +36,8 @@ def compile_protos(
     too (the form the npm SDK and the discovery ``Spec.proto`` need).
     """
     try:
-        import grpc_tools
+        # Lazy: grpcio-tools is an optional extra, needed only to compile.
+        import grpc_tools  # noqa: PLC0415
     except ImportError as e:
         raise ImportError(
             "compile_protos needs grpcio-tools; install larder-protocol[compile]"
@@ -64,7 +65,8 @@ def compile_protos(
         )
     except subprocess.TimeoutExpired as e:
         raise ProtocCompileError(
-            f"protoc did not finish within {_PROTOC_TIMEOUT_S:.0f}s compiling {', '.join(source_list)}"
+            f"protoc did not finish within {_PROTOC_TIMEOUT_S:.0f}s "
+            f"compiling {', '.join(source_list)}"
         ) from e
     if done.returncode != 0:
         raise ProtocCompileError(
