@@ -1,0 +1,42 @@
+"""``larder-operator``: parse settings, then run kopf with our handlers until signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import kopf
+
+from larder_operator.handlers import build_registry
+from larder_operator.settings import OperatorSettings, SettingsError
+
+
+def main() -> None:
+    try:
+        settings = OperatorSettings.from_env()
+    except SettingsError as e:
+        print(f"larder-operator: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    registry = build_registry(settings)
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=settings.clusterwide,
+            namespaces=settings.namespaces,
+            # Several replicas elect one active operator through a KopfPeering resource.
+            standalone=settings.peering_name is None,
+            peering_name=settings.peering_name or "default",
+            priority=0,
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

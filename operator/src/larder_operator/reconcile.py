@@ -1,0 +1,192 @@
+"""Bring one StatefulFunction's children and status in line with its spec and its Journal.
+
+Idempotent: run on every cause (create, update, resume, timer, a child or Journal change);
+each run reads fresh state, applies the full desired children and rewrites status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from larder_operator.children import (
+    Children,
+    FunctionRef,
+    InvalidSpecError,
+    render_children,
+    selector_string,
+    service_address,
+)
+from larder_operator.journals import (
+    CassandraJournal,
+    InvalidJournalError,
+    JournalConfig,
+    parse_journal,
+)
+from larder_operator.kube import Cluster, function_path, journal_path, object_path
+from larder_operator.settings import OperatorSettings
+from larder_operator.status import (
+    JOURNAL_READY,
+    READY,
+    Condition,
+    Reason,
+    find_condition,
+    ready_condition,
+    render_conditions,
+    transitions,
+)
+
+# Without these the pods could not start correctly, so nothing is built until they resolve.
+_BLOCKING = frozenset({Reason.JOURNAL_MISSING, Reason.JOURNAL_INVALID, Reason.SECRET_MISSING})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a reconcile run found; the caller posts Events and decides whether to retry."""
+
+    body: Mapping[str, Any]
+    conditions: tuple[Condition, ...]
+    # Conditions whose status or reason changed in this run.
+    changed: tuple[Condition, ...]
+    # Set when the spec itself must change: retrying will not help.
+    invalid: str | None = None
+
+    @property
+    def blocked(self) -> bool:
+        """True when children could not be built for a reason that may resolve by itself."""
+        return any(not c.status and c.reason in _BLOCKING for c in self.conditions)
+
+
+@dataclass(frozen=True)
+class _JournalResolution:
+    condition: Condition
+    config: JournalConfig | None = None
+    spec: Mapping[str, Any] | None = None
+
+
+async def _resolve_journal(
+    cluster: Cluster, namespace: str, spec: Mapping[str, Any]
+) -> _JournalResolution:
+    name = spec.get("journal")
+    if not name:
+        return _JournalResolution(
+            Condition(
+                JOURNAL_READY,
+                True,
+                Reason.IN_MEMORY,
+                "no spec.journal: state is kept in memory and lost when a pod restarts",
+            )
+        )
+    journal = await cluster.get(journal_path(namespace, name))
+    if journal is None:
+        return _JournalResolution(
+            Condition(
+                JOURNAL_READY,
+                False,
+                Reason.JOURNAL_MISSING,
+                f"Journal {name!r} does not exist in namespace {namespace!r}; create it or "
+                "fix spec.journal",
+            )
+        )
+    jspec = journal.get("spec") or {}
+    try:
+        config = parse_journal(namespace, jspec)
+    except InvalidJournalError as e:
+        return _JournalResolution(
+            Condition(JOURNAL_READY, False, Reason.JOURNAL_INVALID, f"Journal {name!r}: {e}")
+        )
+    if isinstance(config, CassandraJournal) and config.credentials is not None:
+        secret_name = config.credentials.secret_name
+        secret = await cluster.get(object_path("v1", "Secret", namespace, secret_name))
+        keys = set((secret or {}).get("data") or {}) | set((secret or {}).get("stringData") or {})
+        wanted = {config.credentials.username_key, config.credentials.password_key}
+        if secret is None or not wanted <= keys:
+            return _JournalResolution(
+                Condition(
+                    JOURNAL_READY,
+                    False,
+                    Reason.SECRET_MISSING,
+                    f"Journal {name!r} needs Secret {secret_name!r} with keys "
+                    f"{', '.join(sorted(wanted))} in namespace {namespace!r}; it is missing or "
+                    f"lacks a key",
+                )
+            )
+    ready = find_condition((journal.get("status") or {}).get("conditions") or (), READY)
+    if ready is None or ready.get("status") != "True":
+        detail = (ready or {}).get("message") or "its reachability has not been checked yet"
+        return _JournalResolution(
+            Condition(
+                JOURNAL_READY, False, Reason.JOURNAL_NOT_READY, f"Journal {name!r}: {detail}"
+            ),
+            config,
+            jspec,
+        )
+    return _JournalResolution(
+        Condition(JOURNAL_READY, True, Reason.JOURNAL_READY, f"Journal {name!r} is ready"),
+        config,
+        jspec,
+    )
+
+
+async def reconcile_function(
+    cluster: Cluster, settings: OperatorSettings, namespace: str, name: str, now: str
+) -> Outcome | None:
+    """Reconcile; None when the function is gone or being deleted (GC handles children)."""
+    body = await cluster.get(function_path(namespace, name))
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    meta = body["metadata"]
+    spec = body.get("spec") or {}
+    previous = (body.get("status") or {}).get("conditions") or []
+    ref = FunctionRef(name=name, namespace=namespace, uid=meta["uid"])
+    journal = await _resolve_journal(cluster, namespace, spec)
+
+    invalid: str | None = None
+    children: Children | None = None
+    if journal.condition.status or journal.condition.reason not in _BLOCKING:
+        try:
+            children = render_children(ref, spec, journal.config, journal.spec, settings)
+        except InvalidSpecError as e:
+            invalid = str(e)
+
+    deployment: Mapping[str, Any] | None
+    if children is not None:
+        for child in children.in_apply_order()[:-1]:
+            await cluster.apply(child)
+        deployment = await cluster.apply(children.deployment)
+    else:
+        # Blocked or invalid: leave whatever runs alone; never build half a set of children.
+        deployment = await cluster.get(object_path("apps/v1", "Deployment", namespace, name))
+
+    dstatus = (deployment or {}).get("status") or {}
+    desired = int(spec.get("replicas", 1))
+    if invalid is not None:
+        ready = Condition(READY, False, Reason.INVALID_SPEC, invalid)
+    else:
+        # A Deployment that has not yet seen its latest spec reports stale counts.
+        fresh = (deployment or {}).get("metadata", {}).get("generation") == dstatus.get(
+            "observedGeneration"
+        )
+        ready = ready_condition(
+            journal.condition,
+            desired,
+            int(dstatus.get("readyReplicas", 0)) if fresh else 0,
+            int(dstatus.get("updatedReplicas", 0)) if fresh else 0,
+        )
+    conditions = (ready, journal.condition)
+    status: dict[str, Any] = {
+        "conditions": render_conditions(previous, conditions, meta.get("generation"), now),
+        "observedGeneration": meta.get("generation"),
+        "replicas": int(dstatus.get("replicas", 0)),
+        "readyReplicas": int(dstatus.get("readyReplicas", 0)),
+        "selector": selector_string(name),
+        "address": service_address(ref, spec),
+    }
+    await cluster.patch_status(function_path(namespace, name), status)
+    return Outcome(
+        body=body,
+        conditions=conditions,
+        changed=tuple(transitions(previous, conditions)),
+        invalid=invalid,
+    )
