@@ -212,8 +212,13 @@ def _build_npm(target: Path) -> None:
     _run(
         f"npm install in {spec}",
         [
-            "npm", "install", "--omit=dev", "--ignore-scripts", "--engine-strict=false",
-            "--no-audit", "--no-fund",
+            "npm",
+            "install",
+            "--omit=dev",
+            "--ignore-scripts",
+            "--engine-strict=false",
+            "--no-audit",
+            "--no-fund",
         ],
         timeout=_NPM_TIMEOUT_S,
         cwd=target / "package",
@@ -282,9 +287,7 @@ def _run_bytes(
         raise ProvisioningError(f"{step}: could not run {args[0]}: {e}") from e
     if done.returncode != 0:
         stderr = done.stderr.decode(errors="replace").strip()[-4000:]
-        raise ProvisioningError(
-            f"{step}: {' '.join(args)} exited with {done.returncode}\n{stderr}"
-        )
+        raise ProvisioningError(f"{step}: {' '.join(args)} exited with {done.returncode}\n{stderr}")
     return done.stdout
 
 

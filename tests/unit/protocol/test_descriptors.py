@@ -82,13 +82,13 @@ KNOWN_PYPI_DIFFERENCES: frozenset[str] = frozenset(
         " got ['command_id', 'description', 'restart']",
         # npm's copies of the google/api files set a C# namespace; PyPI's do not.
         *(
-            f"google/api/{name}.proto: options expected {{java_package: \"com.google.api\";"
-            f" java_outer_classname: \"{outer}\"; java_multiple_files: true;"
-            " go_package: \"google.golang.org/genproto/googleapis/api/annotations;annotations\";"
-            f"{cc} objc_class_prefix: \"GAPI\"}}, got {{java_package: \"com.google.api\";"
-            f" java_outer_classname: \"{outer}\"; java_multiple_files: true;"
-            " go_package: \"google.golang.org/genproto/googleapis/api/annotations;annotations\";"
-            f"{cc} objc_class_prefix: \"GAPI\"; csharp_namespace: \"Google.Protobuf\"}}"
+            f'google/api/{name}.proto: options expected {{java_package: "com.google.api";'
+            f' java_outer_classname: "{outer}"; java_multiple_files: true;'
+            ' go_package: "google.golang.org/genproto/googleapis/api/annotations;annotations";'
+            f'{cc} objc_class_prefix: "GAPI"}}, got {{java_package: "com.google.api";'
+            f' java_outer_classname: "{outer}"; java_multiple_files: true;'
+            ' go_package: "google.golang.org/genproto/googleapis/api/annotations;annotations";'
+            f'{cc} objc_class_prefix: "GAPI"; csharp_namespace: "Google.Protobuf"}}'
             for name, outer, cc in (
                 ("annotations", "AnnotationsProto", ""),
                 ("http", "HttpProto", " cc_enable_arenas: true;"),
