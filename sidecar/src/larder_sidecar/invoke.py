@@ -47,7 +47,10 @@ class InvokeResult:
 
 
 class InvokeError(Exception):
-    """A command did not produce a reply; `code` says why, `message` says what to tell the caller."""
+    """A command did not produce a reply.
+
+    `code` says why, `message` says what to tell the caller.
+    """
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)

@@ -1,0 +1,148 @@
+"""The sidecar process as one object: start in order, stop gracefully in reverse."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2
+
+from .admin import AdminServer
+from .discovery import discover, proxy_terminated
+from .dispatch import Dispatcher
+from .entities import EntityManager
+from .grpc_front import build_grpc_server
+from .journal.base import Journal
+from .journal.factory import create_journal
+from .metrics import Metrics
+from .model import UserFunctionModel
+from .routing import LocalRouter, Router
+from .settings import Settings
+
+log = logging.getLogger("larder_sidecar")
+
+SHUTDOWN_GRACE = 10.0
+
+
+def _public_server_factory() -> Any:
+    """The HTTP front's `start_public_server`, if that module is installed.
+
+    It shares the public port between HTTP/1.1 and gRPC; without it, gRPC is served
+    straight on the public port.
+    """
+    try:
+        module = importlib.import_module("larder_sidecar.http")
+    except ImportError:
+        return None
+    return getattr(module, "start_public_server", None)
+
+
+class Sidecar:
+    def __init__(
+        self, settings: Settings, journal: Journal | None = None, router: Router | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.journal = journal if journal is not None else create_journal(settings)
+        self.router = router or LocalRouter()
+        self.admin = AdminServer(self.metrics, self._readiness)
+        self.model: UserFunctionModel | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.entities: EntityManager | None = None
+        self.public_port = 0
+        self._channel: grpc.aio.Channel | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._public: Any = None
+        self._ready = False
+        self._not_ready_reason = "starting: waiting for the journal"
+
+    async def _readiness(self) -> tuple[bool, str]:
+        if not self._ready:
+            return False, self._not_ready_reason
+        if not await self.journal.ready():
+            return False, "the journal does not answer"
+        return True, "ready"
+
+    async def start_admin(self) -> None:
+        await self.admin.start(self.settings.host, self.settings.admin_port)
+
+    async def start(self) -> None:
+        """Journal, discovery, then the public port. Raises SpecError/DiscoveryFailed."""
+        s = self.settings
+        await self.journal.start()
+        self._not_ready_reason = (
+            f"starting: discovering the user function at {s.user_function_target}"
+        )
+        self._channel = grpc.aio.insecure_channel(
+            s.user_function_target,
+            options=[
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", s.max_message_bytes),
+            ],
+        )
+        try:
+            self.model = model = await discover(
+                self._channel, s.user_function_target, s.discovery_timeout
+            )
+        except Exception as e:
+            self._not_ready_reason = f"not ready: {e}"
+            raise
+        self.entities = EntityManager(
+            self.journal, self._channel, self.metrics, s.passivation_timeout
+        )
+        self.dispatcher = Dispatcher(model, self.router, self.entities, self._channel, self.metrics)
+        self._server, self._health = build_grpc_server(self.dispatcher, s.max_message_bytes)
+        start_public = _public_server_factory()
+        if start_public is not None:
+            internal = self._server.add_insecure_port("127.0.0.1:0")
+            await self._server.start()
+            self._public = await start_public(
+                s.host, s.port, f"127.0.0.1:{internal}", self.dispatcher, model.method_models
+            )
+            self.public_port = int(getattr(self._public, "port", s.port))
+        else:
+            self.public_port = self._server.add_insecure_port(f"{s.host}:{s.port}")
+            await self._server.start()
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._ready = True
+        log.info(
+            "serving %s on %s:%d (admin %d)",
+            ", ".join(model.service_names),
+            s.host,
+            self.public_port,
+            self.admin.port if self.admin_started else 0,
+        )
+
+    @property
+    def admin_started(self) -> bool:
+        try:
+            _ = self.admin.port
+        except AssertionError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight commands, passivate, tell the user function."""
+        self._ready = False
+        self._not_ready_reason = "shutting down"
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._public is not None:
+            await self._public.close()
+        if self._server is not None:
+            await self._server.stop(SHUTDOWN_GRACE)
+        if self.dispatcher is not None:
+            await self.dispatcher.drain()
+        if self.entities is not None:
+            await self.entities.shutdown()
+        if self._channel is not None:
+            if self.model is not None:
+                await proxy_terminated(self._channel)
+            await self._channel.close(None)
+        await self.journal.close()
+        await self.admin.close()
+        log.info("stopped")

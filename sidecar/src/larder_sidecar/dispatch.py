@@ -1,0 +1,282 @@
+"""The dispatcher: runs a command on whatever component owns it and finishes its effects.
+
+Front ends, forwards and side effects all come through `Dispatcher.call`, so a
+forward to another entity type (or, with sharding, another pod) takes the same
+path as a client's request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError, Message
+
+from .entities import EntityManager, protocol_metadata
+from .invoke import InvokeError, InvokeResult, MetadataPairs, MethodModel
+from .metrics import Metrics
+from .model import KeyError_, Kind, Method, UserFunctionModel
+from .outcome import Outcome, metadata_pairs
+from .protocol import action_pb2, action_pb2_grpc
+from .routing import Router
+
+log = logging.getLogger("larder_sidecar.dispatch")
+
+MAX_FORWARD_HOPS = 32
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+
+def _action_outcome(response: Any) -> Outcome:
+    kind = response.WhichOneof("response")
+    return Outcome(kind, getattr(response, kind) if kind else None, response.side_effects)
+
+
+def _unavailable(e: grpc.aio.AioRpcError) -> InvokeError:
+    return InvokeError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"the user function failed the action call: {e.code().name} {e.details()}",
+    )
+
+
+class Dispatcher:
+    """Implements `Invoker` for the front ends."""
+
+    def __init__(
+        self,
+        model: UserFunctionModel,
+        router: Router,
+        entities: EntityManager,
+        channel: grpc.aio.Channel,
+        metrics: Metrics,
+    ) -> None:
+        self.model = model
+        self._router = router
+        self._entities = entities
+        self._actions = action_pb2_grpc.ActionsStub(channel)
+        self._metrics = metrics
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- the Invoker seam ---------------------------------------------------------------
+
+    async def invoke(
+        self, method: MethodModel, request: Message, metadata: MetadataPairs
+    ) -> InvokeResult:
+        m = self.model.methods.get(method.path)
+        if m is None:
+            raise InvokeError(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method.path}")
+        return await self.call(m, request.SerializeToString(), metadata, parsed=request)
+
+    async def call(
+        self,
+        method: Method,
+        payload: bytes,
+        metadata: MetadataPairs,
+        parsed: Message | None = None,
+    ) -> InvokeResult:
+        """Run one unary command and its effects; record metrics."""
+        started = time.perf_counter()
+        outcome_label = "ok"
+        try:
+            return await self._call(method, payload, metadata, parsed, 0)
+        except InvokeError as e:
+            outcome_label = e.code.name.lower()
+            raise
+        finally:
+            model = method.model
+            self._metrics.commands.labels(model.service, model.name, outcome_label).inc()
+            self._metrics.command_latency.labels(model.service, model.name).observe(
+                time.perf_counter() - started
+            )
+
+    async def _call(
+        self,
+        method: Method,
+        payload: bytes,
+        metadata: MetadataPairs,
+        parsed: Message | None,
+        hops: int,
+    ) -> InvokeResult:
+        outcome = await self._run(method, payload, metadata, parsed)
+        return await self._finish(outcome, hops)
+
+    async def _run(
+        self, method: Method, payload: bytes, metadata: MetadataPairs, parsed: Message | None
+    ) -> Outcome:
+        component = method.component
+        if component.kind is Kind.ACTION:
+            command = self._action_command(method, payload, metadata)
+            try:
+                response = await self._actions.HandleUnary(command)
+            except grpc.aio.AioRpcError as e:
+                raise _unavailable(e) from e
+            return _action_outcome(response)
+        assert method.key is not None  # every entity method has one (checked at discovery)
+        if parsed is None:
+            parsed = parse(method, payload)
+        try:
+            entity_id = method.key.extract(parsed)
+        except KeyError_ as e:
+            raise InvokeError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
+        route = self._router.route(component.entity_type, entity_id)
+        if not route.local:
+            raise InvokeError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"entity {component.entity_type}/{entity_id} lives on {route.owner}, and "
+                "sidecar-to-sidecar forwarding is not available",
+            )
+        return await self._entities.submit(method, entity_id, payload, metadata)
+
+    def _action_command(
+        self, method: Method, payload: bytes | None, metadata: MetadataPairs
+    ) -> Any:
+        command = action_pb2.ActionCommand(
+            service_name=method.model.service,
+            name=method.model.name,
+            metadata=protocol_metadata(metadata),
+        )
+        if payload is not None:
+            command.payload.type_url = method.input_type_url
+            command.payload.value = payload
+        return command
+
+    # --- effects --------------------------------------------------------------------------
+
+    def _target(self, service: str, name: str, what: str) -> Method:
+        target = self.model.method(service, name)
+        if target is None:
+            raise InvokeError(
+                grpc.StatusCode.INTERNAL,
+                f"the user function asked for a {what} to {service}.{name}, which it did not "
+                "declare in discovery",
+            )
+        return target
+
+    async def _finish(self, outcome: Outcome, hops: int) -> InvokeResult:
+        if outcome.kind == "failure":
+            raise InvokeError(
+                grpc.StatusCode.UNKNOWN, outcome.message.description or "the command failed"
+            )
+        for effect in outcome.side_effects:
+            if effect.synchronous:
+                await self._side_effect(effect, hops)
+        if outcome.kind == "reply":
+            result = InvokeResult(
+                payload=outcome.message.payload.value,
+                metadata=metadata_pairs(outcome.message.metadata),
+            )
+        elif outcome.kind == "forward":
+            fwd = outcome.message
+            if hops >= MAX_FORWARD_HOPS:
+                raise InvokeError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"more than {MAX_FORWARD_HOPS} forwards in a row; the user function "
+                    "probably forwards in a loop",
+                )
+            target = self._target(fwd.service_name, fwd.command_name, "forward")
+            result = await self._call(
+                target, fwd.payload.value, metadata_pairs(fwd.metadata), None, hops + 1
+            )
+        else:
+            raise InvokeError(
+                grpc.StatusCode.INTERNAL,
+                "the user function answered without a reply, forward or failure",
+            )
+        for effect in outcome.side_effects:
+            if not effect.synchronous:
+                self._spawn(self._side_effect(effect, hops))
+        return result
+
+    async def _side_effect(self, effect: Any, hops: int) -> None:
+        target = self._target(effect.service_name, effect.command_name, "side effect")
+        try:
+            await self._call(
+                target, effect.payload.value, metadata_pairs(effect.metadata), None, hops + 1
+            )
+        except InvokeError as e:
+            if effect.synchronous:
+                raise
+            log.warning(
+                "asynchronous side effect %s.%s failed: %s %s",
+                effect.service_name,
+                effect.command_name,
+                e.code.name,
+                e.message,
+            )
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for asynchronous side effects still running."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # --- streamed actions (gRPC front only) -----------------------------------------------
+
+    async def _outs(self, responses: Any) -> AsyncIterator[InvokeResult]:
+        try:
+            async for response in responses:
+                outcome = _action_outcome(response)
+                if outcome.kind is None:
+                    # A streamed action may answer a message with nothing to send.
+                    for effect in outcome.side_effects:
+                        if effect.synchronous:
+                            await self._side_effect(effect, 0)
+                        else:
+                            self._spawn(self._side_effect(effect, 0))
+                    continue
+                yield await self._finish(outcome, 0)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable(e) from e
+
+    async def _commands(
+        self, method: Method, payloads: AsyncIterator[bytes], metadata: MetadataPairs
+    ) -> AsyncIterator[Any]:
+        # The first message names the method and carries the metadata; payloads follow.
+        yield self._action_command(method, None, metadata)
+        async for payload in payloads:
+            parse(method, payload)
+            yield action_pb2.ActionCommand(
+                payload={"type_url": method.input_type_url, "value": payload}
+            )
+
+    async def streamed_in(
+        self, method: Method, payloads: AsyncIterator[bytes], metadata: MetadataPairs
+    ) -> InvokeResult:
+        try:
+            response = await self._actions.HandleStreamedIn(
+                self._commands(method, payloads, metadata)
+            )
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable(e) from e
+        return await self._finish(_action_outcome(response), 0)
+
+    def streamed_out(
+        self, method: Method, payload: bytes, metadata: MetadataPairs
+    ) -> AsyncIterator[InvokeResult]:
+        parse(method, payload)
+        call = self._actions.HandleStreamedOut(self._action_command(method, payload, metadata))
+        return self._outs(call)
+
+    def streamed(
+        self, method: Method, payloads: AsyncIterator[bytes], metadata: MetadataPairs
+    ) -> AsyncIterator[InvokeResult]:
+        call = self._actions.HandleStreamed(self._commands(method, payloads, metadata))
+        return self._outs(call)
+
+
+def parse(method: Method, payload: bytes) -> Message:
+    try:
+        return method.parse(payload)
+    except DecodeError as e:
+        raise InvokeError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid {method.model.input.full_name}: {e}",
+        ) from e

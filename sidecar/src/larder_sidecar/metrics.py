@@ -1,0 +1,55 @@
+"""Prometheus metrics, on a registry of their own (so tests can make several sidecars)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.commands = Counter(
+            "larder_commands",
+            "Commands handled, by component, method and outcome",
+            ["component", "method", "outcome"],
+            registry=self.registry,
+        )
+        self.command_latency = Histogram(
+            "larder_command_duration_seconds",
+            "Time from receiving a command to its reply",
+            ["component", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.active_entities = Gauge(
+            "larder_active_entities",
+            "Entities with an open protocol stream",
+            registry=self.registry,
+        )
+        self.activations = Counter(
+            "larder_entity_activations",
+            "Entity activations",
+            ["entity_type"],
+            registry=self.registry,
+        )
+        self.passivations = Counter(
+            "larder_entity_passivations",
+            "Entity passivations",
+            ["entity_type"],
+            registry=self.registry,
+        )
+        self.restarts = Counter(
+            "larder_entity_restarts",
+            "Entities restarted from the journal after a failure",
+            ["entity_type"],
+            registry=self.registry,
+        )
+        self.journal_latency = Histogram(
+            "larder_journal_duration_seconds",
+            "Journal call latency, by operation",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
