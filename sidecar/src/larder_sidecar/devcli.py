@@ -26,6 +26,7 @@ from larder_sidecar.devcli_run import DevRunError, DevRunner, DevSettings
 
 DEFAULT_PUBLIC_PORT = 9000
 DEFAULT_ADMIN_PORT = 9603
+DEFAULT_INTERNAL_PORT = 9604
 DEFAULT_DATA_DIR = Path(".larder")
 
 EXIT_FAILED = 1
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      f"function's larder.toml port, else {DEFAULT_FUNCTION_PORT})")
     dev.add_argument("--admin-port", type=_port, default=DEFAULT_ADMIN_PORT,
                      help="the sidecar's admin port: /readyz, /metrics (default %(default)s)")
+    dev.add_argument("--internal-port", type=_port, default=DEFAULT_INTERNAL_PORT,
+                     help="the sidecar's sidecar-to-sidecar port (default %(default)s)")
     dev.add_argument("--journal", choices=("sqlite", "memory"), default="sqlite",
                      help="where state lives: sqlite survives restarts (default), memory not")
     dev.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
@@ -131,6 +134,7 @@ def parse_dev_args(argv: Sequence[str], cwd: Path | None = None) -> DevSettings:
         function=function,
         public_port=args.port,
         admin_port=args.admin_port,
+        internal_port=args.internal_port,
         function_port=args.function_port or function.port or DEFAULT_FUNCTION_PORT,
         journal=args.journal,
         data_dir=data_dir,

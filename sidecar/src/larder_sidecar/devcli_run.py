@@ -42,6 +42,7 @@ class DevSettings:
     function: FunctionSpec
     public_port: int
     admin_port: int
+    internal_port: int
     function_port: int
     journal: JournalKind
     data_dir: Path
@@ -140,6 +141,7 @@ class DevRunner:
     async def _start(self) -> None:
         s = self._settings
         check_ports_free({"--port": s.public_port, "--admin-port": s.admin_port,
+                          "--internal-port": s.internal_port,
                           "--function-port": s.function_port})
         if s.journal == "sqlite":
             s.journal_path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +149,10 @@ class DevRunner:
                  f"{' '.join(s.function.command)}")
         function_env = {
             **os.environ,
+            # `python` in a start command means the interpreter larder runs on, as
+            # in an activated virtualenv, so the SDK installed beside it is found.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                     os.environ.get("PATH", os.defpath)]),
             "PYTHONUNBUFFERED": "1",
             **s.function.env,
             "HOST": "127.0.0.1",
@@ -160,6 +166,7 @@ class DevRunner:
             "USER_FUNCTION_PORT": str(s.function_port),
             "LARDER_PORT": str(s.public_port),
             "LARDER_ADMIN_PORT": str(s.admin_port),
+            "LARDER_INTERNAL_PORT": str(s.internal_port),
             "LARDER_JOURNAL_TYPE": s.journal,
         }
         if s.journal == "sqlite":

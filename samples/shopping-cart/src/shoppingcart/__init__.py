@@ -1,0 +1,1 @@
+"""The shopping-cart sample: an event-sourced cart on the Larder Python SDK."""
