@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import shoppingcart.shopping_cart_api_pb2 as api
+import shoppingcart.shopping_cart_domain_pb2 as domain
 from google.protobuf.empty_pb2 import Empty
 from larder_sdk.testkit import EventSourcedTestKit
-from shoppingcart import shopping_cart_api_pb2 as api
-from shoppingcart import shopping_cart_domain_pb2 as domain
 from shoppingcart.cart import entity
 
 

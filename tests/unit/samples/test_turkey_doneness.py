@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from turkey import turkey_api_pb2 as api
+import turkey.turkey_api_pb2 as api
 from turkey.doneness import USDA_SAFE_MINIMUM_F, doneness
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import turkey.turkey_api_pb2 as api
+import turkey.turkey_domain_pb2 as domain
 from larder_sdk.testkit import EventSourcedTestKit
-from turkey import turkey_api_pb2 as api
-from turkey import turkey_domain_pb2 as domain
 from turkey.entity import entity
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from google.protobuf.empty_pb2 import Empty
 from larder_sdk import EventSourcedContext, EventSourcedEntity
 
-from shoppingcart import shopping_cart_api_pb2 as api
-from shoppingcart import shopping_cart_domain_pb2 as domain
+import shoppingcart.shopping_cart_api_pb2 as api
+import shoppingcart.shopping_cart_domain_pb2 as domain
 
 ENTITY_TYPE = "shopping-cart"
 

@@ -8,7 +8,7 @@ danger zone but not yet safe (STILL_SALMONELLA); 155-165 °F is ALMOST_THERE.
 
 from __future__ import annotations
 
-from turkey import turkey_api_pb2 as api
+import turkey.turkey_api_pb2 as api
 
 USDA_SAFE_MINIMUM_F = 165.0
 

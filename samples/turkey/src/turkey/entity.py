@@ -5,8 +5,8 @@ from __future__ import annotations
 from google.protobuf.empty_pb2 import Empty
 from larder_sdk import EventSourcedContext, EventSourcedEntity
 
-from turkey import turkey_api_pb2 as api
-from turkey import turkey_domain_pb2 as domain
+import turkey.turkey_api_pb2 as api
+import turkey.turkey_domain_pb2 as domain
 from turkey.doneness import doneness
 
 ENTITY_TYPE = "turkey"
