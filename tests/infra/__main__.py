@@ -1,0 +1,92 @@
+"""Command line: `python -m tests.infra provision [all|cassandra|kafka|kube|helm ...]`
+and `python -m tests.infra start cassandra|kafka|kube` (foreground, Ctrl-C stops it)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tests.infra.errors import InfraError
+from tests.infra.provision import GROUPS, provision
+
+
+def _provision(names: list[str]) -> int:
+    everything = not names or "all" in names
+    if everything:
+        names = list(GROUPS)
+    unknown = [n for n in names if n not in GROUPS]
+    if unknown:
+        print(
+            f"unknown component(s) {unknown}; choose from all, {', '.join(GROUPS)}", file=sys.stderr
+        )
+        return 2
+    total = time.monotonic()
+    for group in names:
+        for component in GROUPS[group]:
+            print(f"provision {component}: ...", flush=True)
+            result = provision(component)
+            state = "cached" if result.cached else "built"
+            print(
+                f"provision {component} {result.version}: {state} in {result.seconds:.1f}s ({result.path})"
+            )
+    if everything:
+        _provision_published_sdks()
+    print(f"provision: done in {time.monotonic() - total:.1f}s")
+    return 0
+
+
+def _provision_published_sdks() -> None:
+    # Another part of the test infrastructure fetches the published SDKs; it is
+    # optional here so this tool works before (or without) that module.
+    try:
+        module = importlib.import_module("tests.infra.published_sdks")
+    except ModuleNotFoundError as e:
+        if e.name != "tests.infra.published_sdks":
+            raise
+        return
+    started = time.monotonic()
+    module.provision()
+    print(f"provision published SDKs: {time.monotonic() - started:.1f}s")
+
+
+def _start(name: str) -> int:
+    from tests.infra import servers
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"larder-{name}-"))
+    handle = servers.launch(name, workdir)
+    try:
+        for key, value in handle.details().items():
+            print(f"{key}: {value}")
+        print(f"logs: {workdir}  (Ctrl-C stops {name})", flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.infra")
+    sub = parser.add_subparsers(dest="command", required=True)
+    prov = sub.add_parser("provision", help="build or fetch servers into the cache")
+    prov.add_argument("names", nargs="*", help=f"all (default), {', '.join(GROUPS)}")
+    start = sub.add_parser("start", help="start one server in the foreground")
+    start.add_argument("name", choices=["cassandra", "kafka", "kube"])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "provision":
+            return _provision(list(args.names))
+        return _start(str(args.name))
+    except InfraError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

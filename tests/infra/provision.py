@@ -1,0 +1,154 @@
+"""Obtaining every real test server into the cache: what to build, and how."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.infra import cache, gobuild, maven, versions
+from tests.infra.errors import ProvisionError
+from tests.infra.procs import Step
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    version: str
+    build: Callable[[Path], None]
+    # Everything besides the version that shapes what gets built (extra
+    # artifacts, wrapper sources, build flags): a change makes a new entry.
+    recipe: str
+
+    @property
+    def entry(self) -> Path:
+        return cache.entry_dir(self.name, cache.entry_key(self.version, self.recipe))
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    name: str
+    version: str
+    path: Path
+    cached: bool
+    seconds: float
+
+
+def _maven_component(
+    name: str, artifact: versions.MavenArtifact, *extras: versions.MavenArtifact
+) -> Component:
+    def build(staging: Path) -> None:
+        maven.resolve_classpath(name, artifact, staging, extras)
+
+    return Component(name, artifact.version, build, maven.render_pom(artifact, extras))
+
+
+def _build_kube(staging: Path) -> None:
+    release = versions.KUBERNETES
+    step = Step("kube", release.version)
+    upstream = gobuild.module_go_mod(step, "k8s.io/kubernetes", release.version, staging)
+    staging_mods = gobuild.staging_modules(upstream)
+    if not staging_mods:
+        raise ProvisionError(
+            step.component,
+            step.version,
+            "read k8s.io/kubernetes go.mod",
+            "found no ./staging replacements; the wrapper module cannot pin k8s.io/* releases",
+        )
+    src = staging / "src"
+    src.mkdir()
+    (src / "go.mod").write_text(
+        gobuild.render_go_mod(
+            "larder.dev/testinfra/kube",
+            versions.GO_MIN_VERSION,
+            [("k8s.io/kubernetes", release.version)],
+            [(mod, release.staging_version) for mod in staging_mods],
+        )
+    )
+    gobuild.go_build(
+        step, src, [f"k8s.io/kubernetes/cmd/{p}" for p in release.programs], staging / "bin"
+    )
+
+
+_ETCD_MAIN = """// The etcd server binary: etcd's own main package lives in a module that is not
+// meant to be required, so this wrapper calls the server module's entry point.
+package main
+
+import (
+\t"os"
+
+\t"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() {
+\tetcdmain.Main(os.Args)
+}
+"""
+
+
+def _build_etcd(staging: Path) -> None:
+    program = versions.ETCD
+    step = Step("etcd", program.version)
+    src = staging / "src"
+    (src / "etcd").mkdir(parents=True)
+    (src / "go.mod").write_text(
+        gobuild.render_go_mod(
+            "larder.dev/testinfra/etcd",
+            versions.GO_MIN_VERSION,
+            [(program.module, program.version)],
+        )
+    )
+    (src / "etcd" / "main.go").write_text(_ETCD_MAIN)
+    gobuild.go_build(step, src, ["./etcd"], staging / "bin")
+
+
+def _build_helm(staging: Path) -> None:
+    program = versions.HELM
+    step = Step("helm", program.version)
+    src = staging / "src"
+    src.mkdir()
+    (src / "go.mod").write_text(
+        gobuild.render_go_mod(
+            "larder.dev/testinfra/helm",
+            versions.GO_MIN_VERSION,
+            [(program.module, program.version)],
+        )
+    )
+    gobuild.go_build(step, src, [program.package], staging / "bin")
+
+
+_GO_RECIPE = f"go {versions.GO_MIN_VERSION} CGO_ENABLED=0 -mod=mod -trimpath -ldflags=-s -w"
+
+COMPONENTS: dict[str, Component] = {
+    "cassandra": _maven_component("cassandra", versions.CASSANDRA),
+    "kafka": _maven_component("kafka", versions.KAFKA, versions.KAFKA_LOG_BINDING),
+    "etcd": Component("etcd", versions.ETCD.version, _build_etcd, _GO_RECIPE + _ETCD_MAIN),
+    "kube": Component(
+        "kube",
+        versions.KUBERNETES.version,
+        _build_kube,
+        f"{_GO_RECIPE} {versions.KUBERNETES}",
+    ),
+    "helm": Component("helm", versions.HELM.version, _build_helm, _GO_RECIPE),
+}
+
+# What a user names on the command line -> the cache components it needs.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "cassandra": ("cassandra",),
+    "kafka": ("kafka",),
+    "kube": ("etcd", "kube"),
+    "helm": ("helm",),
+}
+
+
+def provision(name: str) -> Provisioned:
+    component = COMPONENTS[name]
+    started = time.monotonic()
+    cached = cache.ensure_entry(component.entry, component.build)
+    return Provisioned(name, component.version, component.entry, cached, time.monotonic() - started)
+
+
+def installed(name: str) -> Path:
+    """The cache entry of a component, provisioning it first if needed."""
+    return provision(name).path

@@ -1,0 +1,55 @@
+"""Every pinned version of the real test servers, in one place.
+
+Change a version here and the next `python -m tests.infra provision` builds it
+into a fresh cache entry; entries of other versions are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MavenArtifact:
+    group: str
+    artifact: str
+    version: str
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.group}:{self.artifact}:{self.version}"
+
+
+@dataclass(frozen=True)
+class GoProgram:
+    """A Go main package built from a module fetched through the Go module proxy."""
+
+    module: str
+    version: str
+    package: str
+
+
+CASSANDRA = MavenArtifact("org.apache.cassandra", "cassandra-all", "5.0.9")
+# kafka_2.13 4.4.0 depends on a kafka-tools 4.4.0 that Maven Central does not serve;
+# 4.3.1 resolves completely.
+KAFKA = MavenArtifact("org.apache.kafka", "kafka_2.13", "4.3.1")
+# The broker logs through slf4j 1.7 but its pom brings no binding; without this
+# one every broker log line would be dropped.
+KAFKA_LOG_BINDING = MavenArtifact("org.apache.logging.log4j", "log4j-slf4j-impl", "2.25.4")
+
+
+@dataclass(frozen=True)
+class KubernetesRelease:
+    version: str
+    # k8s.io/kubernetes replaces its staging modules (k8s.io/api, k8s.io/client-go,
+    # ...) with directories of its repository; each is published as v0.<minor>.<patch>.
+    staging_version: str
+    programs: tuple[str, ...] = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+KUBERNETES = KubernetesRelease("v1.34.4", "v0.34.4")
+
+ETCD = GoProgram("go.etcd.io/etcd/server/v3", "v3.6.16", "go.etcd.io/etcd/server/v3/etcdmain")
+HELM = GoProgram("helm.sh/helm/v3", "v3.19.5", "helm.sh/helm/v3/cmd/helm")
+
+GO_MIN_VERSION = "1.24.0"
