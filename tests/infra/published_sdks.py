@@ -31,6 +31,8 @@ from pathlib import Path
 # The test environment's grpcio-tools (not the PyPI venv's, which has none).
 import grpc_tools
 
+from tests.infra import cache as infra_cache
+
 PYPI_SDK = "akkaserverless"
 PYPI_SDK_VERSION = "0.1.13"
 NPM_SDK = "@lightbend/akkaserverless-javascript-sdk"
@@ -78,9 +80,7 @@ class PublishedSdks:
 
 
 def cache_root() -> Path:
-    configured = os.environ.get("LARDER_CACHE")
-    root = Path(configured) if configured else Path.home() / ".cache" / "larder"
-    return root / "published-sdks"
+    return infra_cache.cache_root() / "published-sdks"
 
 
 def provision(root: Path | None = None) -> PublishedSdks:
