@@ -1,0 +1,463 @@
+"""The Cassandra journal: events, snapshots and value state, fenced by lightweight transactions.
+
+Data model and the fencing argument: docs/journal.md. In short, the events of one
+`append` all go to the partition of their first sequence number, whose static `head`
+column (the last sequence number stored there) is compared and set by one
+conditional batch; a batch never spans partitions, so the transaction covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+from cassandra import ConsistencyLevel
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    TokenAwarePolicy,
+)
+from cassandra.query import (
+    BatchStatement,
+    BatchType,
+    PreparedStatement,
+    dict_factory,
+    tuple_factory,
+)
+
+from . import cassandra_aio as aio
+from .base import (
+    ConcurrentWriteError,
+    JournalCorrupt,
+    JournalError,
+    JournalUnavailable,
+    PersistenceId,
+    Recovery,
+    Snapshot,
+    StoredPayload,
+    ValueState,
+)
+from .cassandra_errors import DRIVER_ERRORS, JournalRetryPolicy, translate
+from .cassandra_schema import TABLES, Statements, schema_cql
+from .cassandra_settings import PREFIX, CassandraSettings
+
+log = logging.getLogger(__name__)
+
+_WRITES = "larder-writes"
+# Schema changes wait for every node to agree; that takes longer than a request.
+_DDL_TIMEOUT = 60.0
+# Partitions whose heads one query reads when looking for the entity's last batch.
+_HEAD_SCAN_WIDTH = 32
+_READY_PID = "__larder_readiness_probe__"
+
+
+class SchemaMissing(JournalUnavailable):
+    """Schema creation is off and the keyspace or a table does not exist."""
+
+
+class CassandraJournal:
+    """Implements `Journal` on Apache Cassandra (3.11 and later; tested on 5.0)."""
+
+    def __init__(self, settings: CassandraSettings) -> None:
+        self._settings = settings
+        self._cluster: Cluster | None = None
+        self._session: Session | None = None
+        self._prepared: dict[str, PreparedStatement] = {}
+        self._fenced = settings.fencing == "fenced"
+
+    @property
+    def settings(self) -> CassandraSettings:
+        return self._settings
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self._settings
+        where = f"{','.join(s.contact_points)}:{s.port}"
+        try:
+            # Connecting resolves names and opens sockets synchronously: off the loop.
+            self._cluster, self._session = await asyncio.to_thread(self._connect)
+        except DRIVER_ERRORS as e:
+            raise JournalUnavailable(
+                f"cannot connect to Cassandra at {where}: {e}; check "
+                f"{PREFIX}CONTACT_POINTS/PORT and that the cluster is up"
+            ) from e
+        try:
+            if s.create_schema:
+                for cql in schema_cql(s.keyspace, s.replication):
+                    await self._run(cql, None, what="create the journal schema", ddl=True)
+            else:
+                self._check_schema()
+            self._prepared = await asyncio.to_thread(self._prepare_all)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _connect(self) -> tuple[Cluster, Session]:
+        s = self._settings
+        routing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_datacenter or ""))
+
+        def profile(consistency: str, row_factory: Any) -> ExecutionProfile:
+            return ExecutionProfile(
+                load_balancing_policy=routing,
+                retry_policy=JournalRetryPolicy(),
+                consistency_level=ConsistencyLevel.name_to_value[consistency],
+                serial_consistency_level=ConsistencyLevel.name_to_value[s.serial_consistency],
+                request_timeout=s.request_timeout,
+                row_factory=row_factory,
+            )
+
+        auth = (
+            PlainTextAuthProvider(username=s.username, password=s.password)
+            if s.username is not None
+            else None
+        )
+        cluster = Cluster(
+            contact_points=list(s.contact_points),
+            port=s.port,
+            auth_provider=auth,
+            execution_profiles={
+                EXEC_PROFILE_DEFAULT: profile(s.read_consistency, tuple_factory),
+                # Conditional writes answer `[applied]` plus the current values by name.
+                _WRITES: profile(s.write_consistency, dict_factory),
+            },
+            # After an outage the journal must come back by itself within seconds,
+            # not after the driver's default back-off of up to ten minutes.
+            reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
+            connect_timeout=s.request_timeout,
+            control_connection_timeout=s.request_timeout,
+        )
+        try:
+            return cluster, cluster.connect()
+        except BaseException:
+            cluster.shutdown()
+            raise
+
+    def _check_schema(self) -> None:
+        assert self._cluster is not None
+        ks = self._settings.keyspace
+        keyspace = self._cluster.metadata.keyspaces.get(ks)
+        hint = (
+            f"{PREFIX}CREATE_SCHEMA is off: create the schema (docs/journal.md, or "
+            "`python -m larder_sidecar.journal.cassandra_schema`) or turn schema creation on"
+        )
+        if keyspace is None:
+            raise SchemaMissing(f"keyspace {ks!r} does not exist and {hint}")
+        missing = [t for t in TABLES if t not in keyspace.tables]
+        if missing:
+            raise SchemaMissing(f"keyspace {ks!r} has no table {', '.join(missing)} and {hint}")
+
+    def _prepare_all(self) -> dict[str, PreparedStatement]:
+        assert self._session is not None
+        texts = Statements.for_keyspace(self._settings.keyspace)
+        prepared: dict[str, PreparedStatement] = {}
+        for spec in fields(Statements):
+            name = spec.name
+            statement = self._session.prepare(getattr(texts, name))
+            # Reads may be re-sent to another node; writes never are (JournalRetryPolicy).
+            statement.is_idempotent = name.startswith("select")
+            prepared[name] = statement
+        return prepared
+
+    async def close(self) -> None:
+        cluster, self._cluster, self._session = self._cluster, None, None
+        if cluster is not None:
+            await asyncio.to_thread(cluster.shutdown)
+
+    async def ready(self) -> bool:
+        if self._session is None or not self._prepared:
+            return False
+        try:
+            await self._run(self._stmt("select_value"), (_READY_PID,), what="answer a probe")
+        except JournalError:
+            return False
+        return True
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _stmt(self, name: str) -> PreparedStatement:
+        if not self._prepared:
+            raise JournalUnavailable("the Cassandra journal is not started (or was closed)")
+        return self._prepared[name]
+
+    async def _run(
+        self,
+        statement: Any,
+        values: Sequence[Any] | None,
+        *,
+        what: str,
+        write: bool = False,
+        ddl: bool = False,
+    ) -> Any:
+        session = self._session
+        if session is None:
+            raise JournalUnavailable("the Cassandra journal is not started (or was closed)")
+        try:
+            response = session.execute_async(
+                statement,
+                values,
+                timeout=_DDL_TIMEOUT if ddl else self._settings.request_timeout,
+                execution_profile=_WRITES if write or ddl else EXEC_PROFILE_DEFAULT,
+            )
+            return await aio.result(response)
+        except DRIVER_ERRORS as e:
+            raise translate(e, writing=write, what=what) from e
+
+    async def _conditional(self, statement: Any, values: Any, *, what: str) -> dict[str, Any]:
+        rows = await self._run(statement, values, what=what, write=True)
+        if not rows:
+            raise JournalCorrupt(f"Cassandra answered no [applied] row to {what}")
+        row: dict[str, Any] = rows[0]
+        return row
+
+    # -- event-sourced entities ------------------------------------------------------
+
+    async def load(self, pid: PersistenceId) -> Recovery:
+        snapshot = await self._load_snapshot(pid)
+        last = snapshot.sequence_nr if snapshot else 0
+        events: list[StoredPayload] = []
+        size = self._settings.partition_size
+        partition = (last + 1) // size
+        while True:
+            before = last
+            last = await self._read_partition(pid, partition, last, events)
+            after_next = (last + 1) // size
+            # An append stores its events in the partition of its first number, so
+            # the event after `last`, if any, is in partition (last + 1) // size.
+            if last == before or after_next == partition:
+                break
+            partition = after_next
+        return Recovery(snapshot=snapshot, events=tuple(events), last_sequence_nr=last)
+
+    async def _read_partition(
+        self, pid: PersistenceId, partition: int, last: int, into: list[StoredPayload]
+    ) -> int:
+        what = f"read the events of {pid}"
+        session = self._session
+        if session is None:
+            raise JournalUnavailable("the Cassandra journal is not started (or was closed)")
+        bound = self._stmt("select_events").bind((pid, partition, last + 1))
+        bound.fetch_size = self._settings.fetch_size
+        try:
+            response = session.execute_async(bound, timeout=self._settings.request_timeout)
+            async for page in aio.pages(response):
+                for row in page:
+                    into.append(_event(pid, row, last))
+                    last += 1
+        except DRIVER_ERRORS as e:
+            raise translate(e, writing=False, what=what) from e
+        return last
+
+    async def _load_snapshot(self, pid: PersistenceId) -> Snapshot | None:
+        rows = await self._run(
+            self._stmt("select_snapshot"), (pid,), what=f"read the snapshot of {pid}"
+        )
+        if not rows:
+            return None
+        seq, type_url, payload = rows[0]
+        if not isinstance(seq, int) or seq < 1:
+            raise JournalCorrupt(f"{pid}: snapshot has sequence number {seq!r}")
+        return Snapshot(
+            sequence_nr=seq, payload=_payload(pid, f"snapshot {seq}", type_url, payload)
+        )
+
+    async def append(
+        self,
+        pid: PersistenceId,
+        expected_sequence_nr: int,
+        events: Sequence[StoredPayload],
+        snapshot: StoredPayload | None = None,
+    ) -> int:
+        expected = expected_sequence_nr
+        if expected < 0:
+            raise ValueError(f"expected_sequence_nr must not be negative, got {expected}")
+        if not events:
+            # Nothing to store, and a snapshot is only ever taken after an event.
+            return expected
+        last = expected + len(events)
+        partition = (expected + 1) // self._settings.partition_size
+        if self._fenced:
+            await self._append_fenced(pid, expected, partition, events)
+        else:
+            batch = self._event_batch(pid, expected, partition, events)
+            batch.add(self._stmt("set_head"), (last, pid, partition))
+            await self._run(batch, None, what=f"append events to {pid}", write=True)
+        if snapshot is not None:
+            await self._store_snapshot(pid, last, snapshot)
+        return last
+
+    async def _append_fenced(
+        self,
+        pid: PersistenceId,
+        expected: int,
+        partition: int,
+        events: Sequence[StoredPayload],
+    ) -> None:
+        what = f"append events {expected + 1}..{expected + len(events)} to {pid}"
+        # Usually the partition already holds the entity's last event; it is empty
+        # (head null) when this append is the first of the entity or of a partition.
+        likely_new = expected == 0 or expected // self._settings.partition_size != partition
+        if not likely_new:
+            row = await self._fenced_batch(
+                pid, expected, partition, events, condition=expected, what=what
+            )
+            if row["[applied]"]:
+                return
+            if row.get("head") is not None:
+                raise _conflict(pid, expected, row["head"])
+        # An empty partition: appending there is right only if `expected` is the
+        # entity's last number, i.e. the head of the closest non-empty partition below.
+        head = await self._head_below(pid, partition) if expected > 0 else 0
+        if head != expected:
+            raise _conflict(pid, expected, head)
+        row = await self._fenced_batch(pid, expected, partition, events, condition=None, what=what)
+        if not row["[applied]"]:
+            raise _conflict(pid, expected, row.get("head"))
+
+    async def _fenced_batch(
+        self,
+        pid: PersistenceId,
+        expected: int,
+        partition: int,
+        events: Sequence[StoredPayload],
+        *,
+        condition: int | None,
+        what: str,
+    ) -> dict[str, Any]:
+        batch = self._event_batch(pid, expected, partition, events)
+        last = expected + len(events)
+        batch.add(self._stmt("fence_head"), (last, pid, partition, condition))
+        return await self._conditional(batch, None, what=what)
+
+    def _event_batch(
+        self,
+        pid: PersistenceId,
+        expected: int,
+        partition: int,
+        events: Sequence[StoredPayload],
+    ) -> BatchStatement:
+        # One partition, so UNLOGGED is atomic and isolated; a batch log would add a
+        # write for nothing.
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        insert = self._stmt("insert_event")
+        now = datetime.now(UTC)
+        for offset, event in enumerate(events, start=1):
+            seq = expected + offset
+            batch.add(insert, (pid, partition, seq, event.type_url, event.value, now))
+        return batch
+
+    async def _head_below(self, pid: PersistenceId, partition: int) -> int | None:
+        """The head of the highest non-empty partition below `partition`, None if none."""
+        top = partition
+        while top > 0:
+            low = max(0, top - _HEAD_SCAN_WIDTH)
+            rows = await self._run(
+                self._stmt("select_heads"),
+                (pid, list(range(low, top))),
+                what=f"find the last event of {pid}",
+            )
+            heads = {nr: head for nr, head in rows if head is not None}
+            if heads:
+                head: int = heads[max(heads)]
+                return head
+            top = low
+        return None
+
+    async def _store_snapshot(self, pid: PersistenceId, seq: int, snapshot: StoredPayload) -> None:
+        values = (pid, seq, snapshot.type_url, snapshot.value, datetime.now(UTC), seq)
+        try:
+            await self._run(
+                self._stmt("insert_snapshot"), values, what=f"store a snapshot of {pid}", write=True
+            )
+        except JournalUnavailable as e:
+            # The events are stored and are the truth; the snapshot only shortens the
+            # next recovery, so failing the command for it would report a stored
+            # command as failed.
+            log.warning("%s: events up to %d stored, snapshot not: %s", pid, seq, e)
+
+    # -- value entities --------------------------------------------------------------
+
+    async def load_value(self, pid: PersistenceId) -> ValueState:
+        rows = await self._run(self._stmt("select_value"), (pid,), what=f"read the state of {pid}")
+        if not rows:
+            return ValueState(payload=None, revision=0)
+        revision, type_url, payload = rows[0]
+        if not isinstance(revision, int) or revision < 1:
+            raise JournalCorrupt(f"{pid}: value state has revision {revision!r}")
+        if type_url is None and payload is None:
+            return ValueState(payload=None, revision=revision)
+        return ValueState(
+            payload=_payload(pid, "value state", type_url, payload), revision=revision
+        )
+
+    async def put_value(
+        self, pid: PersistenceId, expected_revision: int, payload: StoredPayload | None
+    ) -> int:
+        if expected_revision < 0:
+            raise ValueError(f"expected_revision must not be negative, got {expected_revision}")
+        revision = expected_revision + 1
+        type_url = payload.type_url if payload is not None else None
+        value = payload.value if payload is not None else None
+        now = datetime.now(UTC)
+        what = f"store revision {revision} of {pid}"
+        if not self._fenced:
+            await self._run(
+                self._stmt("write_value"),
+                (revision, type_url, value, now, pid),
+                what=what,
+                write=True,
+            )
+            return revision
+        if expected_revision == 0:
+            row = await self._conditional(
+                self._stmt("insert_value_if_absent"),
+                (pid, revision, type_url, value, now),
+                what=what,
+            )
+        else:
+            row = await self._conditional(
+                self._stmt("update_value_if_revision"),
+                (revision, type_url, value, now, pid, expected_revision),
+                what=what,
+            )
+        if not row["[applied]"]:
+            current = row.get("revision") or 0
+            raise ConcurrentWriteError(
+                f"{pid}: expected revision {expected_revision} but the journal holds "
+                f"{current}; another writer owns this entity"
+            )
+        return revision
+
+
+def _conflict(pid: PersistenceId, expected: int, found: int | None) -> ConcurrentWriteError:
+    seen = "no events" if not found else f"events up to {found}"
+    return ConcurrentWriteError(
+        f"{pid}: expected to append after sequence number {expected} but the journal has "
+        f"{seen} there; another writer appended first (or the entity was loaded from "
+        "stale data)"
+    )
+
+
+def _event(pid: PersistenceId, row: Any, last: int) -> StoredPayload:
+    seq, type_url, value = row
+    if seq != last + 1:
+        raise JournalCorrupt(
+            f"{pid}: event {seq!r} follows event {last}; the journal has a gap or was "
+            "written by something other than Larder"
+        )
+    return _payload(pid, f"event {seq}", type_url, value)
+
+
+def _payload(pid: PersistenceId, what: str, type_url: Any, value: Any) -> StoredPayload:
+    if not isinstance(type_url, str) or not isinstance(value, bytes):
+        raise JournalCorrupt(
+            f"{pid}: {what} has type URL {type_url!r} and a payload of type "
+            f"{type(value).__name__}; expected text and bytes"
+        )
+    return StoredPayload(type_url, value)
