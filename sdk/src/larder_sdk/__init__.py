@@ -1,0 +1,61 @@
+"""Larder's Python SDK: write event-sourced entities, value entities and actions.
+
+    counter = EventSourcedEntity(counter_pb2.DESCRIPTOR.services_by_name["CounterService"],
+                                 entity_type="counter", state_type=CounterState)
+
+    @counter.command_handler
+    def increase(state: CounterState, command: IncreaseValue, ctx: EventSourcedContext) -> Empty:
+        ctx.emit(ValueIncreased(value=command.value))
+        return Empty()
+
+    @counter.event_handler
+    def increased(state: CounterState, event: ValueIncreased) -> CounterState:
+        state.value += event.value
+        return state
+
+    LarderService([counter]).run()
+
+The in-process test kit lives in `larder_sdk.testkit`.
+"""
+
+from larder_sdk._action import Action
+from larder_sdk._component import Component
+from larder_sdk._context import (
+    ActionContext,
+    EffectContext,
+    EntityContext,
+    EventSourcedContext,
+    ValueEntityContext,
+)
+from larder_sdk._definition import ServiceRef
+from larder_sdk._effects import Forward, MethodRef, Reply, SideEffect, forward
+from larder_sdk._errors import CommandFailed, DefinitionError, LarderError
+from larder_sdk._eventsourced import EventSourcedEntity
+from larder_sdk._metadata import Metadata, MetadataValue
+from larder_sdk._server import LarderService, ServerSettings
+from larder_sdk._valueentity import ValueEntity
+
+__all__ = [
+    "Action",
+    "ActionContext",
+    "CommandFailed",
+    "Component",
+    "DefinitionError",
+    "EffectContext",
+    "EntityContext",
+    "EventSourcedContext",
+    "EventSourcedEntity",
+    "Forward",
+    "LarderError",
+    "LarderService",
+    "Metadata",
+    "MetadataValue",
+    "MethodRef",
+    "Reply",
+    "ServerSettings",
+    "ServiceRef",
+    "SideEffect",
+    "ValueEntity",
+    "ValueEntityContext",
+    "forward",
+]
