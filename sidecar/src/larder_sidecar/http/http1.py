@@ -165,6 +165,15 @@ class Http1Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._refusing:
             return
+        if self._declared_body and self._parser.should_upgrade():
+            # httptools does not read the body of an upgrade request, so we cannot serve it.
+            self._refuse(
+                400,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "HTTP Upgrade requests with a body are not supported here; send the "
+                "request without Upgrade",
+            )
+            return
         url = bytes(self._url)
         if url.startswith(b"/"):
             raw_path, _, raw_query = url.partition(b"#")[0].partition(b"?")
@@ -285,17 +294,7 @@ class Http1Connection(asyncio.Protocol):
 
     def _after_upgrade(self, rest: bytes) -> None:
         # We never switch protocols (gRPC clients use prior-knowledge HTTP/2, which the
-        # port detects before this parser sees a byte), so an upgrade request is served as
-        # plain HTTP/1.1. httptools skips the body of an upgrade request, so one with a
-        # body cannot be read correctly.
-        if self._declared_body:
-            self._queue.pop()  # the upgrade request itself, completed without its body
-            self._refuse(
-                400,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "HTTP Upgrade requests with a body are not supported here; send the "
-                "request without Upgrade",
-            )
-            return
-        if rest:
+        # port detects before this parser sees a byte), so the upgrade request was served
+        # as plain HTTP/1.1 and parsing goes on after it.
+        if rest and not self._refusing:
             self.data_received(rest)

@@ -60,10 +60,14 @@ class PathTemplate:
 
     @property
     def specificity(self) -> tuple[int, ...]:
-        """Sort key: at the first differing segment, literals beat `*`, which beats `**`."""
-        key = []
-        for text, literal in zip(self.segments, self.literal_segments, strict=True):
-            key.append(0 if literal else (1 if text == SINGLE else 2))
+        """Sort key: at the first differing segment, literals beat `*`, which beats `**`;
+        with equal segments, a template with a custom verb beats one without, since
+        `/turkeys/{id}` would otherwise swallow `/turkeys/t1:watch`."""
+        key = [
+            0 if literal else (1 if text == SINGLE else 2)
+            for text, literal in zip(self.segments, self.literal_segments, strict=True)
+        ]
+        key.append(0 if self.verb is not None else 1)
         return tuple(key)
 
     def match(self, segments: list[str]) -> list[tuple[tuple[str, ...], str]] | None:

@@ -125,15 +125,15 @@ class Transcoder:
         bound = {".".join(field_path) for field_path, _ in bindings}
         seen: set[str] = set()
         for key, text in parse_qsl(query, keep_blank_values=True):
-            chain = self._query_chain(key)
-            dotted = ".".join(f.name for f in chain)
-            if dotted in bound:
-                raise TranscodeError(f"query parameter {key!r} sets a field the path already sets")
             if self._whole_body:
                 raise TranscodeError(
                     f"query parameter {key!r} is not allowed: this route takes the whole "
                     "request from the body"
                 )
+            chain = self._query_chain(key)
+            dotted = ".".join(f.name for f in chain)
+            if dotted in bound:
+                raise TranscodeError(f"query parameter {key!r} sets a field the path already sets")
             if self._body_field is not None and chain[0] is self._body_field:
                 raise TranscodeError(
                     f"query parameter {key!r} sets a field this route takes from the body"
