@@ -68,9 +68,11 @@ class _PageFeed:
 
     def on_page(self, rows: Any) -> None:
         more = self._response.has_more_pages and not self.stopped
+        # Queue this page before asking for the next, so the next page's callback
+        # (which may run on another driver thread) cannot overtake it.
+        _hand_over(self._loop, self.queue.put_nowait, (rows, None, more))
         if more:
             self._response.start_fetching_next_page()
-        _hand_over(self._loop, self.queue.put_nowait, (rows, None, more))
 
     def on_error(self, error: BaseException) -> None:
         _hand_over(self._loop, self.queue.put_nowait, (None, error, False))
