@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from tests.infra import servers
 from tests.infra.errors import InfraError
 from tests.infra.provision import GROUPS, provision
 
@@ -32,7 +33,8 @@ def _provision(names: list[str]) -> int:
             result = provision(component)
             state = "cached" if result.cached else "built"
             print(
-                f"provision {component} {result.version}: {state} in {result.seconds:.1f}s ({result.path})"
+                f"provision {component} {result.version}: {state} in {result.seconds:.1f}s",
+                f"({result.path})",
             )
     if everything:
         _provision_published_sdks()
@@ -55,8 +57,6 @@ def _provision_published_sdks() -> None:
 
 
 def _start(name: str) -> int:
-    from tests.infra import servers
-
     workdir = Path(tempfile.mkdtemp(prefix=f"larder-{name}-"))
     handle = servers.launch(name, workdir)
     try:
