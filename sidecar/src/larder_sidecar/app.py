@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from typing import Any
@@ -58,6 +59,7 @@ class Sidecar:
         self._health: Any = None
         self._public: Any = None
         self._ready = False
+        self._stopped = False
         self._not_ready_reason = "starting: waiting for the journal"
 
     async def _readiness(self) -> tuple[bool, str]:
@@ -127,14 +129,21 @@ class Sidecar:
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight commands, passivate, tell the user function."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._ready = False
         self._not_ready_reason = "shutting down"
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        # Together: relayed gRPC connections end when the internal server's GOAWAY
+        # passes through the public server.
+        closing = []
         if self._public is not None:
-            await self._public.close()
+            closing.append(self._public.close())
         if self._server is not None:
-            await self._server.stop(SHUTDOWN_GRACE)
+            closing.append(self._server.stop(SHUTDOWN_GRACE))
+        await asyncio.gather(*closing)
         if self.dispatcher is not None:
             await self.dispatcher.drain()
         if self.entities is not None:

@@ -54,6 +54,7 @@ log = logging.getLogger("larder_sidecar.entities")
 
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 _PASSIVATE = object()
+USER_FUNCTION_CONNECT_TIMEOUT = 2.0
 _STOP = object()
 
 
@@ -192,6 +193,7 @@ class _Entity:
 
     async def _activate(self) -> None:
         self._command_id = 0
+        await self.manager.user_function_ready()
         try:
             await self._open()
         except JournalUnavailable as e:
@@ -436,11 +438,30 @@ class EntityManager:
     ) -> None:
         self.journal = journal
         self.metrics = metrics
+        self._channel = channel
         self.es_stub = es_grpc.EventSourcedEntitiesStub(channel)
         self.ve_stub = ve_grpc.ValueEntitiesStub(channel)
         self._default_passivation = default_passivation
         self._entities: dict[tuple[str, str], _Entity] = {}
         self._accepting = True
+
+    async def user_function_ready(self) -> None:
+        """Wait (briefly) for the connection to the user function.
+
+        After the user function restarts, the channel sits in reconnect back-off; a
+        stream opened then would fail at once. Waiting here costs nothing when the
+        channel is up, and only happens on activation.
+        """
+        if self._channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
+            return
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), USER_FUNCTION_CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise InvokeError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the user function is not reachable (waited {USER_FUNCTION_CONNECT_TIMEOUT:.0f}s "
+                "to connect); it may be restarting",
+            ) from None
 
     @property
     def active(self) -> int:
