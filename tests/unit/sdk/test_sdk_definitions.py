@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 from google.protobuf.empty_pb2 import Empty
-from larder_sdktest import counter_pb2, echo_pb2  # type: ignore[import-not-found]
-
+from google.protobuf.message import Message
 from larder_sdk import (
     Action,
     DefinitionError,
@@ -17,6 +16,7 @@ from larder_sdk import (
     LarderService,
     ValueEntity,
 )
+from larder_sdktest import counter_pb2, echo_pb2  # type: ignore[import-not-found]
 
 COUNTER = counter_pb2.DESCRIPTOR.services_by_name["CounterService"]
 ECHO = echo_pb2.DESCRIPTOR.services_by_name["EchoAction"]
@@ -35,7 +35,7 @@ def test_constructor_reports_every_bad_argument() -> None:
             entity_type="",
             state_type=dict,  # type: ignore[type-var]
             snapshot_every=-1,
-            events=[str],
+            events=[str],  # type: ignore[list-item]
             passivation_timeout=timedelta(seconds=-5),
         )
     problems = "\n".join(raised.value.problems)
@@ -91,7 +91,9 @@ def test_event_handler_needs_a_type_is_pure_and_unique() -> None:
         entity.event_handler(lambda state, event: state)
     with pytest.raises(DefinitionError) as raised:
 
-        @entity.event_handler(counter_pb2.ValueIncreased)
+        increased_type: type[Message] = counter_pb2.ValueIncreased
+
+        @entity.event_handler(increased_type)
         async def increased(state: Any, event: Any, extra: Any) -> Any:
             return state
 

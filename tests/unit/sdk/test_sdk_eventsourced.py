@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from google.protobuf.empty_pb2 import Empty
-from larder_sdktest import counter_pb2  # type: ignore[import-not-found]
-
-from larder_sdk import EventSourcedEntity, Metadata
+from google.protobuf.message import Message
+from larder_sdk import EventSourcedContext, EventSourcedEntity, Metadata
 from larder_sdk.testkit import EventSourcedTestKit
+from larder_sdktest import counter_pb2  # type: ignore[import-not-found]
 
 
 def test_command_emits_event_updates_state_and_replies(counter: EventSourcedEntity[Any]) -> None:
@@ -58,7 +58,6 @@ def test_snapshot_rides_on_the_reply_that_crosses_the_boundary(
 def test_snapshot_holds_the_state_after_all_events_of_a_crossing_command() -> None:
     # Two increases in, a command emitting one event crosses 3; the state after it is snapshotted.
     from google.protobuf.message import Message
-
     from larder_sdk import EventSourcedContext
 
     service = counter_pb2.DESCRIPTOR.services_by_name["CounterService"]

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
-from larder_sdktest import cart_pb2, counter_pb2, echo_pb2  # type: ignore[import-not-found]
-
 from larder_sdk import Action, Metadata, ValueEntity
 from larder_sdk.testkit import ActionTestKit, ValueEntityTestKit
+from larder_sdktest import cart_pb2, counter_pb2, echo_pb2  # type: ignore[import-not-found]
 
 
 def test_value_entity_update_get_delete(cart: ValueEntity[Any]) -> None:
