@@ -1,0 +1,57 @@
+"""The Helm chart lints, renders and applies to a real API server."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import yaml
+
+from tests.integration.operator.conftest import ROOT, Kubectl
+
+CHART = ROOT / "charts" / "larder"
+
+
+def helm(helm_binary: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(helm_binary), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_chart_lints_renders_and_applies(
+    helm_binary: Path, kubectl: Kubectl, crds: None
+) -> None:
+    helm(helm_binary, "lint", "--strict", str(CHART))
+    namespace = f"chart-{uuid.uuid4().hex[:6]}"
+    kubectl.run("create", "namespace", namespace)
+    try:
+        for values in ([], ["--set", "operator.replicas=2", "--set",
+                            f"operator.watchNamespaces={{{namespace}}}"]):
+            rendered = helm(
+                helm_binary, "template", "larder", str(CHART), "--namespace", namespace,
+                "--include-crds", *values,
+            )
+            docs = [d for d in yaml.safe_load_all(rendered) if d]
+            deployment = next(d for d in docs if d["kind"] == "Deployment")
+            pod = deployment["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+            container = pod["containers"][0]
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            }
+            result = kubectl.apply(rendered, namespace)
+            assert result.returncode == 0, result.stderr
+        kinds = {d["kind"] for d in docs}
+        assert {"Role", "RoleBinding", "KopfPeering"} <= kinds
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["LARDER_PEERING_NAME"] == "larder"
+        assert env["LARDER_WATCH_NAMESPACES"] == namespace
+        assert kubectl.get("deployment", "larder", namespace) is not None
+    finally:
+        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
