@@ -72,42 +72,34 @@ def _handlers(dispatcher: Dispatcher, method: Method) -> grpc.RpcMethodHandler[A
 
         return grpc.stream_unary_rpc_method_handler(stream_in)
 
-    async def relay(
-        results: AsyncIterator[InvokeResult], context: grpc.aio.ServicerContext[Any, Any]
+    # grpc.aio only streams replies from handlers that are async generator functions.
+    if model.server_streaming and not model.client_streaming:
+
+        async def stream_out(
+            request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[bytes]:
+            try:
+                async for result in dispatcher.streamed_out(
+                    method, request, client_metadata(context)
+                ):
+                    yield result.payload
+            except InvokeError as e:
+                await context.abort(e.code, e.message)
+
+        return grpc.unary_stream_rpc_method_handler(stream_out)
+
+    async def streamed(
+        request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         try:
-            async for result in results:
+            async for result in dispatcher.streamed(
+                method, requests(request_iterator), client_metadata(context)
+            ):
                 yield result.payload
         except InvokeError as e:
             await context.abort(e.code, e.message)
 
-    if model.server_streaming and not model.client_streaming:
-
-        def stream_out(
-            request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[bytes]:
-            try:
-                results = dispatcher.streamed_out(method, request, client_metadata(context))
-            except InvokeError as e:
-                return _aborting(context, e)
-            return relay(results, context)
-
-        return grpc.unary_stream_rpc_method_handler(stream_out)
-
-    def streamed(
-        request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[bytes]:
-        results = dispatcher.streamed(method, requests(request_iterator), client_metadata(context))
-        return relay(results, context)
-
     return grpc.stream_stream_rpc_method_handler(streamed)
-
-
-async def _aborting(
-    context: grpc.aio.ServicerContext[Any, Any], error: InvokeError
-) -> AsyncIterator[bytes]:
-    await context.abort(error.code, error.message)
-    yield b""  # pragma: no cover - abort raises
 
 
 def build_grpc_server(

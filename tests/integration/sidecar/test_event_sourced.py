@@ -81,10 +81,9 @@ async def test_passivation_closes_the_stream_and_reactivates_from_journal(
         client = connect(sidecar)
         await client.add("p", 7)
         assert sidecar.entities is not None
-        while sidecar.entities.active:  # the idle timer passivates the entity
-            await asyncio.sleep(0.02)
-        while fn.record.streams_ended < 1:
-            await asyncio.sleep(0.02)
+        # The idle timer passivates the entity: the sidecar ends the stream.
+        await asyncio.wait_for(fn.record.stream_ended.wait(), 5)
+        assert sidecar.entities.active == 0
         assert await client.get("p") == 7
         assert [i.entity_id for i in fn.record.inits] == ["p", "p"]
         assert fn.record.events_replayed == [("p", 1)]

@@ -71,6 +71,7 @@ class Record:
     events_replayed: list[tuple[str, int]] = field(default_factory=list)
     commands: list[tuple[str, str, str]] = field(default_factory=list)
     streams_ended: int = 0
+    stream_ended: asyncio.Event = field(default_factory=asyncio.Event)
     errors_reported: list[str] = field(default_factory=list)
     proxy_terminated: int = 0
     hang: asyncio.Event = field(default_factory=asyncio.Event)
@@ -204,6 +205,7 @@ class _Counter(es_grpc.EventSourcedEntitiesServicer):  # type: ignore[misc]
                 yield es_pb2.EventSourcedStreamOut(reply=out)
         finally:
             record.streams_ended += 1
+            record.stream_ended.set()
 
 
 class _Register(ve_grpc.ValueEntitiesServicer):  # type: ignore[misc]
