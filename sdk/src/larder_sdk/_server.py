@@ -101,6 +101,9 @@ class LarderService:
         }
         self._actions = {c.service_name: c for c in self.components if isinstance(c, Action)}
         self._server: grpc.aio.Server | None = None
+        self._started = asyncio.Event()
+        self.port: int | None = None
+        """The bound port, once started."""
         self._discovery: Discovery | None = None
         self._proxy_terminated: asyncio.Event | None = None
         self._shutdown: asyncio.Event | None = None
@@ -126,6 +129,8 @@ class LarderService:
             raise OSError(f"cannot listen on {address}: is the port in use? ({e})") from e
         await server.start()
         self._server = server
+        self.port = port
+        self._started.set()
         logger.info(
             "serving %d components on %s:%d: %s",
             len(self.components),
@@ -134,6 +139,12 @@ class LarderService:
             ", ".join(c.subject for c in self.components),
         )
         return port
+
+    async def wait_started(self) -> int:
+        """Wait until the server is serving (e.g. from a task running `serve()`); the port."""
+        await self._started.wait()
+        assert self.port is not None
+        return self.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls and give running ones `grace` seconds to finish."""

@@ -90,7 +90,6 @@ def test_event_handler_needs_a_type_is_pure_and_unique() -> None:
     with pytest.raises(DefinitionError, match="the event type is unknown"):
         entity.event_handler(lambda state, event: state)
     with pytest.raises(DefinitionError) as raised:
-
         increased_type: type[Message] = counter_pb2.ValueIncreased
 
         @entity.event_handler(increased_type)

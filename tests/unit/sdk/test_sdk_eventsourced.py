@@ -57,8 +57,6 @@ def test_snapshot_rides_on_the_reply_that_crosses_the_boundary(
 
 def test_snapshot_holds_the_state_after_all_events_of_a_crossing_command() -> None:
     # Two increases in, a command emitting one event crosses 3; the state after it is snapshotted.
-    from google.protobuf.message import Message
-    from larder_sdk import EventSourcedContext
 
     service = counter_pb2.DESCRIPTOR.services_by_name["CounterService"]
     entity: EventSourcedEntity[Any] = EventSourcedEntity(
