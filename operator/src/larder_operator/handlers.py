@@ -6,8 +6,10 @@ nothing globally and the handlers close over one settings object.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import weakref
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -82,6 +84,12 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     """Every handler of the operator, closed over ``settings``."""
     registry = kopf.OperatorRegistry()
     connection = _Connection()
+    # One reconcile per function at a time: several causes (its own change, its children's
+    # events, a Journal) often arrive together, and the last status written must be the
+    # newest. Weak values: a lock lives only while someone holds or waits for it.
+    locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+        weakref.WeakValueDictionary()
+    )
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -89,10 +97,14 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         return await kopf.login_via_async_client(**kwargs)
 
     async def reconcile(namespace: str, name: str) -> Outcome | None:
+        lock = locks.get((namespace, name))
+        if lock is None:
+            lock = locks[(namespace, name)] = asyncio.Lock()
         try:
-            outcome = await reconcile_function(
-                connection.cluster, settings, namespace, name, _now()
-            )
+            async with lock:
+                outcome = await reconcile_function(
+                    connection.cluster, settings, namespace, name, _now()
+                )
         except ClusterError as e:
             raise kopf.TemporaryError(str(e), delay=_RETRY_AFTER_API_ERROR) from e
         if outcome is not None:

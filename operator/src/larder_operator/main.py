@@ -33,7 +33,7 @@ def main() -> None:
             standalone=settings.peering_name is None,
             peering_name=settings.peering_name or "default",
             priority=0,
-            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+            liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
         )
     )
 

@@ -29,6 +29,8 @@ class OperatorSettings:
     resync_interval: float = 60.0
     journal_check_interval: float = 30.0
     journal_check_timeout: float = 5.0
+    # All interfaces by default: the kubelet probes the pod's IP.
+    health_host: str = "0.0.0.0"
     health_port: int = 8081
     log_level: str = "INFO"
 
@@ -70,6 +72,7 @@ class OperatorSettings:
             resync_interval=_positive(env, "LARDER_RESYNC_INTERVAL", 60.0),
             journal_check_interval=_positive(env, "LARDER_JOURNAL_CHECK_INTERVAL", 30.0),
             journal_check_timeout=_positive(env, "LARDER_JOURNAL_CHECK_TIMEOUT", 5.0),
+            health_host=env.get("LARDER_OPERATOR_HEALTH_HOST", "").strip() or "0.0.0.0",
             health_port=int(_positive(env, "LARDER_OPERATOR_HEALTH_PORT", 8081)),
             log_level=level,
         )

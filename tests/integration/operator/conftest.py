@@ -103,6 +103,7 @@ def operator_process(
         "LARDER_RESYNC_INTERVAL": "5",
         "LARDER_JOURNAL_CHECK_INTERVAL": "3",
         "LARDER_JOURNAL_CHECK_TIMEOUT": "3",
+        "LARDER_OPERATOR_HEALTH_HOST": "127.0.0.1",
         "LARDER_OPERATOR_HEALTH_PORT": str(port),
         "LARDER_LOG_LEVEL": "DEBUG",
     }
