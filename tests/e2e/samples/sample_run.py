@@ -7,10 +7,15 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
 
 from tests.e2e.devcli.larder_dev import REPO, LarderDev, port_options
 
 SAMPLES = REPO / "samples"
+M = TypeVar("M", bound=Message)
 
 
 @contextmanager
@@ -34,3 +39,15 @@ def curl(command: str) -> str:
     done = subprocess.run(["sh", "-c", f"{command} -sS"], capture_output=True, text=True,
                           timeout=30, check=True)
     return done.stdout
+
+
+def unary(channel: grpc.Channel, path: str, request: Message, reply_type: type[M]) -> M:
+    """One gRPC call, as a generated stub would make it."""
+    call = channel.unary_unary(path, request_serializer=_serialize,
+                               response_deserializer=reply_type.FromString)
+    reply: M = call(request, timeout=30)
+    return reply
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
