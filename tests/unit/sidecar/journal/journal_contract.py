@@ -21,7 +21,6 @@ import asyncio
 import uuid
 
 import pytest
-
 from larder_sidecar.journal.base import (
     ConcurrentWriteError,
     Journal,

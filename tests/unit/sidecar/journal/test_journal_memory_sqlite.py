@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from larder_sidecar.journal.base import Journal, JournalUnavailable, PersistenceId
 from larder_sidecar.journal.memory import MemoryJournal
 from larder_sidecar.journal.sqlite import SqliteJournal

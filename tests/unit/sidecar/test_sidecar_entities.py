@@ -1,0 +1,212 @@
+"""The entity manager against a fake protocol stream and a journal that can fail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import pytest
+from akkaserverless.component.eventsourcedentity import event_sourced_entity_pb2 as es_pb2
+from google.protobuf import any_pb2, wrappers_pb2
+from larder_protocol import EVENT_SOURCED_ENTITY
+from larder_sidecar.entities import EntityManager
+from larder_sidecar.invoke import InvokeError
+from larder_sidecar.journal.base import (
+    ConcurrentWriteError,
+    JournalError,
+    JournalUnavailable,
+    PersistenceId,
+    StoredPayload,
+    persistence_id,
+)
+from larder_sidecar.journal.memory import MemoryJournal
+from larder_sidecar.metrics import Metrics
+from larder_sidecar.model import Method, build_model
+
+from .test_sidecar_model import F, _file, _spec
+
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
+
+Responder = Callable[[Any], Any]
+
+
+class FakeCall:
+    """One protocol stream: each command's reply comes from the responder."""
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+        self.sent: list[Any] = []
+        self.out: asyncio.Queue[Any] = asyncio.Queue()
+        self.cancelled = False
+
+    async def write(self, msg: Any) -> None:
+        self.sent.append(msg)
+        if msg.WhichOneof("message") == "command":
+            self.out.put_nowait(await self.responder(msg.command))
+
+    async def read(self) -> Any:
+        return await self.out.get()
+
+    async def done_writing(self) -> None:
+        self.out.put_nowait(_EOF)
+
+    async def wait_for_connection(self) -> None:
+        return None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeStub:
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+        self.calls: list[FakeCall] = []
+
+    def Handle(self) -> FakeCall:
+        self.calls.append(FakeCall(self.responder))
+        return self.calls[-1]
+
+
+class ReadyChannel:
+    """Connected; stubs built on it are replaced by fakes before use."""
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return grpc.ChannelConnectivity.READY
+
+
+class FlakyJournal(MemoryJournal):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next: JournalError | None = None
+
+    async def append(
+        self,
+        pid: PersistenceId,
+        expected_sequence_nr: int,
+        events: Sequence[StoredPayload],
+        snapshot: StoredPayload | None = None,
+    ) -> int:
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        return await super().append(pid, expected_sequence_nr, events, snapshot)
+
+
+def _event(n: int) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(wrappers_pb2.Int64Value(value=n))
+    return a
+
+
+async def emit_one(command: Any) -> Any:
+    reply = es_pb2.EventSourcedReply(command_id=command.id, events=[_event(command.id)])
+    reply.client_action.reply.payload.CopyFrom(_event(command.id))
+    return es_pb2.EventSourcedStreamOut(reply=reply)
+
+
+@pytest.fixture
+def method() -> Method:
+    model = build_model(_spec(_file({"id": (1, F.TYPE_STRING)}), EVENT_SOURCED_ENTITY), {(0, 7)})
+    m = model.method("test.Svc", "Do")
+    assert m is not None
+    return m
+
+
+def _manager(journal: MemoryJournal, responder: Responder) -> tuple[EntityManager, FakeStub]:
+    manager = EntityManager(journal, ReadyChannel(), Metrics(), 30.0)  # type: ignore[arg-type]
+    stub = FakeStub(responder)
+    manager.es_stub = stub
+    return manager, stub
+
+
+async def test_commands_run_in_order_and_events_are_stored(method: Method) -> None:
+    journal = MemoryJournal()
+    manager, stub = _manager(journal, emit_one)
+    outcomes = await asyncio.gather(*(manager.submit(method, "a", b"", ()) for _ in range(5)))
+    assert [o.kind for o in outcomes] == ["reply"] * 5
+    recovery = await journal.load(persistence_id("svc", "a"))
+    assert recovery.last_sequence_nr == 5
+    (call,) = stub.calls
+    ids = [m.command.id for m in call.sent if m.WhichOneof("message") == "command"]
+    assert ids == [1, 2, 3, 4, 5]
+    await manager.shutdown()
+    assert manager.active == 0
+
+
+async def test_entities_run_concurrently(method: Method) -> None:
+    release = asyncio.Event()
+
+    async def respond(command: Any) -> Any:
+        if command.entity_id == "slow":
+            await release.wait()
+        return await emit_one(command)
+
+    manager, _ = _manager(MemoryJournal(), respond)
+    slow = manager.submit(method, "slow", b"", ())
+    # "fast" completes while "slow" is still waiting for its reply.
+    await manager.submit(method, "fast", b"", ())
+    assert not slow.done()
+    release.set()
+    await slow
+    await manager.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ConcurrentWriteError("taken"), grpc.StatusCode.ABORTED),
+        (JournalUnavailable("down"), grpc.StatusCode.UNAVAILABLE),
+    ],
+)
+async def test_journal_error_fails_command_and_restarts_from_journal(
+    method: Method, error: JournalError, code: grpc.StatusCode
+) -> None:
+    journal = FlakyJournal()
+    manager, stub = _manager(journal, emit_one)
+    await manager.submit(method, "e", b"", ())
+    journal.fail_next = error
+    with pytest.raises(InvokeError) as info:
+        await manager.submit(method, "e", b"", ())
+    assert info.value.code == code
+    assert stub.calls[0].cancelled
+    # The next command runs on a fresh stream that replays the one stored event.
+    await manager.submit(method, "e", b"", ())
+    assert len(stub.calls) == 2
+    replayed = [m.event.sequence for m in stub.calls[1].sent if m.WhichOneof("message") == "event"]
+    assert replayed == [1]
+    assert (await journal.load(persistence_id("svc", "e"))).last_sequence_nr == 2
+    await manager.shutdown()
+
+
+async def test_queued_command_whose_caller_gave_up_is_skipped(method: Method) -> None:
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    async def respond(command: Any) -> Any:
+        seen.append(command.id)
+        await release.wait()
+        return await emit_one(command)
+
+    manager, _ = _manager(MemoryJournal(), respond)
+    first = manager.submit(method, "q", b"", ())
+    second = manager.submit(method, "q", b"", ())
+    third = manager.submit(method, "q", b"", ())
+    second.cancel()
+    release.set()
+    await first
+    await third
+    assert seen == [1, 2]  # the cancelled one never reached the user function
+    await manager.shutdown()
+
+
+async def test_shutdown_refuses_new_commands(method: Method) -> None:
+    manager, _ = _manager(MemoryJournal(), emit_one)
+    await manager.shutdown()
+    with pytest.raises(InvokeError) as info:
+        await manager.submit(method, "z", b"", ())
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE
