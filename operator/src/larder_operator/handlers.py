@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 FUNCTIONS = (GROUP, VERSION, "statefulfunctions")
 JOURNALS = (GROUP, VERSION, "journals")
 _RETRY_AFTER_API_ERROR = 10.0
+# kopf hands every index to every handler as a keyword argument named by the index id.
+_INDEX = "functions_by_journal"
 
 
 def _now() -> str:
@@ -127,16 +129,16 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     async def disconnect(**_: Any) -> None:
         await connection.close()
 
-    @kopf.index(*FUNCTIONS, registry=registry)
+    @kopf.index(*FUNCTIONS, id=_INDEX, registry=registry)
     def functions_by_journal(
         namespace: str | None, name: str, spec: kopf.Spec, **_: Any
     ) -> dict[tuple[str, str], str] | None:
         journal = spec.get("journal")
         return {(namespace or '', str(journal)): name} if journal else None
 
-    @kopf.on.resume(*FUNCTIONS, registry=registry)
-    @kopf.on.create(*FUNCTIONS, registry=registry)
-    @kopf.on.update(*FUNCTIONS, registry=registry)
+    @kopf.on.resume(*FUNCTIONS, id="reconcile", registry=registry)
+    @kopf.on.create(*FUNCTIONS, id="reconcile", registry=registry)
+    @kopf.on.update(*FUNCTIONS, id="reconcile", registry=registry)
     async def function_changed(namespace: str | None, name: str, **_: Any) -> None:
         outcome = await reconcile(namespace or '', name)
         if outcome is None:
@@ -153,6 +155,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.timer(
         *FUNCTIONS,
+        id="resync",
         registry=registry,
         interval=settings.resync_interval,
         initial_delay=settings.resync_interval,
@@ -161,8 +164,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         # Repairs drift nobody told us about (e.g. a deleted RoleBinding).
         await reconcile(namespace or '', name)
 
-    @kopf.on.event("apps", "v1", "deployments", labels=MANAGED_BY, registry=registry)
-    @kopf.on.event("v1", "services", labels=MANAGED_BY, registry=registry)
+    @kopf.on.event("apps", "v1", "deployments", id="child", labels=MANAGED_BY, registry=registry)
+    @kopf.on.event("v1", "services", id="child", labels=MANAGED_BY, registry=registry)
     async def child_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         # Pods becoming ready, or a child edited or deleted behind our back.
         function = labels.get(FUNCTION_LABEL)
@@ -198,9 +201,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             for function in index.get((namespace, name), ()):
                 await reconcile(namespace, function)
 
-    @kopf.on.resume(*JOURNALS, registry=registry)
-    @kopf.on.create(*JOURNALS, registry=registry)
-    @kopf.on.update(*JOURNALS, registry=registry)
+    @kopf.on.resume(*JOURNALS, id="check", registry=registry)
+    @kopf.on.create(*JOURNALS, id="check", registry=registry)
+    @kopf.on.update(*JOURNALS, id="check", registry=registry)
     async def journal_changed(
         namespace: str | None,
         name: str,
@@ -212,6 +215,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.timer(
         *JOURNALS,
+        id="recheck",
         registry=registry,
         interval=settings.journal_check_interval,
         initial_delay=settings.journal_check_interval,
@@ -224,7 +228,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     ) -> None:
         await check(namespace or '', name, body, _index(kwargs), propagate=False)
 
-    @kopf.on.event(*JOURNALS, registry=registry)
+    @kopf.on.event(*JOURNALS, id="journal-event", registry=registry)
     async def journal_event(
         type: str | None,
         namespace: str | None,
@@ -239,8 +243,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
 
 def _index(kwargs: Mapping[str, Any]) -> kopf.Index[tuple[str, str], str]:
-    """kopf passes every index to every handler, as a keyword named after the index function."""
-    return cast("kopf.Index[tuple[str, str], str]", kwargs["functions_by_journal"])
+    return cast("kopf.Index[tuple[str, str], str]", kwargs[_INDEX])
 
 
 async def _check_one(
