@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 import pytest
+import uvloop
 from larder_sidecar.http import PublicServer, start_public_server
 from larder_sidecar.invoke import MethodModel
 
@@ -59,6 +60,13 @@ async def start_echo_server(address: str) -> EchoServer:
     await server.start()
     target = address if address.startswith("unix:") else f"127.0.0.1:{port}"
     return EchoServer(server, target)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every test here runs on both loops: the sidecar runs on uvloop, whose transports differ."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

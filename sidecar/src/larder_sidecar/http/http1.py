@@ -12,6 +12,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import cast
 
 import grpc
 import httptools
@@ -67,8 +68,8 @@ class Http1Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self._transport = cast(asyncio.Transport, transport)
         self._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

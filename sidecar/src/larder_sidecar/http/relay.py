@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 from .connections import ConnectionSet
 
@@ -55,11 +56,11 @@ class GrpcRelay(asyncio.Protocol):
         self._connect_task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._client = transport
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self._client = cast(asyncio.Transport, transport)
         self._connections.add(self)
         # Hold the client's bytes back until the internal server accepts the connection.
-        transport.pause_reading()
+        self._client.pause_reading()
         self._connect_task = asyncio.get_running_loop().create_task(self._connect())
 
     def data_received(self, data: bytes) -> None:
