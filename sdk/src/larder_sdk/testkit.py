@@ -41,8 +41,8 @@ __all__ = [
     "ValueEntityTestKit",
 ]
 
-S = TypeVar("S", bound=Message)
-T = TypeVar("T")
+_S = TypeVar("_S", bound=Message)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,7 @@ def _loop_running() -> bool:
     return True
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
     if _loop_running():
         coro.close()
         raise RuntimeError(
@@ -154,12 +154,12 @@ class _EntityKit:
     entity_id: str
 
 
-class EventSourcedTestKit(_EntityKit, Generic[S]):
+class EventSourcedTestKit(_EntityKit, Generic[_S]):
     """One event-sourced entity, optionally started from a snapshot and journalled events."""
 
     def __init__(
         self,
-        entity: EventSourcedEntity[S],
+        entity: EventSourcedEntity[_S],
         entity_id: str = "test-entity",
         *,
         snapshot: tuple[int, Message] | None = None,
@@ -185,7 +185,7 @@ class EventSourcedTestKit(_EntityKit, Generic[S]):
             self.all_events.append(event)
 
     @property
-    def state(self) -> S:
+    def state(self) -> _S:
         return self._instance.state
 
     @property
@@ -233,11 +233,11 @@ class EventSourcedTestKit(_EntityKit, Generic[S]):
         return _run(self.run_async(command_name, message, metadata=metadata))
 
 
-class ValueEntityTestKit(_EntityKit, Generic[S]):
+class ValueEntityTestKit(_EntityKit, Generic[_S]):
     """One value entity, optionally started from a stored state."""
 
     def __init__(
-        self, entity: ValueEntity[S], entity_id: str = "test-entity", *, state: S | None = None
+        self, entity: ValueEntity[_S], entity_id: str = "test-entity", *, state: _S | None = None
     ) -> None:
         super().__init__()
         entity.validate()
@@ -249,7 +249,7 @@ class ValueEntityTestKit(_EntityKit, Generic[S]):
         self._instance = ValueEntityInstance(entity, entity_id, init_state)
 
     @property
-    def state(self) -> S:
+    def state(self) -> _S:
         return self._instance.state
 
     async def run_async(

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import types
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import larder_sdk
+import larder_sdk.testkit
 import pytest
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
@@ -157,3 +162,31 @@ def test_method_name_defaults_to_the_function_name_in_camel_case() -> None:
         return None
 
     assert entity.handlers["GetCurrentCounter"].fn is get_current_counter
+
+
+def test_public_names_are_exactly_all() -> None:
+    package_names = {
+        name
+        for name, value in vars(larder_sdk).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert package_names == set(larder_sdk.__all__)
+    testkit_names = {
+        name
+        for name, value in vars(larder_sdk.testkit).items()
+        if getattr(value, "__module__", None) == "larder_sdk.testkit" and not name.startswith("_")
+    }
+    assert testkit_names == set(larder_sdk.testkit.__all__)
+
+
+def test_the_sdk_imports_no_sidecar_or_operator_code() -> None:
+    probe = (
+        "import sys, larder_sdk, larder_sdk.testkit; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'larder_sidecar', 'larder_operator', 'kopf', 'cassandra', 'aiokafka'}); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
