@@ -119,3 +119,22 @@ async def test_sync_generator_handlers_stream_too() -> None:
     kit = ActionTestKit(echo)
     results = await kit.stream_out("Repeat", echo_pb2.Ping(text="g"))
     assert [r.reply for r in results] == [echo_pb2.Pong(text="g")]
+
+
+def test_value_entity_unknown_command_and_wrong_return(cart: ValueEntity[Any]) -> None:
+    kit = ValueEntityTestKit(cart, "cart-5")
+    unknown = kit.run("AddItems", cart_pb2.AddLineItem())
+    assert unknown.failure is not None
+    assert "entity 'cart-5': unknown command 'AddItems' (did you mean 'AddItem'?)" in (
+        unknown.failure
+    )
+
+    def wrong(state: Any, command: Any, ctx: Any) -> Any:
+        ctx.update_state(cart_pb2.Cart(items=[cart_pb2.LineItem(product_id="x")]))
+        return cart_pb2.Cart()
+
+    cart.handlers.pop("RemoveCart")
+    cart.command_handler("RemoveCart")(wrong)
+    result = kit.run("RemoveCart", cart_pb2.RemoveShoppingCart())
+    assert result.failure is not None and "returned larder.sdktest.Cart" in result.failure
+    assert kit.state == cart_pb2.Cart()
