@@ -481,6 +481,12 @@ class EntityManager:
         return future
 
     def resubmit(self, command: _Command) -> None:
+        if not self._accepting:
+            _settle_error(
+                command.future,
+                InvokeError(grpc.StatusCode.UNAVAILABLE, "the sidecar is shutting down"),
+            )
+            return
         component = command.method.component
         key = (component.entity_type, command.entity_id)
         entity = self._entities.get(key)

@@ -183,3 +183,21 @@ async def test_user_function_killed_mid_command(
     user_function.record.hang.set()
     await user_function.start(port)
     assert await client.get("k") == 3
+
+
+async def test_graceful_stop_finishes_in_flight_commands(
+    user_function: UserFunction, start_sidecar: SidecarFactory, connect: Callable[[Sidecar], Client]
+) -> None:
+    sidecar = await start_sidecar(user_function)
+    client = connect(sidecar)
+    await client.add("g", 2)
+    hang = asyncio.ensure_future(
+        client.call("Counter", "Hang", client.pb.GetRequest(id="g"), client.pb.Value)
+    )
+    await user_function.record.hanging.wait()
+    stopping = asyncio.ensure_future(sidecar.stop())
+    user_function.record.hang.set()
+    assert (await hang).value == 2
+    await stopping
+    assert user_function.record.proxy_terminated == 1
+    assert sidecar.entities is not None and sidecar.entities.active == 0
