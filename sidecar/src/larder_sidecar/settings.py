@@ -48,7 +48,7 @@ class Settings:
     max_message_bytes: int = 12 * 1024 * 1024
     log_level: str = "INFO"
     log_format: LogFormat = "text"
-    use_uvloop: bool = False
+    use_uvloop: bool = True
     discovery_timeout: float = 60.0
     """How long start-up keeps retrying Discover while the user function starts."""
     pod: PodIdentity = field(default_factory=lambda: PodIdentity("", "", ""))
@@ -150,7 +150,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=max_bytes,
         log_level=log_level,
         log_format=_choice(env, "LARDER_LOG_FORMAT", "text", ("text", "json")),  # type: ignore[arg-type]
-        use_uvloop=_bool(env, "LARDER_UVLOOP", False),
+        use_uvloop=_bool(env, "LARDER_UVLOOP", True),
         discovery_timeout=_seconds(env, "LARDER_DISCOVERY_TIMEOUT", 60.0),
         pod=PodIdentity(
             name=env.get("POD_NAME", ""),

@@ -50,7 +50,7 @@ async def process_sidecar(
         "LARDER_JOURNAL_TYPE": "sqlite",
         "LARDER_JOURNAL_SQLITE_PATH": str(tmp_path / "j.sqlite3"),
         "LARDER_LOG_FORMAT": "json",
-        "LARDER_UVLOOP": os.environ.get("LARDER_TEST_UVLOOP", "false"),
+        "LARDER_UVLOOP": os.environ.get("LARDER_TEST_UVLOOP", "true"),
     }
     proc = await asyncio.create_subprocess_exec(
         str(SIDECAR), env=env, stderr=asyncio.subprocess.PIPE
