@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/system-packages.sh
+
 PYTHON=${PYTHON:-python3.11}
 if ! command -v "$PYTHON" >/dev/null; then
   echo "install: $PYTHON not found; Larder needs Python 3.11 (set PYTHON=...)" >&2
