@@ -73,6 +73,7 @@ def ensure_entry(entry: Path, build: Callable[[Path], None]) -> bool:
             # it cannot be trusted, so it is rebuilt.
             shutil.rmtree(entry)
         staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.building-", dir=entry.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 would make the entry private to this user
         try:
             started = time.time()
             build(staging)
