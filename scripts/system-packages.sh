@@ -9,6 +9,9 @@ declare -A WANTED=(
   [wrk]=wrk
   [curl]=curl
   [openssl]=openssl
+  # the local cluster for end-to-end tests (tests/infra/cluster)
+  [buildah]=buildah
+  [debootstrap]=debootstrap
 )
 missing=()
 for cmd in "${!WANTED[@]}"; do
