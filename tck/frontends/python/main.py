@@ -6,7 +6,8 @@ function built from protos at start-up would.
 
 `LARDER_TCK_BREAK` deliberately breaks the model, so the TCK's own tests can
 check that the right cases fail: `drop-snapshots` never snapshots,
-`ignore-side-effects` never requests side effects.
+`ignore-side-effects` never requests side effects. `LARDER_TCK_ONLY` (e.g. `action`)
+serves only some component types, as a partial frontend would.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -212,7 +213,15 @@ def main() -> None:
         raise SystemExit(f"LARDER_TCK_BREAK: unknown {sorted(unknown)}; known: {sorted(BREAKS)}")
     with tempfile.TemporaryDirectory(prefix="larder-tck-python-") as tmp:
         es, ve, act = load_modules(Path(tmp))
-        components = event_sourced(es, breaks) + value_entities(ve, breaks) + actions(act, breaks)
+        kinds: dict[str, Callable[[], list[Component]]] = {
+            "eventsourced": lambda: event_sourced(es, breaks),
+            "valueentity": lambda: value_entities(ve, breaks),
+            "action": lambda: actions(act, breaks),
+        }
+        only = [k for k in os.environ.get("LARDER_TCK_ONLY", "").split(",") if k] or list(kinds)
+        if set(only) - set(kinds):
+            raise SystemExit(f"LARDER_TCK_ONLY: unknown {only}; known: {sorted(kinds)}")
+        components = [c for kind in only for c in kinds[kind]()]
         LarderService(
             components, service_name="larder-tck-python-frontend", service_version="0.1.0"
         ).run()

@@ -160,9 +160,11 @@ class _Relay(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # generic only 
         method: str = details.method
         interceptor = self._interceptor
 
-        def handler(
+        # An async generator function: that is how grpc.aio recognises a streaming handler.
+        async def handler(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[bytes]:
-            return interceptor.relay(method, requests, context)
+            async for raw in interceptor.relay(method, requests, context):
+                yield raw
 
         return grpc.stream_stream_rpc_method_handler(handler)

@@ -55,6 +55,7 @@ def all_cases() -> list[Case]:
         action,
         discovery,
         eventsourced,
+        proxy,
         valueentity,
     )
 

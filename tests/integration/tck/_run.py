@@ -20,6 +20,8 @@ TCK_TIMEOUT_S = 540.0
 class TckRun:
     returncode: int
     output: str
+    """stdout and stderr."""
+    stdout: str
     statuses: dict[str, str]
     """case name -> passed / failed / skipped, from the JUnit XML."""
     failures: dict[str, str]
@@ -29,9 +31,7 @@ class TckRun:
         return {name for name, s in self.statuses.items() if s == status}
 
 
-def run_tck(
-    tmp: Path, args: Sequence[str], env: Mapping[str, str] | None = None
-) -> TckRun:
+def run_tck(tmp: Path, args: Sequence[str], env: Mapping[str, str] | None = None) -> TckRun:
     junit = tmp / "junit.xml"
     done = subprocess.run(
         [str(BIN / "larder-tck"), *args, "--junit-xml", str(junit), "--logs", str(tmp / "logs")],
@@ -54,4 +54,4 @@ def run_tck(
                 statuses[name] = "skipped"
             else:
                 statuses[name] = "passed"
-    return TckRun(done.returncode, done.stdout + done.stderr, statuses, failures)
+    return TckRun(done.returncode, done.stdout + done.stderr, done.stdout, statuses, failures)

@@ -13,5 +13,5 @@ def test_python_frontend_passes_everything(tmp_path: Path) -> None:
     assert run.names("failed") == set(), run.output
     assert run.names("skipped") == set(), run.output
     assert run.returncode == 0, run.output
-    last = run.output.strip().splitlines()[-1]
+    last = run.stdout.strip().splitlines()[-1]
     assert last == f"{len(run.statuses)} passed, 0 failed, 0 skipped"

@@ -194,6 +194,7 @@ async def side_effects_many(ctx: ModelContext) -> None:
         e.reply("ABCDE"),
         events=list("ABCDE"),
         snapshot="ABCDE",
+        hint=_SNAPSHOT + "; side effects ride on the reply in the order they were requested",
         side_effects=[
             m.two_side_effect("one", True),
             m.two_side_effect("two", False),
