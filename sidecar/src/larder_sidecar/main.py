@@ -10,6 +10,13 @@ import sys
 from . import logs
 from .app import Sidecar
 from .discovery import DiscoveryFailed
+from .eventing import (
+    Eventing,
+    EventingError,
+    KafkaSettings,
+    KafkaSettingsError,
+    load_kafka_settings,
+)
 from .journal.base import JournalUnavailable
 from .model import SpecError
 from .settings import Settings, SettingsError, load_settings
@@ -17,7 +24,7 @@ from .settings import Settings, SettingsError, load_settings
 log = logging.getLogger("larder_sidecar")
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, kafka: KafkaSettings | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -36,8 +43,24 @@ async def run(settings: Settings) -> int:
         log.error("start-up failed: %s", e)  # noqa: TRY400 - the message says what to do
         await sidecar.stop()
         return 1
+    eventing: Eventing | None = None
+    if code == 0 and sidecar.model is not None and sidecar.dispatcher is not None:
+        try:
+            eventing = Eventing.for_model(
+                sidecar.model, sidecar.dispatcher, kafka or KafkaSettings()
+            )
+            if eventing is not None:
+                await eventing.start()
+        except EventingError as e:
+            log.error("start-up failed: %s", e)  # noqa: TRY400 - the message says what to do
+            await sidecar.stop()
+            return 1
     await stop.wait()
     log.info("shutting down")
+    # Eventing first: its in-flight commands finish and their offsets are committed
+    # while the entities and the journal are still there.
+    if eventing is not None:
+        await eventing.stop()
     await sidecar.stop()
     return code
 
@@ -45,7 +68,8 @@ async def run(settings: Settings) -> int:
 def main() -> None:
     try:
         settings = load_settings()
-    except SettingsError as e:
+        kafka = load_kafka_settings()
+    except (SettingsError, KafkaSettingsError) as e:
         print(f"larder-sidecar: {e}", file=sys.stderr)
         sys.exit(2)
     logs.configure(settings.log_level, settings.log_format)
@@ -53,7 +77,7 @@ def main() -> None:
         try:
             import uvloop  # noqa: PLC0415 - optional speed-up, chosen at start
 
-            sys.exit(uvloop.run(run(settings)))
+            sys.exit(uvloop.run(run(settings, kafka)))
         except ImportError:
             log.info("uvloop not installed; using the default event loop")
-    sys.exit(asyncio.run(run(settings)))
+    sys.exit(asyncio.run(run(settings, kafka)))
