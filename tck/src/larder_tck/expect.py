@@ -48,7 +48,16 @@ def mismatch(what: str, expected: Message | None, actual: Message | None, hint: 
     if hint:
         lines.append(f"Likely cause: {hint}")
     lines += ["--- expected", expected_text.rstrip(), "--- actual", actual_text.rstrip()]
-    lines += ["--- diff", diff.rstrip()]
+    if expected_text == actual_text and expected is not None and actual is not None:
+        # Equal in text but not in bytes: typically an Any payload whose inner message
+        # encodes default values explicitly (text format cannot show that).
+        lines += [
+            "--- the messages print identically but their serialized bytes differ",
+            f"expected: {expected.SerializeToString(deterministic=True).hex()}",
+            f"actual:   {actual.SerializeToString(deterministic=True).hex()}",
+        ]
+    else:
+        lines += ["--- diff", diff.rstrip()]
     return CaseFailed("\n".join(lines))
 
 
