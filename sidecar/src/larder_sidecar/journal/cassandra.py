@@ -278,7 +278,8 @@ class CassandraJournal:
         if expected < 0:
             raise ValueError(f"expected_sequence_nr must not be negative, got {expected}")
         if not events:
-            # Nothing to store, and a snapshot is only ever taken after an event.
+            if snapshot is not None and expected > 0:
+                await self._snapshot_only(pid, expected, snapshot)
             return expected
         last = expected + len(events)
         partition = (expected + 1) // self._settings.partition_size
@@ -368,6 +369,18 @@ class CassandraJournal:
                 return head
             top = low
         return None
+
+    async def _snapshot_only(
+        self, pid: PersistenceId, expected: int, snapshot: StoredPayload
+    ) -> None:
+        if self._fenced:
+            # `expected` must be the entity's last number: the head of the highest
+            # non-empty partition up to the one the next event would go to.
+            partition = (expected + 1) // self._settings.partition_size
+            head = await self._head_below(pid, partition + 1)
+            if head != expected:
+                raise _conflict(pid, expected, head)
+        await self._store_snapshot(pid, expected, snapshot)
 
     async def _store_snapshot(self, pid: PersistenceId, seq: int, snapshot: StoredPayload) -> None:
         values = (pid, seq, snapshot.type_url, snapshot.value, datetime.now(UTC), seq)
