@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,21 +40,47 @@ NPM_SDK = "@lightbend/akkaserverless-javascript-sdk"
 NPM_SDK_VERSION = "0.32.0"
 
 # The PyPI SDK's _pb2 modules are protoc-3 era code that builds descriptors by
-# hand; protobuf 3.20 is the last line where that is the native style. It only
-# works with the pure-Python implementation, hence the environment variable.
-# grpcio-tools is left out on purpose: no grpcio-tools wheel for Python 3.11
-# accepts protobuf 3.x. Its runtime dependencies are listed explicitly (and the
-# SDK installed with --no-deps) because its declared ones pull in docker and
-# pytest, which it does not need to serve.
+# hand; current protobuf still runs them with its pure-Python implementation
+# (hence PYPI_SDK_ENV). Current protobuf also lets grpcio-tools live in the same
+# virtualenv, which is how the SDK's users compile their protos (its bin/compile.sh
+# runs grpc_tools.protoc, then rewrites the imports). Versions are pinned to the
+# ones checked to work together on Python 3.11.
 _PYPI_VENV_REQUIREMENTS = (
-    f"{PYPI_SDK}=={PYPI_SDK_VERSION}",
-    "protobuf==3.20.3",
-    "googleapis-common-protos==1.56.4",
-    "grpcio",
-    "attrs",
-    "six",
+    "grpcio==1.85.1",
+    "grpcio-tools==1.85.1",
+    "protobuf==7.36.2",
+    "attrs==26.1.0",
+    "six==1.17.0",
 )
+# Installed with --no-deps. The SDK: its declared dependencies pull in docker,
+# pytest and google-api, which it does not need to serve. googleapis-common-protos
+# 1.56.4 (contemporary with the SDK, so its google/api descriptors are the ones the
+# SDK's users had): it declares protobuf<5, but its modules run on current protobuf's
+# pure-Python implementation.
+_PYPI_VENV_NO_DEPS = (f"{PYPI_SDK}=={PYPI_SDK_VERSION}", "googleapis-common-protos==1.56.4")
 PYPI_SDK_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+
+_NPM_INSTALL_ARGS = (
+    "install",
+    "--omit=dev",
+    "--ignore-scripts",
+    "--engine-strict=false",
+    "--no-audit",
+    "--no-fund",
+)
+
+# Bump when a build step changes in a way the argument lists above do not show;
+# the cache directories are keyed by these recipes, so a change builds afresh
+# beside the old entry instead of trusting it.
+_RECIPE_REVISION = 2
+_PYPI_RECIPE = (
+    f"rev {_RECIPE_REVISION}; python {sys.version_info.major}.{sys.version_info.minor}; "
+    f"{' '.join(_PYPI_VENV_REQUIREMENTS)}; --no-deps {' '.join(_PYPI_VENV_NO_DEPS)}"
+)
+_NPM_RECIPE = (
+    f"rev {_RECIPE_REVISION}; {NPM_SDK}@{NPM_SDK_VERSION}; no devDependencies; "
+    f"npm {' '.join(_NPM_INSTALL_ARGS)}"
+)
 
 _PIP_TIMEOUT_S = 600.0
 _NPM_TIMEOUT_S = 600.0
@@ -88,8 +115,15 @@ def provision(root: Path | None = None) -> PublishedSdks:
     root = root or cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / ".lock"):
-        venv = _ensure(root / f"pypi-{PYPI_SDK}-{PYPI_SDK_VERSION}", _build_pypi_venv)
-        npm = _ensure(root / f"npm-akkaserverless-javascript-sdk-{NPM_SDK_VERSION}", _build_npm)
+        venv = _ensure(
+            root / f"pypi-{PYPI_SDK}-{infra_cache.entry_key(PYPI_SDK_VERSION, _PYPI_RECIPE)}",
+            _build_pypi_venv,
+        )
+        npm = _ensure(
+            root / "npm-akkaserverless-javascript-sdk-"
+            f"{infra_cache.entry_key(NPM_SDK_VERSION, _NPM_RECIPE)}",
+            _build_npm,
+        )
     python = venv / "bin" / "python"
     package = Path(
         _run(
@@ -142,6 +176,50 @@ def compile_descriptor_set(include: Sequence[Path], sources: Sequence[str]) -> b
         return out.read_bytes()
 
 
+def compile_for_pypi_sdk(
+    sdks: PublishedSdks, include: Sequence[Path], sources: Sequence[str], out: Path
+) -> None:
+    """Generate ``*_pb2.py`` and ``*_pb2_grpc.py`` for a user's protos, as the PyPI SDK's users do.
+
+    The SDK's ``bin/compile.sh`` runs grpcio-tools in the SDK's environment and then
+    rewrites ``from akkaserverless`` imports to ``from akkaserverless.akkaserverless``,
+    where the SDK keeps its generated modules; this does the same. Its wheel ships no
+    ``.proto`` sources, so imports of ``akkaserverless/*.proto`` (and ``google/api``)
+    resolve against the descriptors its modules carry (``--descriptor_set_in``): the
+    user's files are compiled against exactly what the SDK registers at run time.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="larder-pypi-sdk-") as tmp:
+        sdk_set = Path(tmp) / "sdk.desc"
+        sdk_set.write_bytes(pypi_descriptor_set(sdks))
+        args = [str(sdks.python), "-m", "grpc_tools.protoc"]
+        args += [f"-I{path}" for path in include]
+        args += [
+            f"--descriptor_set_in={sdk_set}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+        ]
+        args += list(sources)
+        _run(
+            "compile the user's protos for the PyPI SDK",
+            args,
+            timeout=_PROTOC_TIMEOUT_S,
+            env=PYPI_SDK_ENV,
+        )
+    for generated in out.rglob("*_pb2*.py"):
+        text = generated.read_text()
+        generated.write_text(_SDK_IMPORT.sub(r"from akkaserverless.akkaserverless\1", text))
+        # The output tree is imported as packages (``compatcart.cart_api_pb2``).
+        for parent in generated.relative_to(out).parents:
+            if parent != Path("."):
+                (out / parent / "__init__.py").touch()
+
+
+# ``from akkaserverless import annotations_pb2`` and ``from akkaserverless.component
+# import ...``, at the start of a line, as protoc writes them.
+_SDK_IMPORT = re.compile(r"^from akkaserverless(\.| import )", re.MULTILINE)
+
+
 # Runs inside the PyPI SDK's virtualenv: import every _pb2 module, then write
 # the files and their transitive dependencies, dependencies first.
 _DUMP_DESCRIPTORS = """
@@ -171,19 +249,22 @@ sys.stdout.buffer.write(out.SerializeToString())
 def _build_pypi_venv(target: Path) -> None:
     _run("create the PyPI SDK virtualenv", [sys.executable, "-m", "venv", str(target)], timeout=120)
     python = str(target / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "--quiet"]
     _run(
-        f"pip install {PYPI_SDK}=={PYPI_SDK_VERSION}",
-        [python, "-m", "pip", "install", "--quiet", "--no-deps", *_PYPI_VENV_REQUIREMENTS[:1]],
+        "pip install the PyPI SDK's runtime dependencies and grpcio-tools",
+        [*pip, *_PYPI_VENV_REQUIREMENTS],
         timeout=_PIP_TIMEOUT_S,
     )
     _run(
-        "pip install the PyPI SDK's runtime dependencies",
-        [python, "-m", "pip", "install", "--quiet", *_PYPI_VENV_REQUIREMENTS[1:]],
+        f"pip install --no-deps {' '.join(_PYPI_VENV_NO_DEPS)}",
+        # --no-warn-conflicts: pip would otherwise list the declared dependencies
+        # left out on purpose.
+        [*pip, "--no-deps", "--no-warn-conflicts", *_PYPI_VENV_NO_DEPS],
         timeout=_PIP_TIMEOUT_S,
     )
     _run(
-        "import the PyPI SDK in its virtualenv",
-        [python, "-c", "import akkaserverless.akkaserverless_service"],
+        "import the PyPI SDK and grpcio-tools in its virtualenv",
+        [python, "-c", "import akkaserverless.akkaserverless_service, grpc_tools.protoc"],
         timeout=_PYTHON_TIMEOUT_S,
         env=PYPI_SDK_ENV,
     )
@@ -211,15 +292,7 @@ def _build_npm(target: Path) -> None:
     _drop_dev_dependencies(target / "package" / "package.json")
     _run(
         f"npm install in {spec}",
-        [
-            "npm",
-            "install",
-            "--omit=dev",
-            "--ignore-scripts",
-            "--engine-strict=false",
-            "--no-audit",
-            "--no-fund",
-        ],
+        ["npm", *_NPM_INSTALL_ARGS],
         timeout=_NPM_TIMEOUT_S,
         cwd=target / "package",
     )
