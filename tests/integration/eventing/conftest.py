@@ -10,14 +10,14 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from larder_sdk import LarderService
 
 from tests.infra.kafka import KafkaServer
@@ -151,8 +151,11 @@ async def sidecar_factory(
             await sidecar.proc.wait()
 
 
+Header = tuple[str, str | bytes | None]
+
+
 def produce(
-    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes, list[Header]]]
 ) -> None:
     """(key, value, headers) records, flushed before returning."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
@@ -161,7 +164,7 @@ def produce(
     assert producer.flush(30) == 0
 
 
-def ce_headers(type_name: str, content_type: str = "application/protobuf") -> list[tuple[str, bytes]]:
+def ce_headers(type_name: str, content_type: str = "application/protobuf") -> list[Header]:
     return [
         ("ce-specversion", b"1.0"),
         ("ce-id", uuid.uuid4().hex.encode()),
@@ -192,9 +195,7 @@ def topic_reader(kafka: KafkaServer) -> Iterator[Any]:
         records: list[Any] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not until(records):
-            for record in consumer.consume(100, 0.5):
-                if record.error() is None:
-                    records.append(record)
+            records.extend(r for r in consumer.consume(100, 0.5) if r.error() is None)
         return records
 
     yield read

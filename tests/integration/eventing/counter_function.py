@@ -58,7 +58,7 @@ def counter_service(pb: ModuleType) -> LarderService:
     def get(state: Any, command: Any, context: EventSourcedContext) -> Any:
         return pb.Total(id=command.id, total=state.total, tags=state.tags)
 
-    @entity.event_handler(pb.Added)
+    @entity.event_handler(pb.Added)  # type: ignore[untyped-decorator]  # a dynamic type
     def added(state: Any, event: Any) -> Any:
         state.total += event.amount
         state.tags.append(event.tag)

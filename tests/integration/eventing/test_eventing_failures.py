@@ -107,7 +107,7 @@ async def test_sidecar_killed_mid_stream_loses_no_record(
     assert 0 < applied < per_entity, "the kill did not land in the middle of the stream"
     await sidecar.start()
     for e in entities:
-        body = await wait_total(sidecar, e, per_entity, timeout=60)
+        body = await wait_total(sidecar, e, per_entity, seconds=60)
         tags = body["tags"]
         assert set(tags) == {f"{e}/{n}" for n in range(per_entity)}
         # Per-partition order is kept, duplicates included: each tag's first

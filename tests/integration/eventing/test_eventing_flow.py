@@ -19,18 +19,20 @@ def _add(counter: CounterProtos, entity: str, amount: int, tag: str) -> bytes:
     return bytes(counter.pb.AddRequest(id=entity, amount=amount, tag=tag).SerializeToString())
 
 
-async def wait_total(sidecar: Any, entity: str, at_least: int, timeout: float = 30.0) -> dict[str, Any]:
+async def wait_total(
+    sidecar: Any, entity: str, at_least: int, seconds: float = 30.0
+) -> dict[str, Any]:
     """Poll the HTTP API until the entity's total reaches `at_least` (another process's
     state can only be observed by asking)."""
     body: dict[str, Any] = {}
-    for _ in range(int(timeout / 0.1)):
+    for _ in range(int(seconds / 0.1)):
         status, text = await sidecar.get(entity)
         assert status == 200, text
         body = json.loads(text)
         if int(body.get("total", 0)) >= at_least:
             return body
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{entity} reached only {body} in {timeout} s")
+    raise AssertionError(f"{entity} reached only {body} in {seconds} s")
 
 
 async def test_record_becomes_a_command_visible_over_http(
