@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
+import secrets
 from typing import Any
 
 import grpc
@@ -18,6 +20,7 @@ from .entities import EntityManager
 from .grpc_front import build_grpc_server
 from .journal.base import Journal
 from .journal.factory import create_journal
+from .journal_watch import JournalWatch
 from .metrics import Metrics
 from .model import UserFunctionModel
 from .routing import LocalRouter, Router
@@ -50,6 +53,7 @@ class Sidecar:
         self.journal = journal if journal is not None else create_journal(settings)
         self.router = router or LocalRouter()
         self.admin = AdminServer(self.metrics, self._readiness)
+        self.journal_watch = JournalWatch(self.journal, settings.journal_unavailable_grace)
         self.model: UserFunctionModel | None = None
         self.dispatcher: Dispatcher | None = None
         self.entities: EntityManager | None = None
@@ -65,9 +69,7 @@ class Sidecar:
     async def _readiness(self) -> tuple[bool, str]:
         if not self._ready:
             return False, self._not_ready_reason
-        if not await self.journal.ready():
-            return False, "the journal does not answer"
-        return True, "ready"
+        return self.journal_watch.status()
 
     async def start_admin(self) -> None:
         await self.admin.start(self.settings.host, self.settings.admin_port)
@@ -76,6 +78,7 @@ class Sidecar:
         """Journal, discovery, then the public port. Raises SpecError/DiscoveryFailed."""
         s = self.settings
         await self.journal.start()
+        self.journal_watch.start()
         self._not_ready_reason = (
             f"starting: discovering the user function at {s.user_function_target}"
         )
@@ -100,10 +103,13 @@ class Sidecar:
         self._server, self._health = build_grpc_server(self.dispatcher, s.max_message_bytes)
         start_public = _public_server_factory()
         if start_public is not None:
-            internal = self._server.add_insecure_port("127.0.0.1:0")
+            # The public port relays gRPC connections over an abstract unix socket: no
+            # file to create (read-only root file systems) and cheaper than loopback TCP.
+            internal = f"unix-abstract:larder-sidecar-{os.getpid()}-{secrets.token_hex(6)}"
+            self._server.add_insecure_port(internal)
             await self._server.start()
             self._public = await start_public(
-                s.host, s.port, f"127.0.0.1:{internal}", self.dispatcher, model.method_models
+                s.host, s.port, internal, self.dispatcher, model.method_models
             )
             self.public_port = int(getattr(self._public, "port", s.port))
         else:
@@ -152,6 +158,7 @@ class Sidecar:
             if self.model is not None:
                 await proxy_terminated(self._channel)
             await self._channel.close(None)
+        await self.journal_watch.close()
         await self.journal.close()
         await self.admin.close()
         log.info("stopped")

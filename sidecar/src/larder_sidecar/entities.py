@@ -28,6 +28,7 @@ from .journal.base import (
     JournalUnavailable,
     PersistenceId,
     StoredPayload,
+    WriteOutcomeUnknown,
     persistence_id,
 )
 from .metrics import Metrics
@@ -280,6 +281,13 @@ class _Entity:
             raise _StreamBroken(
                 grpc.StatusCode.ABORTED,
                 f"another writer changed this entity ({e}); retry the command",
+            ) from e
+        except WriteOutcomeUnknown as e:
+            # Not retried here: the write may have landed. The restart reloads the
+            # entity, so its next command sees whatever the journal holds.
+            raise _StreamBroken(
+                grpc.StatusCode.UNAVAILABLE,
+                f"journal write outcome unknown, the command may or may not be stored: {e}",
             ) from e
         except JournalUnavailable as e:
             raise _StreamBroken(

@@ -43,6 +43,8 @@ class Settings:
     journal_cassandra: CassandraSettings | None = None
     """Parsed (by the Cassandra journal's own settings module) only when
     LARDER_JOURNAL_TYPE=cassandra."""
+    journal_unavailable_grace: float = 10.0
+    """Seconds the journal may not answer before readiness drops."""
     passivation_timeout: float = 30.0
     """Seconds an entity may stay idle when discovery announces no timeout."""
     max_message_bytes: int = 12 * 1024 * 1024
@@ -146,6 +148,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         journal_sqlite_path=env.get("LARDER_JOURNAL_SQLITE_PATH", "").strip()
         or "larder-journal.sqlite3",
         journal_cassandra=_cassandra(env) if journal_type == "cassandra" else None,
+        journal_unavailable_grace=_seconds(env, "LARDER_JOURNAL_UNAVAILABLE_GRACE", 10.0),
         passivation_timeout=_seconds(env, "LARDER_PASSIVATION_TIMEOUT", 30.0),
         max_message_bytes=max_bytes,
         log_level=log_level,
