@@ -46,7 +46,7 @@ class KafkaSettings:
     ssl_ca_file: str = ""
     dead_letter_topic: str = ""
     """Where records that a method rejects go; empty: they are logged and skipped."""
-    extra: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Other client properties from the properties file, passed through."""
     turned_off: bool = False
     """`LARDER_EVENTING=off`: serve eventing methods without topics (local development)."""

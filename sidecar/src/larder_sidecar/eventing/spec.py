@@ -100,9 +100,10 @@ def read_eventing(model: UserFunctionModel) -> EventingSpec:
                         claimed[(group, source.topic)] = where
                         subscriptions.append(Subscription(method, source.topic, group))
             elif kind in ("event_sourced_entity", "value_entity"):
+                article = "an" if kind.startswith("e") else "a"
                 problems.append(
-                    f"{where}: eventing.in from a {kind.replace('_', ' ')} is not supported by "
-                    "this sidecar yet (only topics)"
+                    f"{where}: eventing.in from {article} {kind.replace('_', ' ')} is not "
+                    "supported by this sidecar yet (only topics)"
                 )
             else:
                 problems.append(f"{where}: eventing.in names no topic")
