@@ -93,11 +93,20 @@ def apiserver_args(certs: ControlPlaneCerts, etcd_url: str, secure_port: int) ->
         f"--tls-private-key-file={certs.serving_key}",
         f"--client-ca-file={certs.ca_cert}",
         "--authorization-mode=RBAC",
+        # Without a request-header CA every controller logs an error per resync; only
+        # a certificate named front-proxy-client (none is issued) may use the headers.
+        f"--requestheader-client-ca-file={certs.ca_cert}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
         f"--service-account-key-file={certs.service_account_pub}",
         f"--service-account-signing-key-file={certs.service_account_key}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         "--allow-privileged=true",
+        # The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints reject.
+        "--endpoint-reconciler-type=none",
         "--profiling=false",
         f"--cert-dir={certs.ca_cert.parent}",
     ]
