@@ -29,9 +29,10 @@ def main() -> None:
             registry=registry,
             clusterwide=settings.clusterwide,
             namespaces=settings.namespaces,
-            # Several replicas elect one active operator through a KopfPeering resource.
+            # Several replicas elect one active operator through a KopfPeering resource;
+            # naming one makes it mandatory, so a single replica names none.
             standalone=settings.peering_name is None,
-            peering_name=settings.peering_name or "default",
+            peering_name=settings.peering_name,
             priority=0,
             liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
         )
