@@ -32,9 +32,9 @@ _CONSUME_BATCH = 500
 _CONSUME_WAIT_S = 0.2
 _COMMIT_EVERY_S = 0.2
 _REVOKE_GRACE_S = 10.0
-_PAUSE_AT = 1000
+_PAUSE_AT = 5000
 """Queued records per partition above which fetching from it pauses."""
-_RESUME_AT = 200
+_RESUME_AT = 1000
 
 
 class ConsumerFailed(Exception):

@@ -1,0 +1,133 @@
+"""Records/s consumed into an event-sourced entity, end to end:
+Kafka -> larder-sidecar (a real process) -> user function (our SDK) -> journal -> commit.
+
+A topic with --partitions partitions is filled with --records AddRequest records over
+--entities entities (keyed by entity, so each entity's records stay in order on one
+partition). Then the sidecar starts and the clock runs from its first committed offset
+until the consumer group's committed offsets cover every record. The counter's `out`
+topic is published too, so each record also costs one produced reply.
+
+    .venv/bin/python bench/eventing_consume.py [--records 20000] [--partitions 8]
+        [--entities 200] [--journal memory|sqlite] [--bootstrap-servers HOST:PORT]
+
+Without --bootstrap-servers a Kafka is started from the test infrastructure's cache
+(`python -m tests.infra provision kafka` first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.eventing_clients import broker  # noqa: E402
+from tests.integration.eventing.counter_function import (  # noqa: E402
+    compile_counter,
+    counter_service,
+)
+
+SIDECAR = Path(sys.executable).parent / "larder-sidecar"
+GROUP = "larder.eventingtest.Counter"  # the service name: the default consumer group
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fill(bootstrap: str, topic: str, out_topic: str, args: argparse.Namespace, pb: object
+         ) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([
+        NewTopic(topic, num_partitions=args.partitions, replication_factor=1),
+        NewTopic(out_topic, num_partitions=args.partitions, replication_factor=1),
+    ]).values():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    headers = [("ce-specversion", b"1.0"), ("ce-type", b"larder.eventingtest.AddRequest"),
+               ("ce-datacontenttype", b"application/protobuf")]
+    add = pb.AddRequest  # type: ignore[attr-defined]
+    for n in range(args.records):
+        entity = f"e{n % args.entities}"
+        value = add(id=entity, amount=1, tag=str(n)).SerializeToString()
+        while True:
+            try:
+                producer.produce(topic, value, key=entity.encode(), headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+
+
+def committed(consumer: Consumer, topic: str, partitions: int) -> int:
+    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
+    return sum(max(o.offset, 0) for o in offsets)
+
+
+async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> float:
+    protos = compile_counter(workdir / "protos")
+    await asyncio.to_thread(fill, bootstrap, protos.topic_in, protos.topic_out, args, protos.pb)
+    service = counter_service(protos.pb)
+    await service.start()
+    env = {
+        **os.environ,
+        "USER_FUNCTION_PORT": str(service.port),
+        "LARDER_PORT": str(free_port()),
+        "LARDER_ADMIN_PORT": str(free_port()),
+        "LARDER_INTERNAL_PORT": str(free_port()),
+        "LARDER_JOURNAL_TYPE": args.journal,
+        "LARDER_JOURNAL_SQLITE_PATH": str(workdir / "journal.sqlite3"),
+        "LARDER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LARDER_LOG_LEVEL": "WARNING",
+    }
+    with (workdir / "sidecar.log").open("wb") as log:
+        sidecar = await asyncio.create_subprocess_exec(str(SIDECAR), env=env, stderr=log)
+    watcher = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP})
+    try:
+        started = 0.0
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = await asyncio.to_thread(committed, watcher, protos.topic_in, args.partitions)
+            if done and not started:
+                started, first = time.perf_counter(), done
+            if done >= args.records:
+                return (done - first) / (time.perf_counter() - started)
+            assert sidecar.returncode is None, (workdir / "sidecar.log").read_text()
+            # Another process's progress is only visible by asking the broker.
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the records were not all consumed in 10 minutes")
+    finally:
+        watcher.close()
+        sidecar.terminate()
+        await sidecar.wait()
+        await service.stop(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--entities", type=int, default=200)
+    parser.add_argument("--journal", choices=("memory", "sqlite"), default="memory")
+    parser.add_argument("--bootstrap-servers")
+    args = parser.parse_args()
+    with broker(args.bootstrap_servers) as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        rate = asyncio.run(run(args, bootstrap, Path(tmp)))
+    print(f"{args.records} records, {args.partitions} partitions, {args.entities} entities, "
+          f"{args.journal} journal: {rate:,.0f} records/s end to end")
+
+
+if __name__ == "__main__":
+    main()
