@@ -27,49 +27,65 @@ function eventSourced(name, entityType, options, handlers) {
   return entity;
 }
 
+// Replies use the SDK's Reply API (replies.message / replies.forward + addEffect): a handler
+// that returns a Reply gets exactly that Reply's side effects; effects registered through the
+// deprecated ctx.effect are dropped when a Reply is returned (command-helper.js), so the two APIs
+// must not be mixed.
+function replyWithEffects(forward, message, effects) {
+  const reply = forward ? sdk.replies.forward(forward.method, forward.message)
+    : sdk.replies.message(message);
+  for (const effect of effects) {
+    reply.addEffect(effect.method, effect.message, effect.synchronous);
+  }
+  return reply;
+}
+
+const esCall = { path: `/${ES}.EventSourcedTwo/Call` };
 const esModel = eventSourced('EventSourcedTckModel', 'event-sourced-tck-model',
   { snapshotEvery: 5 }, (Persisted) => ({
     Process: (request, state, ctx) => {
       let value = state.value;
       let forward = null;
+      const effects = [];
       for (const action of request.actions) {
         if (action.emit) {
           ctx.emit(Persisted.create({ value: action.emit.value }));
           value += action.emit.value;
         } else if (action.effect) {
-          ctx.effect({ path: `/${ES}.EventSourcedTwo/Call` }, { id: action.effect.id },
-            action.effect.synchronous);
+          effects.push({ method: esCall, message: { id: action.effect.id },
+            synchronous: action.effect.synchronous });
         } else if (action.forward) {
-          forward = { id: action.forward.id };
+          forward = { method: esCall, message: { id: action.forward.id } };
         } else if (action.fail) {
-          ctx.fail(action.fail.message);
+          ctx.fail(action.fail.message); // throws: the command's events and effects are dropped
         }
       }
-      if (forward) {
-        return sdk.replies.forward({ path: `/${ES}.EventSourcedTwo/Call` }, forward);
-      }
-      return { message: value };
+      return replyWithEffects(forward, { message: value }, effects);
     },
   }));
 const esTwo = eventSourced('EventSourcedTwo', 'event-sourced-tck-two', {},
   () => ({ Call: () => ({}) }));
-// 0.32.0 has no option for a passivation timeout: the configured entity cannot declare 100 ms.
-const esConfigured = eventSourced('EventSourcedConfigured', 'event-sourced-configured', {},
-  () => ({ Call: () => ({}) }));
+// The SDK's entity option for Discovery's TimeoutPassivationStrategy (milliseconds).
+const passivation100ms = { entityPassivationStrategy: { timeout: 100 } };
+const esConfigured = eventSourced('EventSourcedConfigured', 'event-sourced-configured',
+  passivation100ms, () => ({ Call: () => ({}) }));
 
-function valueEntity(name, entityType, handlers) {
+function valueEntity(name, entityType, handlers, options = {}) {
   const entity = new sdk.ValueEntity(
-    'larder/tck/model/valueentity.proto', `${VE}.${name}`, entityType, { includeDirs });
+    'larder/tck/model/valueentity.proto', `${VE}.${name}`, entityType,
+    { includeDirs, ...options });
   const Persisted = entity.lookupType(`${VE}.Persisted`);
   entity.setInitial(() => Persisted.create({ value: '' }));
   entity.setCommandHandlers(handlers(Persisted));
   return entity;
 }
 
+const veCall = { path: `/${VE}.ValueEntityTwo/Call` };
 const veModel = valueEntity('ValueEntityTckModel', 'value-entity-tck-model', (Persisted) => ({
   Process: (request, state, ctx) => {
     let value = state.value;
     let forward = null;
+    const effects = [];
     for (const action of request.actions) {
       if (action.update) {
         ctx.updateState(Persisted.create({ value: action.update.value }));
@@ -78,45 +94,99 @@ const veModel = valueEntity('ValueEntityTckModel', 'value-entity-tck-model', (Pe
         ctx.deleteState();
         value = '';
       } else if (action.effect) {
-        ctx.effect({ path: `/${VE}.ValueEntityTwo/Call` }, { id: action.effect.id },
-          action.effect.synchronous);
+        effects.push({ method: veCall, message: { id: action.effect.id },
+          synchronous: action.effect.synchronous });
       } else if (action.forward) {
-        forward = { id: action.forward.id };
+        forward = { method: veCall, message: { id: action.forward.id } };
       } else if (action.fail) {
         ctx.fail(action.fail.message);
       }
     }
-    if (forward) {
-      return sdk.replies.forward({ path: `/${VE}.ValueEntityTwo/Call` }, forward);
-    }
-    return { message: value };
+    return replyWithEffects(forward, { message: value }, effects);
   },
 }));
 const veTwo = valueEntity('ValueEntityTwo', 'value-entity-tck-two', () => ({ Call: () => ({}) }));
 const veConfigured = valueEntity('ValueEntityConfigured', 'value-entity-configured',
-  () => ({ Call: () => ({}) }));
+  () => ({ Call: () => ({}) }), passivation100ms);
 
-function runSteps(steps, ctx) {
-  let result = undefined;
+// One group of action steps -> one Reply (see action.proto). A Fail ends the group with a
+// failure that carries no side effects; a group without reply, forward or failure is
+// replies.noReply(), which the SDK sends as a response with side effects only.
+const actCall = { path: `/${ACT}.ActionTwo/Call` };
+function runGroup(steps) {
+  let reply = null;
+  const effects = [];
   for (const step of steps) {
     if (step.reply) {
-      result = sdk.replies.message({ message: step.reply.message });
+      reply = sdk.replies.message({ message: step.reply.message });
     } else if (step.forward) {
-      result = sdk.replies.forward({ path: `/${ACT}.ActionTwo/Call` }, { id: step.forward.id });
+      reply = sdk.replies.forward(actCall, { id: step.forward.id });
     } else if (step.effect) {
-      ctx.effect({ path: `/${ACT}.ActionTwo/Call` }, { id: step.effect.id },
-        step.effect.synchronous);
+      effects.push(step.effect);
     } else if (step.fail) {
-      ctx.fail(step.fail.message);
+      return sdk.replies.failure(step.fail.message);
     }
   }
-  return result;
+  reply = reply || sdk.replies.noReply();
+  for (const effect of effects) {
+    reply.addEffect(actCall, { id: effect.id }, effect.synchronous);
+  }
+  return reply;
+}
+
+const stepsOf = (request) => request.groups.flatMap((group) => group.steps);
+
+// Streamed out (and the out side of streamed): one ctx.reply per group; a failure ends the stream.
+function streamGroups(ctx, groups, end) {
+  for (const group of groups) {
+    const reply = runGroup(group.steps);
+    ctx.reply(reply);
+    if (reply.getFailure()) {
+      end();
+      return false;
+    }
+  }
+  return true;
+}
+
+function endOnce(ctx) {
+  let ended = false;
+  const end = () => {
+    if (!ended) {
+      ended = true;
+      ctx.end();
+    }
+  };
+  end.done = () => ended;
+  return end;
 }
 
 const action = new sdk.Action('larder/tck/model/action.proto', `${ACT}.ActionTckModel`,
   { includeDirs });
 action.commandHandlers = {
-  ProcessUnary: (request, ctx) => runSteps(request.groups.flatMap((g) => g.steps), ctx),
+  ProcessUnary: (request) => runGroup(stepsOf(request)),
+  // Streamed in: the SDK delivers each request as a 'data' event; the Reply returned from the
+  // 'end' callback is the call's single response.
+  ProcessStreamedIn: (ctx) => {
+    const steps = [];
+    ctx.on('data', (request) => steps.push(...stepsOf(request)));
+    ctx.on('end', () => runGroup(steps));
+  },
+  ProcessStreamedOut: (request, ctx) => {
+    const end = endOnce(ctx);
+    if (streamGroups(ctx, request.groups, end)) {
+      end();
+    }
+  },
+  ProcessStreamed: (ctx) => {
+    const end = endOnce(ctx);
+    ctx.on('data', (request) => {
+      if (!end.done()) {
+        streamGroups(ctx, request.groups, end);
+      }
+    });
+    ctx.on('end', end);
+  },
 };
 const actionTwo = new sdk.Action('larder/tck/model/action.proto', `${ACT}.ActionTwo`,
   { includeDirs });

@@ -1,8 +1,9 @@
 """Comparing protocol messages, and the failure a case raises when they differ.
 
-A mismatch prints both messages in protobuf text format (payloads in `Any`
-expanded, since the model is in the default pool) and a unified diff, plus a
-hint naming the protocol rule the frontend broke.
+Messages are compared as protobuf (`compare.equivalent`: decoded, `Any`
+payloads unpacked), not as bytes. A mismatch prints both messages in protobuf
+text format (payloads in `Any` expanded, since the model is in the default pool)
+and a unified diff, plus a hint naming the protocol rule the frontend broke.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import difflib
 
 from google.protobuf import descriptor_pool, text_format
 from google.protobuf.message import Message
+from larder_tck.compare import canonical, equivalent
 
 
 class CaseFailed(AssertionError):
@@ -49,12 +51,12 @@ def mismatch(what: str, expected: Message | None, actual: Message | None, hint: 
         lines.append(f"Likely cause: {hint}")
     lines += ["--- expected", expected_text.rstrip(), "--- actual", actual_text.rstrip()]
     if expected_text == actual_text and expected is not None and actual is not None:
-        # Equal in text but not in bytes: typically an Any payload whose inner message
-        # encodes default values explicitly (text format cannot show that).
+        # Different as protobuf yet equal in text: text format hides the difference
+        # (e.g. an Any whose type the TCK does not know); the canonical bytes show it.
         lines += [
-            "--- the messages print identically but their serialized bytes differ",
-            f"expected: {expected.SerializeToString(deterministic=True).hex()}",
-            f"actual:   {actual.SerializeToString(deterministic=True).hex()}",
+            "--- the messages print identically but differ as protobuf; canonical encodings:",
+            f"expected: {canonical(expected).SerializeToString(deterministic=True).hex()}",
+            f"actual:   {canonical(actual).SerializeToString(deterministic=True).hex()}",
         ]
     else:
         lines += ["--- diff", diff.rstrip()]
@@ -62,7 +64,7 @@ def mismatch(what: str, expected: Message | None, actual: Message | None, hint: 
 
 
 def expect_equal(what: str, expected: Message, actual: Message | None, hint: str = "") -> None:
-    if actual is None or actual != expected:
+    if actual is None or not equivalent(expected, actual):
         raise mismatch(what, expected, actual, hint)
 
 
