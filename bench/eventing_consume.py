@@ -23,6 +23,8 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -31,7 +33,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.eventing_clients import broker  # noqa: E402
+from tests.infra.servers import start_kafka  # noqa: E402
 from tests.integration.eventing.counter_function import (  # noqa: E402
     compile_counter,
     counter_service,
@@ -39,6 +41,19 @@ from tests.integration.eventing.counter_function import (  # noqa: E402
 
 SIDECAR = Path(sys.executable).parent / "larder-sidecar"
 GROUP = "larder.eventingtest.Counter"  # the service name: the default consumer group
+
+
+@contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as workdir:
+        server = start_kafka(Path(workdir))
+        try:
+            yield server.bootstrap_servers
+        finally:
+            server.close()
 
 
 def free_port() -> int:
@@ -56,7 +71,8 @@ def fill(bootstrap: str, topic: str, out_topic: str, args: argparse.Namespace, p
     ]).values():
         future.result(30)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    headers = [("ce-specversion", b"1.0"), ("ce-type", b"larder.eventingtest.AddRequest"),
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("ce-specversion", b"1.0"), ("ce-type", b"larder.eventingtest.AddRequest"),
                ("ce-datacontenttype", b"application/protobuf")]
     add = pb.AddRequest  # type: ignore[attr-defined]
     for n in range(args.records):
