@@ -9,9 +9,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KEPT_LOGS_DIR = REPO_ROOT / "test-logs"
 
 
-def keep_logs(name: str, workdir: Path, dest_root: Path = KEPT_LOGS_DIR) -> Path:
-    """Copy every `*.log` of a server's work directory to `dest_root/name/`."""
-    dest = dest_root / name
+def keep_logs(name: str, workdir: Path, dest_root: Path | None = None) -> Path:
+    """Copy every `*.log` of a server's work directory to `dest_root/name/`
+    (default: `test-logs/<name>/` at the repository root)."""
+    dest = (dest_root or KEPT_LOGS_DIR) / name
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
