@@ -46,6 +46,11 @@ class PodContext:
     record_event: Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
 
 
+def _resolved_target(rootfs: Path, target: str) -> str:
+    path, colon, options = target.partition(":")
+    return runtime.resolve_in_rootfs(rootfs, path) + colon + options
+
+
 def pod_key(uid: str) -> str:
     return uid.replace("-", "")[:8]
 
@@ -227,7 +232,7 @@ class PodRunner:
         )
         if not argv:
             raise StartError("CreateContainerError", "no command specified")
-        if run == 0 or container.restart_count == 0:
+        if run == 0:
             await runtime.create_container(container.buildah_name, image)
             await self.ctx.record_event(
                 self.pod, "Normal", "Created", f"Created container {container.name}"
@@ -236,6 +241,8 @@ class PodRunner:
             self.pod, "Normal", "Started", f"Started container {container.name}"
         )
         assert self.network is not None
+        rootfs = await runtime.container_rootfs(container.buildah_name)
+        mounts = [(host, _resolved_target(rootfs, target)) for host, target in mounts]
         return Launch(
             runtime.RunSpec(
                 container=container.buildah_name,

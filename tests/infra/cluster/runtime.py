@@ -75,6 +75,40 @@ async def create_container(name: str, reference: str) -> None:
         raise ImageMissingError(f"image {reference!r} is not in the local store: {e}") from e
 
 
+async def container_rootfs(name: str) -> Path:
+    return Path((await run(["buildah", "mount", name])).strip())
+
+
+def resolve_in_rootfs(rootfs: Path, path: str) -> str:
+    """`path` with the image's symlinks resolved, confined to the image.
+
+    buildah's chroot isolation mounts its own tmpfs on /run, so a bind mount at
+    /var/run/... (a symlink to /run on Debian) would be hidden; mounting at the
+    resolved /run/... puts it where the container's processes look.
+    """
+    parts = [p for p in path.split("/") if p]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        if part == ".":
+            continue
+        candidate = rootfs.joinpath(*resolved, part)
+        if candidate.is_symlink() and hops < 40:
+            hops += 1
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved.append(part)
+    return "/" + "/".join(resolved)
+
+
 async def remove_container(name: str) -> None:
     await run_quietly(["buildah", "rm", name], limit_s=120)
 

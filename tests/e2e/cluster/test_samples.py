@@ -1,0 +1,187 @@
+"""The operator installed with Helm runs the samples on the local cluster: real images,
+pods in their own network namespaces, the journal on the host's Cassandra."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+import shoppingcart.shopping_cart_api_pb2 as api
+import yaml
+from google.protobuf.empty_pb2 import Empty
+
+from tests.e2e.cluster.conftest import Images
+from tests.e2e.cluster.kubectl import Kubectl, ready_pods
+from tests.e2e.cluster.test_pods import assert_nothing_left
+from tests.e2e.devcli.larder_dev import http
+from tests.e2e.samples.sample_run import unary
+from tests.infra.cassandra import CassandraServer
+from tests.infra.cluster.cluster import LocalCluster
+from tests.infra.cluster.images import REPO_ROOT
+
+CHART = REPO_ROOT / "charts" / "larder"
+SAMPLES = REPO_ROOT / "samples"
+SIDECAR = "larder-sidecar"
+READY_TIMEOUT_S = 240.0
+
+
+@pytest.fixture(scope="module")
+def operator(
+    local_cluster: LocalCluster, cluster_images: Images, helm_binary: Any
+) -> Iterator[Kubectl]:
+    ctl = Kubectl(local_cluster, "larder-system", helm_binary)
+    repository, tag = cluster_images.larder.rsplit(":", 1)
+    ctl.helm_run(
+        "install", "larder", str(CHART), "--create-namespace",
+        "--set", f"image.repository={repository}",
+        "--set", f"image.tag={tag}",
+        "--set", "image.pullPolicy=Never",
+        "--set", "sidecar.pullPolicy=Never",
+        "--set", "operator.journalCheckInterval=5",
+        "--set", "operator.resyncInterval=10",
+    )
+    ctl.wait_for(
+        "running the operator (a Ready pod)",
+        lambda: bool(ready_pods(ctl.pods("app.kubernetes.io/name=larder"))),
+        READY_TIMEOUT_S,
+        "app.kubernetes.io/name=larder",
+    )
+    yield ctl
+    ctl.helm_run("uninstall", "larder", "--wait", "--timeout", "120s")
+
+
+def sample_manifests(
+    sample: str, image: str, cassandra: CassandraServer, replicas: int | None = None
+) -> str:
+    """The sample's k8s/ manifests with the journal on the host's Cassandra (which every
+    pod reaches at its own 127.0.0.1) and the image from the local store."""
+    documents: list[dict[str, Any]] = []
+    for path in sorted((SAMPLES / sample / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc["kind"] == "Journal":
+                cfg = doc["spec"]["cassandra"]
+                cfg["contactPoints"] = ["127.0.0.1"]
+                cfg["port"] = cassandra.port
+                cfg["keyspace"] = f"{cfg['keyspace']}_{uuid.uuid4().hex[:6]}"
+            if doc["kind"] == "StatefulFunction":
+                doc["spec"]["containers"][0]["image"] = image
+                doc["spec"]["containers"][0]["imagePullPolicy"] = "Never"
+                if replicas is not None:
+                    doc["spec"]["replicas"] = replicas
+            documents.append(doc)
+    return yaml.safe_dump_all(documents)
+
+
+def function_ready(kubectl: Kubectl, name: str) -> bool:
+    found = kubectl.json("get", "statefulfunction", name)
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in found.get("status", {}).get("conditions", [])
+    )
+
+
+def wait_ready_pods(kubectl: Kubectl, function: str, count: int, image: str) -> list[Any]:
+    selector = f"larder.dev/function={function}"
+
+    def current() -> list[Any]:
+        pods = kubectl.pods(selector)
+        ready = [p for p in ready_pods(pods)
+                 if p["spec"]["containers"][0]["image"] == image]
+        # Only the wanted pods: old ones of a rollout are gone, not merely unready.
+        return ready if len(ready) == count == len(pods) else []
+
+    kubectl.wait_for(f"{count} Ready pods of {function} on {image}",
+                     lambda: bool(current()), READY_TIMEOUT_S, selector)
+    return current()
+
+
+def endpoint_ips(kubectl: Kubectl, service: str) -> set[str]:
+    out = kubectl.run("get", "endpointslices", "-l", f"kubernetes.io/service-name={service}",
+                      "-o", "json")
+    return {
+        address
+        for item in json.loads(out)["items"]
+        for endpoint in item.get("endpoints") or ()
+        if (endpoint.get("conditions") or {}).get("ready")
+        for address in endpoint["addresses"]
+    }
+
+
+def test_shopping_cart_runs_scales_rolls_and_goes(
+    operator: Kubectl, kubectl: Kubectl, cassandra: CassandraServer, cluster_images: Images
+) -> None:
+    image = cluster_images.shopping_cart
+    kubectl.apply(sample_manifests("shopping-cart", image, cassandra))
+    kubectl.wait_for("Ready (StatefulFunction)", lambda: function_ready(kubectl, "shopping-cart"),
+                     READY_TIMEOUT_S, "larder.dev/function=shopping-cart")
+    pods = wait_ready_pods(kubectl, "shopping-cart", 2, image)
+    ip = pods[0]["status"]["podIP"]
+    base = f"http://{ip}:9000"
+    assert http("POST", f"{base}/cart/alice/items/add",
+                {"product_id": "tea", "name": "Tea", "quantity": 2}) == (200, {})
+    with grpc.insecure_channel(f"{ip}:9000") as channel:
+        service = "/com.example.shoppingcart.ShoppingCartService"
+        unary(channel, f"{service}/AddItem", api.AddLineItem(
+            user_id="alice", product_id="jam", name="Jam", quantity=1), Empty)
+        cart = unary(channel, f"{service}/GetCart", api.GetShoppingCart(user_id="alice"),
+                     api.Cart)
+    assert sorted((i.product_id, i.quantity) for i in cart.items) == [("jam", 1), ("tea", 2)]
+    assert "activated" in kubectl.run("logs", pods[0]["metadata"]["name"], "-c", SIDECAR)
+
+    kubectl.run("scale", "statefulfunction", "shopping-cart", "--replicas=3")
+    scaled = wait_ready_pods(kubectl, "shopping-cart", 3, image)
+    ips = {p["status"]["podIP"] for p in scaled}
+    kubectl.wait_for("listing the 3 pods in the EndpointSlices",
+                     lambda: endpoint_ips(kubectl, "shopping-cart") == ips, 60)
+
+    # A rolling update to another tag of the user image: new pods replace the old, and the
+    # cart, kept in Cassandra, survives.
+    rolled = image.rsplit(":", 1)[0] + ":rolled"
+    subprocess.run(["buildah", "tag", image, rolled], check=True, capture_output=True)
+    try:
+        kubectl.run("patch", "statefulfunction", "shopping-cart", "--type=json", "-p", json.dumps(
+            [{"op": "replace", "path": "/spec/containers/0/image", "value": rolled}]))
+        rolled_pods = wait_ready_pods(kubectl, "shopping-cart", 3, rolled)
+        new_ip = rolled_pods[0]["status"]["podIP"]
+        assert http("GET", f"http://{new_ip}:9000/carts/alice")[1]["items"] == [
+            {"productId": "tea", "name": "Tea", "quantity": 2},
+            {"productId": "jam", "name": "Jam", "quantity": 1},
+        ]
+        for pod in pods:
+            assert_nothing_left(pod)
+
+        kubectl.run("delete", "statefulfunction", "shopping-cart", "--wait=true")
+        kubectl.wait_for("rid of every pod and child",
+                         lambda: not kubectl.pods("larder.dev/function=shopping-cart")
+                         and not kubectl.run("get", "deployments,services", "-o", "name"),
+                         120)
+        for pod in rolled_pods:
+            assert_nothing_left(pod)
+    finally:
+        subprocess.run(["buildah", "rmi", rolled], check=False, capture_output=True)
+
+
+def test_turkey_runs_and_goes(
+    operator: Kubectl, kubectl: Kubectl, cassandra: CassandraServer, cluster_images: Images
+) -> None:
+    image = cluster_images.turkey
+    kubectl.apply(sample_manifests("turkey", image, cassandra))
+    kubectl.wait_for("Ready (StatefulFunction)", lambda: function_ready(kubectl, "turkey"),
+                     READY_TIMEOUT_S, "larder.dev/function=turkey")
+    [pod] = wait_ready_pods(kubectl, "turkey", 1, image)
+    base = f"http://{pod['status']['podIP']}:9000/com.example.TurkeyService"
+    assert http("POST", f"{base}/StartCooking", {"turkey_id": "t1"}) == (200, {})
+    assert http("POST", f"{base}/IncreaseTurkeyTemperature",
+                {"turkey_id": "t1", "temperature_change": 100}) == (200, {})
+    status, body = http("POST", f"{base}/GetCurrentTurkey", {"turkey_id": "t1"})
+    assert (status, body["inOven"], body["externalTemperature"]) == (200, True, 100.0)
+    assert "activated" in kubectl.run("logs", pod["metadata"]["name"], "-c", SIDECAR)
+    kubectl.run("delete", "statefulfunction", "turkey", "--wait=true")
+    kubectl.wait_for("rid of the pod", lambda: not kubectl.pods("larder.dev/function=turkey"),
+                     120)
+    assert_nothing_left(pod)
