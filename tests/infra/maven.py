@@ -51,6 +51,7 @@ def resolve_classpath(
             "mvn",
             "-B",
             "-q",
+            "-Dstyle.color=never",  # plain text in error messages
             "-f",
             str(dest / "pom.xml"),
             "dependency:copy-dependencies",
