@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.infra.versions import KUBERNETES
 from tests.integration.operator.conftest import ROOT, Kubectl
 
 CHART = ROOT / "charts" / "larder"
@@ -30,9 +31,11 @@ def test_chart_lints_renders_and_applies(
     try:
         for values in ([], ["--set", "operator.replicas=2", "--set",
                             f"operator.watchNamespaces={{{namespace}}}"]):
+            # helm template does not ask the server; tell it which Kubernetes it renders for
+            # (the chart needs >= 1.29 for native sidecars).
             rendered = helm(
                 helm_binary, "template", "larder", str(CHART), "--namespace", namespace,
-                "--include-crds", *values,
+                "--include-crds", "--kube-version", KUBERNETES.version.lstrip("v"), *values,
             )
             docs = [d for d in yaml.safe_load_all(rendered) if d]
             deployment = next(d for d in docs if d["kind"] == "Deployment")
