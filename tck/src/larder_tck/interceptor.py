@@ -52,6 +52,8 @@ class Exchange:
     requests: list[Any] = field(default_factory=list)
     responses: list[Any] = field(default_factory=list)
     ended_at: float | None = None
+    responded_at: float | None = None
+    """When the last response passed (monotonic), as the sidecar got it give or take a hop."""
     status: str = ""
 
     @property
@@ -140,6 +142,7 @@ class Interceptor:
         try:
             async for raw in call:
                 exchange.responses.append(_decode(response_type, raw))
+                exchange.responded_at = time.monotonic()
                 await self._notify()
                 yield raw
             exchange.status = "OK"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,41 @@ SIDECAR_PASSIVATION = "2s"
 """The sidecar's default passivation: short, so proxy cases can see rehydration."""
 
 
+@dataclass(frozen=True)
+class Sidecar:
+    """One running sidecar: its public gRPC channel and its HTTP client."""
+
+    channel: grpc.aio.Channel
+    http: HttpClient
+    process: asyncio.subprocess.Process
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash: no graceful shutdown, no ProxyTerminated to the frontend.
+
+        (A graceful stop says ProxyTerminated, on which a frontend may exit, as Larder's
+        Python SDK does; the TCK's frontend must outlive the sidecars a case starts.)
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        await self.process.wait()
+
+
+@dataclass(frozen=True)
+class SidecarLauncher:
+    """Starts sidecars in front of the interceptor (so their traffic is recorded too)."""
+
+    command: str
+    logs: Path
+    startup: float
+    user_function_port: int
+
+    def launch(
+        self, name: str, env: Mapping[str, str] | None = None
+    ) -> AbstractAsyncContextManager[Sidecar]:
+        """A sidecar logging to `sidecar-<name>.log`; `env` overrides the memory journal etc."""
+        return _sidecar(self, f"sidecar-{name}.log", env or {})
+
+
 @dataclass
 class ProxyContext:
     """What a proxy case gets."""
@@ -31,28 +67,55 @@ class ProxyContext:
     http: HttpClient
     interceptor: Interceptor
     model: model_module.Model
+    launcher: SidecarLauncher
 
     async def call(self, service: str, method: str, request: Any, response: str) -> Any:
-        response_type = self.model.message(response)
-        stub = self.sidecar.unary_unary(
-            f"/{service}/{method}",
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=response_type.FromString,
+        return await call_on(
+            self.sidecar,
+            self.model,
+            service=service,
+            method=method,
+            request=request,
+            response=response,
         )
-        return await stub(request, timeout=10)
 
     def close(self) -> None:
         pass
 
 
+async def call_on(
+    channel: grpc.aio.Channel,
+    model: model_module.Model,
+    *,
+    service: str,
+    method: str,
+    request: Any,
+    response: str,
+) -> Any:
+    """A unary call of the user's `service`/`method` through a sidecar."""
+    response_type = model.message(response)
+    stub = channel.unary_unary(
+        f"/{service}/{method}",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=response_type.FromString,
+    )
+    return await stub(request, timeout=10)
+
+
 @dataclass
 class ProxyEnvironment:
     interceptor: Interceptor
-    channel: grpc.aio.Channel
-    http: HttpClient
+    sidecar: Sidecar
+    launcher: SidecarLauncher
 
     def case_context(self) -> ProxyContext:
-        return ProxyContext(self.channel, self.http, self.interceptor, model_module.load())
+        return ProxyContext(
+            self.sidecar.channel,
+            self.sidecar.http,
+            self.interceptor,
+            model_module.load(),
+            self.launcher,
+        )
 
 
 async def _wait_ready(
@@ -82,27 +145,26 @@ async def _wait_ready(
 
 
 @contextlib.asynccontextmanager
-async def start(
-    frontend: str, sidecar_command: str, logs: Path, startup: float
-) -> AsyncIterator[ProxyEnvironment]:
-    interceptor = Interceptor(frontend)
-    intercept_port = await interceptor.start()
+async def _sidecar(
+    launcher: SidecarLauncher, log_name: str, overrides: Mapping[str, str]
+) -> AsyncIterator[Sidecar]:
     public, admin = free_port(), free_port()
     env = {
         **os.environ,
         "USER_FUNCTION_HOST": "127.0.0.1",
-        "USER_FUNCTION_PORT": str(intercept_port),
+        "USER_FUNCTION_PORT": str(launcher.user_function_port),
         "LARDER_HOST": "127.0.0.1",
         "LARDER_PORT": str(public),
         "LARDER_ADMIN_PORT": str(admin),
         "LARDER_INTERNAL_PORT": str(free_port()),
         "LARDER_JOURNAL_TYPE": "memory",
         "LARDER_PASSIVATION_TIMEOUT": SIDECAR_PASSIVATION,
+        **overrides,
     }
-    log = logs / "sidecar.log"
+    log = launcher.logs / log_name
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_shell(
-            sidecar_command,
+            launcher.command,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL,
@@ -111,11 +173,24 @@ async def start(
         )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{public}")
     try:
-        await _wait_ready(HttpClient("127.0.0.1", admin), process, log, startup)
-        yield ProxyEnvironment(interceptor, channel, HttpClient("127.0.0.1", public))
+        await _wait_ready(HttpClient("127.0.0.1", admin), process, log, launcher.startup)
+        yield Sidecar(channel, HttpClient("127.0.0.1", public), process)
     finally:
         await channel.close(None)
         await stop_process(process)
+
+
+@contextlib.asynccontextmanager
+async def start(
+    frontend: str, sidecar_command: str, logs: Path, startup: float
+) -> AsyncIterator[ProxyEnvironment]:
+    interceptor = Interceptor(frontend)
+    intercept_port = await interceptor.start()
+    launcher = SidecarLauncher(sidecar_command, logs, startup, intercept_port)
+    try:
+        async with _sidecar(launcher, "sidecar.log", {}) as sidecar:
+            yield ProxyEnvironment(interceptor, sidecar, launcher)
+    finally:
         await interceptor.stop()
 
 

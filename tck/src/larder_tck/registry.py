@@ -56,6 +56,8 @@ def all_cases() -> list[Case]:
         discovery,
         eventsourced,
         proxy,
+        proxy_actions,
+        proxy_journal,
         valueentity,
     )
 

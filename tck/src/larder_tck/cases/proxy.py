@@ -7,21 +7,16 @@ the client sees and the protocol traffic the interceptor recorded.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import grpc
 import grpc.aio
-from larder_protocol import ACTION, EVENT_SOURCED_ENTITY, VALUE_ENTITY
+from larder_protocol import EVENT_SOURCED_ENTITY, VALUE_ENTITY
 from larder_tck import context as c
 from larder_tck import protocol as p
 from larder_tck.context import fresh_id
 from larder_tck.expect import CaseFailed, check, expect_equal
-from larder_tck.interceptor import Exchange
 from larder_tck.model import (
-    ACTION_MODEL,
-    ACTION_PKG,
-    ACTION_TWO,
     CONFIGURED_PASSIVATION_MS,
     ES_CONFIGURED,
     ES_MODEL,
@@ -35,39 +30,9 @@ from larder_tck.model import (
 from larder_tck.proxy_env import SIDECAR_PASSIVATION, ProxyContext
 from larder_tck.registry import case
 
-ES_HANDLE = "/akkaserverless.component.eventsourcedentity.EventSourcedEntities/Handle"
-VE_HANDLE = "/akkaserverless.component.valueentity.ValueEntities/Handle"
-ACTION_UNARY = "/akkaserverless.component.action.Actions/HandleUnary"
+from ._proxy import ES_HANDLE, VE_HANDLE, expect_traffic, streams_of, without_metadata
+
 PASSIVATION_WAIT = 15.0
-
-
-def _streams(ctx: ProxyContext, method: str, service: str, entity_id: str) -> list[Exchange]:
-    return [
-        x
-        for x in ctx.interceptor.streams(method)
-        if x.requests
-        and x.requests[0].init.service_name == service
-        and x.requests[0].init.entity_id == entity_id
-    ]
-
-
-def _without_metadata(message: Any) -> Any:
-    """Commands carry the client's headers as metadata; those are the transport's business."""
-    copy = type(message)()
-    copy.CopyFrom(message)
-    if copy.WhichOneof("message") == "command":
-        copy.command.ClearField("metadata")
-    return copy
-
-
-def _expect_traffic(what: str, expected: list[Any], actual: list[Any], hint: str = "") -> None:
-    check(
-        len(actual) == len(expected),
-        f"{what}: the interceptor recorded {len(actual)} messages, expected {len(expected)}:\n"
-        + "\n".join(str(m) for m in actual),
-    )
-    for i, (want, got) in enumerate(zip(expected, actual, strict=True), start=1):
-        expect_equal(f"{what}, message {i}", want, _without_metadata(got), hint)
 
 
 async def _failing_call(ctx: ProxyContext, service: str, request: Any, response: str) -> Any:
@@ -102,9 +67,9 @@ async def es_commands(ctx: ProxyContext) -> None:
     )
     expect_equal("the client's first reply", response(message="A"), first)
     expect_equal("the client's second reply", response(message="ABC"), second)
-    (stream,) = _streams(ctx, ES_HANDLE, ES_MODEL, entity)
+    (stream,) = streams_of(ctx, ES_HANDLE, ES_MODEL, entity)
     init = p.es.EventSourcedInit(service_name=ES_MODEL, entity_id=entity)
-    _expect_traffic(
+    expect_traffic(
         "sidecar -> frontend",
         [
             p.es.EventSourcedStreamIn(init=init),
@@ -130,7 +95,7 @@ async def es_commands(ctx: ProxyContext) -> None:
             events=[pack(persisted(value=v)) for v in "BC"],
         ),
     ]
-    _expect_traffic(
+    expect_traffic(
         "frontend -> sidecar",
         [p.es.EventSourcedStreamOut(reply=r) for r in replies],
         stream.responses,
@@ -153,18 +118,18 @@ async def es_recovery(ctx: ProxyContext) -> None:
         ES_MODEL, "Process", request(id=entity, actions=[action(emit={"value": "F"})]), name
     )
     await ctx.interceptor.wait_for(
-        lambda: all(x.ended for x in _streams(ctx, ES_HANDLE, ES_MODEL, entity)),
+        lambda: all(x.ended for x in streams_of(ctx, ES_HANDLE, ES_MODEL, entity)),
         f"the stream of {entity} ending (sidecar passivation {SIDECAR_PASSIVATION})",
         PASSIVATION_WAIT,
     )
     got = await ctx.call(ES_MODEL, "Process", request(id=entity), name)
     expect_equal("the client's reply after re-activation", response(message="ABCDEF"), got)
-    streams = _streams(ctx, ES_HANDLE, ES_MODEL, entity)
+    streams = streams_of(ctx, ES_HANDLE, ES_MODEL, entity)
     check(len(streams) == 2, f"expected 2 streams for {entity}, saw {len(streams)}")
     init = p.es.EventSourcedInit(service_name=ES_MODEL, entity_id=entity)
     init.snapshot.snapshot_sequence = 5
     init.snapshot.snapshot.CopyFrom(pack(persisted(value="ABCDE")))
-    _expect_traffic(
+    expect_traffic(
         "sidecar -> frontend on re-activation",
         [
             p.es.EventSourcedStreamIn(init=init),
@@ -194,7 +159,7 @@ async def es_effects(ctx: ProxyContext) -> None:
     )
     expect_equal("the client's reply (from the forward's target)", response(), got)
     for target_id in (target, sync_id):
-        streams = _streams(ctx, ES_HANDLE, ES_TWO, target_id)
+        streams = streams_of(ctx, ES_HANDLE, ES_TWO, target_id)
         check(
             len(streams) == 1 and len(streams[0].responses) == 1,
             f"{ES_TWO}/Call for {target_id!r} must have run before the client got the reply; "
@@ -203,11 +168,9 @@ async def es_effects(ctx: ProxyContext) -> None:
         expected = p.es.EventSourcedStreamIn(
             command=c.command(target_id, 1, "Call", request(id=target_id))
         )
-        expect_equal(
-            f"the command to {ES_TWO}", expected, _without_metadata(streams[0].requests[1])
-        )
+        expect_equal(f"the command to {ES_TWO}", expected, without_metadata(streams[0].requests[1]))
     await ctx.interceptor.wait_for(
-        lambda: any(x.responses for x in _streams(ctx, ES_HANDLE, ES_TWO, async_id)),
+        lambda: any(x.responses for x in streams_of(ctx, ES_HANDLE, ES_TWO, async_id)),
         f"the asynchronous side effect to {ES_TWO} for {async_id!r}",
     )
 
@@ -234,7 +197,7 @@ async def es_failure(ctx: ProxyContext) -> None:
         status == 500 and b"over http" in data,
         f"HTTP: a failed command must answer 500 with the message, got {status} {data[:300]!r}",
     )
-    (stream,) = _streams(ctx, ES_HANDLE, ES_MODEL, entity)
+    (stream,) = streams_of(ctx, ES_HANDLE, ES_MODEL, entity)
     expect_equal(
         "the frontend's failure reply",
         p.es.EventSourcedStreamOut(
@@ -252,14 +215,15 @@ async def _passivation(
     entity = fresh_id("px-configured")
     request = ctx.model.new(request_type, id=entity)
     await ctx.call(service, "Call", request, response_type)
-    replied = time.monotonic()
     (stream,) = await ctx.interceptor.wait_for(
-        lambda: [x for x in _streams(ctx, method, service, entity) if x.ended] or None,
+        lambda: [x for x in streams_of(ctx, method, service, entity) if x.ended] or None,
         f"the configured entity's stream ending (passivation {CONFIGURED_PASSIVATION_MS} ms)",
         PASSIVATION_WAIT,
     )
-    assert stream.ended_at is not None
-    idle = stream.ended_at - replied
+    assert stream.ended_at is not None and stream.responded_at is not None
+    # Idle time from the frontend's reply (the sidecar's passivation clock starts when it
+    # gets that reply, before the client sees it) to the end of the stream.
+    idle = stream.ended_at - stream.responded_at
     check(
         CONFIGURED_PASSIVATION_MS / 1000 * 0.9 <= idle < 1.5,
         f"the stream ended {idle:.3f}s after the reply; the configured passivation timeout is "
@@ -267,7 +231,7 @@ async def _passivation(
     )
     await ctx.call(service, "Call", request, response_type)
     check(
-        len(_streams(ctx, method, service, entity)) == 2,
+        len(streams_of(ctx, method, service, entity)) == 2,
         "a command after passivation must open a new stream",
     )
 
@@ -309,12 +273,12 @@ async def ve_state(ctx: ProxyContext) -> None:
         error.details() == "no", f"the client must get the failure message, got {error.details()!r}"
     )
     await ctx.interceptor.wait_for(
-        lambda: all(x.ended for x in _streams(ctx, VE_HANDLE, VE_MODEL, entity)),
+        lambda: all(x.ended for x in streams_of(ctx, VE_HANDLE, VE_MODEL, entity)),
         f"the stream of {entity} ending (sidecar passivation {SIDECAR_PASSIVATION})",
         PASSIVATION_WAIT,
     )
     expect_equal("state after re-activation", response(message="two"), await process())
-    streams = _streams(ctx, VE_HANDLE, VE_MODEL, entity)
+    streams = streams_of(ctx, VE_HANDLE, VE_MODEL, entity)
     init = p.ve.ValueEntityInit(service_name=VE_MODEL, entity_id=entity)
     init.state.value.CopyFrom(pack(persisted(value="two")))
     expect_equal(
@@ -323,58 +287,6 @@ async def ve_state(ctx: ProxyContext) -> None:
         streams[-1].requests[0],
         "the sidecar must store the last update and pass it in Init",
     )
-
-
-@case("proxy.action.unary", "proxy", ACTION)
-async def action_unary(ctx: ProxyContext) -> None:
-    """Action replies, forwards, side effects and failures through the sidecar."""
-    m = ctx.model
-    request, response = m.message(f"{ACTION_PKG}.Request"), m.message(f"{ACTION_PKG}.Response")
-    other = m.message(f"{ACTION_PKG}.OtherRequest")
-    name = response.DESCRIPTOR.full_name
-
-    async def unary(*steps: dict[str, Any]) -> Any:
-        req = request(groups=[{"steps": list(steps)}])
-        return await ctx.call(ACTION_MODEL, "ProcessUnary", req, name)
-
-    expect_equal("reply", response(message="hi"), await unary({"reply": {"message": "hi"}}))
-    target, effect = fresh_id("px-action-fwd"), fresh_id("px-action-effect")
-    got = await unary({"effect": {"id": effect, "synchronous": True}}, {"forward": {"id": target}})
-    expect_equal("forwarded reply", response(), got)
-    calls = [
-        x.requests[0].payload
-        for x in ctx.interceptor.streams(ACTION_UNARY)
-        if x.requests and x.requests[0].service_name == ACTION_TWO
-    ]
-    for target_id in (effect, target):
-        check(
-            pack(other(id=target_id)) in calls,
-            f"the sidecar must call {ACTION_TWO}/Call with id {target_id!r}; calls: {calls}",
-        )
-    try:
-        await unary({"fail": {"message": "action failed"}})
-    except grpc.aio.AioRpcError as e:
-        check(
-            e.details() == "action failed", f"the client must get the message, got {e.details()!r}"
-        )
-    else:
-        raise CaseFailed("an action with a Fail step succeeded through the sidecar")
-
-
-@case("proxy.action.streamed-out", "proxy", ACTION)
-async def action_streamed_out(ctx: ProxyContext) -> None:
-    """A server-streaming action through the sidecar yields one response per group."""
-    m = ctx.model
-    request, response = m.message(f"{ACTION_PKG}.Request"), m.message(f"{ACTION_PKG}.Response")
-    call = ctx.sidecar.unary_stream(
-        f"/{ACTION_MODEL}/ProcessStreamedOut",
-        request_serializer=lambda r: r.SerializeToString(),
-        response_deserializer=response.FromString,
-    )
-    groups = [{"steps": [{"reply": {"message": v}}]} for v in ("one", "two", "three")]
-    got = [r async for r in call(request(groups=groups), timeout=10)]
-    expected = [response(message=v) for v in ("one", "two", "three")]
-    check(got == expected, f"the client must get {expected}, got {got}")
 
 
 @case("proxy.http.json", "proxy", EVENT_SOURCED_ENTITY)
