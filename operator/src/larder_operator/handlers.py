@@ -148,7 +148,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if outcome.blocked:
             # Journal changes re-trigger us at once; this retry covers Secrets, which we do
             # not watch.
-            reasons = ", ".join(str(c.reason) for c in outcome.conditions if not c.status)
+            reasons = ", ".join(sorted({str(c.reason) for c in outcome.conditions if not c.status}))
             raise kopf.TemporaryError(
                 f"waiting for: {reasons}", delay=settings.resync_interval
             )
@@ -198,7 +198,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         changed = transitions(previous, [cond])
         _post_events(body, changed)
         if changed or propagate:
-            for function in index.get((namespace, name), ()):
+            # A snapshot: the index changes while we await.
+            for function in list(index.get((namespace, name), ())):
                 await reconcile(namespace, function)
 
     @kopf.on.resume(*JOURNALS, id="check", registry=registry)
@@ -236,7 +237,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         **kwargs: Any,
     ) -> None:
         if type == "DELETED" and namespace:
-            for function in _index(kwargs).get((namespace, name), ()):
+            for function in list(_index(kwargs).get((namespace, name), ())):
                 await reconcile(namespace, function)
 
     return registry

@@ -23,6 +23,9 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # The driver logs every failed connection attempt with a traceback; the Journal check
+    # already reports the failure in the Journal's status and Events.
+    logging.getLogger("cassandra").setLevel(logging.CRITICAL)
     registry = build_registry(settings)
     asyncio.run(
         kopf.operator(
