@@ -17,6 +17,7 @@ from .admin import AdminServer
 from .discovery import discover, proxy_terminated
 from .dispatch import Dispatcher
 from .entities import EntityManager
+from .eventing import Eventing, KafkaSettings
 from .grpc_front import build_grpc_server
 from .journal.base import Journal
 from .journal.factory import create_journal
@@ -46,9 +47,15 @@ def _public_server_factory() -> Any:
 
 class Sidecar:
     def __init__(
-        self, settings: Settings, journal: Journal | None = None, router: Router | None = None
+        self,
+        settings: Settings,
+        journal: Journal | None = None,
+        router: Router | None = None,
+        kafka: KafkaSettings | None = None,
     ) -> None:
         self.settings = settings
+        self.kafka = kafka or KafkaSettings()
+        self.eventing: Eventing | None = None
         self.metrics = Metrics()
         self.journal = journal if journal is not None else create_journal(settings)
         self.router = router or LocalRouter()
@@ -75,7 +82,8 @@ class Sidecar:
         await self.admin.start(self.settings.host, self.settings.admin_port)
 
     async def start(self) -> None:
-        """Journal, discovery, then the public port. Raises SpecError/DiscoveryFailed."""
+        """Journal, discovery, the public port, then Kafka consumers. Raises
+        SpecError/DiscoveryFailed/EventingError."""
         s = self.settings
         await self.journal.start()
         self.journal_watch.start()
@@ -99,7 +107,14 @@ class Sidecar:
         self.entities = EntityManager(
             self.journal, self._channel, self.metrics, s.passivation_timeout
         )
-        self.dispatcher = Dispatcher(model, self.router, self.entities, self._channel, self.metrics)
+        self.eventing = Eventing.for_model(model, self.kafka, self.metrics.registry)
+        dispatcher_args = (model, self.router, self.entities, self._channel, self.metrics)
+        if self.eventing is None:
+            self.dispatcher = Dispatcher(*dispatcher_args)
+        else:
+            # Its producer first: direct calls of `eventing.out` methods publish.
+            await self.eventing.open()
+            self.dispatcher = self.eventing.dispatcher(*dispatcher_args)
         self._server, self._health = build_grpc_server(self.dispatcher, s.max_message_bytes)
         start_public = _public_server_factory()
         if start_public is not None:
@@ -115,6 +130,8 @@ class Sidecar:
         else:
             self.public_port = self._server.add_insecure_port(f"{s.host}:{s.port}")
             await self._server.start()
+        if self.eventing is not None:
+            await self.eventing.start(self.dispatcher)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
         log.info(
@@ -142,6 +159,10 @@ class Sidecar:
         self._not_ready_reason = "shutting down"
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.eventing is not None:
+            # Consumed records finish and their offsets are committed while the
+            # entities and the journal are still there.
+            await self.eventing.stop_consuming()
         # Together: relayed gRPC connections end when the internal server's GOAWAY
         # passes through the public server.
         closing = []
@@ -152,6 +173,8 @@ class Sidecar:
         await asyncio.gather(*closing)
         if self.dispatcher is not None:
             await self.dispatcher.drain()
+        if self.eventing is not None:
+            await self.eventing.close()
         if self.entities is not None:
             await self.entities.shutdown()
         if self._channel is not None:

@@ -10,13 +10,7 @@ import sys
 from . import logs
 from .app import Sidecar
 from .discovery import DiscoveryFailed
-from .eventing import (
-    Eventing,
-    EventingError,
-    KafkaSettings,
-    KafkaSettingsError,
-    load_kafka_settings,
-)
+from .eventing import EventingError, KafkaSettings, KafkaSettingsError, load_kafka_settings
 from .journal.base import JournalUnavailable
 from .model import SpecError
 from .settings import Settings, SettingsError, load_settings
@@ -29,7 +23,7 @@ async def run(settings: Settings, kafka: KafkaSettings | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sidecar = Sidecar(settings)
+    sidecar = Sidecar(settings, kafka=kafka)
     await sidecar.start_admin()
     code = 0
     try:
@@ -39,28 +33,12 @@ async def run(settings: Settings, kafka: KafkaSettings | None = None) -> int:
         # pod does not crash-loop on a spec that will not change by restarting.
         log.error("the user function's spec is invalid; not serving (see above)")  # noqa: TRY400
         code = 3
-    except (DiscoveryFailed, JournalUnavailable) as e:
+    except (DiscoveryFailed, JournalUnavailable, EventingError) as e:
         log.error("start-up failed: %s", e)  # noqa: TRY400 - the message says what to do
         await sidecar.stop()
         return 1
-    eventing: Eventing | None = None
-    if code == 0 and sidecar.model is not None and sidecar.dispatcher is not None:
-        try:
-            eventing = Eventing.for_model(
-                sidecar.model, sidecar.dispatcher, kafka or KafkaSettings()
-            )
-            if eventing is not None:
-                await eventing.start()
-        except EventingError as e:
-            log.error("start-up failed: %s", e)  # noqa: TRY400 - the message says what to do
-            await sidecar.stop()
-            return 1
     await stop.wait()
     log.info("shutting down")
-    # Eventing first: its in-flight commands finish and their offsets are committed
-    # while the entities and the journal are still there.
-    if eventing is not None:
-        await eventing.stop()
     await sidecar.stop()
     return code
 

@@ -1,16 +1,16 @@
 """What happens to one consumed record: decode, run the command, publish, or reject.
 
-The record's offset is committed only after this returns, so everything here either
-finished (command applied; reply published when the method has `eventing.out`;
-rejected records logged or dead-lettered) or is retried in place, which keeps the
-partition's order.
+A record's offset is committed only after `run` and the coroutine it returns are
+done, so everything here either finished (command applied; reply acknowledged by the
+broker when the method has `eventing.out`; rejected records logged or dead-lettered)
+or is retried in place, which keeps the lane's order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +18,7 @@ import grpc
 
 from ..invoke import InvokeError, InvokeResult, MetadataPairs
 from ..model import Method
-from .cloudevents import MalformedRecord, decode, reply_headers
+from .cloudevents import Command, MalformedRecord, decode, reply_headers
 from .producer import PublishFailed
 from .spec import EventingSpec, Subscription
 
@@ -40,9 +40,46 @@ class CommandRunner(Protocol):
 
 
 class Publisher(Protocol):
-    async def publish(
+    async def send(
         self, topic: str, value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> None: ...
+    ) -> Awaitable[None]:
+        """Queue a record (waiting only for room in the client's buffer) and return its
+        delivery: done when the broker has it, or failed with PublishFailed. Records
+        sent one after another to one partition are delivered in that order."""
+        ...
+
+
+class Counters(Protocol):
+    """What the processor counts (see `EventingMetrics`)."""
+
+    def consumed(self, topic: str) -> None: ...
+    def rejected(self, topic: str, dead_lettered: bool) -> None: ...
+    def published(self, topic: str) -> None: ...
+
+
+class _NoCounters:
+    def consumed(self, topic: str) -> None:
+        pass
+
+    def rejected(self, topic: str, dead_lettered: bool) -> None:
+        pass
+
+    def published(self, topic: str) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A consumed record, decoded, with the lane it must run in."""
+
+    subscription: Subscription
+    record: Any
+    lane: str
+    """Records with the same lane run one at a time in offset order: the entity id, or
+    for actions and undecodable records the record's key (empty without one)."""
+    command: Command | None
+    problem: str = ""
+    """Why the record cannot become a command (when `command` is None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +98,24 @@ def _where(record: Any) -> str:
     return f"{record.topic()}[{record.partition()}]@{record.offset()}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+def _lane(command: Command | None, record: Any) -> str:
+    if command is not None and command.entity_id is not None:
+        return command.entity_id
+    # Kafka keys are usually the entity id, so a record that cannot be decoded queues
+    # behind its entity's records; sharing a lane with an unrelated key only costs
+    # concurrency, never order.
+    key: bytes | None = record.key()
+    return key.decode("utf-8", "surrogateescape") if key else ""
+
+
 class RecordProcessor:
     def __init__(
         self,
@@ -68,21 +123,34 @@ class RecordProcessor:
         runner: CommandRunner,
         publisher: Publisher | None,
         dead_letter_topic: str = "",
+        *,
         backoff: Backoff = Backoff(),
+        counters: Counters | None = None,
     ) -> None:
         self._spec = spec
         self._runner = runner
         self._publisher = publisher
         self._dead_letter_topic = dead_letter_topic
         self._backoff = backoff
+        self._counters: Counters = counters or _NoCounters()
 
-    async def handle(self, subscription: Subscription, record: Any) -> None:
-        method = subscription.method
+    def prepare(self, subscription: Subscription, record: Any) -> Prepared:
+        """Decode the record (no I/O) and pick its lane."""
+        self._counters.consumed(record.topic())
         try:
-            command = decode(method, record.value(), record.headers() or [])
+            command = decode(subscription.method, record.value(), record.headers() or [])
         except MalformedRecord as e:
-            await self._reject(record, method, "malformed", str(e))
-            return
+            return Prepared(subscription, record, _lane(None, record), None, str(e))
+        return Prepared(subscription, record, _lane(command, record), command)
+
+    async def run(self, prepared: Prepared) -> Coroutine[Any, Any, None] | None:
+        """Run the command (transient failures retried in place) and queue its reply
+        or dead letter; return what is left to await before the record's offset may
+        be committed (the broker's acknowledgement), or None when nothing is."""
+        record, method = prepared.record, prepared.subscription.method
+        command = prepared.command
+        if command is None:
+            return await self._reject(record, method, "malformed", prepared.problem)
         delays = self._backoff.delays()
         while True:
             try:
@@ -92,8 +160,7 @@ class RecordProcessor:
                 break
             except InvokeError as e:
                 if e.code not in TRANSIENT:
-                    await self._reject(record, method, e.code.name, e.message)
-                    return
+                    return await self._reject(record, method, e.code.name, e.message)
                 delay = next(delays)
                 log.warning(
                     "%s on %s failed with %s (%s); retrying in %.1fs",
@@ -101,25 +168,35 @@ class RecordProcessor:
                 )
                 await asyncio.sleep(delay)
         publication = self._spec.publication(method)
-        if publication is not None:
-            key = command.entity_id.encode() if command.entity_id is not None else record.key()
-            # A deterministic id: a record redelivered after a crash produces a reply
-            # with the same ce-id, so consumers downstream can drop the duplicate.
-            event_id = f"{record.topic()}-{record.partition()}-{record.offset()}"
-            await self._publish(
-                publication.topic, result.payload, key,
-                reply_headers(method, event_id, command.entity_id), record,
-            )
+        if publication is None:
+            return None
+        key = command.entity_id.encode() if command.entity_id is not None else record.key()
+        # A deterministic id: a record redelivered after a crash produces a reply
+        # with the same ce-id, so consumers downstream can drop the duplicate.
+        event_id = f"{record.topic()}-{record.partition()}-{record.offset()}"
+        return await self._publish(
+            publication.topic, result.payload, key,
+            reply_headers(method, event_id, command.entity_id), record,
+        )
 
-    async def _reject(self, record: Any, method: Method, reason: str, detail: str) -> None:
+    async def handle(self, subscription: Subscription, record: Any) -> None:
+        """Everything for one record, up to the broker's acknowledgement."""
+        rest = await self.run(self.prepare(subscription, record))
+        if rest is not None:
+            await rest
+
+    async def _reject(
+        self, record: Any, method: Method, reason: str, detail: str
+    ) -> Coroutine[Any, Any, None] | None:
         target = self._dead_letter_topic
         log.error(
             "record %s for %s rejected (%s): %s; %s",
             _where(record), method.model.path, reason, detail,
             f"sent to dead-letter topic {target!r}" if target else "skipped",
         )
+        self._counters.rejected(record.topic(), bool(target))
         if not target:
-            return
+            return None
         headers = [
             *((k, v) for k, v in (record.headers() or []) if v is not None),
             ("larder-error-reason", reason.encode()),
@@ -127,7 +204,7 @@ class RecordProcessor:
             ("larder-error-method", method.model.path.encode()),
             ("larder-error-source", _where(record).encode()),
         ]
-        await self._publish(target, record.value() or b"", record.key(), headers, record)
+        return await self._publish(target, record.value() or b"", record.key(), headers, record)
 
     async def _publish(
         self,
@@ -136,22 +213,39 @@ class RecordProcessor:
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]],
         record: Any,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
+        """Queue the record now (so replies keep their order), confirm it later."""
         assert self._publisher is not None, "publications need a producer"
+        outgoing = _Outgoing(topic, value, key, headers)
+        return self._confirm(await self._send(outgoing), outgoing, record)
+
+    async def _send(self, out: _Outgoing) -> Awaitable[None]:
+        assert self._publisher is not None
+        try:
+            return await self._publisher.send(out.topic, out.value, out.key, out.headers)
+        except PublishFailed as e:
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(e)
+            return failed
+
+    async def _confirm(self, delivery: Awaitable[None], out: _Outgoing, record: Any) -> None:
         delays = self._backoff.delays()
         while True:
             try:
-                await self._publisher.publish(topic, value, key, headers)
+                await delivery
             except PublishFailed as e:
                 # Not committing until the broker has it is what makes this
                 # at-least-once; a non-retriable error (e.g. not authorized) blocks the
-                # partition until someone fixes it, and says so each time.
+                # partition until someone fixes it, and says so each time. A reply sent
+                # again may land after a later reply of the same entity.
                 delay = next(delays)
                 log.log(
                     logging.WARNING if e.retriable else logging.ERROR,
                     "publishing the result of %s to %r failed: %s; retrying in %.1fs",
-                    _where(record), topic, e, delay,
+                    _where(record), out.topic, e, delay,
                 )
                 await asyncio.sleep(delay)
+                delivery = await self._send(out)
             else:
+                self._counters.published(out.topic)
                 return

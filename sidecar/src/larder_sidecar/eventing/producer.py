@@ -1,5 +1,5 @@
-"""An asyncio face on confluent-kafka's producer: `await publish(...)` returns once the
-broker has the record (idempotent producer, `acks=all`)."""
+"""An asyncio face on confluent-kafka's producer: `send(...)` queues a record and returns
+its delivery, `publish(...)` also waits for it (idempotent producer, `acks=all`)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,18 @@ class AsyncProducer:
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]],
     ) -> None:
+        """Send and wait for the broker's acknowledgement."""
+        await (await self.send(topic, value, key, headers))
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> asyncio.Future[None]:
+        """Queue the record; the returned future is done when the broker has it (or
+        failed with PublishFailed). Waits only while the client's buffer is full."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -84,13 +96,13 @@ class AsyncProducer:
                 self._producer.produce(
                     topic, value, key=key, headers=list(headers), on_delivery=delivered
                 )
-                break
             except BufferError:
                 # The local queue is full: wait for deliveries to drain it.
                 await asyncio.sleep(_POLL_S)
             except KafkaException as e:
                 raise PublishFailed(f"publishing to topic {topic!r} failed: {e}", False) from e
-        await done
+            else:
+                return done
 
     async def close(self) -> None:
         self._running = False

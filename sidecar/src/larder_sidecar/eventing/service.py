@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from ..dispatch import Dispatcher
 from ..model import UserFunctionModel
 from .consumer import ConsumerFailed, GroupConsumer
+from .direct import PublishingDispatcher
+from .metrics import EventingMetrics
 from .processing import CommandRunner, RecordProcessor
 from .producer import AsyncProducer, PublishFailed
 from .settings import KafkaSettings
@@ -19,19 +25,30 @@ class EventingError(Exception):
 
 
 class Eventing:
-    def __init__(self, spec: EventingSpec, runner: CommandRunner, settings: KafkaSettings) -> None:
+    """Life cycle: `open()` (the producer), `dispatcher(...)` for the fronts,
+    `start(runner)` (the consumers), `stop_consuming()`, `close()`."""
+
+    def __init__(
+        self,
+        spec: EventingSpec,
+        settings: KafkaSettings,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.spec = spec
         self._settings = settings
-        self._runner = runner
+        self.metrics = EventingMetrics(registry or CollectorRegistry())
         self._producer: AsyncProducer | None = None
         self._consumers: list[GroupConsumer] = []
 
     @classmethod
     def for_model(
-        cls, model: UserFunctionModel, runner: CommandRunner, settings: KafkaSettings
+        cls,
+        model: UserFunctionModel,
+        settings: KafkaSettings,
+        registry: CollectorRegistry | None = None,
     ) -> Eventing | None:
-        """None when the spec declares no eventing; raise EventingError when it declares
-        some that cannot run."""
+        """None when the spec declares no eventing (or it is turned off); raise
+        EventingError when it declares some that cannot run."""
         spec = read_eventing(model)
         if spec.problems:
             raise EventingError(
@@ -43,7 +60,12 @@ class Eventing:
         if settings.turned_off:
             log.warning(
                 "LARDER_EVENTING=off: %s served without Kafka topics",
-                ", ".join(s.method.model.path for s in spec.subscriptions) or "eventing methods",
+                ", ".join(
+                    sorted(
+                        {s.method.model.path for s in spec.subscriptions}
+                        | {p.method.model.path for p in spec.publications}
+                    )
+                ),
             )
             return None
         if not settings.enabled:
@@ -57,32 +79,56 @@ class Eventing:
                 "LARDER_KAFKA_PROPERTIES_FILE), or LARDER_EVENTING=off to serve them without "
                 "topics"
             )
-        return cls(spec, runner, settings)
+        return cls(spec, settings, registry)
 
-    async def start(self) -> None:
-        try:
-            needs_producer = bool(self.spec.publications or self._settings.dead_letter_topic)
-            if needs_producer:
+    async def open(self) -> None:
+        """Start the producer, if anything publishes."""
+        if self.spec.publications or self._settings.dead_letter_topic:
+            try:
                 self._producer = AsyncProducer(self._settings)
-                self._producer.start()
-            processor = RecordProcessor(
-                self.spec, self._runner, self._producer, self._settings.dead_letter_topic
-            )
-            for group, topics in self.spec.groups().items():
-                consumer = GroupConsumer(group, topics, self._settings, processor.handle)
-                self._consumers.append(consumer)
-                await consumer.start()
-        except (ConsumerFailed, PublishFailed) as e:
-            await self.stop()
-            raise EventingError(str(e)) from e
+            except PublishFailed as e:
+                raise EventingError(str(e)) from e
+            self._producer.start()
         for p in self.spec.publications:
             log.info("%s publishes its replies to %s", p.method.model.path, p.topic)
 
-    async def stop(self) -> None:
-        """Finish in-flight records and commit, then flush the producer."""
+    def dispatcher(self, *args: Any) -> Dispatcher:
+        """The fronts' dispatcher (`Dispatcher`'s arguments): it publishes the replies of
+        `out` methods called directly."""
+        if self._producer is None or not self.spec.publications:
+            return Dispatcher(*args)
+        return PublishingDispatcher(
+            *args, spec=self.spec, publisher=self._producer, counters=self.metrics
+        )
+
+    async def start(self, dispatcher: Dispatcher) -> None:
+        """Start consuming; commands go through `dispatcher` without publishing twice."""
+        runner: CommandRunner = (
+            dispatcher.quiet if isinstance(dispatcher, PublishingDispatcher) else dispatcher
+        )
+        processor = RecordProcessor(
+            self.spec, runner, self._producer, self._settings.dead_letter_topic,
+            counters=self.metrics,
+        )
+        try:
+            for group, topics in self.spec.groups().items():
+                consumer = GroupConsumer(group, topics, self._settings, processor, self.metrics)
+                self._consumers.append(consumer)
+                await consumer.start()
+        except ConsumerFailed as e:
+            await self.stop_consuming()
+            raise EventingError(str(e)) from e
+
+    async def stop_consuming(self) -> None:
+        """Finish in-flight records and commit their offsets."""
         consumers, self._consumers = self._consumers, []
         for consumer in consumers:
             await consumer.stop()
+
+    async def close(self) -> None:
+        """Stop consuming, then flush the producer (after the fronts stopped, since
+        their calls publish too)."""
+        await self.stop_consuming()
         if self._producer is not None:
             await self._producer.close()
             self._producer = None

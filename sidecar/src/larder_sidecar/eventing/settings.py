@@ -50,6 +50,9 @@ class KafkaSettings:
     """Other client properties from the properties file, passed through."""
     turned_off: bool = False
     """`LARDER_EVENTING=off`: serve eventing methods without topics (local development)."""
+    max_in_flight: int = 100
+    """Records of one partition started and not yet finished; 1 runs a partition's
+    records strictly one after another."""
 
     @property
     def enabled(self) -> bool:
@@ -144,6 +147,16 @@ def load_kafka_settings(env: Mapping[str, str] | None = None) -> KafkaSettings:
     ca_file = props.get("ssl.ca.location", "")
     if ca_file and not Path(ca_file).is_file():
         raise KafkaSettingsError(f"{where('ssl.ca.location')}={ca_file!r} is not a file")
+    raw_in_flight = env.get("LARDER_KAFKA_MAX_IN_FLIGHT", "").strip() or "100"
+    try:
+        max_in_flight = int(raw_in_flight)
+    except ValueError:
+        max_in_flight = 0
+    if not 1 <= max_in_flight <= 10000:
+        raise KafkaSettingsError(
+            f"LARDER_KAFKA_MAX_IN_FLIGHT={raw_in_flight!r} must be a whole number from 1 "
+            "to 10000 (records of one partition in flight)"
+        )
     return KafkaSettings(
         bootstrap_servers=props.get("bootstrap.servers", ""),
         security_protocol=protocol,
@@ -154,4 +167,5 @@ def load_kafka_settings(env: Mapping[str, str] | None = None) -> KafkaSettings:
         dead_letter_topic=env.get("LARDER_KAFKA_DEAD_LETTER_TOPIC", "").strip(),
         extra={k: v for k, v in props.items() if k not in _KNOWN},
         turned_off=switch == "off",
+        max_in_flight=max_in_flight,
     )

@@ -1,8 +1,12 @@
-"""Fakes for the processing tests: a dispatcher, a producer, and consumed records."""
+"""Fakes for the processing and consumer tests: a dispatcher, a producer, consumed
+records, and confluent-kafka's consumer."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import queue
+import threading
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +43,9 @@ class FakeRecord:
     def offset(self) -> int:
         return self._offset
 
+    def error(self) -> None:
+        return None
+
 
 @dataclass
 class FakeRunner:
@@ -64,9 +71,68 @@ class FakePublisher:
     )
     failures: list[Exception] = field(default_factory=list)
 
-    async def publish(
+    async def send(
         self, topic: str, value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> None:
+    ) -> Awaitable[None]:
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failures:
-            raise self.failures.pop(0)
-        self.published.append((topic, value, key, dict(headers)))
+            delivery.set_exception(self.failures.pop(0))
+        else:
+            self.published.append((topic, value, key, dict(headers)))
+            delivery.set_result(None)
+        return delivery
+
+
+@dataclass
+class FakeTopicPartition:
+    topic: str
+    partition: int
+    offset: int = -1
+
+
+class FakeConsumer:
+    """confluent-kafka's Consumer as GroupConsumer uses it: `feed()` hands it records,
+    `consume()` blocks (on a worker thread) until some arrive or the wait is over."""
+
+    def __init__(self) -> None:
+        self._batches: queue.Queue[list[FakeRecord]] = queue.Queue()
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.committed = asyncio.Event()
+        self.closed = False
+
+    def feed(self, records: list[FakeRecord]) -> None:
+        self._batches.put(records)
+
+    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any) -> None:
+        pass
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeRecord]:
+        try:
+            return self._batches.get(timeout=timeout)
+        except queue.Empty:
+            return []
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
+        # Called on the event loop's thread (the periodic commit) or, on stop, from
+        # a worker thread.
+        self.commits.append({(o.topic, o.partition): o.offset for o in offsets})
+        if threading.current_thread() is threading.main_thread():
+            self.committed.set()  # asyncio events are not thread-safe
+
+    def get_watermark_offsets(self, tp: Any, cached: bool) -> tuple[int, int]:
+        return (0, -1)
+
+    def pause(self, partitions: list[Any]) -> None:
+        pass
+
+    def resume(self, partitions: list[Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def last_commit(self, topic: str, partition: int) -> int | None:
+        for commit in reversed(self.commits):
+            if (topic, partition) in commit:
+                return commit[(topic, partition)]
+        return None

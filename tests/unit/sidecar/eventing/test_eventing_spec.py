@@ -7,8 +7,6 @@ from larder_sidecar.eventing import Eventing, EventingError, KafkaSettings
 from larder_sidecar.eventing.spec import read_eventing
 from larder_sidecar.model import UserFunctionModel
 
-from .fakes import FakeRunner
-
 
 def test_subscriptions_publications_groups_and_problems(model: UserFunctionModel) -> None:
     spec = read_eventing(model)
@@ -32,14 +30,12 @@ def test_unsupported_sources_are_refused(model_with_journal_source: UserFunction
         "supported by this sidecar yet (only topics)",
     )
     with pytest.raises(EventingError, match=r"FromJournal: eventing\.in from an event sourced"):
-        Eventing.for_model(
-            model_with_journal_source, FakeRunner(), KafkaSettings(bootstrap_servers="k:9092")
-        )
+        Eventing.for_model(model_with_journal_source, KafkaSettings(bootstrap_servers="k:9092"))
 
 
 def test_eventing_without_kafka_is_a_clear_start_up_error(model: UserFunctionModel) -> None:
     with pytest.raises(EventingError) as caught:
-        Eventing.for_model(model, FakeRunner(), KafkaSettings())
+        Eventing.for_model(model, KafkaSettings())
     assert str(caught.value) == (
         "/evunit.Cart/AddItem, /evunit.Echo/Anything, /evunit.Echo/Say use eventing (Kafka "
         "topics), but no Kafka is configured: set LARDER_KAFKA_BOOTSTRAP_SERVERS (or "
@@ -49,10 +45,10 @@ def test_eventing_without_kafka_is_a_clear_start_up_error(model: UserFunctionMod
 
 
 def test_eventing_turned_off_serves_without_topics(model: UserFunctionModel) -> None:
-    assert Eventing.for_model(model, FakeRunner(), KafkaSettings(turned_off=True)) is None
+    assert Eventing.for_model(model, KafkaSettings(turned_off=True)) is None
 
 
 def test_kafka_settings_make_an_eventing(model: UserFunctionModel) -> None:
-    eventing = Eventing.for_model(model, FakeRunner(), KafkaSettings(bootstrap_servers="k:1"))
+    eventing = Eventing.for_model(model, KafkaSettings(bootstrap_servers="k:1"))
     assert eventing is not None
     assert len(eventing.spec.subscriptions) == 3
