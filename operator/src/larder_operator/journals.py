@@ -33,7 +33,8 @@ class CassandraJournal:
     contact_points: tuple[str, ...]
     port: int
     keyspace: str
-    # A CQL replication map literal, usable as is in CREATE KEYSPACE ... WITH replication = ...
+    # The sidecar's LARDER_JOURNAL_CASSANDRA_REPLICATION syntax:
+    # `SimpleStrategy:<factor>` or `NetworkTopologyStrategy:<dc>=<factor>,...`.
     replication: str
     read_consistency: str
     write_consistency: str
@@ -85,7 +86,7 @@ def parse_journal(namespace: str, spec: Mapping[str, Any]) -> JournalConfig:
         contact_points=points,
         port=int(cass.get("port", DEFAULT_CASSANDRA_PORT)),
         keyspace=str(cass.get("keyspace", DEFAULT_KEYSPACE)),
-        replication=replication_literal(cass.get("replication") or {}),
+        replication=replication_setting(cass.get("replication") or {}),
         read_consistency=str(consistency.get("read", DEFAULT_CONSISTENCY)),
         write_consistency=str(consistency.get("write", DEFAULT_CONSISTENCY)),
         local_datacenter=str(cass.get("localDatacenter", DEFAULT_LOCAL_DC)),
@@ -93,8 +94,8 @@ def parse_journal(namespace: str, spec: Mapping[str, Any]) -> JournalConfig:
     )
 
 
-def replication_literal(replication: Mapping[str, Any]) -> str:
-    """The CQL map for the keyspace's replication, e.g. ``{'class': 'SimpleStrategy', ...}``."""
+def replication_setting(replication: Mapping[str, Any]) -> str:
+    """The keyspace replication in the sidecar's syntax, e.g. ``SimpleStrategy:1``."""
     strategy = replication.get("strategy", "SimpleStrategy")
     if strategy == "NetworkTopologyStrategy":
         dcs = replication.get("datacenters") or {}
@@ -102,15 +103,15 @@ def replication_literal(replication: Mapping[str, Any]) -> str:
             raise InvalidJournalError(
                 "spec.cassandra.replication.datacenters is required for NetworkTopologyStrategy"
             )
-        items = ", ".join(f"'{dc}': {int(n)}" for dc, n in sorted(dcs.items()))
-        return f"{{'class': 'NetworkTopologyStrategy', {items}}}"
+        items = ",".join(f"{dc}={int(n)}" for dc, n in sorted(dcs.items()))
+        return f"NetworkTopologyStrategy:{items}"
     if strategy != "SimpleStrategy":
         raise InvalidJournalError(
             f"spec.cassandra.replication.strategy={strategy!r} is not SimpleStrategy or "
             "NetworkTopologyStrategy"
         )
     factor = int(replication.get("replicationFactor", 1))
-    return f"{{'class': 'SimpleStrategy', 'replication_factor': {factor}}}"
+    return f"SimpleStrategy:{factor}"
 
 
 def journal_env(journal: JournalConfig | None) -> list[dict[str, Any]]:

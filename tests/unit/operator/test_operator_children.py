@@ -121,7 +121,7 @@ def test_cassandra_journal_becomes_env_with_credentials_only_as_secret_refs() ->
     assert env["LARDER_JOURNAL_CASSANDRA_READ_CONSISTENCY"] == "ONE"
     assert env["LARDER_JOURNAL_CASSANDRA_WRITE_CONSISTENCY"] == "QUORUM"
     assert env["LARDER_JOURNAL_CASSANDRA_REPLICATION"] == (
-        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        "SimpleStrategy:1"
     )
     assert env["LARDER_JOURNAL_CASSANDRA_USERNAME"] == {
         "secretKeyRef": {"name": "cass-login", "key": "username"}

@@ -8,7 +8,7 @@ from larder_operator.journals import (
     InMemoryJournal,
     InvalidJournalError,
     parse_journal,
-    replication_literal,
+    replication_setting,
     spec_hash,
 )
 
@@ -23,7 +23,7 @@ def test_service_becomes_an_in_cluster_dns_name_with_defaults() -> None:
         contact_points=("cassandra.ns.svc",),
         port=9042,
         keyspace="larder",
-        replication="{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        replication="SimpleStrategy:1",
         read_consistency="LOCAL_QUORUM",
         write_consistency="LOCAL_QUORUM",
         local_datacenter="datacenter1",
@@ -32,10 +32,10 @@ def test_service_becomes_an_in_cluster_dns_name_with_defaults() -> None:
 
 
 def test_network_topology_replication() -> None:
-    literal = replication_literal(
+    literal = replication_setting(
         {"strategy": "NetworkTopologyStrategy", "datacenters": {"dc2": 2, "dc1": 3}}
     )
-    assert literal == "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}"
+    assert literal == "NetworkTopologyStrategy:dc1=3,dc2=2"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,104 @@
+"""The sidecar must accept every environment the operator renders for it.
+
+The operator and the sidecar are separate packages that never import each other, so
+this test is the one place their env-variable contract is checked end to end: render a
+pod template, resolve its env the way the kubelet would, and parse it with the
+sidecar's own settings loader.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from larder_operator.children import FunctionRef, render_children
+from larder_operator.journals import parse_journal
+from larder_operator.settings import OperatorSettings
+from larder_sidecar.journal.cassandra_settings import Replication
+from larder_sidecar.settings import load_settings
+
+REF = FunctionRef(name="cart", namespace="shop", uid="uid-1")
+SETTINGS = OperatorSettings(sidecar_image="larder:test")
+
+# What the kubelet would put in for valueFrom references.
+_SECRETS = {("cass-login", "username"): "larder", ("cass-login", "password"): "s3cret"}
+_FIELDS = {"metadata.name": "cart-abc", "metadata.namespace": "shop", "status.podIP": "10.1.2.3"}
+
+
+def _resolve(env: list[dict[str, Any]]) -> dict[str, str]:
+    resolved: dict[str, str] = {}
+    for entry in env:
+        if "value" in entry:
+            resolved[entry["name"]] = entry["value"]
+            continue
+        source = entry["valueFrom"]
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            resolved[entry["name"]] = _SECRETS[(ref["name"], ref["key"])]
+        elif "fieldRef" in source:
+            resolved[entry["name"]] = _FIELDS[source["fieldRef"]["fieldPath"]]
+        else:
+            raise AssertionError(f"unexpected env source {source} for {entry['name']}")
+    return resolved
+
+
+def _sidecar_env(spec: dict[str, Any], journal_spec: dict[str, Any] | None) -> dict[str, str]:
+    journal = parse_journal("shop", journal_spec) if journal_spec else None
+    children = render_children(REF, spec, journal, journal_spec, SETTINGS)
+    pod = children.deployment["spec"]["template"]["spec"]
+    (sidecar,) = [c for c in pod["initContainers"] if c.get("restartPolicy") == "Always"]
+    return _resolve(sidecar.get("env", []))
+
+
+FUNCTION = {
+    "containers": [{"name": "fn", "image": "example/cart:1"}],
+    "passivationTimeout": "45s",
+    "sidecar": {"logLevel": "debug"},
+}
+
+
+@pytest.mark.parametrize(
+    ("replication", "expected"),
+    [
+        ({"strategy": "SimpleStrategy", "replicationFactor": 3}, Replication("SimpleStrategy", 3)),
+        (
+            {"strategy": "NetworkTopologyStrategy", "datacenters": {"dc1": 3, "dc2": 2}},
+            Replication("NetworkTopologyStrategy", per_datacenter=(("dc1", 3), ("dc2", 2))),
+        ),
+    ],
+)
+def test_cassandra_journal_env_parses_in_the_sidecar(
+    replication: dict[str, Any], expected: Replication
+) -> None:
+    journal_spec = {
+        "type": "Cassandra",
+        "cassandra": {
+            "contactPoints": ["cass-0", "cass-1"],
+            "port": 9142,
+            "keyspace": "carts",
+            "localDatacenter": "dc1",
+            "replication": replication,
+            "consistency": {"read": "ONE", "write": "QUORUM"},
+            "credentialsSecret": {"name": "cass-login"},
+        },
+    }
+    settings = load_settings(_sidecar_env(FUNCTION, journal_spec))
+
+    assert settings.journal_type == "cassandra"
+    assert settings.passivation_timeout == 45.0
+    assert settings.log_level == "DEBUG"
+    cassandra = settings.journal_cassandra
+    assert cassandra is not None
+    assert list(cassandra.contact_points) == ["cass-0", "cass-1"]
+    assert cassandra.port == 9142
+    assert cassandra.keyspace == "carts"
+    assert cassandra.local_datacenter == "dc1"
+    assert cassandra.replication == expected
+    assert cassandra.username == "larder"
+    assert cassandra.password == "s3cret"
+
+
+def test_in_memory_function_env_parses_in_the_sidecar() -> None:
+    settings = load_settings(_sidecar_env(FUNCTION, None))
+    assert settings.journal_type == "memory"
+    assert settings.pod.name == "cart-abc"
