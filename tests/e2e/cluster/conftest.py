@@ -63,8 +63,11 @@ def kubectl(local_cluster: LocalCluster) -> Iterator[Kubectl]:
     admin.run("create", "namespace", namespace)
     ctl = Kubectl(local_cluster, namespace)
     # The namespace's default ServiceAccount comes from the controller manager.
-    ctl.wait_for("given a default ServiceAccount",
-                 lambda: bool(ctl.run("get", "serviceaccount", "default", check=False)), 30)
+    ctl.wait_for(
+        "given a default ServiceAccount",
+        lambda: bool(ctl.run("get", "serviceaccount", "default", check=False)),
+        30,
+    )
     yield ctl
     admin.run("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
 

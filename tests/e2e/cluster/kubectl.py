@@ -78,11 +78,23 @@ class Kubectl:
                 "get", "events", "--field-selector", f"involvedObject.name={name}", check=False
             )
             lines.append("    events:\n" + _indent(events))
+            restarts = {
+                s["name"]: s.get("restartCount", 0)
+                for s in [
+                    *pod["status"].get("initContainerStatuses", []),
+                    *pod["status"].get("containerStatuses", []),
+                ]
+            }
             containers = [
                 c["name"]
                 for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
             ]
             for container in containers:
+                if restarts.get(container):
+                    previous = self.run(
+                        "logs", name, "-c", container, "--previous", "--tail", "30", check=False
+                    )
+                    lines.append(f"    logs of {container} (previous run):\n" + _indent(previous))
                 logs = self.run("logs", name, "-c", container, "--tail", "30", check=False)
                 lines.append(f"    logs of {container}:\n" + _indent(logs))
         return "\n".join(lines)

@@ -91,8 +91,14 @@ def test_a_pod_runs_init_then_sidecar_then_main_with_env_probes_and_logs(
                 "securityContext": {"runAsUser": 10001, "runAsGroup": 10001},
                 "ports": [{"name": "web", "containerPort": 8080}],
                 "env": [
-                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
-                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                    {
+                        "name": "PASSWORD",
+                        "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}},
+                    },
+                    {
+                        "name": "GREETING",
+                        "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}},
+                    },
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                     {"name": "MESSAGE", "value": "$(GREETING) from $(POD_NAME)"},
@@ -104,10 +110,16 @@ def test_a_pod_runs_init_then_sidecar_then_main_with_env_probes_and_logs(
         ],
     )
     kubectl.apply(json.dumps(pod))
-    kubectl.apply(json.dumps({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "web"}]},
-    }))
+    kubectl.apply(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "web"}]},
+            }
+        )
+    )
     kubectl.wait_for("Ready", lambda: bool(ready_pods(kubectl.pods("app=web"))), 90, "app=web")
     [running] = kubectl.pods("app=web")
     ip = running["status"]["podIP"]
@@ -115,7 +127,11 @@ def test_a_pod_runs_init_then_sidecar_then_main_with_env_probes_and_logs(
         seen = json.loads(response.read())
     env = seen["env"]
     assert (env["PASSWORD"], env["GREETING"], env["POD_NAME"], env["POD_IP"]) == (
-        "s3cret", "hello", "web", ip)
+        "s3cret",
+        "hello",
+        "web",
+        ip,
+    )
     assert env["MESSAGE"] == "hello from web"
     assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
     assert seen["order"] == ["init", "sidecar"]
@@ -127,8 +143,17 @@ def test_a_pod_runs_init_then_sidecar_then_main_with_env_probes_and_logs(
     # The endpoint controller lists the pod once it is Ready.
     kubectl.wait_for(
         "listed in the Service's EndpointSlice",
-        lambda: ip in kubectl.run("get", "endpointslices", "-l", "kubernetes.io/service-name=web",
-                                  "-o", "jsonpath={.items[*].endpoints[*].addresses[*]}"),
+        lambda: (
+            ip
+            in kubectl.run(
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "jsonpath={.items[*].endpoints[*].addresses[*]}",
+            )
+        ),
         30,
     )
     # Logs through the API server's proxy to the agent's kubelet endpoint.
@@ -141,12 +166,16 @@ def test_a_pod_runs_init_then_sidecar_then_main_with_env_probes_and_logs(
 
 def assert_nothing_left(pod: dict[str, Any]) -> None:
     key = pod_key(pod["metadata"]["uid"])
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                                check=True).stdout
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
-                           check=True).stdout
-    containers = subprocess.run(["buildah", "containers", "--format", "{{.ContainerName}}"],
-                                capture_output=True, text=True, check=True).stdout
+    namespaces = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    containers = subprocess.run(
+        ["buildah", "containers", "--format", "{{.ContainerName}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert key not in namespaces, namespaces
     assert key not in links, links
     assert f"{CONTAINER_PREFIX}{key}" not in containers, containers

@@ -37,13 +37,22 @@ def operator(
     ctl = Kubectl(local_cluster, "larder-system", helm_binary)
     repository, tag = cluster_images.larder.rsplit(":", 1)
     ctl.helm_run(
-        "install", "larder", str(CHART), "--create-namespace",
-        "--set", f"image.repository={repository}",
-        "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never",
-        "--set", "sidecar.pullPolicy=Never",
-        "--set", "operator.journalCheckInterval=5",
-        "--set", "operator.resyncInterval=10",
+        "install",
+        "larder",
+        str(CHART),
+        "--create-namespace",
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        "sidecar.pullPolicy=Never",
+        "--set",
+        "operator.journalCheckInterval=5",
+        "--set",
+        "operator.resyncInterval=10",
     )
     ctl.wait_for(
         "running the operator (a Ready pod)",
@@ -90,19 +99,23 @@ def wait_ready_pods(kubectl: Kubectl, function: str, count: int, image: str) -> 
 
     def current() -> list[Any]:
         pods = kubectl.pods(selector)
-        ready = [p for p in ready_pods(pods)
-                 if p["spec"]["containers"][0]["image"] == image]
+        ready = [p for p in ready_pods(pods) if p["spec"]["containers"][0]["image"] == image]
         # Only the wanted pods: old ones of a rollout are gone, not merely unready.
         return ready if len(ready) == count == len(pods) else []
 
-    kubectl.wait_for(f"{count} Ready pods of {function} on {image}",
-                     lambda: bool(current()), READY_TIMEOUT_S, selector)
+    kubectl.wait_for(
+        f"{count} Ready pods of {function} on {image}",
+        lambda: bool(current()),
+        READY_TIMEOUT_S,
+        selector,
+    )
     return current()
 
 
 def endpoint_ips(kubectl: Kubectl, service: str) -> set[str]:
-    out = kubectl.run("get", "endpointslices", "-l", f"kubernetes.io/service-name={service}",
-                      "-o", "json")
+    out = kubectl.run(
+        "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}", "-o", "json"
+    )
     return {
         address
         for item in json.loads(out)["items"]
@@ -117,35 +130,52 @@ def test_shopping_cart_runs_scales_rolls_and_goes(
 ) -> None:
     image = cluster_images.shopping_cart
     kubectl.apply(sample_manifests("shopping-cart", image, cassandra))
-    kubectl.wait_for("Ready (StatefulFunction)", lambda: function_ready(kubectl, "shopping-cart"),
-                     READY_TIMEOUT_S, "larder.dev/function=shopping-cart")
+    kubectl.wait_for(
+        "Ready (StatefulFunction)",
+        lambda: function_ready(kubectl, "shopping-cart"),
+        READY_TIMEOUT_S,
+        "larder.dev/function=shopping-cart",
+    )
     pods = wait_ready_pods(kubectl, "shopping-cart", 2, image)
     ip = pods[0]["status"]["podIP"]
     base = f"http://{ip}:9000"
-    assert http("POST", f"{base}/cart/alice/items/add",
-                {"product_id": "tea", "name": "Tea", "quantity": 2}) == (200, {})
+    assert http(
+        "POST", f"{base}/cart/alice/items/add", {"product_id": "tea", "name": "Tea", "quantity": 2}
+    ) == (200, {})
     with grpc.insecure_channel(f"{ip}:9000") as channel:
         service = "/com.example.shoppingcart.ShoppingCartService"
-        unary(channel, f"{service}/AddItem", api.AddLineItem(
-            user_id="alice", product_id="jam", name="Jam", quantity=1), Empty)
-        cart = unary(channel, f"{service}/GetCart", api.GetShoppingCart(user_id="alice"),
-                     api.Cart)
+        unary(
+            channel,
+            f"{service}/AddItem",
+            api.AddLineItem(user_id="alice", product_id="jam", name="Jam", quantity=1),
+            Empty,
+        )
+        cart = unary(channel, f"{service}/GetCart", api.GetShoppingCart(user_id="alice"), api.Cart)
     assert sorted((i.product_id, i.quantity) for i in cart.items) == [("jam", 1), ("tea", 2)]
     assert "activated" in kubectl.run("logs", pods[0]["metadata"]["name"], "-c", SIDECAR)
 
     kubectl.run("scale", "statefulfunction", "shopping-cart", "--replicas=3")
     scaled = wait_ready_pods(kubectl, "shopping-cart", 3, image)
     ips = {p["status"]["podIP"] for p in scaled}
-    kubectl.wait_for("listing the 3 pods in the EndpointSlices",
-                     lambda: endpoint_ips(kubectl, "shopping-cart") == ips, 60)
+    kubectl.wait_for(
+        "listing the 3 pods in the EndpointSlices",
+        lambda: endpoint_ips(kubectl, "shopping-cart") == ips,
+        60,
+    )
 
     # A rolling update to another tag of the user image: new pods replace the old, and the
     # cart, kept in Cassandra, survives.
     rolled = image.rsplit(":", 1)[0] + ":rolled"
     subprocess.run(["buildah", "tag", image, rolled], check=True, capture_output=True)
     try:
-        kubectl.run("patch", "statefulfunction", "shopping-cart", "--type=json", "-p", json.dumps(
-            [{"op": "replace", "path": "/spec/containers/0/image", "value": rolled}]))
+        kubectl.run(
+            "patch",
+            "statefulfunction",
+            "shopping-cart",
+            "--type=json",
+            "-p",
+            json.dumps([{"op": "replace", "path": "/spec/containers/0/image", "value": rolled}]),
+        )
         rolled_pods = wait_ready_pods(kubectl, "shopping-cart", 3, rolled)
         new_ip = rolled_pods[0]["status"]["podIP"]
         assert http("GET", f"http://{new_ip}:9000/carts/alice")[1]["items"] == [
@@ -156,10 +186,14 @@ def test_shopping_cart_runs_scales_rolls_and_goes(
             assert_nothing_left(pod)
 
         kubectl.run("delete", "statefulfunction", "shopping-cart", "--wait=true")
-        kubectl.wait_for("rid of every pod and child",
-                         lambda: not kubectl.pods("larder.dev/function=shopping-cart")
-                         and not kubectl.run("get", "deployments,services", "-o", "name"),
-                         120)
+        kubectl.wait_for(
+            "rid of every pod and child",
+            lambda: (
+                not kubectl.pods("larder.dev/function=shopping-cart")
+                and not kubectl.run("get", "deployments,services", "-o", "name")
+            ),
+            120,
+        )
         for pod in rolled_pods:
             assert_nothing_left(pod)
     finally:
@@ -171,17 +205,21 @@ def test_turkey_runs_and_goes(
 ) -> None:
     image = cluster_images.turkey
     kubectl.apply(sample_manifests("turkey", image, cassandra))
-    kubectl.wait_for("Ready (StatefulFunction)", lambda: function_ready(kubectl, "turkey"),
-                     READY_TIMEOUT_S, "larder.dev/function=turkey")
+    kubectl.wait_for(
+        "Ready (StatefulFunction)",
+        lambda: function_ready(kubectl, "turkey"),
+        READY_TIMEOUT_S,
+        "larder.dev/function=turkey",
+    )
     [pod] = wait_ready_pods(kubectl, "turkey", 1, image)
     base = f"http://{pod['status']['podIP']}:9000/com.example.TurkeyService"
     assert http("POST", f"{base}/StartCooking", {"turkey_id": "t1"}) == (200, {})
-    assert http("POST", f"{base}/IncreaseTurkeyTemperature",
-                {"turkey_id": "t1", "temperature_change": 100}) == (200, {})
+    assert http(
+        "POST", f"{base}/IncreaseTurkeyTemperature", {"turkey_id": "t1", "temperature_change": 100}
+    ) == (200, {})
     status, body = http("POST", f"{base}/GetCurrentTurkey", {"turkey_id": "t1"})
     assert (status, body["inOven"], body["externalTemperature"]) == (200, True, 100.0)
     assert "activated" in kubectl.run("logs", pod["metadata"]["name"], "-c", SIDECAR)
     kubectl.run("delete", "statefulfunction", "turkey", "--wait=true")
-    kubectl.wait_for("rid of the pod", lambda: not kubectl.pods("larder.dev/function=turkey"),
-                     120)
+    kubectl.wait_for("rid of the pod", lambda: not kubectl.pods("larder.dev/function=turkey"), 120)
     assert_nothing_left(pod)

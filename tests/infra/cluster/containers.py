@@ -51,6 +51,7 @@ class Container:
         buildah_name: str,
         log_dir: Path,
         changed: Callable[[], None],
+        event: Callable[[str, str, str], Awaitable[None]],
     ) -> None:
         self.spec = spec
         self.name = str(spec["name"])
@@ -58,6 +59,7 @@ class Container:
         self.buildah_name = buildah_name
         self.log_dir = log_dir
         self._changed = changed
+        self._event = event
         self.state: dict[str, Any] = {"waiting": {"reason": "ContainerCreating"}}
         self.last_state: dict[str, Any] = {}
         self.restart_count = 0
@@ -240,9 +242,10 @@ class Container:
                 backoff = BACKOFF_BASE_S
             self.last_state = self.state
             self.restart_count += 1
-            self.wait_with(
-                "CrashLoopBackOff",
-                f"back-off {backoff:g}s restarting failed container={self.name}",
+            message = f"back-off {backoff:g}s restarting failed container={self.name}"
+            self.wait_with("CrashLoopBackOff", message)
+            await self._event(
+                "Warning", "BackOff", f"Back-off restarting failed container: {message}"
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_CAP_S)

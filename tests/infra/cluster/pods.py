@@ -98,7 +98,11 @@ class PodRunner:
             f"{CONTAINER_PREFIX}{self.key}-{name}",
             self.dir / "logs" / name,
             self._on_change,
+            self._event,
         )
+
+    async def _event(self, kind: str, reason: str, message: str) -> None:
+        await self.ctx.record_event(self.pod, kind, reason, message)
 
     def _on_change(self) -> None:
         self._dirty.set()
