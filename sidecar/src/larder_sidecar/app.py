@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import os
-import secrets
 from typing import Any
 
 import grpc
@@ -118,13 +116,11 @@ class Sidecar:
         self._server, self._health = build_grpc_server(self.dispatcher, s.max_message_bytes)
         start_public = _public_server_factory()
         if start_public is not None:
-            # The public port relays gRPC connections over an abstract unix socket: no
-            # file to create (read-only root file systems) and cheaper than loopback TCP.
-            internal = f"unix-abstract:larder-sidecar-{os.getpid()}-{secrets.token_hex(6)}"
-            self._server.add_insecure_port(internal)
+            # Loopback TCP: an abstract unix socket measured no better (docs/performance.md).
+            internal = self._server.add_insecure_port("127.0.0.1:0")
             await self._server.start()
             self._public = await start_public(
-                s.host, s.port, internal, self.dispatcher, model.method_models
+                s.host, s.port, f"127.0.0.1:{internal}", self.dispatcher, model.method_models
             )
             self.public_port = int(getattr(self._public, "port", s.port))
         else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from dataclasses import dataclass
 from typing import cast
 
@@ -20,10 +19,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class GrpcTarget:
-    """Where the internal gRPC server listens: a unix socket path or host and port.
-
-    An abstract unix socket (Linux) has a `unix_path` starting with NUL.
-    """
+    """Where the internal gRPC server listens: a unix socket path or host and port."""
 
     unix_path: str | None = None
     host: str = ""
@@ -31,13 +27,7 @@ class GrpcTarget:
 
     @classmethod
     def parse(cls, target: str) -> GrpcTarget:
-        """Parse `unix:/path`, `unix:///path`, `unix-abstract:name` or `host:port` (`[v6]:port`
-        too)."""
-        if target.startswith("unix-abstract:"):
-            name = target[len("unix-abstract:") :]
-            if not name:
-                raise ValueError(f"gRPC target {target!r} names no abstract socket")
-            return cls(unix_path="\0" + name)
+        """Parse `unix:/path`, `unix:///path` or `host:port` (`[v6]:port` too)."""
         if target.startswith("unix:"):
             path = target[len("unix:") :]
             if path.startswith("//"):
@@ -51,8 +41,6 @@ class GrpcTarget:
         return cls(host=host.strip("[]"), port=int(port))
 
     def __str__(self) -> str:
-        if self.unix_path is not None and self.unix_path.startswith("\0"):
-            return f"unix-abstract:{self.unix_path[1:]}"
         return f"unix:{self.unix_path}" if self.unix_path else f"{self.host}:{self.port}"
 
 
@@ -123,7 +111,7 @@ class GrpcRelay(asyncio.Protocol):
         try:
             if target.unix_path is not None:
                 upstream, _ = await loop.create_unix_connection(
-                    lambda: _Upstream(self), sock=await _unix_socket(target.unix_path)
+                    lambda: _Upstream(self), target.unix_path
                 )
             else:
                 upstream, _ = await loop.create_connection(
@@ -161,19 +149,6 @@ class GrpcRelay(asyncio.Protocol):
             self._client.pause_reading()
         else:
             self._client.resume_reading()
-
-
-async def _unix_socket(path: str) -> socket.socket:
-    # Connected here rather than by create_unix_connection(path=...): uvloop does not take
-    # abstract (NUL-prefixed) paths, and a connected socket works on both loops.
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, path)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class _Upstream(asyncio.Protocol):
