@@ -8,7 +8,11 @@ until the consumer group's committed offsets cover every record. The counter's `
 topic is published too, so each record also costs one produced reply.
 
     .venv/bin/python bench/eventing_consume.py [--records 20000] [--partitions 8]
-        [--entities 200] [--journal memory|sqlite] [--bootstrap-servers HOST:PORT]
+        [--entities 200] [--journal memory|sqlite] [--max-in-flight 100]
+        [--bootstrap-servers HOST:PORT]
+
+--max-in-flight is the sidecar's LARDER_KAFKA_MAX_IN_FLIGHT (records of one partition
+in flight); 1 is the strictly sequential mode, one record after another per partition.
 
 Without --bootstrap-servers a Kafka is started from the test infrastructure's cache
 (`python -m tests.infra provision kafka` first).
@@ -107,6 +111,7 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> float:
         "LARDER_JOURNAL_SQLITE_PATH": str(workdir / "journal.sqlite3"),
         "LARDER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "LARDER_LOG_LEVEL": "WARNING",
+        "LARDER_KAFKA_MAX_IN_FLIGHT": str(args.max_in_flight),
     }
     with (workdir / "sidecar.log").open("wb") as log:
         sidecar = await asyncio.create_subprocess_exec(str(SIDECAR), env=env, stderr=log)
@@ -137,12 +142,14 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--entities", type=int, default=200)
     parser.add_argument("--journal", choices=("memory", "sqlite"), default="memory")
+    parser.add_argument("--max-in-flight", type=int, default=100)
     parser.add_argument("--bootstrap-servers")
     args = parser.parse_args()
     with broker(args.bootstrap_servers) as bootstrap, tempfile.TemporaryDirectory() as tmp:
         rate = asyncio.run(run(args, bootstrap, Path(tmp)))
     print(f"{args.records} records, {args.partitions} partitions, {args.entities} entities, "
-          f"{args.journal} journal: {rate:,.0f} records/s end to end")
+          f"{args.journal} journal, max in flight {args.max_in_flight}: "
+          f"{rate:,.0f} records/s end to end")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,13 @@ class DevSettings:
         return self.data_dir / self.function.name / "journal.db"
 
 
+def kafka_configured(env: Mapping[str, str]) -> bool:
+    """Whether the environment passed to `larder dev` says where Kafka is, or says
+    itself whether eventing is on."""
+    return any(env.get(name, "").strip() for name in (
+        "LARDER_KAFKA_BOOTSTRAP_SERVERS", "LARDER_KAFKA_PROPERTIES_FILE", "LARDER_EVENTING"))
+
+
 def check_ports_free(ports: Mapping[str, int]) -> None:
     """Raise DevInputError naming the option to change when a port is taken."""
     seen: dict[int, str] = {}
@@ -171,6 +178,11 @@ class DevRunner:
         }
         if s.journal == "sqlite":
             sidecar_env["LARDER_JOURNAL_SQLITE_PATH"] = str(s.journal_path)
+        if not kafka_configured(os.environ):
+            # Without Kafka, eventing methods are still served over gRPC/HTTP instead
+            # of the sidecar refusing to start.
+            # The sidecar logs which methods that concerns.
+            sidecar_env["LARDER_EVENTING"] = "off"
         await self._spawn("sidecar", s.sidecar_command, Path.cwd(), sidecar_env)
 
     async def _spawn(self, label: str, command: tuple[str, ...], cwd: Path,

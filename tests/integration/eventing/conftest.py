@@ -119,6 +119,9 @@ class SidecarProcess:
     async def get(self, entity: str) -> tuple[int, str]:
         return await http_get(self.port, f"/counters/{entity}")
 
+    async def get_path(self, path: str) -> tuple[int, str]:
+        return await http_get(self.port, path)
+
 
 @pytest.fixture
 async def sidecar_factory(

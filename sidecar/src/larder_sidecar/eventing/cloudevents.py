@@ -142,7 +142,11 @@ def decode(method: Method, value: bytes | None, headers: RecordHeaders) -> Comma
             entity_id = method.key.extract(message)
         except KeyError_ as e:
             raise MalformedRecord(str(e)) from e
-    return Command(message.SerializeToString(), message, entity_id, _metadata(headers))
+    # A protobuf payload of the input type travels as it came (as gRPC requests do).
+    payload = data if content_type in _PROTOBUF_ALIASES and input_type != _ANY else (
+        message.SerializeToString()
+    )
+    return Command(payload, message, entity_id, _metadata(headers))
 
 
 def reply_headers(

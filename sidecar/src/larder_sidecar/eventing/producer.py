@@ -41,6 +41,9 @@ class AsyncProducer:
             raise PublishFailed(f"the Kafka producer cannot be created: {e}", False) from e
         self._poller: asyncio.Task[None] | None = None
         self._running = False
+        self._delivered: list[tuple[asyncio.Future[None], str, KafkaError | None]] = []
+        """Filled by delivery callbacks on the polling thread, drained on the loop
+        while no poll() runs (the list is swapped, never shared mid-append)."""
 
     def start(self) -> None:
         self._running = True
@@ -49,9 +52,26 @@ class AsyncProducer:
         )
 
     async def _poll(self) -> None:
-        # Delivery callbacks run inside poll(), on the polling thread.
+        # Delivery callbacks run inside poll(), on the polling thread; the futures are
+        # settled here, on the loop, after it returns.
         while self._running:
             await asyncio.to_thread(self._producer.poll, _POLL_S)
+            self._settle()
+
+    def _settle(self) -> None:
+        delivered, self._delivered = self._delivered, []
+        for done, topic, err in delivered:
+            if done.done():
+                continue
+            if err is None:
+                done.set_result(None)
+            else:
+                done.set_exception(
+                    PublishFailed(
+                        f"publishing to topic {topic!r} failed: {err.str()}",
+                        bool(err.retriable()) or err.code() == KafkaError._MSG_TIMED_OUT,
+                    )
+                )
 
     async def publish(
         self,
@@ -76,20 +96,9 @@ class AsyncProducer:
         done: asyncio.Future[None] = loop.create_future()
 
         def delivered(err: KafkaError | None, _msg: Any) -> None:
-            def settle() -> None:
-                if done.done():
-                    return
-                if err is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(
-                        PublishFailed(
-                            f"publishing to topic {topic!r} failed: {err.str()}",
-                            bool(err.retriable()) or err.code() == KafkaError._MSG_TIMED_OUT,
-                        )
-                    )
-
-            loop.call_soon_threadsafe(settle)
+            # On the polling thread, inside poll(): collected and handed to the loop
+            # once per poll (one wake-up for a batch of deliveries, not one each).
+            self._delivered.append((done, topic, err))
 
         while True:
             try:
@@ -109,5 +118,6 @@ class AsyncProducer:
         if self._poller is not None:
             await self._poller
         remaining = await asyncio.to_thread(self._producer.flush, 10.0)
+        self._settle()
         if remaining:
             log.warning("%d records were not delivered before the producer closed", remaining)
