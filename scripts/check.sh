@@ -11,7 +11,8 @@ scripts/install.sh
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"
-.venv/bin/mypy protocol/src/larder_protocol sdk/src sidecar/src operator/src tck/src tests bench
+.venv/bin/mypy protocol/src/larder_protocol protocol/hatch_build.py sdk/src sidecar/src operator/src \
+  tck/src tck/frontends/python samples/shopping-cart/src samples/turkey/src tests bench
 
 echo "== pytest (unit, integration, e2e)"
 set +e
