@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from larder_operator.journals import JournalConfig, journal_env, spec_hash
+from larder_operator.kafka import kafka_wiring
 from larder_operator.settings import OperatorSettings
 
 GROUP = "larder.dev"
@@ -275,6 +276,7 @@ def _sidecar(
     settings: OperatorSettings,
 ) -> dict[str, Any]:
     overrides = spec.get("sidecar") or {}
+    kafka = kafka_wiring(spec)
     env: list[dict[str, Any]] = [
         {"name": "USER_FUNCTION_HOST", "value": "127.0.0.1"},
         {"name": "USER_FUNCTION_PORT", "value": str(user_port)},
@@ -283,6 +285,7 @@ def _sidecar(
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
         _field_env("POD_IP", "status.podIP"),
+        *kafka.env,
     ]
     if spec.get("passivationTimeout"):
         env.append(
@@ -295,7 +298,7 @@ def _sidecar(
     extra = [copy.deepcopy(dict(e)) for e in overrides.get("env") or ()]
     overridden = {x["name"] for x in extra}
     env = [e for e in env if e["name"] not in overridden] + extra
-    return {
+    container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": str(overrides.get("image") or settings.sidecar_image),
         "imagePullPolicy": settings.sidecar_image_pull_policy,
@@ -327,8 +330,11 @@ def _sidecar(
             "capabilities": {"drop": ["ALL"]},
         },
         # The root filesystem is read-only; Python and gRPC still want a scratch directory.
-        "volumeMounts": [{"name": "larder-tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "larder-tmp", "mountPath": "/tmp"}, *kafka.mounts],
     }
+    if kafka.env_from:
+        container["envFrom"] = kafka.env_from
+    return container
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
@@ -348,7 +354,7 @@ def _deployment(
         "initContainers": [_sidecar(spec, journal, user_port, settings)],
         "containers": containers,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "volumes": [{"name": "larder-tmp", "emptyDir": {}}],
+        "volumes": [{"name": "larder-tmp", "emptyDir": {}}, *kafka_wiring(spec).volumes],
     }
     return {
         "apiVersion": "apps/v1",
