@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
@@ -48,22 +48,6 @@ class Action(Component):
     def __init__(self, service: ServiceRef, *, forward_headers: Iterable[str] = ()) -> None:
         super().__init__(service, forward_headers=forward_headers)
         self._raise_init_problems(self.subject)
-
-    @overload
-    def command_handler(self, fn: F, /) -> F: ...
-    @overload
-    def command_handler(self, name: str | None = None, /) -> Callable[[F], F]: ...
-    def command_handler(self, arg: Any = None, /) -> Any:
-        """Handle a method of the service: `@action.command_handler` or `(...)("MethodName")`."""
-        if callable(arg):
-            self._register_command(arg, None)
-            return arg
-
-        def register(fn: F) -> F:
-            self._register_command(fn, arg)
-            return fn
-
-        return register
 
     def _allowed_kinds(self) -> tuple[str, ...]:
         return ("unary", "streamed-in", "streamed-out", "streamed")

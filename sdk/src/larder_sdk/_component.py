@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from google.protobuf.descriptor import Descriptor, FileDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 
 from larder_sdk import _protocol as proto
 from larder_sdk._definition import (
@@ -20,6 +21,7 @@ from larder_sdk._definition import (
     check_arity,
     check_return_annotation,
     describe,
+    is_message_class,
     is_method_name,
     message_class,
     method_kind,
@@ -29,6 +31,7 @@ from larder_sdk._definition import (
 from larder_sdk._errors import DefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=Message)
 
 
 class Component:
@@ -72,6 +75,26 @@ class Component:
     def _raise_init_problems(self, subject: str) -> None:
         if self._problems:
             raise DefinitionError(subject, self._problems)
+
+    @overload
+    def command_handler(self, fn: F, /) -> F: ...
+    @overload
+    def command_handler(self, name: str | None = None, /) -> Callable[[F], F]: ...
+    def command_handler(self, arg: Any = None, /) -> Any:
+        """Handle a method of the service: `@component.command_handler` or `(...)("MethodName")`.
+
+        Without a name, the function name in CamelCase is the method name (`add_item` ->
+        `AddItem`).
+        """
+        if callable(arg):
+            self._register_command(arg, None)
+            return arg
+
+        def register(fn: F) -> F:
+            self._register_command(fn, arg)
+            return fn
+
+        return register
 
     def _allowed_kinds(self) -> tuple[str, ...]:
         return ("unary",)
@@ -165,14 +188,16 @@ class Component:
         return out
 
 
-class EntityComponent(Component):
-    """An entity: has an entity type and a passivation timeout."""
+class EntityComponent(Component, Generic[S]):
+    """An entity: has an entity type, a state type and a passivation timeout."""
 
     def __init__(
         self,
         service: ServiceRef,
         *,
         entity_type: str,
+        state_type: type[S],
+        initial_state: Callable[[str], S] | None,
         passivation_timeout: timedelta | None,
         forward_headers: Iterable[str] = (),
     ) -> None:
@@ -190,10 +215,36 @@ class EntityComponent(Component):
                 f"passivation_timeout must be a positive timedelta, not {passivation_timeout!r}"
             )
         self.passivation_timeout = passivation_timeout
+        if not is_message_class(state_type):
+            self._problems.append(
+                f"state_type must be a generated protobuf message class, not {state_type!r}"
+            )
+        self.state_type = state_type
+        if initial_state is not None:
+            if callable(initial_state):
+                check_arity(initial_state, ("entity_id",), self._problems)
+            else:
+                self._problems.append(f"initial_state must be callable, not {initial_state!r}")
+        self._initial_state = initial_state
 
     @property
     def subject(self) -> str:
         return f"{self.kind} {self.entity_type!r} ({self._service_label()})"
+
+    def message_types(self) -> list[MessageDescriptor]:
+        return [self.state_type.DESCRIPTOR]
+
+    def initial_state(self, entity_id: str) -> S:
+        """The state of an entity nothing has been stored for yet."""
+        if self._initial_state is None:
+            return self.state_type()
+        state = self._initial_state(entity_id)
+        if not isinstance(state, self.state_type):
+            raise TypeError(
+                f"initial_state returned {type(state).__name__}, not "
+                f"{self.state_type.DESCRIPTOR.full_name}"
+            )
+        return state
 
     def discovery_component(self) -> Any:
         out = proto.discovery.Component(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from google.protobuf.message import Message
 
@@ -32,7 +32,21 @@ class UnknownEventError(LookupError):
     """An event has a type this entity has no handler for."""
 
 
-class EventSourcedEntity(EntityComponent, Generic[S]):
+def _typed_decorator(arg: Any, register: Callable[[Handler, type[Message] | None], None]) -> Any:
+    """`@decorator(MessageClass)` or a bare `@decorator` (the type then comes from annotations)."""
+    if isinstance(arg, type):
+        message_type: type[Message] = arg
+
+        def decorate(fn: F) -> F:
+            register(fn, message_type)
+            return fn
+
+        return decorate
+    register(arg, None)
+    return arg
+
+
+class EventSourcedEntity(EntityComponent[S]):
     """An entity whose state is the fold of its events.
 
     Command handlers `(state, command, context) -> reply` decide and `context.emit(...)`
@@ -59,20 +73,11 @@ class EventSourcedEntity(EntityComponent, Generic[S]):
         super().__init__(
             service,
             entity_type=entity_type,
+            state_type=state_type,
+            initial_state=initial_state,
             passivation_timeout=passivation_timeout,
             forward_headers=forward_headers,
         )
-        if not is_message_class(state_type):
-            self._problems.append(
-                f"state_type must be a generated protobuf message class, not {state_type!r}"
-            )
-        self.state_type = state_type
-        if initial_state is not None:
-            if callable(initial_state):
-                check_arity(initial_state, ("entity_id",), self._problems)
-            else:
-                self._problems.append(f"initial_state must be callable, not {initial_state!r}")
-        self._initial_state = initial_state
         if (
             isinstance(snapshot_every, bool)
             or not isinstance(snapshot_every, int)
@@ -94,26 +99,6 @@ class EventSourcedEntity(EntityComponent, Generic[S]):
 
     # -- decorators -------------------------------------------------------------------------
 
-    @overload
-    def command_handler(self, fn: F, /) -> F: ...
-    @overload
-    def command_handler(self, name: str | None = None, /) -> Callable[[F], F]: ...
-    def command_handler(self, arg: Any = None, /) -> Any:
-        """Handle a method of the service: `@entity.command_handler` or `(...)("MethodName")`.
-
-        Without a name, the function name in CamelCase is the method name (`add_item` ->
-        `AddItem`).
-        """
-        if callable(arg):
-            self._register_command(arg, None)
-            return arg
-
-        def register(fn: F) -> F:
-            self._register_command(fn, arg)
-            return fn
-
-        return register
-
     # The class overload comes first: a message class is itself callable.
     @overload
     def event_handler(self, event_type: type[Message], /) -> Callable[[F], F]: ...
@@ -124,16 +109,7 @@ class EventSourcedEntity(EntityComponent, Generic[S]):
 
         The event type is the argument, or else the annotation of the `event` parameter.
         """
-        if isinstance(arg, type):
-            event_type: type[Message] = arg
-
-            def register(fn: F) -> F:
-                self._register_event(fn, event_type)
-                return fn
-
-            return register
-        self._register_event(arg, None)
-        return arg
+        return _typed_decorator(arg, self._register_event)
 
     @overload
     def snapshot_handler(self, snapshot_type: type[Message], /) -> Callable[[F], F]: ...
@@ -144,16 +120,7 @@ class EventSourcedEntity(EntityComponent, Generic[S]):
 
         Without one, a snapshot of `state_type` is used as the state as is.
         """
-        if isinstance(arg, type):
-            snapshot_type: type[Message] = arg
-
-            def register(fn: F) -> F:
-                self._register_snapshot(fn, snapshot_type)
-                return fn
-
-            return register
-        self._register_snapshot(arg, None)
-        return arg
+        return _typed_decorator(arg, self._register_snapshot)
 
     def _register_event(self, fn: Handler, event_type: type[Message] | None) -> None:
         problems: list[str] = []
@@ -229,42 +196,27 @@ class EventSourcedEntity(EntityComponent, Generic[S]):
         return problems
 
     def message_types(self) -> list[MessageDescriptor]:
-        types = [self.state_type.DESCRIPTOR]
+        types = super().message_types()
         types.extend(cls.DESCRIPTOR for _, cls in self._event_handlers.values())
         types.extend(cls.DESCRIPTOR for _, cls in self._snapshot_handlers.values())
         return types
 
     # -- used by the runtime -----------------------------------------------------------------
 
-    def initial_state(self, entity_id: str) -> S:
-        if self._initial_state is None:
-            return self.state_type()
-        state = self._initial_state(entity_id)
-        if not isinstance(state, self.state_type):
-            raise TypeError(
-                f"initial_state returned {type(state).__name__}, not "
-                f"{self.state_type.DESCRIPTOR.full_name}"
-            )
-        return state
-
-    def event_class(self, type_name: str) -> type[Message]:
+    def _event_entry(self, type_name: str) -> tuple[Handler, type[Message]]:
         entry = self._event_handlers.get(type_name)
         if entry is None:
             raise UnknownEventError(
                 f"{self.subject} has no event handler for {type_name}; "
                 f"it handles: {', '.join(sorted(self._event_handlers)) or 'no events'}"
             )
-        return entry[1]
+        return entry
+
+    def event_class(self, type_name: str) -> type[Message]:
+        return self._event_entry(type_name)[1]
 
     def apply_event(self, state: S, event: Message) -> S:
-        name = event.DESCRIPTOR.full_name
-        entry = self._event_handlers.get(name)
-        if entry is None:
-            raise UnknownEventError(
-                f"{self.subject} has no event handler for {name}; "
-                f"it handles: {', '.join(sorted(self._event_handlers)) or 'no events'}"
-            )
-        fn = entry[0]
+        fn = self._event_entry(event.DESCRIPTOR.full_name)[0]
         new_state = fn(state, event)
         if not isinstance(new_state, self.state_type):
             raise TypeError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -14,10 +14,7 @@ from larder_sdk._component import EntityComponent
 from larder_sdk._context import ValueEntityContext
 from larder_sdk._definition import (
     CommandHandler,
-    MessageDescriptor,
     ServiceRef,
-    check_arity,
-    is_message_class,
     suggest,
 )
 from larder_sdk._errors import CommandFailed
@@ -29,7 +26,7 @@ S = TypeVar("S", bound=Message)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class ValueEntity(EntityComponent, Generic[S]):
+class ValueEntity(EntityComponent[S]):
     """An entity whose state is stored as a whole.
 
     Command handlers `(state, command, context) -> reply` call
@@ -53,51 +50,12 @@ class ValueEntity(EntityComponent, Generic[S]):
         super().__init__(
             service,
             entity_type=entity_type,
+            state_type=state_type,
+            initial_state=initial_state,
             passivation_timeout=passivation_timeout,
             forward_headers=forward_headers,
         )
-        if not is_message_class(state_type):
-            self._problems.append(
-                f"state_type must be a generated protobuf message class, not {state_type!r}"
-            )
-        self.state_type = state_type
-        if initial_state is not None:
-            if callable(initial_state):
-                check_arity(initial_state, ("entity_id",), self._problems)
-            else:
-                self._problems.append(f"initial_state must be callable, not {initial_state!r}")
-        self._initial_state = initial_state
         self._raise_init_problems(self.subject)
-
-    @overload
-    def command_handler(self, fn: F, /) -> F: ...
-    @overload
-    def command_handler(self, name: str | None = None, /) -> Callable[[F], F]: ...
-    def command_handler(self, arg: Any = None, /) -> Any:
-        """Handle a method of the service: `@entity.command_handler` or `(...)("MethodName")`."""
-        if callable(arg):
-            self._register_command(arg, None)
-            return arg
-
-        def register(fn: F) -> F:
-            self._register_command(fn, arg)
-            return fn
-
-        return register
-
-    def message_types(self) -> list[MessageDescriptor]:
-        return [self.state_type.DESCRIPTOR]
-
-    def initial_state(self, entity_id: str) -> S:
-        if self._initial_state is None:
-            return self.state_type()
-        state = self._initial_state(entity_id)
-        if not isinstance(state, self.state_type):
-            raise TypeError(
-                f"initial_state returned {type(state).__name__}, not "
-                f"{self.state_type.DESCRIPTOR.full_name}"
-            )
-        return state
 
 
 class StreamFailure(Exception):
