@@ -8,9 +8,15 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.descriptor import Descriptor
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from larder_sdk import _protocol as proto
+from larder_sdk._commands import (
+    check_not_failed,
+    decode_payload,
+    failure_description,
+    run_handler,
+)
 from larder_sdk._component import Component
 from larder_sdk._context import ActionContext
 from larder_sdk._definition import (
@@ -23,7 +29,7 @@ from larder_sdk._definition import (
     suggest,
 )
 from larder_sdk._errors import CommandFailed
-from larder_sdk._replies import fill_reply_or_forward, unexpected_failure
+from larder_sdk._replies import fill_reply_or_forward
 
 logger = logging.getLogger("larder_sdk.action")
 
@@ -114,19 +120,12 @@ class _Call:
         )
 
     def decode(self, command: Any) -> Message:
-        try:
-            return self.handler.input_type.FromString(command.payload.value)
-        except DecodeError as e:
-            raise CommandFailed(
-                f"{self.subject}: command {self.ctx.command_name!r}: the payload is not a valid "
-                f"{self.handler.input_type.DESCRIPTOR.full_name}: {e}"
-            ) from e
+        return decode_payload(self.subject, self.ctx.command_name, self.handler, command.payload)
 
     def failed(self, e: Exception) -> Any:
-        if isinstance(e, CommandFailed):
-            return _failure_response(e.description)
-        logger.exception("%s: command %r failed", self.subject, self.ctx.command_name)
-        return _failure_response(unexpected_failure(self.subject, self.ctx.command_name, e))
+        return _failure_response(
+            failure_description(logger, self.subject, self.ctx.command_name, e)
+        )
 
     async def payloads(self, requests: AsyncIterator[Any]) -> AsyncIterator[Message]:
         async for command in requests:
@@ -144,24 +143,10 @@ class _Call:
                 yield item
 
 
-def _check_not_failed(ctx: ActionContext) -> None:
-    # The handler may have caught its own ctx.fail(); the failure still stands.
-    if ctx._failure is not None:
-        raise CommandFailed(ctx._failure)
-
-
-async def _invoke(call: _Call, argument: Any) -> Any:
-    handler = call.handler
-    result = handler.fn(argument, call.ctx)
-    if handler.is_async:
-        result = await result
-    _check_not_failed(call.ctx)
-    return _response(result, handler, call.ctx)
-
-
 async def _single(call: _Call, argument: Any) -> Any:
     try:
-        return await _invoke(call, argument)
+        result = await run_handler(call.handler, call.ctx, argument)
+        return _response(result, call.handler, call.ctx)
     except Exception as e:
         return call.failed(e)
     finally:
@@ -193,9 +178,9 @@ async def handle_streamed_in(requests: AsyncIterator[Any], actions: Mapping[str,
 async def _stream_out(call: _Call, argument: Any) -> AsyncIterator[Any]:
     try:
         async for item in call.results(argument):
-            _check_not_failed(call.ctx)
+            check_not_failed(call.ctx)
             yield _response(item, call.handler, call.ctx)
-        _check_not_failed(call.ctx)
+        check_not_failed(call.ctx)
     except Exception as e:
         yield call.failed(e)
     finally:

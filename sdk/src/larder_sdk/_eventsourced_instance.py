@@ -6,32 +6,29 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from larder_sdk import _protocol as proto
+from larder_sdk._commands import failure_description, run_handler
 from larder_sdk._context import EventSourcedContext
-from larder_sdk._definition import CommandHandler, suggest
+from larder_sdk._definition import CommandHandler
+from larder_sdk._entity_stream import (
+    StreamFailure,
+    copy_state,
+    failed_reply,
+    fill_client_action,
+    resolve_command,
+    serve_stream,
+)
 from larder_sdk._errors import CommandFailed
 from larder_sdk._eventsourced import EventSourcedEntity
-from larder_sdk._replies import (
-    WrongReturnError,
-    fill_reply_or_forward,
-    unexpected_failure,
-)
 
 logger = logging.getLogger("larder_sdk.eventsourced")
 
 S = TypeVar("S", bound=Message)
 
 
-class StreamFailure(Exception):
-    """The entity cannot go on on this stream; the sidecar must restart it from the journal."""
-
-
-def _copy(state: S) -> S:
-    clone = type(state)()
-    clone.CopyFrom(state)
-    return clone
+_OUT = proto.eventsourced.EventSourcedStreamOut
 
 
 class EventSourcedInstance(Generic[S]):
@@ -71,51 +68,29 @@ class EventSourcedInstance(Generic[S]):
             ) from e
         self.sequence = int(event.sequence)
 
-    def _failed(self, command_id: int, description: str) -> Any:
-        out = proto.eventsourced.EventSourcedStreamOut()
-        out.reply.command_id = command_id
-        failure = out.reply.client_action.failure
-        failure.command_id = command_id
-        failure.description = description
-        return out
-
     async def handle_command(self, command: Any) -> Any:
         """Run one command; always answers with a reply (a failed one if anything went wrong).
 
         The state and sequence change only when the whole command succeeded, so any
         exception rolls back everything the command emitted.
         """
-        entity = self.entity
-        name = command.name
         command_id = command.id
-        handler = entity.handlers.get(name)
-        if handler is None:
-            return self._failed(
-                command_id,
-                f"{self.subject}: unknown command {name!r}{suggest(name, entity.handlers)}",
-            )
         try:
-            message = handler.input_type.FromString(command.payload.value)
-        except DecodeError as e:
-            return self._failed(
-                command_id,
-                f"{self.subject}: command {name!r}: the payload is not a valid "
-                f"{handler.input_type.DESCRIPTOR.full_name}: {e}",
-            )
+            handler, message = resolve_command(self.subject, self.entity.handlers, command)
+        except CommandFailed as e:
+            return failed_reply(_OUT, command_id, e.description)
         ctx = EventSourcedContext(
             self.entity_id,
             command_id,
-            name,
+            command.name,
             self.sequence,
             command.metadata if command.HasField("metadata") else None,
         )
         try:
             out, state, sequence = await self._run(handler, message, ctx)
-        except CommandFailed as e:
-            return self._failed(command_id, e.description)
         except Exception as e:
-            logger.exception("%s: command %r (id %d) failed", self.subject, name, command_id)
-            return self._failed(command_id, unexpected_failure(self.subject, name, e))
+            description = failure_description(logger, self.subject, command.name, e, command_id)
+            return failed_reply(_OUT, command_id, description)
         finally:
             ctx._active = False
         out.reply.command_id = command_id
@@ -128,24 +103,14 @@ class EventSourcedInstance(Generic[S]):
     ) -> tuple[Any, S, int]:
         """Run the handler and build the reply; raises on any failure, changing nothing."""
         entity = self.entity
-        result = handler.fn(_copy(self.state), message, ctx)
-        if handler.is_async:
-            result = await result
-        if ctx._failure is not None:
-            # The handler caught its own ctx.fail(); the failure still stands.
-            raise CommandFailed(ctx._failure)
-        out = proto.eventsourced.EventSourcedStreamOut()
+        result = await run_handler(handler, ctx, copy_state(self.state), message)
+        out = _OUT()
         reply = out.reply
-        action = reply.client_action
-        if fill_reply_or_forward(action.reply, action.forward, result, handler) is None:
-            raise WrongReturnError(
-                f"the handler returned None; command {ctx.command_name!r} must reply with "
-                f"{handler.output_type.DESCRIPTOR.full_name}, a Reply or a Forward"
-            )
+        fill_client_action(reply.client_action, result, handler, ctx.command_name)
         state = self.state
         sequence = self.sequence
         if ctx.events:
-            state = _copy(state)
+            state = copy_state(state)
             events = reply.events
             for event in ctx.events:
                 state = entity.apply_event(state, event)
@@ -164,27 +129,17 @@ class EventSourcedInstance(Generic[S]):
         return out, state, sequence
 
 
-def _stream_failure(description: str) -> Any:
-    out = proto.eventsourced.EventSourcedStreamOut()
-    out.failure.description = description
-    return out
-
-
-async def handle_stream(
+def handle_stream(
     requests: AsyncIterator[Any], entities: Mapping[str, EventSourcedEntity[Any]]
 ) -> AsyncIterator[Any]:
     """Serve one `EventSourcedEntities/Handle` stream: Init, replayed events, then commands."""
-    instance: EventSourcedInstance[Any] | None = None
-    async for message in requests:
-        if instance is not None and message.WhichOneof("message") == "command":
-            yield await instance.handle_command(message.command)
-            continue
-        try:
-            instance = _advance(instance, message, entities)
-        except StreamFailure as e:
-            logger.exception("event-sourced stream abandoned")
-            yield _stream_failure(str(e))
-            return
+
+    def advance(
+        instance: EventSourcedInstance[Any] | None, message: Any
+    ) -> EventSourcedInstance[Any]:
+        return _advance(instance, message, entities)
+
+    return serve_stream(requests, advance, _OUT, logger)
 
 
 def _advance(

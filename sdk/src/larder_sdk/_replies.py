@@ -8,7 +8,7 @@ from google.protobuf.message import Message
 
 from larder_sdk import _protocol as proto
 from larder_sdk._definition import CommandHandler, describe
-from larder_sdk._effects import Forward, Reply, SideEffect
+from larder_sdk._effects import Forward, Reply
 from larder_sdk._metadata import to_protocol
 
 
@@ -39,23 +39,18 @@ def fill_reply_or_forward(
     if isinstance(result, Forward):
         forward_target.CopyFrom(result.to_protocol())
         return "forward"
-    if isinstance(result, Reply):
-        message = _check_message(result.message, handler)
-        reply.payload.type_url = proto.TYPE_URL_PREFIX + message.DESCRIPTOR.full_name
-        reply.payload.value = message.SerializeToString()
-        if result.metadata:
-            reply.metadata.CopyFrom(to_protocol(result.metadata))
-        return "reply"
     if result is None:
         return None
+    metadata = None
+    if isinstance(result, Reply):
+        metadata = result.metadata
+        result = result.message
     message = _check_message(result, handler)
     reply.payload.type_url = proto.TYPE_URL_PREFIX + message.DESCRIPTOR.full_name
     reply.payload.value = message.SerializeToString()
+    if metadata:
+        reply.metadata.CopyFrom(to_protocol(metadata))
     return "reply"
-
-
-def side_effects_to_protocol(side_effects: list[SideEffect]) -> list[Any]:
-    return [effect.to_protocol() for effect in side_effects]
 
 
 def unexpected_failure(subject: str, command_name: str, exc: BaseException) -> str:

@@ -7,23 +7,26 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from larder_sdk import _protocol as proto
+from larder_sdk._commands import failure_description, run_handler
 from larder_sdk._component import EntityComponent
 from larder_sdk._context import ValueEntityContext
-from larder_sdk._definition import (
-    CommandHandler,
-    ServiceRef,
-    suggest,
+from larder_sdk._definition import CommandHandler, ServiceRef
+from larder_sdk._entity_stream import (
+    StreamFailure,
+    copy_state,
+    failed_reply,
+    fill_client_action,
+    resolve_command,
+    serve_stream,
 )
 from larder_sdk._errors import CommandFailed
-from larder_sdk._replies import WrongReturnError, fill_reply_or_forward, unexpected_failure
 
 logger = logging.getLogger("larder_sdk.valueentity")
 
 S = TypeVar("S", bound=Message)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ValueEntity(EntityComponent[S]):
@@ -58,22 +61,15 @@ class ValueEntity(EntityComponent[S]):
         self._raise_init_problems(self.subject)
 
 
-class StreamFailure(Exception):
-    """The entity cannot go on on this stream."""
-
-
-def _copy(state: S) -> S:
-    clone = type(state)()
-    clone.CopyFrom(state)
-    return clone
-
-
 def _stored_state(entity: ValueEntity[S], value: Any) -> S:
     type_name = proto.type_name_of(value.type_url)
     expected = entity.state_type.DESCRIPTOR.full_name
     if type_name != expected:
         raise TypeError(f"the stored state is a {type_name}, not a {expected}")
     return entity.state_type.FromString(value.value)
+
+
+_OUT = proto.valueentity.ValueEntityStreamOut
 
 
 class ValueEntityInstance(Generic[S]):
@@ -93,46 +89,25 @@ class ValueEntityInstance(Generic[S]):
                 f"{self.subject}: cannot initialise: {type(e).__name__}: {e}"
             ) from e
 
-    def _failed(self, command_id: int, description: str) -> Any:
-        out = proto.valueentity.ValueEntityStreamOut()
-        out.reply.command_id = command_id
-        failure = out.reply.client_action.failure
-        failure.command_id = command_id
-        failure.description = description
-        return out
-
     async def handle_command(self, command: Any) -> Any:
-        entity = self.entity
-        name = command.name
+        """Run one command; always answers with a reply (a failed one if anything went wrong)."""
         command_id = command.id
-        handler = entity.handlers.get(name)
-        if handler is None:
-            return self._failed(
-                command_id,
-                f"{self.subject}: unknown command {name!r}{suggest(name, entity.handlers)}",
-            )
         try:
-            message = handler.input_type.FromString(command.payload.value)
-        except DecodeError as e:
-            return self._failed(
-                command_id,
-                f"{self.subject}: command {name!r}: the payload is not a valid "
-                f"{handler.input_type.DESCRIPTOR.full_name}: {e}",
-            )
+            handler, message = resolve_command(self.subject, self.entity.handlers, command)
+        except CommandFailed as e:
+            return failed_reply(_OUT, command_id, e.description)
         ctx: ValueEntityContext[S] = ValueEntityContext(
             self.entity_id,
             command_id,
-            name,
-            entity.state_type,
+            command.name,
+            self.entity.state_type,
             command.metadata if command.HasField("metadata") else None,
         )
         try:
             out, new_state = await self._run(handler, message, ctx)
-        except CommandFailed as e:
-            return self._failed(command_id, e.description)
         except Exception as e:
-            logger.exception("%s: command %r (id %d) failed", self.subject, name, command_id)
-            return self._failed(command_id, unexpected_failure(self.subject, name, e))
+            description = failure_description(logger, self.subject, command.name, e, command_id)
+            return failed_reply(_OUT, command_id, description)
         finally:
             ctx._active = False
         out.reply.command_id = command_id
@@ -143,25 +118,16 @@ class ValueEntityInstance(Generic[S]):
         self, handler: CommandHandler, message: Message, ctx: ValueEntityContext[S]
     ) -> tuple[Any, S]:
         """Run the handler and build the reply; raises on any failure, changing nothing."""
-        result = handler.fn(_copy(self.state), message, ctx)
-        if handler.is_async:
-            result = await result
-        if ctx._failure is not None:
-            raise CommandFailed(ctx._failure)
-        out = proto.valueentity.ValueEntityStreamOut()
+        result = await run_handler(handler, ctx, copy_state(self.state), message)
+        out = _OUT()
         reply = out.reply
-        action = reply.client_action
-        if fill_reply_or_forward(action.reply, action.forward, result, handler) is None:
-            raise WrongReturnError(
-                f"the handler returned None; command {ctx.command_name!r} must reply with "
-                f"{handler.output_type.DESCRIPTOR.full_name}, a Reply or a Forward"
-            )
+        fill_client_action(reply.client_action, result, handler, ctx.command_name)
         new_state = self.state
         if ctx.deleted:
             reply.state_action.delete.SetInParent()
             new_state = self.entity.initial_state(self.entity_id)
         elif ctx.new_state is not None:
-            new_state = _copy(ctx.new_state)
+            new_state = copy_state(ctx.new_state)
             value = reply.state_action.update.value
             value.type_url = proto.TYPE_URL_PREFIX + new_state.DESCRIPTOR.full_name
             value.value = new_state.SerializeToString()
@@ -170,27 +136,15 @@ class ValueEntityInstance(Generic[S]):
         return out, new_state
 
 
-def _stream_failure(description: str) -> Any:
-    out = proto.valueentity.ValueEntityStreamOut()
-    out.failure.description = description
-    return out
-
-
-async def handle_stream(
+def handle_stream(
     requests: AsyncIterator[Any], entities: Mapping[str, ValueEntity[Any]]
 ) -> AsyncIterator[Any]:
     """Serve one `ValueEntities/Handle` stream: Init, then commands."""
-    instance: ValueEntityInstance[Any] | None = None
-    async for message in requests:
-        if instance is not None and message.WhichOneof("message") == "command":
-            yield await instance.handle_command(message.command)
-            continue
-        try:
-            instance = _init(instance, message, entities)
-        except StreamFailure as e:
-            logger.exception("value entity stream abandoned")
-            yield _stream_failure(str(e))
-            return
+
+    def init(instance: ValueEntityInstance[Any] | None, message: Any) -> ValueEntityInstance[Any]:
+        return _init(instance, message, entities)
+
+    return serve_stream(requests, init, _OUT, logger)
 
 
 def _init(
