@@ -7,9 +7,9 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -69,6 +69,32 @@ def _check(components: Iterable[Component]) -> list[Component]:
     if problems:
         raise DefinitionError("this user function", problems)
     return listed
+
+
+_R = TypeVar("_R")
+_Behaviour = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Any]
+
+
+def _answering(answer: Callable[[Any, _R], Awaitable[Any]], registry: _R) -> _Behaviour:
+    """A gRPC behaviour with a single response: `answer(request or requests, registry)`."""
+
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return await answer(request, registry)
+
+    return behaviour
+
+
+def _streaming(serve: Callable[[Any, _R], AsyncIterator[Any]], registry: _R) -> _Behaviour:
+    """A gRPC behaviour streaming its responses: `serve(request or requests, registry)`."""
+
+    # An async generator: grpc.aio iterates it, sending each item as a response.
+    async def behaviour(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        async for out in serve(request, registry):
+            yield out
+
+    return behaviour
 
 
 class LarderService:
@@ -207,41 +233,12 @@ class LarderService:
             self._shutdown.set()
 
     def _rpc_handlers(self, discovery: Discovery) -> tuple[grpc.GenericRpcHandler[Any, Any], ...]:
-        event_sourced = self._event_sourced
-        value_entities = self._value_entities
-        actions = self._actions
-
-        async def es_handle(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            async for out in _eventsourced_instance.handle_stream(requests, event_sourced):
-                yield out
-
-        async def ve_handle(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            async for out in _valueentity.handle_stream(requests, value_entities):
-                yield out
-
-        async def unary(command: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            return await _action.handle_unary(command, actions)
-
-        async def streamed_in(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Any:
-            return await _action.handle_streamed_in(requests, actions)
-
-        async def streamed_out(
-            command: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            async for out in _action.handle_streamed_out(command, actions):
-                yield out
-
-        async def streamed(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            async for out in _action.handle_streamed(requests, actions):
-                yield out
+        es_handle = _streaming(_eventsourced_instance.handle_stream, self._event_sourced)
+        ve_handle = _streaming(_valueentity.handle_stream, self._value_entities)
+        unary = _answering(_action.handle_unary, self._actions)
+        streamed_in = _answering(_action.handle_streamed_in, self._actions)
+        streamed_out = _streaming(_action.handle_streamed_out, self._actions)
+        streamed = _streaming(_action.handle_streamed, self._actions)
 
         es, ve, act = proto.eventsourced, proto.valueentity, proto.action
         command_in = act.ActionCommand.FromString
