@@ -12,6 +12,7 @@ the server runs, and decode the answers into a `CommandResult`:
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -22,6 +23,7 @@ from google.protobuf.message import Message
 from larder_sdk import _action
 from larder_sdk import _protocol as proto
 from larder_sdk._action import Action
+from larder_sdk._component import Component
 from larder_sdk._effects import Forward, SideEffect
 from larder_sdk._eventsourced import EventSourcedEntity
 from larder_sdk._eventsourced_instance import EventSourcedInstance
@@ -129,7 +131,49 @@ def _run(coro: Coroutine[Any, Any, _T]) -> _T:
     return asyncio.run(coro)
 
 
-class _EntityKit:
+class _Kit(ABC):
+    @abstractmethod
+    async def run_async(
+        self,
+        command_name: str,
+        message: Message,
+        *,
+        metadata: Metadata | dict[str, MetadataValue] | None = None,
+    ) -> CommandResult: ...
+
+    def run(
+        self,
+        command_name: str,
+        message: Message,
+        *,
+        metadata: Metadata | dict[str, MetadataValue] | None = None,
+    ) -> CommandResult:
+        """`run_async` for tests without an event loop."""
+        return _run(self.run_async(command_name, message, metadata=metadata))
+
+
+def _output_type(component: Component, command_name: str) -> type[Message] | None:
+    """What the command replies with; None for an unknown command (its reply is a failure)."""
+    handler = component.handlers.get(command_name)
+    return handler.output_type if handler is not None else None
+
+
+def _entity_result(reply: Any, output_type: type[Message] | None, **state: Any) -> CommandResult:
+    """Decode an entity's reply; `state` holds what it did to its state, if it succeeded."""
+    action = reply.client_action
+    which = action.WhichOneof("action")
+    if which == "failure":
+        return CommandResult(failure=action.failure.description)
+    return CommandResult(
+        **_client_result(action.reply, action.forward, which, output_type),
+        side_effects=tuple(_side_effect(e) for e in reply.side_effects),
+        **state,
+    )
+
+
+class _EntityKit(_Kit):
+    entity_id: str
+
     def __init__(self) -> None:
         self._next_command_id = 1
 
@@ -150,8 +194,6 @@ class _EntityKit:
             command.metadata.CopyFrom(raw)
         self._next_command_id += 1
         return command
-
-    entity_id: str
 
 
 class EventSourcedTestKit(_EntityKit, Generic[_S]):
@@ -201,19 +243,15 @@ class EventSourcedTestKit(_EntityKit, Generic[_S]):
     ) -> CommandResult:
         out = await self._instance.handle_command(self._command(command_name, message, metadata))
         reply = out.reply
-        action = reply.client_action
-        which = action.WhichOneof("action")
-        if which == "failure":
-            return CommandResult(failure=action.failure.description)
-        handler = self.entity.handlers[command_name]
+        # A failed command's reply carries no events and no snapshot.
         events = tuple(
             self.entity.event_class(proto.type_name_of(e.type_url)).FromString(e.value)
             for e in reply.events
         )
         self.all_events.extend(events)
-        return CommandResult(
-            **_client_result(action.reply, action.forward, which, handler.output_type),
-            side_effects=tuple(_side_effect(e) for e in reply.side_effects),
+        return _entity_result(
+            reply,
+            _output_type(self.entity, command_name),
             events=events,
             snapshot=(
                 self.entity.state_type.FromString(reply.snapshot.value)
@@ -221,16 +259,6 @@ class EventSourcedTestKit(_EntityKit, Generic[_S]):
                 else None
             ),
         )
-
-    def run(
-        self,
-        command_name: str,
-        message: Message,
-        *,
-        metadata: Metadata | dict[str, MetadataValue] | None = None,
-    ) -> CommandResult:
-        """`run_async` for tests without an event loop."""
-        return _run(self.run_async(command_name, message, metadata=metadata))
 
 
 class ValueEntityTestKit(_EntityKit, Generic[_S]):
@@ -261,32 +289,19 @@ class ValueEntityTestKit(_EntityKit, Generic[_S]):
     ) -> CommandResult:
         out = await self._instance.handle_command(self._command(command_name, message, metadata))
         reply = out.reply
-        action = reply.client_action
-        which = action.WhichOneof("action")
-        if which == "failure":
-            return CommandResult(failure=action.failure.description)
-        handler = self.entity.handlers[command_name]
+        # A failed command's reply carries no state action.
         state_which = reply.state_action.WhichOneof("action")
         updated = (
             self.entity.state_type.FromString(reply.state_action.update.value.value)
             if state_which == "update"
             else None
         )
-        return CommandResult(
-            **_client_result(action.reply, action.forward, which, handler.output_type),
-            side_effects=tuple(_side_effect(e) for e in reply.side_effects),
+        return _entity_result(
+            reply,
+            _output_type(self.entity, command_name),
             state_action=state_which,
             updated_state=updated,
         )
-
-    def run(
-        self,
-        command_name: str,
-        message: Message,
-        *,
-        metadata: Metadata | dict[str, MetadataValue] | None = None,
-    ) -> CommandResult:
-        return _run(self.run_async(command_name, message, metadata=metadata))
 
 
 def _action_result(response: Any, output_type: type[Message] | None) -> CommandResult:
@@ -300,7 +315,7 @@ def _action_result(response: Any, output_type: type[Message] | None) -> CommandR
     )
 
 
-class ActionTestKit:
+class ActionTestKit(_Kit):
     """An action; each call is independent."""
 
     def __init__(self, action: Action) -> None:
@@ -324,10 +339,6 @@ class ActionTestKit:
             command.metadata.CopyFrom(raw)
         return command
 
-    def _output(self, name: str) -> type[Message] | None:
-        handler = self.action.handlers.get(name)
-        return handler.output_type if handler is not None else None
-
     async def _requests(
         self,
         name: str,
@@ -349,16 +360,7 @@ class ActionTestKit:
         response = await _action.handle_unary(
             self._command(command_name, message, metadata), {self.action.service_name: self.action}
         )
-        return _action_result(response, self._output(command_name))
-
-    def run(
-        self,
-        command_name: str,
-        message: Message,
-        *,
-        metadata: Metadata | dict[str, MetadataValue] | None = None,
-    ) -> CommandResult:
-        return _run(self.run_async(command_name, message, metadata=metadata))
+        return _action_result(response, _output_type(self.action, command_name))
 
     async def stream_in(
         self,
@@ -372,7 +374,7 @@ class ActionTestKit:
             self._requests(command_name, messages, metadata),
             {self.action.service_name: self.action},
         )
-        return _action_result(response, self._output(command_name))
+        return _action_result(response, _output_type(self.action, command_name))
 
     async def stream_out(
         self,
@@ -382,7 +384,7 @@ class ActionTestKit:
         metadata: Metadata | dict[str, MetadataValue] | None = None,
     ) -> list[CommandResult]:
         """A streamed-out call: every answer until the handler finishes."""
-        output = self._output(command_name)
+        output = _output_type(self.action, command_name)
         return [
             _action_result(r, output)
             async for r in _action.handle_streamed_out(
@@ -399,7 +401,7 @@ class ActionTestKit:
         metadata: Metadata | dict[str, MetadataValue] | None = None,
     ) -> list[CommandResult]:
         """A duplex call, fed all of `messages`."""
-        output = self._output(command_name)
+        output = _output_type(self.action, command_name)
         return [
             _action_result(r, output)
             async for r in _action.handle_streamed(
