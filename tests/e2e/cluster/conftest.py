@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,15 @@ from tests.infra.cluster import images
 from tests.infra.cluster.cluster import LocalCluster
 from tests.infra.kube import KubeControlPlane
 from tests.infra.logs import keep_logs
+
+# The shopping cart's generated gRPC code, for the client side of the tests (as
+# tests/e2e/samples does it); generated before a test module imports it.
+_CART_SRC = images.REPO_ROOT / "samples" / "shopping-cart" / "src"
+if str(_CART_SRC) not in sys.path:
+    sys.path.insert(0, str(_CART_SRC))
+from shoppingcart._codegen import ensure_generated  # noqa: E402
+
+ensure_generated()
 
 
 @dataclass(frozen=True)
@@ -70,18 +80,3 @@ def kubectl(local_cluster: LocalCluster) -> Iterator[Kubectl]:
     )
     yield ctl
     admin.run("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
-
-
-# The sample's generated gRPC code, as tests/e2e/samples does it.
-def _generate_sample_code() -> None:
-    import sys
-
-    src = images.REPO_ROOT / "samples" / "shopping-cart" / "src"
-    if str(src) not in sys.path:
-        sys.path.insert(0, str(src))
-    from shoppingcart._codegen import ensure_generated
-
-    ensure_generated()
-
-
-_generate_sample_code()

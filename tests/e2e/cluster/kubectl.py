@@ -66,14 +66,14 @@ class Kubectl:
         for pod in pods:
             name = pod["metadata"]["name"]
             lines.append(f"--- pod {name}: phase {pod['status'].get('phase')}")
-            for status in [
-                *pod["status"].get("initContainerStatuses", []),
-                *pod["status"].get("containerStatuses", []),
-            ]:
-                lines.append(
-                    f"    {status['name']}: ready={status.get('ready')} "
-                    f"restarts={status.get('restartCount')} state={status.get('state')}"
-                )
+            lines.extend(
+                f"    {status['name']}: ready={status.get('ready')} "
+                f"restarts={status.get('restartCount')} state={status.get('state')}"
+                for status in [
+                    *pod["status"].get("initContainerStatuses", []),
+                    *pod["status"].get("containerStatuses", []),
+                ]
+            )
             events = self.run(
                 "get", "events", "--field-selector", f"involvedObject.name={name}", check=False
             )

@@ -48,7 +48,7 @@ class ApiLookup:
     """podspec.Lookup over the API server."""
 
     def __init__(self, api: client.ApiClient) -> None:
-        self._core = client.CoreV1Api(api)
+        self._core: Any = client.CoreV1Api(api)  # dict bodies: see node.NodeHeartbeat
 
     async def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
         try:
@@ -132,6 +132,11 @@ class NodeAgent:
             )
             self._watches.append(asyncio.create_task(self._watch(ctx), name=f"watch {name}"))
 
+    def _core_api(self) -> Any:
+        # Any: the calls pass plain dict bodies, which the client's stubs do not describe.
+        assert self._api is not None
+        return client.CoreV1Api(self._api)
+
     def _find(self, namespace: str, pod: str, container: str) -> Container | None:
         for runner in self._runners.values():
             if runner.namespace == namespace and runner.name == pod:
@@ -205,7 +210,7 @@ class NodeAgent:
         assert self._api is not None
         meta = pod["metadata"]
         with contextlib.suppress(ApiException):
-            await client.CoreV1Api(self._api).delete_namespaced_pod(
+            await self._core_api().delete_namespaced_pod(
                 meta["name"],
                 meta["namespace"],
                 body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
@@ -213,7 +218,7 @@ class NodeAgent:
 
     async def _write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         assert self._api is not None
-        await client.CoreV1Api(self._api).patch_namespaced_pod_status(
+        await self._core_api().patch_namespaced_pod_status(
             name, namespace, {"status": status}, _content_type="application/merge-patch+json"
         )
 
@@ -243,7 +248,7 @@ class NodeAgent:
             "count": 1,
         }
         try:
-            await client.CoreV1Api(self._api).create_namespaced_event(meta["namespace"], body)
+            await self._core_api().create_namespaced_event(meta["namespace"], body)
         except ApiException as e:
             log.warning("event %s for %s not recorded: %s", reason, meta["name"], e)
 

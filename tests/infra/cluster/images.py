@@ -315,7 +315,10 @@ def ensure_app(app: AppImage, base: str | None = None) -> str:
                 "chroot",
                 "--network",
                 "host",  # pip inside the build fetches from PyPI
-                "--layers",
+                # No --layers: buildah 1.28 reuses a cached `RUN --mount=...,from=builder`
+                # step even when the builder stage's output changed, which shipped a stale
+                # operator. The whole image is cached under its content hash instead.
+                "--layers=false",
                 "--build-arg",
                 f"BASE_IMAGE={base}",
                 "--ignorefile",

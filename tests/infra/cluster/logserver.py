@@ -61,6 +61,11 @@ def _runs(container: Container) -> list[Path]:
     return sorted(files, key=lambda p: int(p.stem))
 
 
+def _waiting_reason(container: Container) -> str:
+    waiting = container.state.get("waiting") or {}
+    return str(waiting.get("reason", "unknown"))
+
+
 def _tail(data: bytes, lines: int) -> bytes:
     if lines < 0:
         return data
@@ -112,7 +117,7 @@ class LogServer:
         else:
             raise web.HTTPBadRequest(
                 text=f'container "{container.name}" is waiting to start: '
-                f"{next(iter(container.state.values()), {}).get('reason', 'unknown')}"
+                f"{_waiting_reason(container)}"
             )
         data = await asyncio.to_thread(path.read_bytes)
         data = _tail(data, int(request.query.get("tailLines", "-1")))

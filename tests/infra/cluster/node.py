@@ -92,8 +92,10 @@ class NodeHeartbeat:
     def __init__(
         self, api: client.ApiClient, name: str, host_ip: str, kubelet_port: int, pod_cidr: str
     ) -> None:
-        self._core = client.CoreV1Api(api)
-        self._coordination = client.CoordinationV1Api(api)
+        # Typed as Any: these calls pass plain dicts, which the client accepts but its
+        # stubs (model classes only) do not describe.
+        self._core: Any = client.CoreV1Api(api)
+        self._coordination: Any = client.CoordinationV1Api(api)
         self.name = name
         self._host_ip = host_ip
         self._kubelet_port = kubelet_port

@@ -144,8 +144,8 @@ async def container_env(
                 if ref.get("optional"):
                     continue
                 raise ConfigError(f'{kind} "{name}" not found')
-            for key, value in data.items():
-                env[prefix + key] = value
+            for key, item_value in data.items():
+                env[prefix + key] = item_value
     for item in container.get("env") or ():
         name = str(item["name"])
         if "value" in item or "valueFrom" not in item:
