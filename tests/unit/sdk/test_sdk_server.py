@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import platform
@@ -406,6 +407,14 @@ async def _serving(service: LarderService) -> tuple[asyncio.Task[None], Sidecar,
     return serving, Sidecar(channel), channel
 
 
+async def _stop(serving: asyncio.Task[None], channel: Any) -> None:
+    """Cancel the serving task (a no-op if it has finished) and wait until it is gone."""
+    serving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+    await channel.close()
+
+
 async def _discover(sidecar: Sidecar) -> None:
     info = discovery_pb2.ProxyInfo(protocol_major_version=0, protocol_minor_version=7)
     await sidecar.unary(DISCOVERY + "Discover", info, discovery_pb2.Spec)
@@ -419,8 +428,7 @@ async def test_proxy_terminated_shuts_the_served_function_down(echo: Action) -> 
         await sidecar.unary(DISCOVERY + "ProxyTerminated", empty_pb2.Empty(), empty_pb2.Empty)
         await asyncio.wait_for(serving, 10)
     finally:
-        serving.cancel()
-        await channel.close()
+        await _stop(serving, channel)
     assert service.proxy_terminated
 
 
@@ -437,8 +445,7 @@ async def test_sigterm_waits_for_the_sidecar_to_terminate(echo: Action) -> None:
         await sidecar.unary(DISCOVERY + "ProxyTerminated", empty_pb2.Empty(), empty_pb2.Empty)
         await asyncio.wait_for(serving, 10)
     finally:
-        serving.cancel()
-        await channel.close()
+        await _stop(serving, channel)
 
 
 async def test_sigterm_without_proxy_terminated_waits_a_bounded_time(echo: Action) -> None:
@@ -451,8 +458,7 @@ async def test_sigterm_without_proxy_terminated_waits_a_bounded_time(echo: Actio
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(serving, 10)
     finally:
-        serving.cancel()
-        await channel.close()
+        await _stop(serving, channel)
     assert not service.proxy_terminated
 
 
