@@ -78,6 +78,20 @@ async def stop_process(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
+async def spawn(command: str, log: Path, env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """Start a shell command in its own process group (so `stop_process` reaches its
+    children too), its output going to `log`."""
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_shell(
+            command,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=dict(env),
+            start_new_session=True,
+        )
+
+
 @contextlib.asynccontextmanager
 async def run_service(
     command: str, log: Path, startup: float, env: Mapping[str, str] | None = None
@@ -85,15 +99,7 @@ async def run_service(
     """Start `command` (a shell command) with HOST/PORT set; yield its address once serving."""
     port = free_port()
     child_env = {**os.environ, **(env or {}), "HOST": "127.0.0.1", "PORT": str(port)}
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_shell(
-            command,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL,
-            env=child_env,
-            start_new_session=True,
-        )
+    process = await spawn(command, log, child_env)
     address = f"127.0.0.1:{port}"
     try:
         await wait_until_serving(address, startup, process, log)

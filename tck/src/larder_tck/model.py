@@ -19,7 +19,7 @@ import larder_protocol
 # The model protos import these; they must be in the pool before the model is added.
 from akkaserverless import annotations_pb2 as _annotations  # noqa: F401
 from google.api import annotations_pb2 as _http_annotations  # noqa: F401
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 PROTO_FILES = (
@@ -90,9 +90,6 @@ class Model:
     def service_names(self) -> set[str]:
         return {f"{f.package}.{s.name}" for f in self.files.file for s in f.service}
 
-    def file_names(self) -> set[str]:
-        return {f.name for f in self.files.file if f.name in PROTO_FILES}
-
 
 @functools.cache
 def load() -> Model:
@@ -111,8 +108,6 @@ def load() -> Model:
 
 def pack(message: Message) -> Any:
     """An `Any` the way the SDKs pack payloads (type.googleapis.com prefix)."""
-    from google.protobuf import any_pb2  # noqa: PLC0415 - keeps module import light
-
     return any_pb2.Any(
         type_url=TYPE_URL_PREFIX + message.DESCRIPTOR.full_name, value=message.SerializeToString()
     )

@@ -16,7 +16,7 @@ from typing import Any
 import grpc.aio
 from larder_tck import model as model_module
 from larder_tck.expect import FrontendUnreachable
-from larder_tck.frontend import free_port, log_tail, stop_process
+from larder_tck.frontend import free_port, log_tail, spawn, stop_process
 from larder_tck.http import HttpClient
 from larder_tck.interceptor import Interceptor
 
@@ -162,15 +162,7 @@ async def _sidecar(
         **overrides,
     }
     log = launcher.logs / log_name
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_shell(
-            launcher.command,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+    process = await spawn(launcher.command, log, env)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{public}")
     try:
         await _wait_ready(HttpClient("127.0.0.1", admin), process, log, launcher.startup)

@@ -9,7 +9,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc.aio
@@ -58,7 +57,8 @@ async def _run_one(case: Case, context: Any) -> Result:
 
 async def run(address: str, selection: Selection, start_proxy: ProxyStarter | None) -> list[Result]:
     """Discover what the frontend serves, then run every selected case (skipping the rest)."""
-    the_model = model_module.load()
+    # Compiling the model runs protoc in a subprocess: off the event loop.
+    the_model = await asyncio.to_thread(model_module.load)
     cases = [c for c in all_cases() if selection.selects(c)]
     async with grpc.aio.insecure_channel(address) as channel:
         try:
@@ -92,7 +92,3 @@ async def run(address: str, selection: Selection, start_proxy: ProxyStarter | No
                     if case.name not in results:
                         results[case.name] = Result(case, "failed", f"sidecar: {e}")
     return [results[c.name] for c in cases]
-
-
-def default_log_dir() -> Path:
-    return Path.cwd() / ".larder-tck"

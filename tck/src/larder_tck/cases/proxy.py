@@ -30,7 +30,15 @@ from larder_tck.model import (
 from larder_tck.proxy_env import SIDECAR_PASSIVATION, ProxyContext
 from larder_tck.registry import case
 
-from ._proxy import ES_HANDLE, VE_HANDLE, expect_traffic, streams_of, without_metadata
+from ._proxy import (
+    ES_HANDLE,
+    VE_HANDLE,
+    es_messages,
+    expect_traffic,
+    reactivation_of_abcdef,
+    streams_of,
+    without_metadata,
+)
 
 PASSIVATION_WAIT = 15.0
 
@@ -43,20 +51,10 @@ async def _failing_call(ctx: ProxyContext, service: str, request: Any, response:
     raise CaseFailed(f"{service}/Process with a Fail action succeeded; it must fail")
 
 
-def _es(ctx: ProxyContext) -> tuple[Any, Any, Any, Any]:
-    m = ctx.model
-    return (
-        m.message(f"{ES_PKG}.Request"),
-        m.message(f"{ES_PKG}.RequestAction"),
-        m.message(f"{ES_PKG}.Response"),
-        m.message(f"{ES_PKG}.Persisted"),
-    )
-
-
 @case("proxy.eventsourced.commands-and-events", "proxy", EVENT_SOURCED_ENTITY)
 async def es_commands(ctx: ProxyContext) -> None:
     """Commands through the sidecar: one Init, the commands, the replies with their events."""
-    request, action, response, persisted = _es(ctx)
+    request, action, response, persisted = es_messages(ctx)
     entity = fresh_id("px-es")
     emit = [action(emit={"value": v}) for v in "ABC"]
     first = await ctx.call(
@@ -105,7 +103,7 @@ async def es_commands(ctx: ProxyContext) -> None:
 @case("proxy.eventsourced.recovery-from-journal", "proxy", EVENT_SOURCED_ENTITY)
 async def es_recovery(ctx: ProxyContext) -> None:
     """After passivation the sidecar re-activates the entity: Init with snapshot, then events."""
-    request, action, response, persisted = _es(ctx)
+    request, action, response, _ = es_messages(ctx)
     entity = fresh_id("px-es-recover")
     name = response.DESCRIPTOR.full_name
     await ctx.call(
@@ -126,18 +124,9 @@ async def es_recovery(ctx: ProxyContext) -> None:
     expect_equal("the client's reply after re-activation", response(message="ABCDEF"), got)
     streams = streams_of(ctx, ES_HANDLE, ES_MODEL, entity)
     check(len(streams) == 2, f"expected 2 streams for {entity}, saw {len(streams)}")
-    init = p.es.EventSourcedInit(service_name=ES_MODEL, entity_id=entity)
-    init.snapshot.snapshot_sequence = 5
-    init.snapshot.snapshot.CopyFrom(pack(persisted(value="ABCDE")))
     expect_traffic(
         "sidecar -> frontend on re-activation",
-        [
-            p.es.EventSourcedStreamIn(init=init),
-            p.es.EventSourcedStreamIn(
-                event=p.es.EventSourcedEvent(sequence=6, payload=pack(persisted(value="F")))
-            ),
-            p.es.EventSourcedStreamIn(command=c.command(entity, 1, "Process", request(id=entity))),
-        ],
+        reactivation_of_abcdef(ctx, entity),
         streams[1].requests,
         "the sidecar stores the snapshot the frontend sent and replays the events after it",
     )
@@ -146,7 +135,7 @@ async def es_recovery(ctx: ProxyContext) -> None:
 @case("proxy.eventsourced.forward-and-side-effects", "proxy", EVENT_SOURCED_ENTITY)
 async def es_effects(ctx: ProxyContext) -> None:
     """The sidecar runs forwards and side effects on the target; sync ones before the reply."""
-    request, action, response, _ = _es(ctx)
+    request, action, response, _ = es_messages(ctx)
     entity, target = fresh_id("px-es-fwd"), fresh_id("px-es-target")
     sync_id, async_id = fresh_id("px-es-sync"), fresh_id("px-es-async")
     actions = [
@@ -178,7 +167,7 @@ async def es_effects(ctx: ProxyContext) -> None:
 @case("proxy.eventsourced.failure", "proxy", EVENT_SOURCED_ENTITY)
 async def es_failure(ctx: ProxyContext) -> None:
     """A command failure reaches the client as a gRPC error and HTTP 500; its events are dropped."""
-    request, action, response, _ = _es(ctx)
+    request, action, response, _ = es_messages(ctx)
     entity = fresh_id("px-es-fail")
     actions = [action(emit={"value": "A"}), action(fail={"message": "expected failure"})]
     error = await _failing_call(

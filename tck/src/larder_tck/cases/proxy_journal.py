@@ -8,23 +8,20 @@ import tempfile
 from pathlib import Path
 
 from larder_protocol import EVENT_SOURCED_ENTITY
-from larder_tck import context as c
-from larder_tck import protocol as p
 from larder_tck.context import fresh_id
 from larder_tck.expect import check, expect_equal
-from larder_tck.model import ES_MODEL, ES_PKG, pack
+from larder_tck.model import ES_MODEL
 from larder_tck.proxy_env import ProxyContext, call_on
 from larder_tck.registry import case
 
-from ._proxy import ES_HANDLE, expect_traffic, streams_of
+from ._proxy import ES_HANDLE, es_messages, expect_traffic, reactivation_of_abcdef, streams_of
 
 
 @case("proxy.eventsourced.sqlite-restart", "proxy", EVENT_SOURCED_ENTITY)
 async def sqlite_restart(ctx: ProxyContext) -> None:
     """On the SQLite journal, events and the snapshot survive the sidecar's SIGKILL and restart."""
     m = ctx.model
-    request, action = m.message(f"{ES_PKG}.Request"), m.message(f"{ES_PKG}.RequestAction")
-    response, persisted = m.message(f"{ES_PKG}.Response"), m.message(f"{ES_PKG}.Persisted")
+    request, action, response, _ = es_messages(ctx)
     name = response.DESCRIPTOR.full_name
     entity = fresh_id("px-sqlite")
 
@@ -81,18 +78,9 @@ async def sqlite_restart(ctx: ProxyContext) -> None:
         f"expected one stream for {entity} from each sidecar, saw {len(streams)}; calls seen:\n"
         + ctx.interceptor.describe(),
     )
-    init = p.es.EventSourcedInit(service_name=ES_MODEL, entity_id=entity)
-    init.snapshot.snapshot_sequence = 5
-    init.snapshot.snapshot.CopyFrom(pack(persisted(value="ABCDE")))
     expect_traffic(
         "the new sidecar -> frontend",
-        [
-            p.es.EventSourcedStreamIn(init=init),
-            p.es.EventSourcedStreamIn(
-                event=p.es.EventSourcedEvent(sequence=6, payload=pack(persisted(value="F")))
-            ),
-            p.es.EventSourcedStreamIn(command=c.command(entity, 1, "Process", request(id=entity))),
-        ],
+        reactivation_of_abcdef(ctx, entity),
         streams[1].requests,
         "the journal file keeps the snapshot taken at event 5 and the event after it",
     )
