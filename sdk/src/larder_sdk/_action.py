@@ -181,6 +181,9 @@ async def _stream_out(call: _Call, argument: Any) -> AsyncIterator[Any]:
             check_not_failed(call.ctx)
             yield _response(item, call.handler, call.ctx)
         check_not_failed(call.ctx)
+        if call.ctx.side_effects:
+            # Requested after the last reply: they go out on a response of their own.
+            yield _response(None, call.handler, call.ctx)
     except Exception as e:
         yield call.failed(e)
     finally:

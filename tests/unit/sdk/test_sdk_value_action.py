@@ -94,6 +94,18 @@ async def test_action_streamed_out(echo: Action) -> None:
     assert [len(r.side_effects) for r in effects] == [1, 0]
 
 
+async def test_action_streamed_out_side_effects_after_the_last_reply_are_sent(
+    echo: Action,
+) -> None:
+    kit = ActionTestKit(echo)
+    # Repeat with count=0 requests its side effect and yields nothing.
+    (last,) = await kit.stream_out("Repeat", echo_pb2.Ping(text="s", count=0, mode="side_effect"))
+    assert last.reply is None and last.forward is None and last.failure is None
+    assert [e.message for e in last.side_effects] == [
+        counter_pb2.IncreaseValue(counter_id="s", value=1)
+    ]
+
+
 async def test_action_streamed_both_ways(echo: Action) -> None:
     kit = ActionTestKit(echo)
     pings = [echo_pb2.Ping(text="a"), echo_pb2.Ping(mode="none"), echo_pb2.Ping(text="b")]
