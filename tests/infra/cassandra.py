@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +134,8 @@ def jvm_options(config: CassandraConfig) -> list[str]:
 
 
 class CassandraServer:
-    """A running (or stopped) Cassandra node. `stop()`/`start()` keep data dir and ports."""
+    """A running (or stopped) Cassandra node. `stop()`/`start()` keep data dir and ports;
+    `pause()`/`resume()` (or `with suspended():`) freeze it without closing anything."""
 
     def __init__(self, lib: Path, workdir: Path) -> None:
         self.config = CassandraConfig(workdir, port=free_port(), storage_port=free_port())
@@ -183,6 +186,30 @@ class CassandraServer:
     def kill(self) -> None:
         """SIGKILL, as a crash; the next `start()` replays the commit log."""
         self._process.kill()
+
+    @property
+    def paused(self) -> bool:
+        return self._process.paused
+
+    def pause(self) -> None:
+        """Freeze the node (SIGSTOP). Connections stay open and requests are accepted by
+        the kernel but never answered, so clients hit their own timeouts; after
+        `resume()` the node processes what was buffered."""
+        self._process.pause()
+
+    def resume(self) -> None:
+        """Let a paused node run again (SIGCONT); harmless when it is not paused."""
+        self._process.resume()
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Paused for the block, and resumed however the block ends: the node is
+        session-wide and other tests need it answering."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
 
     def close(self) -> None:
         self._process.stop()

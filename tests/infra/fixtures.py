@@ -6,7 +6,8 @@ server did not become ready), every started server's logs are copied to
 `test-logs/<server>/` at the repository root.
 
 - ``cassandra`` -> CassandraServer: ``.host``, ``.port``, ``.contact_points``,
-  ``.stop()`` / ``.start()`` (same data and port; ``.kill()`` for a crash).
+  ``.stop()`` / ``.start()`` (same data and port; ``.kill()`` for a crash),
+  ``.pause()`` / ``.resume()`` or ``with .suspended():`` (SIGSTOP / SIGCONT).
 - ``kafka`` -> KafkaServer: ``.bootstrap_servers`` ("127.0.0.1:PORT"),
   ``.stop()`` / ``.start()`` / ``.kill()``.
 - ``kube`` -> KubeControlPlane: ``.kubeconfig`` (Path), ``.server`` (URL),

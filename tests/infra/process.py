@@ -59,10 +59,15 @@ class ManagedProcess:
         self._env = dict(os.environ) | dict(env or {})
         self._cwd = cwd
         self._popen: subprocess.Popen[bytes] | None = None
+        self._paused = False
 
     @property
     def running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused and self.running
 
     def start(self) -> None:
         if self.running:
@@ -85,6 +90,23 @@ class ManagedProcess:
             except OSError as e:
                 raise ServerError(self.name, f"cannot execute {self.argv[0]}: {e}") from e
 
+    def pause(self) -> None:
+        """SIGSTOP the whole process group: it keeps its sockets (the kernel still
+        accepts connections and buffers requests) but answers nothing, like a node in
+        a long GC pause or a hung host."""
+        popen = self._popen
+        if popen is None or popen.poll() is not None:
+            raise ServerError(self.name, "pause() called while it is not running")
+        self._signal(popen, signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after `pause()`; harmless when it is not paused."""
+        popen = self._popen
+        self._paused = False
+        if popen is not None and popen.poll() is None:
+            self._signal(popen, signal.SIGCONT)
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
         popen = self._popen
@@ -92,12 +114,15 @@ class ManagedProcess:
             return
         if popen.poll() is None:
             self._signal(popen, signal.SIGTERM)
+            # A stopped process only acts on the SIGTERM once it runs again.
+            self.resume()
             try:
                 popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 self._signal(popen, signal.SIGKILL)
                 popen.wait(timeout)
         self._popen = None
+        self._paused = False
 
     def kill(self) -> None:
         """SIGKILL: the crash a failure test wants to provoke."""
@@ -108,6 +133,7 @@ class ManagedProcess:
             self._signal(popen, signal.SIGKILL)
             popen.wait(30)
         self._popen = None
+        self._paused = False
 
     @staticmethod
     def _signal(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
