@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cassandra.cluster import Cluster
+from cassandra.cluster import Cluster, Session
 
 from tests.infra.java import java_argv
 from tests.infra.process import ManagedProcess, free_port, port_open
@@ -230,3 +230,32 @@ class CassandraServer:
         finally:
             cluster.shutdown()
         return True
+
+
+class NodeViews:
+    """The node's own view of its clients and work (the `system_views` virtual tables),
+    read over a connection of its own. Blocking: call it through `asyncio.to_thread`."""
+
+    def __init__(self, server: CassandraServer) -> None:
+        self._cluster = Cluster(server.contact_points, port=server.port)
+        self._session: Session | None = None
+
+    def _connect(self) -> Session:
+        if self._session is None:
+            self._session = self._cluster.connect()
+        return self._session
+
+    def requests_by_client(self) -> dict[int, int]:
+        """Client port -> requests the node has received on that connection (this
+        reader's own connections included)."""
+        rows = self._connect().execute("SELECT port, request_count FROM system_views.clients")
+        return {int(r.port): int(r.request_count) for r in rows}
+
+    def running_tasks(self) -> list[str]:
+        """What the node is executing or has queued right now, as it describes it
+        (`BATCH of [...]`, `Paxos Commit(...)`, `QUERY ...`), without this query."""
+        rows = self._connect().execute("SELECT task FROM system_views.queries")
+        return [str(r.task) for r in rows if "system_views.queries" not in str(r.task)]
+
+    def close(self) -> None:
+        self._cluster.shutdown()
