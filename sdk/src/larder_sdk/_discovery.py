@@ -77,11 +77,13 @@ class Discovery:
         components: Sequence[Component],
         info: ServiceInfo,
         on_proxy_terminated: Callable[[], None],
+        on_discovered: Callable[[], None] = lambda: None,
     ) -> None:
         self._components = components
         self._info = info
         self._descriptor_set = file_descriptor_set(components).SerializeToString()
         self._on_proxy_terminated = on_proxy_terminated
+        self._on_discovered = on_discovered
         self.proxy_seen = False
 
     async def discover(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -90,6 +92,7 @@ class Discovery:
         if not request.protocol_major_version and not request.protocol_minor_version:
             return spec
         self.proxy_seen = True
+        self._on_discovered()
         logger.info(
             "discovery by %s %s (protocol %d.%d%s): serving %d components",
             request.proxy_name or "a proxy",
@@ -121,7 +124,7 @@ class Discovery:
     async def proxy_terminated(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
-        logger.info("the sidecar has terminated; shutting down")
+        logger.info("the sidecar has terminated")
         self._on_proxy_terminated()
         return proto.empty_pb2.Empty()
 

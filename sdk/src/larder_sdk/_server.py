@@ -145,7 +145,9 @@ class LarderService:
         settings = self._settings or ServerSettings.from_env()
         self._proxy_terminated = asyncio.Event()
         self._shutdown = asyncio.Event()
-        self._discovery = Discovery(self.components, self._info, self._on_proxy_terminated)
+        self._discovery = Discovery(
+            self.components, self._info, self._on_proxy_terminated, self._on_discovered
+        )
         server = grpc.aio.server()
         server.add_generic_rpc_handlers(self._rpc_handlers(self._discovery))
         address = f"{settings.host}:{settings.port}"
@@ -179,8 +181,9 @@ class LarderService:
             await server.stop(self._grace if grace is None else grace)
 
     async def serve(self) -> None:
-        """Start, then run until shut down: on SIGTERM/SIGINT (after the sidecar has said
-        ProxyTerminated, or `shutdown_wait` seconds) or when the sidecar terminates."""
+        """Start, then run until SIGTERM/SIGINT; once signalled, shut down when the sidecar
+        has said ProxyTerminated (at once if it already has, or if no sidecar ever
+        connected), or after `shutdown_wait` seconds."""
         await self.start()
         assert self._shutdown is not None
         loop = asyncio.get_running_loop()
@@ -228,9 +231,16 @@ class LarderService:
         self._shutdown.set()
 
     def _on_proxy_terminated(self) -> None:
-        if self._proxy_terminated is not None and self._shutdown is not None:
+        # Only a pending SIGTERM turns this into a shutdown. A sidecar can stop on its own
+        # (a native sidecar container restarting) while the pod lives on; the function must
+        # then stay up for the sidecar's next start -- as the published SDKs do.
+        if self._proxy_terminated is not None:
             self._proxy_terminated.set()
-            self._shutdown.set()
+
+    def _on_discovered(self) -> None:
+        # A (new) sidecar has connected: whatever an earlier one said no longer holds.
+        if self._proxy_terminated is not None:
+            self._proxy_terminated.clear()
 
     def _rpc_handlers(self, discovery: Discovery) -> tuple[grpc.GenericRpcHandler[Any, Any], ...]:
         es_handle = _streaming(_eventsourced_instance.handle_stream, self._event_sourced)

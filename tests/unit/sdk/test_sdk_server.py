@@ -420,16 +420,42 @@ async def _discover(sidecar: Sidecar) -> None:
     await sidecar.unary(DISCOVERY + "Discover", info, discovery_pb2.Spec)
 
 
-async def test_proxy_terminated_shuts_the_served_function_down(echo: Action) -> None:
-    service = LarderService([echo], settings=ServerSettings(host="127.0.0.1", port=0))
+async def test_proxy_terminated_alone_keeps_serving_for_the_next_sidecar(echo: Action) -> None:
+    # A sidecar container can restart while the pod lives on: the function stays up, and
+    # a later SIGTERM shuts it down at once because the sidecar has already gone.
+    service = LarderService(
+        [echo], settings=ServerSettings(host="127.0.0.1", port=0), shutdown_wait=60
+    )
     serving, sidecar, channel = await _serving(service)
     try:
         await _discover(sidecar)
         await sidecar.unary(DISCOVERY + "ProxyTerminated", empty_pb2.Empty(), empty_pb2.Empty)
+        assert service.proxy_terminated
+        await sidecar.unary(DISCOVERY + "HealthCheck", empty_pb2.Empty(), empty_pb2.Empty)
+        assert not serving.done()
+        os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(serving, 10)
     finally:
         await _stop(serving, channel)
-    assert service.proxy_terminated
+
+
+async def test_a_new_discovery_forgets_an_earlier_proxy_terminated(echo: Action) -> None:
+    service = LarderService(
+        [echo], settings=ServerSettings(host="127.0.0.1", port=0), shutdown_wait=60
+    )
+    serving, sidecar, channel = await _serving(service)
+    try:
+        await _discover(sidecar)
+        await sidecar.unary(DISCOVERY + "ProxyTerminated", empty_pb2.Empty(), empty_pb2.Empty)
+        await _discover(sidecar)  # the restarted sidecar
+        assert not service.proxy_terminated
+        os.kill(os.getpid(), signal.SIGTERM)
+        await sidecar.unary(DISCOVERY + "HealthCheck", empty_pb2.Empty(), empty_pb2.Empty)
+        assert not serving.done()  # waiting for the new sidecar to terminate
+        await sidecar.unary(DISCOVERY + "ProxyTerminated", empty_pb2.Empty(), empty_pb2.Empty)
+        await asyncio.wait_for(serving, 10)
+    finally:
+        await _stop(serving, channel)
 
 
 async def test_sigterm_waits_for_the_sidecar_to_terminate(echo: Action) -> None:
