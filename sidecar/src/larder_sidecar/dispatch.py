@@ -220,9 +220,11 @@ class Dispatcher:
 
     # --- streamed actions (gRPC front only) -----------------------------------------------
 
-    async def _outs(self, responses: Any) -> AsyncIterator[InvokeResult]:
+    async def _outs(
+        self, call: Any, commands: _StreamedCommands | None
+    ) -> AsyncIterator[InvokeResult]:
         try:
-            async for response in responses:
+            async for response in call:
                 outcome = _action_outcome(response)
                 if outcome.kind is None:
                     # A streamed action may answer a message with nothing to send.
@@ -233,27 +235,23 @@ class Dispatcher:
                             self._spawn(self._side_effect(effect, 0))
                     continue
                 yield await self._finish(outcome, 0)
+        except asyncio.CancelledError:
+            if commands is not None:
+                commands.raise_malformed()
+            raise
         except grpc.aio.AioRpcError as e:
             raise _unavailable(e) from e
-
-    async def _commands(
-        self, method: Method, payloads: AsyncIterator[bytes], metadata: MetadataPairs
-    ) -> AsyncIterator[Any]:
-        # The first message names the method and carries the metadata; payloads follow.
-        yield self._action_command(method, None, metadata)
-        async for payload in payloads:
-            parse(method, payload)
-            yield action_pb2.ActionCommand(
-                payload={"type_url": method.input_type_url, "value": payload}
-            )
 
     async def streamed_in(
         self, method: Method, payloads: AsyncIterator[bytes], metadata: MetadataPairs
     ) -> InvokeResult:
+        commands = _StreamedCommands(self._action_command(method, None, metadata), method, payloads)
+        commands.call = call = self._actions.HandleStreamedIn(commands)
         try:
-            response = await self._actions.HandleStreamedIn(
-                self._commands(method, payloads, metadata)
-            )
+            response = await call
+        except asyncio.CancelledError:
+            commands.raise_malformed()
+            raise
         except grpc.aio.AioRpcError as e:
             raise _unavailable(e) from e
         return await self._finish(_action_outcome(response), 0)
@@ -263,13 +261,51 @@ class Dispatcher:
     ) -> AsyncIterator[InvokeResult]:
         parse(method, payload)
         call = self._actions.HandleStreamedOut(self._action_command(method, payload, metadata))
-        return self._outs(call)
+        return self._outs(call, None)
 
     def streamed(
         self, method: Method, payloads: AsyncIterator[bytes], metadata: MetadataPairs
     ) -> AsyncIterator[InvokeResult]:
-        call = self._actions.HandleStreamed(self._commands(method, payloads, metadata))
-        return self._outs(call)
+        commands = _StreamedCommands(self._action_command(method, None, metadata), method, payloads)
+        commands.call = call = self._actions.HandleStreamed(commands)
+        return self._outs(call, commands)
+
+
+class _StreamedCommands:
+    """The `ActionCommand`s of a client-streamed call: the first names the method and
+    carries the metadata, later ones carry the client's messages.
+
+    A malformed message cancels the call instead of raising: grpc swallows an exception
+    from a request iterator and leaves the call hanging until its deadline. The error is
+    kept and raised by `raise_malformed` where the cancellation surfaces.
+    """
+
+    def __init__(self, first: Any, method: Method, payloads: AsyncIterator[bytes]) -> None:
+        self._first = first
+        self._method = method
+        self._payloads = payloads
+        self.call: Any = None
+        self._malformed: InvokeError | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        yield self._first
+        async for payload in self._payloads:
+            try:
+                parse(self._method, payload)
+            except InvokeError as e:
+                self._malformed = e
+                self.call.cancel()
+                return
+            yield action_pb2.ActionCommand(
+                payload={"type_url": self._method.input_type_url, "value": payload}
+            )
+
+    def raise_malformed(self) -> None:
+        """Raise the malformed message's error if it (not our own cancellation) ended the
+        call."""
+        task = asyncio.current_task()
+        if self._malformed is not None and task is not None and not task.cancelling():
+            raise self._malformed
 
 
 def parse(method: Method, payload: bytes) -> Message:

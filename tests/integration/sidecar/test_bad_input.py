@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 
 import grpc
@@ -85,3 +85,31 @@ async def test_unknown_service_and_component_type_all_reported_at_once(
         assert len(info.value.problems) == 2
     finally:
         await fn.stop()
+
+
+@pytest.mark.parametrize("shape", ["stream_unary", "stream_stream"])
+async def test_malformed_message_later_in_a_stream(
+    shape: str,
+    user_function: UserFunction,
+    start_sidecar: SidecarFactory,
+    connect: Callable[[Sidecar], Client],
+) -> None:
+    client = connect(await start_sidecar(user_function))
+    method = "Join" if shape == "stream_unary" else "Chat"
+    call = getattr(client.channel, shape)(f"/{PKG}.Echo/{method}", None, None)
+
+    async def requests() -> AsyncIterator[bytes]:
+        yield client.pb.Text(text="fine").SerializeToString()
+        yield b"\xff\xff\xff"
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        if shape == "stream_unary":
+            await call(requests(), timeout=10)
+        else:
+            async for _ in call(requests(), timeout=10):
+                pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "larder.test.Text" in (info.value.details() or "")
+    assert (
+        await client.call("Echo", "Say", client.pb.Text(text="ok"), client.pb.Text)
+    ).text == "ok"
