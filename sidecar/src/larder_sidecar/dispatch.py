@@ -69,7 +69,9 @@ class Dispatcher:
         m = self.model.methods.get(method.path)
         if m is None:
             raise InvokeError(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method.path}")
-        return await self.call(m, request.SerializeToString(), metadata, parsed=request)
+        # The HTTP front passes every request header; the component gets the ones it asked for.
+        headers = m.component.forwarded(metadata)
+        return await self.call(m, request.SerializeToString(), headers, parsed=request)
 
     async def call(
         self,

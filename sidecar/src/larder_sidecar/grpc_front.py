@@ -18,16 +18,17 @@ from .dispatch import Dispatcher, parse
 from .invoke import InvokeError, InvokeResult, MetadataPairs
 from .model import Method
 
-_HOP_HEADERS = frozenset({"content-type", "user-agent", "te", "host", "accept-encoding"})
 
-
-def client_metadata(context: grpc.aio.ServicerContext[Any, Any]) -> MetadataPairs:
-    """The caller's string headers, without transport headers."""
-    md = context.invocation_metadata() or ()
+def client_metadata(context: grpc.aio.ServicerContext[Any, Any], method: Method) -> MetadataPairs:
+    """The caller's string headers that the method's component asked for in discovery
+    (`forward_headers`); gRPC's own and binary (`-bin`) headers never travel."""
+    wanted = method.component.forward_headers
+    if not wanted:
+        return ()
     return [
-        (str(k), str(v))
-        for k, v in md
-        if not k.startswith((":", "grpc-")) and not k.endswith("-bin") and k not in _HOP_HEADERS
+        (k, v)
+        for k, v in context.invocation_metadata() or ()
+        if k in wanted and isinstance(v, str) and not k.startswith((":", "grpc-"))
     ]
 
 
@@ -48,7 +49,9 @@ def _handlers(dispatcher: Dispatcher, method: Method) -> grpc.RpcMethodHandler[A
         async def unary(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
             try:
                 parsed = parse(method, request)
-                result = await dispatcher.call(method, request, client_metadata(context), parsed)
+                result = await dispatcher.call(
+                    method, request, client_metadata(context, method), parsed
+                )
             except InvokeError as e:
                 await context.abort(e.code, e.message)
             await _send_metadata(context, result)
@@ -63,7 +66,7 @@ def _handlers(dispatcher: Dispatcher, method: Method) -> grpc.RpcMethodHandler[A
         ) -> bytes:
             try:
                 result = await dispatcher.streamed_in(
-                    method, requests(request_iterator), client_metadata(context)
+                    method, requests(request_iterator), client_metadata(context, method)
                 )
             except InvokeError as e:
                 await context.abort(e.code, e.message)
@@ -80,7 +83,7 @@ def _handlers(dispatcher: Dispatcher, method: Method) -> grpc.RpcMethodHandler[A
         ) -> AsyncIterator[bytes]:
             try:
                 async for result in dispatcher.streamed_out(
-                    method, request, client_metadata(context)
+                    method, request, client_metadata(context, method)
                 ):
                     yield result.payload
             except InvokeError as e:
@@ -93,7 +96,7 @@ def _handlers(dispatcher: Dispatcher, method: Method) -> grpc.RpcMethodHandler[A
     ) -> AsyncIterator[bytes]:
         try:
             async for result in dispatcher.streamed(
-                method, requests(request_iterator), client_metadata(context)
+                method, requests(request_iterator), client_metadata(context, method)
             ):
                 yield result.payload
         except InvokeError as e:

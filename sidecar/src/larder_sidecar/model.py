@@ -17,7 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from larder_protocol import ACTION, EVENT_SOURCED_ENTITY, REPLICATED_ENTITY, VALUE_ENTITY, VIEW
 
-from .invoke import MethodModel
+from .invoke import MetadataPairs, MethodModel
 from .protocol import annotations_pb2, discovery_pb2, legacy_entity_key_pb2
 
 TYPE_URL_PREFIX = "type.googleapis.com/"
@@ -107,7 +107,16 @@ class Component:
     """For entities: the type name persistence ids use (the service name when unset)."""
     passivation_timeout: float | None
     """Seconds, as announced by the user function; None means the sidecar default."""
-    forward_headers: tuple[str, ...]
+    forward_headers: frozenset[str]
+    """Lower-cased names of the client's request headers the component receives as
+    metadata; other request headers stay in the sidecar."""
+
+    def forwarded(self, headers: MetadataPairs) -> MetadataPairs:
+        """The request headers this component asked for (names as lower-cased by the
+        fronts)."""
+        if not self.forward_headers:
+            return ()
+        return [(k, v) for k, v in headers if k in self.forward_headers]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,18 +267,24 @@ def build_model(
             )
             continue
         timeout: float | None = None
-        forward_headers: tuple[str, ...] = ()
+        forward_headers: Iterable[str] = ()
         entity_type = c.service_name
         if c.WhichOneof("component_settings") == "entity":
             es = c.entity
             entity_type = es.entity_type or c.service_name
-            forward_headers = tuple(es.forward_headers)
+            forward_headers = es.forward_headers
             if es.passivation_strategy.WhichOneof("strategy") == "timeout":
                 ms = es.passivation_strategy.timeout.timeout
                 timeout = ms / 1000.0 if ms > 0 else None
         elif c.WhichOneof("component_settings") == "component":
-            forward_headers = tuple(c.component.forward_headers)
-        component = Component(c.service_name, kind, entity_type, timeout, forward_headers)
+            forward_headers = c.component.forward_headers
+        component = Component(
+            c.service_name,
+            kind,
+            entity_type,
+            timeout,
+            frozenset(h.lower() for h in forward_headers),
+        )
         components[c.service_name] = component
         for md in service.methods:
             key: EntityKey | None = None

@@ -15,7 +15,7 @@ from larder_sidecar.journal.memory import MemoryJournal
 from larder_sidecar.journal.sqlite import SqliteJournal
 
 from .conftest import Client, SidecarFactory
-from .user_function import UserFunction
+from .user_function import PKG, UserFunction
 
 
 async def test_commands_persist_events_and_reply(
@@ -150,15 +150,51 @@ async def test_side_effects_run_through_the_router(
     assert await client.get("dst") == 9
 
 
-async def test_reply_metadata_and_request_metadata_travel(
+async def test_reply_metadata_and_forwarded_request_headers_travel(
     user_function: UserFunction, start_sidecar: SidecarFactory, connect: Callable[[Sidecar], Client]
 ) -> None:
-    client = connect(await start_sidecar(user_function))
+    # The entities announce forward_headers ["X-Echo"]: only that header reaches them.
+    sidecar = await start_sidecar(user_function)
+    client = connect(sidecar)
     call = client._method("Counter", "Get", client.pb.Value)(
-        client.pb.GetRequest(id="m"), metadata=(("x-echo", "hello"),), timeout=10
+        client.pb.GetRequest(id="m"), metadata=(("x-echo", "hello"), ("x-secret", "s")), timeout=10
     )
     await call
-    assert ("x-echo", "hello") in list(await call.initial_metadata())
+    echoed = list(await call.initial_metadata())
+    assert ("x-echo", "hello") in echoed
+    assert all(k != "x-secret" for k, _ in echoed)
+
+    body = b'{"id": "m"}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.public_port)
+    writer.write(
+        f"POST /{PKG}.Counter/Get HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Echo: over-http\r\nX-Secret: s\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + body
+    )
+    response = (await reader.read()).lower()
+    writer.close()
+    assert response.startswith(b"http/1.1 200")
+    assert b"\r\nx-echo: over-http\r\n" in response
+    assert b"x-secret" not in response
+
+
+async def test_no_request_headers_without_forward_headers(
+    compiled: tuple[ModuleType, bytes],
+    start_sidecar: SidecarFactory,
+    connect: Callable[[Sidecar], Client],
+) -> None:
+    fn = UserFunction(*compiled, forward_headers=())
+    await fn.start()
+    try:
+        client = connect(await start_sidecar(fn))
+        call = client._method("Counter", "Get", client.pb.Value)(
+            client.pb.GetRequest(id="m"), metadata=(("x-echo", "hello"),), timeout=10
+        )
+        await call
+        assert all(k != "x-echo" for k, _ in await call.initial_metadata())
+    finally:
+        await fn.stop()
 
 
 async def test_user_function_killed_mid_command(

@@ -100,6 +100,7 @@ class _Discovery(discovery_pb2_grpc.DiscoveryServicer):  # type: ignore[misc]
                 c.component.SetInParent()
             else:
                 c.entity.entity_type = service.rsplit(".", 1)[-1].lower()
+                c.entity.forward_headers.extend(fn.forward_headers)
                 if fn.passivation_ms:
                     c.entity.passivation_strategy.timeout.timeout = fn.passivation_ms
             components.append(c)
@@ -157,11 +158,8 @@ class _Counter(es_grpc.EventSourcedEntitiesServicer):  # type: ignore[misc]
                     yield es_pb2.EventSourcedStreamOut(reply=out)
                     continue
                 if name == "Get":
-                    md = [
-                        (k, v)
-                        for k, v in ((e.key, e.string_value) for e in cmd.metadata.entries)
-                        if k == "x-echo"
-                    ]
+                    # Every request header the sidecar forwarded comes back.
+                    md = [(e.key, e.string_value) for e in cmd.metadata.entries]
                     out.client_action.reply.CopyFrom(reply(pb.Value(value=value), md))
                     yield es_pb2.EventSourcedStreamOut(reply=out)
                     continue
@@ -301,11 +299,14 @@ class UserFunction:
         passivation_ms: int = 0,
         protocol_version: tuple[int, int] = (0, 7),
         components: list[tuple[str, str]] | None = None,
+        forward_headers: tuple[str, ...] = ("X-Echo",),
     ) -> None:
         self.pb = pb
         self.descriptor_set = descriptor_set
         self.passivation_ms = passivation_ms
         self.protocol_version = protocol_version
+        self.forward_headers = forward_headers
+        """Request headers the entities ask for (in discovery)."""
         self.components = components or [
             (f"{PKG}.Counter", EVENT_SOURCED_ENTITY),
             (f"{PKG}.Register", VALUE_ENTITY),

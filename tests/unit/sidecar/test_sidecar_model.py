@@ -108,3 +108,25 @@ def test_actions_need_no_key_and_views_are_refused() -> None:
 def test_undecodable_descriptor_set() -> None:
     with pytest.raises(SpecError, match="cannot be decoded"):
         build_model(_spec(b"\xff\xff"), {(0, 7)})
+
+
+@pytest.mark.parametrize("ctype", [EVENT_SOURCED_ENTITY, ACTION])
+def test_forward_headers_pick_request_headers_case_insensitively(ctype: str) -> None:
+    spec = _spec(_file({"id": (1, F.TYPE_STRING)}), ctype)
+    settings = spec.components[0].component if ctype == ACTION else spec.components[0].entity
+    settings.forward_headers.extend(["X-Tenant", "authorization"])
+    method = build_model(spec, {(0, 7)}).method("test.Svc", "Do")
+    assert method is not None
+    headers = [("x-tenant", "acme"), ("x-other", "no"), ("authorization", "Bearer t")]
+    assert method.component.forwarded(headers) == [
+        ("x-tenant", "acme"),
+        ("authorization", "Bearer t"),
+    ]
+
+
+def test_no_forward_headers_forward_nothing() -> None:
+    method = build_model(_spec(_file({"id": (1, F.TYPE_STRING)})), {(0, 7)}).method(
+        "test.Svc", "Do"
+    )
+    assert method is not None
+    assert method.component.forwarded([("x-tenant", "acme")]) == ()
