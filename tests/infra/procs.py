@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,36 +41,56 @@ def run_step(
     if env:
         full_env.update(env)
     try:
-        done = subprocess.run(
+        # A session of its own, so a timeout can stop the step's children too (the Go
+        # compiler and linker run as children of `go build`).
+        process = subprocess.Popen(
             list(argv),
             cwd=cwd,
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=timeout,
-            check=False,
+            start_new_session=True,
         )
     except FileNotFoundError as e:
         raise ProvisionError(
             step.component, step.version, name, f"{argv[0]} is not installed ({e})"
         ) from e
+    try:
+        output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        output = (
+        _kill_group(process)
+        partial = (
             e.output if isinstance(e.output, str) else (e.output or b"").decode(errors="replace")
         )
         raise ProvisionError(
             step.component,
             step.version,
             name,
-            f"timed out after {timeout:.0f}s; last output:\n{tail(output)}",
+            f"timed out after {timeout:.0f}s; last output:\n{tail(partial)}",
         ) from e
-    if done.returncode != 0:
+    except BaseException:
+        # Interrupted (Ctrl-C no longer reaches a child in its own session): stop it too.
+        _kill_group(process)
+        raise
+    if process.returncode != 0:
         raise ProvisionError(
             step.component,
             step.version,
             name,
-            f"`{' '.join(argv)}` exited with {done.returncode}; the registry may be "
-            f"unreachable or the version not served. Last output:\n{tail(done.stdout)}",
+            f"`{' '.join(argv)}` exited with {process.returncode}; the registry may be "
+            f"unreachable or the version not served. Last output:\n{tail(output)}",
         )
-    return done.stdout
+    return output
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    try:
+        # Reaps the step and closes its pipe; bounded in case a child left the group
+        # and still holds the pipe open.
+        process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,31 @@ def test_logs_are_copied_for_a_failed_run(tmp_path: Path) -> None:
     assert (dest / "server.log").read_text() == "boom"
     assert (dest / "nested" / "other.log").read_text() == "bang"
     assert not (dest / "data.db").exists()
+
+
+def _alive(pid: int) -> bool:
+    # A killed orphan may linger as a zombie until its new parent reaps it.
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_timed_out_step_takes_its_child_processes_with_it(tmp_path: Path) -> None:
+    # `go build` runs the compiler as child processes; they must not keep compiling
+    # (into a staging directory about to be removed) after the step gave up.
+    pid_file = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    with pytest.raises(ProvisionError, match="timed out"):
+        run_step(STEP, "go build", [sys.executable, "-c", code], timeout=2)
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
