@@ -28,7 +28,9 @@ class AdminServer:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
+        """The bound port; 0 before `start`."""
+        if self._server is None:
+            return 0
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self, host: str, port: int) -> None:

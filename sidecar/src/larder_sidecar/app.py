@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from .dispatch import Dispatcher
 from .entities import EntityManager
 from .eventing import Eventing, KafkaSettings
 from .grpc_front import build_grpc_server
+from .http import PublicServer, start_public_server
 from .journal.base import Journal
 from .journal.factory import create_journal
 from .journal_watch import JournalWatch
@@ -28,19 +28,6 @@ from .settings import Settings
 log = logging.getLogger("larder_sidecar")
 
 SHUTDOWN_GRACE = 10.0
-
-
-def _public_server_factory() -> Any:
-    """The HTTP front's `start_public_server`, if that module is installed.
-
-    It shares the public port between HTTP/1.1 and gRPC; without it, gRPC is served
-    straight on the public port.
-    """
-    try:
-        module = importlib.import_module("larder_sidecar.http")
-    except ImportError:
-        return None
-    return getattr(module, "start_public_server", None)
 
 
 class Sidecar:
@@ -66,7 +53,7 @@ class Sidecar:
         self._channel: grpc.aio.Channel | None = None
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
-        self._public: Any = None
+        self._public: PublicServer | None = None
         self._ready = False
         self._stopped = False
         self._not_ready_reason = "starting: waiting for the journal"
@@ -114,18 +101,19 @@ class Sidecar:
             await self.eventing.open()
             self.dispatcher = self.eventing.dispatcher(*dispatcher_args)
         self._server, self._health = build_grpc_server(self.dispatcher, s.max_message_bytes)
-        start_public = _public_server_factory()
-        if start_public is not None:
-            # Loopback TCP: an abstract unix socket measured no better (docs/performance.md).
-            internal = self._server.add_insecure_port("127.0.0.1:0")
-            await self._server.start()
-            self._public = await start_public(
-                s.host, s.port, f"127.0.0.1:{internal}", self.dispatcher, model.method_models
-            )
-            self.public_port = int(getattr(self._public, "port", s.port))
-        else:
-            self.public_port = self._server.add_insecure_port(f"{s.host}:{s.port}")
-            await self._server.start()
+        # The public port relays gRPC to this server over loopback TCP (an abstract unix
+        # socket measured no better, docs/performance.md) and serves HTTP/1.1 itself.
+        internal = self._server.add_insecure_port("127.0.0.1:0")
+        await self._server.start()
+        self._public = await start_public_server(
+            s.host,
+            s.port,
+            f"127.0.0.1:{internal}",
+            self.dispatcher,
+            model.method_models,
+            max_message_bytes=s.max_message_bytes,
+        )
+        self.public_port = self._public.port
         if self.eventing is not None:
             await self.eventing.start(self.dispatcher)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -135,16 +123,8 @@ class Sidecar:
             ", ".join(model.service_names),
             s.host,
             self.public_port,
-            self.admin.port if self.admin_started else 0,
+            self.admin.port,
         )
-
-    @property
-    def admin_started(self) -> bool:
-        try:
-            _ = self.admin.port
-        except AssertionError:
-            return False
-        return True
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight commands, passivate, tell the user function."""

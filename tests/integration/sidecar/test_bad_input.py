@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 
@@ -113,3 +114,20 @@ async def test_malformed_message_later_in_a_stream(
     assert (
         await client.call("Echo", "Say", client.pb.Text(text="ok"), client.pb.Text)
     ).text == "ok"
+
+
+async def test_http_body_over_the_size_limit(
+    user_function: UserFunction, start_sidecar: SidecarFactory
+) -> None:
+    # LARDER_MAX_MESSAGE_BYTES bounds HTTP/JSON bodies on the public port too.
+    sidecar = await start_sidecar(user_function, max_message_bytes=64 * 1024)
+    body = b'{"text": "' + b"x" * 100_000 + b'"}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.public_port)
+    writer.write(
+        f"POST /{PKG}.Echo/Say HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    response = await reader.read()
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 413"), response[:200]
