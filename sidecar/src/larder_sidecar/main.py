@@ -52,10 +52,12 @@ def main() -> None:
         sys.exit(2)
     logs.configure(settings.log_level, settings.log_format)
     if settings.use_uvloop:
+        # Only the import is guarded: an ImportError while running must not start the
+        # sidecar a second time on the default loop.
         try:
             import uvloop  # noqa: PLC0415 - optional speed-up, chosen at start
-
-            sys.exit(uvloop.run(run(settings, kafka)))
         except ImportError:
             log.info("uvloop not installed; using the default event loop")
+        else:
+            sys.exit(uvloop.run(run(settings, kafka)))
     sys.exit(asyncio.run(run(settings, kafka)))
