@@ -184,7 +184,11 @@ class CassandraServer:
         self._process.stop()
 
     def kill(self) -> None:
-        """SIGKILL, as a crash; the next `start()` replays the commit log."""
+        """SIGKILL, as a crash; the next `start()` replays the commit log.
+
+        The commit log is synced every `commitlog_sync_period` (10 s) and replay stops
+        at the last sync, so acknowledged writes of the last seconds may be lost, as
+        in a real crash of a node with `commitlog_sync: periodic`."""
         self._process.kill()
 
     @property
