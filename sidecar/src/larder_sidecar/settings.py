@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .durations import parse_seconds
 from .journal.cassandra_settings import CassandraSettings, CassandraSettingsError
 
 JournalType = Literal["memory", "sqlite", "cassandra"]
@@ -84,14 +85,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    text = raw.strip()
-    scale = 1.0
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if text.endswith(suffix):
-            text, scale = text[: -len(suffix)], factor
-            break
     try:
-        value = float(text) * scale
+        value = parse_seconds(raw)
     except ValueError:
         raise SettingsError(
             f"{name}={raw!r} is not a duration (seconds, or with a unit: 500ms, 30s, 2m)"

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..durations import parse_seconds
+
 PREFIX = "LARDER_JOURNAL_CASSANDRA_"
 
 Fencing = Literal["fenced", "unfenced"]
@@ -182,13 +184,8 @@ class _Env:
         raw = self.text(name)
         if raw is None:
             return default
-        text, scale = raw.lower(), 1.0
-        for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-            if text.endswith(suffix):
-                text, scale = text[: -len(suffix)], factor
-                break
         try:
-            value = float(text) * scale
+            value = parse_seconds(raw)
         except ValueError:
             raise self._fail(name, "is not a duration (seconds, or 500ms, 10s, 1m)") from None
         if value <= 0:
