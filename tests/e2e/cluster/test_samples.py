@@ -88,10 +88,17 @@ def operator(
 
 
 def sample_manifests(
-    sample: str, image: str, cassandra: CassandraServer, replicas: int | None = None
+    sample: str,
+    image: str,
+    cassandra: CassandraServer,
+    sidecar_env: dict[str, str] | None = None,
 ) -> str:
     """The sample's k8s/ manifests with the journal on the host's Cassandra (which every
     pod reaches at its own 127.0.0.1) and the image from the local store."""
+    # The sidecar binds 127.0.0.1 unless LARDER_HOST says otherwise, and the operator
+    # does not set it yet: the probes (and clients) reach a pod at its own IP, so
+    # without this every sidecar is killed by its liveness probe.
+    sidecar_env = {"LARDER_HOST": "0.0.0.0", **(sidecar_env or {})}
     documents: list[dict[str, Any]] = []
     for path in sorted((SAMPLES / sample / "k8s").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -103,8 +110,9 @@ def sample_manifests(
             if doc["kind"] == "StatefulFunction":
                 doc["spec"]["containers"][0]["image"] = image
                 doc["spec"]["containers"][0]["imagePullPolicy"] = "Never"
-                if replicas is not None:
-                    doc["spec"]["replicas"] = replicas
+                doc["spec"].setdefault("sidecar", {})["env"] = [
+                    {"name": k, "value": v} for k, v in sidecar_env.items()
+                ]
             documents.append(doc)
     return yaml.safe_dump_all(documents)
 
@@ -227,7 +235,9 @@ def test_turkey_runs_and_goes(
     operator: Kubectl, kubectl: Kubectl, cassandra: CassandraServer, cluster_images: Images
 ) -> None:
     image = cluster_images.turkey
-    kubectl.apply(sample_manifests("turkey", image, cassandra))
+    # The turkey publishes its temperature changes to Kafka topics; this test runs no
+    # Kafka, so eventing is switched off (the sidecar refuses to start otherwise).
+    kubectl.apply(sample_manifests("turkey", image, cassandra, {"LARDER_EVENTING": "off"}))
     kubectl.wait_for(
         "Ready (StatefulFunction)",
         lambda: function_ready(kubectl, "turkey"),
@@ -236,12 +246,24 @@ def test_turkey_runs_and_goes(
     )
     [pod] = wait_ready_pods(kubectl, "turkey", 1, image)
     base = f"http://{pod['status']['podIP']}:9000/com.example.TurkeyService"
+    # The sequence tests/e2e/samples checks through `larder dev`, now on the cluster.
     assert http("POST", f"{base}/StartCooking", {"turkey_id": "t1"}) == (200, {})
     assert http(
-        "POST", f"{base}/IncreaseTurkeyTemperature", {"turkey_id": "t1", "temperature_change": 100}
+        "POST", f"{base}/IncreaseTurkeyTemperature", {"turkey_id": "t1", "temperature_change": 160}
     ) == (200, {})
-    status, body = http("POST", f"{base}/GetCurrentTurkey", {"turkey_id": "t1"})
-    assert (status, body["inOven"], body["externalTemperature"]) == (200, True, 100.0)
+    assert http(
+        "POST", f"{base}/DecreaseTurkeyTemperature", {"turkey_id": "t1", "temperature_change": 10}
+    ) == (200, {})
+    assert http("POST", f"{base}/EndCooking", {"turkey_id": "t1"}) == (200, {})
+    assert http("POST", f"{base}/GetCurrentTurkey", {"turkey_id": "t1"}) == (
+        200,
+        {
+            "inOven": False,
+            "done": "STILL_SALMONELLA",
+            "externalTemperature": 0.0,
+            "internalTemperature": 150.0,
+        },
+    )
     assert "activated" in kubectl.run("logs", pod["metadata"]["name"], "-c", SIDECAR)
     kubectl.run("delete", "statefulfunction", "turkey", "--wait=true")
     kubectl.wait_for("rid of the pod", lambda: not kubectl.pods("larder.dev/function=turkey"), 120)
