@@ -7,7 +7,6 @@ nothing globally and the handlers close over one settings object.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import weakref
 from collections.abc import Collection, Mapping
@@ -19,9 +18,10 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient
 
 from larder_operator.children import FUNCTION_LABEL, GROUP, MANAGED_BY, VERSION
-from larder_operator.journal_check import CheckResult, Credentials, check_journal
+from larder_operator.credentials import missing_message, read_credentials
+from larder_operator.journal_check import CheckResult, check_journal
 from larder_operator.journals import CassandraJournal, InvalidJournalError, parse_journal
-from larder_operator.kube import ApiCluster, Cluster, ClusterError, journal_path, object_path
+from larder_operator.kube import ApiCluster, Cluster, ClusterError, journal_path
 from larder_operator.reconcile import Outcome, reconcile_function
 from larder_operator.settings import OperatorSettings
 from larder_operator.status import (
@@ -256,21 +256,12 @@ async def _check_one(
         return CheckResult(False, Reason.JOURNAL_INVALID, str(e))
     credentials = None
     if isinstance(config, CassandraJournal) and config.credentials is not None:
-        ref = config.credentials
         try:
-            secret = await cluster.get(object_path("v1", "Secret", namespace, ref.secret_name))
+            credentials = await read_credentials(cluster, namespace, config.credentials)
         except ClusterError as e:
             raise kopf.TemporaryError(str(e), delay=_RETRY_AFTER_API_ERROR) from e
-        data = (secret or {}).get("data") or {}
-        if ref.username_key not in data or ref.password_key not in data:
+        if credentials is None:
             return CheckResult(
-                False,
-                Reason.SECRET_MISSING,
-                f"Secret {ref.secret_name!r} with keys {ref.username_key!r} and "
-                f"{ref.password_key!r} not found in namespace {namespace!r}",
+                False, Reason.SECRET_MISSING, missing_message(namespace, config.credentials)
             )
-        credentials = Credentials(
-            username=base64.b64decode(data[ref.username_key]).decode(),
-            password=base64.b64decode(data[ref.password_key]).decode(),
-        )
     return await check_journal(config, credentials, settings.journal_check_timeout)

@@ -9,6 +9,7 @@ from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import DCAwareRoundRobinPolicy
 
+from larder_operator.credentials import Credentials
 from larder_operator.journals import CassandraJournal, JournalConfig
 from larder_operator.status import Reason
 
@@ -18,12 +19,6 @@ class CheckResult:
     ready: bool
     reason: Reason
     message: str
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
 
 
 async def check_journal(

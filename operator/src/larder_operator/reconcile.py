@@ -18,6 +18,7 @@ from larder_operator.children import (
     selector_string,
     service_address,
 )
+from larder_operator.credentials import missing_message, read_credentials
 from larder_operator.journals import (
     CassandraJournal,
     InvalidJournalError,
@@ -96,22 +97,16 @@ async def _resolve_journal(
         return _JournalResolution(
             Condition(JOURNAL_READY, False, Reason.JOURNAL_INVALID, f"Journal {name!r}: {e}")
         )
-    if isinstance(config, CassandraJournal) and config.credentials is not None:
-        secret_name = config.credentials.secret_name
-        secret = await cluster.get(object_path("v1", "Secret", namespace, secret_name))
-        keys = set((secret or {}).get("data") or {}) | set((secret or {}).get("stringData") or {})
-        wanted = {config.credentials.username_key, config.credentials.password_key}
-        if secret is None or not wanted <= keys:
-            return _JournalResolution(
-                Condition(
-                    JOURNAL_READY,
-                    False,
-                    Reason.SECRET_MISSING,
-                    f"Journal {name!r} needs Secret {secret_name!r} with keys "
-                    f"{', '.join(sorted(wanted))} in namespace {namespace!r}; it is missing or "
-                    f"lacks a key",
-                )
+    ref = config.credentials if isinstance(config, CassandraJournal) else None
+    if ref is not None and await read_credentials(cluster, namespace, ref) is None:
+        return _JournalResolution(
+            Condition(
+                JOURNAL_READY,
+                False,
+                Reason.SECRET_MISSING,
+                f"Journal {name!r}: {missing_message(namespace, ref)}",
             )
+        )
     ready = find_condition((journal.get("status") or {}).get("conditions") or (), READY)
     if ready is None or ready.get("status") != "True":
         detail = (ready or {}).get("message") or "its reachability has not been checked yet"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from larder_operator.journal_check import Credentials, check_journal
+from larder_operator.credentials import Credentials
+from larder_operator.journal_check import check_journal
 from larder_operator.journals import parse_journal
 from larder_operator.status import Reason
 
