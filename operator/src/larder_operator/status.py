@@ -27,7 +27,6 @@ class Reason(StrEnum):
     # For Journals themselves:
     REACHABLE = "Reachable"
     UNREACHABLE = "Unreachable"
-    NOT_CHECKED = "NotChecked"
 
 
 @dataclass(frozen=True)
