@@ -68,7 +68,11 @@ def test_every_chart_value_is_commented() -> None:
 def test_hadolint_passes_on_the_dockerfile() -> None:
     hadolint = ROOT / ".venv" / "bin" / "hadolint"
     result = subprocess.run(
-        [str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+        [str(hadolint), str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
