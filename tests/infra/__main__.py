@@ -1,4 +1,4 @@
-"""Command line: `python -m tests.infra provision [all|cassandra|kafka|kube|helm ...]`
+"""Command line: `python -m tests.infra provision [all|cassandra|kafka|kube|helm|cluster ...]`
 and `python -m tests.infra start cassandra|kafka|kube` (foreground, Ctrl-C stops it)."""
 
 from __future__ import annotations
@@ -12,11 +12,23 @@ import time
 from pathlib import Path
 
 from tests.infra import servers
+from tests.infra.cluster import images as cluster_images
 from tests.infra.errors import InfraError
 from tests.infra.provision import GROUPS, provision
 
 
 def _provision(names: list[str]) -> int:
+    if "cluster" in names:
+        # The local cluster's container images live in buildah's store, not in the cache.
+        for built in cluster_images.provision_all():
+            state = "cached" if built.cached else "built"
+            print(
+                f"provision cluster image {built.name}: {state} in {built.seconds:.1f}s",
+                f"({built.reference})",
+            )
+        names = [n for n in names if n != "cluster"]
+        if not names:
+            return 0
     everything = not names or "all" in names
     if everything:
         names = list(GROUPS)
@@ -75,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.infra")
     sub = parser.add_subparsers(dest="command", required=True)
     prov = sub.add_parser("provision", help="build or fetch servers into the cache")
-    prov.add_argument("names", nargs="*", help=f"all (default), {', '.join(GROUPS)}")
+    prov.add_argument("names", nargs="*", help=f"all (default), {', '.join(GROUPS)}, cluster")
     start = sub.add_parser("start", help="start one server in the foreground")
     start.add_argument("name", choices=["cassandra", "kafka", "kube"])
     args = parser.parse_args(argv)

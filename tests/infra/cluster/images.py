@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -334,3 +335,27 @@ def ensure_app(app: AppImage, base: str | None = None) -> str:
     if not image_exists(reference):
         raise ProvisionError(app.name, reference, "buildah bud", "finished but left no image")
     return reference
+
+
+@dataclass(frozen=True)
+class Built:
+    name: str
+    reference: str
+    cached: bool
+    seconds: float
+
+
+def provision_all() -> list[Built]:
+    """The base and every app image, built if missing (`provision cluster`)."""
+    results: list[Built] = []
+    started = time.monotonic()
+    had_base = image_exists(base_reference())
+    base = ensure_base()
+    results.append(Built("base", base, had_base, time.monotonic() - started))
+    for app in ALL_APPS:
+        started = time.monotonic()
+        reference = app_reference(app, base)
+        cached = image_exists(reference)
+        ensure_app(app, base)
+        results.append(Built(app.name, reference, cached, time.monotonic() - started))
+    return results
