@@ -34,24 +34,35 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{/* Rules the operator needs in every namespace it watches. */}}
+{{/* Rules the operator needs in every namespace it watches: exactly the calls it makes
+(kopf's watches, our reads, server-side applies, status patches, Events). It never deletes:
+the garbage collector removes a function's children through their owner references. */}}
 {{- define "larder.namespacedRules" -}}
 - apiGroups: [larder.dev]
   resources: [statefulfunctions, journals]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch]
 - apiGroups: [larder.dev]
   resources: [statefulfunctions/status, journals/status]
-  verbs: [get, patch, update]
-# The children of each StatefulFunction.
+  verbs: [patch]
+# Children carry blockOwnerDeletion, which clusters enforcing owner-reference
+# permissions allow only to who may update the owner's finalizers.
+- apiGroups: [larder.dev]
+  resources: [statefulfunctions/finalizers]
+  verbs: [update]
+# The children of each StatefulFunction, server-side applied (create + patch). Deployments
+# are also read and watched (readiness), Services watched (drift).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
-  resources: [services, serviceaccounts]
-  verbs: [get, list, watch, create, patch, update, delete]
+  resources: [services]
+  verbs: [list, watch, create, patch]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [create, patch]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [create, patch]
 # Held so the operator may grant them to the sidecars' Roles (RBAC forbids granting more).
 - apiGroups: [""]
   resources: [pods]
@@ -63,9 +74,10 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-- apiGroups: ["", events.k8s.io]
+# kopf posts core/v1 Events.
+- apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]

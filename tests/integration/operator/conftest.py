@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from tests.infra.kube import KubeControlPlane
 from tests.infra.process import free_port
+from tests.infra.versions import KUBERNETES
 
 ROOT = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
@@ -89,16 +91,61 @@ def crds(kubectl: Kubectl) -> None:
     )
 
 
+# Cluster-scoped RBAC objects are named after the release: not "larder", which the chart
+# test installs (and so rebinds) in namespaces of its own.
+_RBAC_RELEASE = "larder-rbac-under-test"
+_RBAC_NAMESPACE = "larder-rbac-under-test"
+
+
+@pytest.fixture(scope="session")
+def chart_rbac_kubeconfig(
+    kube: KubeControlPlane,
+    kubectl: Kubectl,
+    helm_binary: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A kubeconfig acting as the chart's operator ServiceAccount with the chart's own RBAC
+    (cluster-wide mode), so every operator test proves the chart grants what it calls."""
+    helm = subprocess.run(
+        [
+            str(helm_binary), "template", _RBAC_RELEASE, str(ROOT / "charts" / "larder"),
+            "--namespace", _RBAC_NAMESPACE,
+            "--kube-version", KUBERNETES.version.lstrip("v"),
+            "--show-only", "templates/serviceaccount.yaml",
+            "--show-only", "templates/rbac.yaml",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert helm.returncode == 0, f"helm template failed: {helm.stderr}"
+    rendered = helm.stdout
+    kubectl.run("create", "namespace", _RBAC_NAMESPACE)
+    kubectl.run("apply", "-n", _RBAC_NAMESPACE, "-f", "-", stdin=rendered)
+    token = kubectl.run(
+        "create", "token", _RBAC_RELEASE, "-n", _RBAC_NAMESPACE, "--duration=24h"
+    ).strip()
+    config = yaml.safe_load(kube.kubeconfig.read_text())
+    user = config["contexts"][0]["context"]["user"]
+    config["users"] = [{"name": user, "user": {"token": token}}]
+    path = tmp_path_factory.mktemp("operator-rbac") / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.fixture(scope="session")
 def operator_process(
-    kube: KubeControlPlane, crds: None, tmp_path_factory: pytest.TempPathFactory
+    kube: KubeControlPlane,
+    crds: None,
+    chart_rbac_kubeconfig: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Path]:
-    """``larder-operator`` as a subprocess with short intervals; yields its log file."""
+    """``larder-operator`` as a subprocess with short intervals, running with the chart's
+    RBAC; yields its log file."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     port = free_port()
     env = {
         **os.environ,
         **kube.env,
+        "KUBECONFIG": str(chart_rbac_kubeconfig),
         "LARDER_SIDECAR_IMAGE": "larder:test",
         "LARDER_RESYNC_INTERVAL": "5",
         "LARDER_JOURNAL_CHECK_INTERVAL": "3",
@@ -136,6 +183,16 @@ def operator_process(
         keep = ROOT / "test-logs" / "operator"
         keep.mkdir(parents=True, exist_ok=True)
         (keep / "operator.log").write_bytes(log.read_bytes())
+    # A call the chart's RBAC does not grant may only be retried or logged (an Event, a
+    # watch), so no test would notice; the log does.
+    denied = [line for line in log.read_text(errors="replace").splitlines() if _rbac_denied(line)]
+    assert not denied, "the chart's RBAC refused the operator:\n" + "\n".join(denied[:5])
+
+
+def _rbac_denied(line: str) -> bool:
+    # The authorizer's wording (`... is forbidden: User "<name>" cannot <verb> ...`); a
+    # namespace being deleted also answers 403, worded otherwise, which is not RBAC.
+    return "is forbidden: User " in line
 
 
 @pytest.fixture
