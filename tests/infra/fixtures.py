@@ -11,7 +11,8 @@ server did not become ready), every started server's logs are copied to
 - ``kafka`` -> KafkaServer: ``.bootstrap_servers`` ("127.0.0.1:PORT"),
   ``.stop()`` / ``.start()`` / ``.kill()``.
 - ``kube`` -> KubeControlPlane: ``.kubeconfig`` (Path), ``.server`` (URL),
-  ``.env`` (environment with KUBECONFIG set, for subprocesses).
+  ``.env`` (environment with KUBECONFIG set and the provisioned kubectl first
+  on PATH, for subprocesses).
 - ``helm_binary`` -> Path of a helm 3 executable.
 
 The servers are session-wide: a test that stops one must start it again

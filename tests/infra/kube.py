@@ -146,7 +146,12 @@ def scheduler_args(kubeconfig: Path, secure_port: int) -> list[str]:
 
 
 class KubeControlPlane:
-    def __init__(self, kube_bin: Path, etcd_bin: Path, workdir: Path) -> None:
+    """The control plane's processes; ``kubectl_bin``, when given, leads ``env``'s PATH so
+    subprocesses run the provisioned kubectl, not whatever the machine has (or lacks)."""
+
+    def __init__(
+        self, kube_bin: Path, etcd_bin: Path, workdir: Path, kubectl_bin: Path | None = None
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.certs = make_certs(workdir / "pki")
@@ -155,9 +160,10 @@ class KubeControlPlane:
         self.server = f"https://127.0.0.1:{self._apiserver_port}"
         kubeconfig = workdir / "kubeconfig"
         kubeconfig.write_text(render_kubeconfig(self.server, self.certs))
-        self.connection = KubeConnection(
-            kubeconfig, self.server, {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        )
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        if kubectl_bin is not None:
+            env["PATH"] = os.pathsep.join([str(kubectl_bin), env.get("PATH", os.defpath)])
+        self.connection = KubeConnection(kubeconfig, self.server, env)
         logs = workdir
         self._etcd = ManagedProcess(
             "etcd",

@@ -44,31 +44,37 @@ def _maven_component(
     return Component(name, artifact.version, build, maven.render_pom(artifact, extras))
 
 
-def _build_kube(staging: Path) -> None:
-    release = versions.KUBERNETES
-    step = Step("kube", release.version)
-    upstream = gobuild.module_go_mod(step, "k8s.io/kubernetes", release.version, staging)
-    staging_mods = gobuild.staging_modules(upstream)
-    if not staging_mods:
-        raise ProvisionError(
-            step.component,
-            step.version,
-            "read k8s.io/kubernetes go.mod",
-            "found no ./staging replacements; the wrapper module cannot pin k8s.io/* releases",
+def _kubernetes_builder(component: str, commands: tuple[str, ...]) -> Callable[[Path], None]:
+    """Build `k8s.io/kubernetes/cmd/<command>` for each of `commands` at the pinned release."""
+
+    def build(staging: Path) -> None:
+        release = versions.KUBERNETES
+        step = Step(component, release.version)
+        upstream = gobuild.module_go_mod(step, "k8s.io/kubernetes", release.version, staging)
+        staging_mods = gobuild.staging_modules(upstream)
+        if not staging_mods:
+            raise ProvisionError(
+                step.component,
+                step.version,
+                "read k8s.io/kubernetes go.mod",
+                "found no ./staging replacements; the wrapper module cannot pin k8s.io/* "
+                "releases",
+            )
+        src = staging / "src"
+        src.mkdir()
+        (src / "go.mod").write_text(
+            gobuild.render_go_mod(
+                f"larder.dev/testinfra/{component}",
+                versions.GO_MIN_VERSION,
+                [("k8s.io/kubernetes", release.version)],
+                [(mod, release.staging_version) for mod in staging_mods],
+            )
         )
-    src = staging / "src"
-    src.mkdir()
-    (src / "go.mod").write_text(
-        gobuild.render_go_mod(
-            "larder.dev/testinfra/kube",
-            versions.GO_MIN_VERSION,
-            [("k8s.io/kubernetes", release.version)],
-            [(mod, release.staging_version) for mod in staging_mods],
+        gobuild.go_build(
+            step, src, [f"k8s.io/kubernetes/cmd/{c}" for c in commands], staging / "bin"
         )
-    )
-    gobuild.go_build(
-        step, src, [f"k8s.io/kubernetes/cmd/{p}" for p in release.programs], staging / "bin"
-    )
+
+    return build
 
 
 _ETCD_MAIN = """// The etcd server binary: etcd's own main package lives in a module that is not
@@ -127,8 +133,16 @@ COMPONENTS: dict[str, Component] = {
     "kube": Component(
         "kube",
         versions.KUBERNETES.version,
-        _build_kube,
+        _kubernetes_builder("kube", versions.KUBERNETES.programs),
         f"{_GO_RECIPE} {versions.KUBERNETES}",
+    ),
+    # The tests drive the control plane with kubectl, which no machine is assumed to
+    # have; an entry of its own, so adding it did not invalidate the server binaries.
+    "kubectl": Component(
+        "kubectl",
+        versions.KUBERNETES.version,
+        _kubernetes_builder("kubectl", ("kubectl",)),
+        f"{_GO_RECIPE} {versions.KUBERNETES} kubectl",
     ),
     "helm": Component("helm", versions.HELM.version, _build_helm, _GO_RECIPE),
 }
@@ -137,7 +151,7 @@ COMPONENTS: dict[str, Component] = {
 GROUPS: dict[str, tuple[str, ...]] = {
     "cassandra": ("cassandra",),
     "kafka": ("kafka",),
-    "kube": ("etcd", "kube"),
+    "kube": ("etcd", "kube", "kubectl"),
     "helm": ("helm",),
 }
 

@@ -33,7 +33,12 @@ def start_kafka(workdir: Path) -> KafkaServer:
 
 
 def start_kube(workdir: Path) -> KubeControlPlane:
-    plane = KubeControlPlane(installed("kube") / "bin", installed("etcd") / "bin", workdir)
+    plane = KubeControlPlane(
+        installed("kube") / "bin",
+        installed("etcd") / "bin",
+        workdir,
+        kubectl_bin=installed("kubectl") / "bin",
+    )
     _start_or_close(plane, plane.start)
     return plane
 

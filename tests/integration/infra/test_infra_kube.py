@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.infra.kube import KubeControlPlane
+from tests.infra.provision import installed
 
 CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -88,6 +90,13 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
 def test_connection_details(kube: KubeControlPlane) -> None:
     assert kube.server.startswith("https://127.0.0.1:")
     assert isinstance(kube.kubeconfig, Path)
+
+
+def test_env_runs_the_provisioned_kubectl(kube: KubeControlPlane) -> None:
+    # A fresh machine has no kubectl; the one on the env's PATH comes from the cache.
+    found = shutil.which("kubectl", path=kube.env["PATH"])
+    assert found == str(installed("kubectl") / "bin" / "kubectl")
+    assert kubectl_json(kube, "get", "namespace", "default")["metadata"]["name"] == "default"
     assert kube.env["KUBECONFIG"] == str(kube.kubeconfig)
     assert "ok" in kubectl(kube, "get", "--raw", "/readyz")
 
