@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.infra.cluster.agent import AgentSettings, NodeAgent
+from tests.infra.cluster.netns import NetworkConfig
 
 READY_LINE = "node agent ready"
 
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--node", action="append", default=[], help="node name (repeatable)")
     parser.add_argument("--kubelet-port", type=int, action="append", default=[])
+    defaults = NetworkConfig()
+    parser.add_argument("--bridge", default=defaults.bridge)
+    parser.add_argument("--subnet", default=defaults.subnet)
+    parser.add_argument(
+        "--prefix", default=defaults.prefix, help="names of namespaces, veths, containers"
+    )
     args = parser.parse_args(argv)
     nodes = tuple(args.node) or ("larder-node-0",)
     if len(args.kubelet_port) != len(nodes):
@@ -54,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         forwarded_ports=tuple(sorted({args.api_port, *args.forward})),
         node_names=nodes,
         kubelet_ports=tuple(args.kubelet_port),
+        network=NetworkConfig(args.bridge, args.subnet, args.prefix),
     )
     asyncio.run(_serve(settings))
     return 0

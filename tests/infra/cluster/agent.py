@@ -25,7 +25,7 @@ from tests.infra.cluster.containers import Container
 from tests.infra.cluster.logserver import LogServer, self_signed
 from tests.infra.cluster.netns import Network, NetworkConfig
 from tests.infra.cluster.node import NodeHeartbeat
-from tests.infra.cluster.pods import CONTAINER_PREFIX, PodContext, PodRunner
+from tests.infra.cluster.pods import PodContext, PodRunner
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ class NodeAgent:
                 api_port=self.settings.api_port,
                 write_status=self._write_status,
                 record_event=self._record_event,
+                container_prefix=self._container_prefix,
             )
             self._watches.append(asyncio.create_task(self._watch(ctx), name=f"watch {name}"))
 
@@ -270,6 +271,10 @@ class NodeAgent:
         if self._api is not None:
             await self._api.close()
 
+    @property
+    def _container_prefix(self) -> str:
+        return f"{self.settings.network.prefix}-"
+
     async def _remove_leftover_containers(self) -> None:
-        for name in await runtime.containers_named(CONTAINER_PREFIX):
+        for name in await runtime.containers_named(self._container_prefix):
             await runtime.remove_container(name)

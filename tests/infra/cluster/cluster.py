@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from tests.infra.cluster.__main__ import READY_LINE
 from tests.infra.cluster.images import REPO_ROOT
+from tests.infra.cluster.netns import NetworkConfig
 from tests.infra.kube import KubeControlPlane
 from tests.infra.process import ManagedProcess, free_port
 
@@ -34,6 +35,7 @@ class LocalCluster:
         *,
         forwarded_ports: tuple[int, ...] = (),
         nodes: tuple[str, ...] = ("larder-node-0",),
+        network: NetworkConfig | None = None,
     ) -> None:
         self.kube = kube
         self.workdir = workdir
@@ -55,6 +57,15 @@ class LocalCluster:
             argv += ["--forward", str(forwarded)]
         for node in nodes:
             argv += ["--node", node, "--kubelet-port", str(free_port())]
+        self.network = network or NetworkConfig()
+        argv += [
+            "--bridge",
+            self.network.bridge,
+            "--subnet",
+            self.network.subnet,
+            "--prefix",
+            self.network.prefix,
+        ]
         self._agent = ManagedProcess("node-agent", argv, workdir / "node-agent.log", cwd=REPO_ROOT)
 
     @property
@@ -90,4 +101,8 @@ class LocalCluster:
 
     def close(self) -> None:
         # The agent removes its pods' containers, namespaces and veths on SIGTERM.
+        self._agent.stop(timeout=90)
+
+    def stop_agent(self) -> None:
+        """Stop only the node agent (SIGTERM): it removes everything it made."""
         self._agent.stop(timeout=90)

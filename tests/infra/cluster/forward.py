@@ -16,7 +16,7 @@ import contextlib
 import ctypes
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -84,7 +84,9 @@ class LoopbackForwarder:
             sock = listening_socket_in(self._namespace, port)
             self._servers.append(await asyncio.start_server(self._handle(port), sock=sock))
 
-    def _handle(self, port: int):  # type: ignore[no-untyped-def]
+    def _handle(
+        self, port: int
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None

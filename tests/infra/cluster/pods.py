@@ -44,6 +44,8 @@ class PodContext:
     api_port: int
     write_status: Callable[[str, str, dict[str, Any]], Awaitable[None]]
     record_event: Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
+    # Names of this agent's buildah containers start with it (cleanup finds only its own).
+    container_prefix: str = CONTAINER_PREFIX
 
 
 def _resolved_target(rootfs: Path, target: str) -> str:
@@ -95,7 +97,7 @@ class PodRunner:
         return Container(
             spec,
             kind,
-            f"{CONTAINER_PREFIX}{self.key}-{name}",
+            f"{self.ctx.container_prefix}{self.key}-{name}",
             self.dir / "logs" / name,
             self._on_change,
             self._event,
