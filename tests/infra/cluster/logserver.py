@@ -61,6 +61,12 @@ def _runs(container: Container) -> list[Path]:
     return sorted(files, key=lambda p: int(p.stem))
 
 
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
 def _waiting_reason(container: Container) -> str:
     waiting = container.state.get("waiting") or {}
     return str(waiting.get("reason", "unknown"))
@@ -135,9 +141,7 @@ class LogServer:
         while True:
             size = (await asyncio.to_thread(path.stat)).st_size
             if size > offset:
-                with path.open("rb") as handle:
-                    handle.seek(offset)
-                    chunk = await asyncio.to_thread(handle.read, size - offset)
+                chunk = await asyncio.to_thread(_read_range, path, offset, size - offset)
                 offset = size
                 await response.write(chunk)
                 continue

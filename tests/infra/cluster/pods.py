@@ -148,7 +148,6 @@ class PodRunner:
         except Exception as e:
             log.exception("pod %s/%s failed in the node agent", self.namespace, self.name)
             await self.ctx.record_event(self.pod, "Warning", "FailedCreatePodSandBox", str(e))
-            self._conditions.setdefault("PodReadyToStartContainers", {})
             for container in [*self.init, *self.main]:
                 if "running" not in container.state:
                     container.wait_with("CreateContainerError", str(e))
