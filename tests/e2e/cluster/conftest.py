@@ -55,7 +55,10 @@ def local_cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LocalCluster]:
     workdir: Path = tmp_path_factory.mktemp("local-cluster")
-    cluster = LocalCluster(kube, workdir, forwarded_ports=(cassandra.port,))
+    # Two Nodes, so the scheduler spreads a scaled function's pods over both.
+    cluster = LocalCluster(
+        kube, workdir, forwarded_ports=(cassandra.port,), nodes=("larder-node-0", "larder-node-1")
+    )
     try:
         cluster.start()
         yield cluster

@@ -167,3 +167,33 @@ def test_a_pod_deleted_mid_start_is_cleaned_up(kubectl: Kubectl, cluster_images:
     delete_and_check_clean(kubectl, "doomed")
     # The 2 s grace period bounds the deletion: SIGTERM, then SIGKILL.
     assert time.monotonic() - started < 30
+
+
+def test_a_failing_liveness_probe_restarts_the_container(
+    kubectl: Kubectl, cluster_images: Images
+) -> None:
+    kubectl.apply(
+        single_pod(
+            "numb",
+            {
+                "name": "numb",
+                "image": cluster_images.larder,
+                "imagePullPolicy": "Never",
+                "command": ["python3", "-m", "http.server", "8080"],
+                "livenessProbe": {
+                    "tcpSocket": {"port": 8081},
+                    "periodSeconds": 1,
+                    "failureThreshold": 2,
+                },
+            },
+        )
+    )
+    kubectl.wait_for(
+        "restarted by its liveness probe",
+        lambda: container_status(kubectl, "numb").get("restartCount", 0) >= 1,
+        60,
+        "app=numb",
+    )
+    last = container_status(kubectl, "numb")["lastState"]["terminated"]
+    assert "Liveness probe failed: dial tcp" in last["message"]
+    delete_and_check_clean(kubectl, "numb")

@@ -144,6 +144,10 @@ def wait_ready_pods(kubectl: Kubectl, function: str, count: int, image: str) -> 
     return current()
 
 
+def local_cluster_nodes(kubectl: Kubectl) -> list[str]:
+    return kubectl.run("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").split()
+
+
 def endpoint_ips(kubectl: Kubectl, service: str) -> set[str]:
     out = kubectl.run(
         "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}", "-o", "json"
@@ -189,6 +193,8 @@ def test_shopping_cart_runs_scales_rolls_and_goes(
     kubectl.run("scale", "statefulfunction", "shopping-cart", "--replicas=3")
     scaled = wait_ready_pods(kubectl, "shopping-cart", 3, image)
     ips = {p["status"]["podIP"] for p in scaled}
+    # Where the scheduler puts them is its choice (usually both nodes); each runs on one.
+    assert {p["spec"]["nodeName"] for p in scaled} <= set(local_cluster_nodes(kubectl))
     kubectl.wait_for(
         "listing the 3 pods in the EndpointSlices",
         lambda: endpoint_ips(kubectl, "shopping-cart") == ips,
