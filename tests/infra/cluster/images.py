@@ -320,6 +320,7 @@ def ensure_app(app: AppImage, base: str | None = None) -> str:
                 # step even when the builder stage's output changed, which shipped a stale
                 # operator. The whole image is cached under its content hash instead.
                 "--layers=false",
+                "--force-rm",  # no working container is left behind by a failed build
                 "--build-arg",
                 f"BASE_IMAGE={base}",
                 "--ignorefile",
@@ -334,7 +335,24 @@ def ensure_app(app: AppImage, base: str | None = None) -> str:
         )
     if not image_exists(reference):
         raise ProvisionError(app.name, reference, "buildah bud", "finished but left no image")
+    _remove_older(app.repository, reference)
     return reference
+
+
+def _remove_older(repository: str, keep: str) -> None:
+    """Older builds of the same image: every tree change makes one, and they are large.
+
+    An image a container still uses is refused by buildah and stays.
+    """
+    listed = subprocess.run(
+        ["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    for name in listed:
+        if name.startswith(f"{repository}:") and name != keep:
+            subprocess.run(["buildah", "rmi", name], capture_output=True, check=False)
 
 
 @dataclass(frozen=True)
