@@ -78,12 +78,57 @@ def module_go_mod(step: Step, module: str, version: str, cwd: Path) -> str:
         ) from e
 
 
-def go_build(step: Step, module_dir: Path, packages: Sequence[str], out_dir: Path) -> None:
+# Strip the symbol table and DWARF: the binaries are run, never debugged, and
+# are several times smaller without them.
+BASE_LDFLAGS = ("-s", "-w")
+
+# The packages whose variables a Kubernetes binary reports as its version:
+# component-base for the servers' /version and `--version`, client-go for
+# kubectl's client version. Kubernetes's own build (hack/lib/version.sh) sets
+# both; a `go build` from the module proxy sets neither and reports
+# v0.0.0-master+$Format:%H$, which helm's kubeVersion check and
+# `kubectl version` refuse.
+_KUBERNETES_VERSION_PACKAGES = ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+_KUBERNETES_VERSION = re.compile(r"^v(?P<major>\d+)\.(?P<minor>\d+)\.\d+$")
+
+
+def kubernetes_version_ldflags(version: str) -> tuple[str, ...]:
+    """`-X` linker flags that make a Kubernetes binary report `version` (`vX.Y.Z`)."""
+    found = _KUBERNETES_VERSION.match(version)
+    if found is None:
+        raise ValueError(f"{version!r} is not a Kubernetes release version like v1.34.4")
+    values = {
+        "gitVersion": version,
+        "gitMajor": found["major"],
+        "gitMinor": found["minor"],
+        "gitTreeState": "clean",
+    }
+    return tuple(
+        flag
+        for package in _KUBERNETES_VERSION_PACKAGES
+        for name, value in values.items()
+        for flag in ("-X", f"{package}.{name}={value}")
+    )
+
+
+def ldflags_arg(extra: Sequence[str] = ()) -> str:
+    """The `-ldflags=...` argument of a build: the base flags, then `extra`."""
+    return "-ldflags=" + " ".join((*BASE_LDFLAGS, *extra))
+
+
+def go_build(
+    step: Step,
+    module_dir: Path,
+    packages: Sequence[str],
+    out_dir: Path,
+    ldflags: Sequence[str] = (),
+) -> None:
+    """Build `packages` into `out_dir`; `ldflags` are added to the base linker flags."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run_step(
         step,
         f"go build {' '.join(packages)}",
-        ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", f"{out_dir}/", *packages],
+        ["go", "build", "-trimpath", ldflags_arg(ldflags), "-o", f"{out_dir}/", *packages],
         timeout=_BUILD_TIMEOUT_S,
         cwd=module_dir,
         env=build_env(),

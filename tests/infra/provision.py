@@ -71,7 +71,11 @@ def _kubernetes_builder(component: str, commands: tuple[str, ...]) -> Callable[[
             )
         )
         gobuild.go_build(
-            step, src, [f"k8s.io/kubernetes/cmd/{c}" for c in commands], staging / "bin"
+            step,
+            src,
+            [f"k8s.io/kubernetes/cmd/{c}" for c in commands],
+            staging / "bin",
+            _KUBERNETES_LDFLAGS,
         )
 
     return build
@@ -124,7 +128,12 @@ def _build_helm(staging: Path) -> None:
     gobuild.go_build(step, src, [program.package], staging / "bin")
 
 
-_GO_RECIPE = f"go {versions.GO_MIN_VERSION} CGO_ENABLED=0 -mod=mod -trimpath -ldflags=-s -w"
+_GO_FLAGS = f"go {versions.GO_MIN_VERSION} CGO_ENABLED=0 -mod=mod -trimpath"
+_GO_RECIPE = f"{_GO_FLAGS} {gobuild.ldflags_arg()}"
+_KUBERNETES_LDFLAGS = gobuild.kubernetes_version_ldflags(versions.KUBERNETES.version)
+# The Kubernetes entries' recipe names the exact linker flags, so a change of
+# them (as when the version variables were added) makes new entries.
+_KUBERNETES_RECIPE = f"{_GO_FLAGS} {gobuild.ldflags_arg(_KUBERNETES_LDFLAGS)} {versions.KUBERNETES}"
 
 COMPONENTS: dict[str, Component] = {
     "cassandra": _maven_component("cassandra", versions.CASSANDRA),
@@ -134,7 +143,7 @@ COMPONENTS: dict[str, Component] = {
         "kube",
         versions.KUBERNETES.version,
         _kubernetes_builder("kube", versions.KUBERNETES.programs),
-        f"{_GO_RECIPE} {versions.KUBERNETES}",
+        _KUBERNETES_RECIPE,
     ),
     # The tests drive the control plane with kubectl, which no machine is assumed to
     # have; an entry of its own, so adding it did not invalidate the server binaries.
@@ -142,7 +151,7 @@ COMPONENTS: dict[str, Component] = {
         "kubectl",
         versions.KUBERNETES.version,
         _kubernetes_builder("kubectl", ("kubectl",)),
-        f"{_GO_RECIPE} {versions.KUBERNETES} kubectl",
+        f"{_KUBERNETES_RECIPE} kubectl",
     ),
     "helm": Component("helm", versions.HELM.version, _build_helm, _GO_RECIPE),
 }

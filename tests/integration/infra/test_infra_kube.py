@@ -14,6 +14,7 @@ import pytest
 
 from tests.infra.kube import KubeControlPlane
 from tests.infra.provision import installed
+from tests.infra.versions import KUBERNETES
 
 CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -99,6 +100,32 @@ def test_env_runs_the_provisioned_kubectl(kube: KubeControlPlane) -> None:
     assert kubectl_json(kube, "get", "namespace", "default")["metadata"]["name"] == "default"
     assert kube.env["KUBECONFIG"] == str(kube.kubeconfig)
     assert "ok" in kubectl(kube, "get", "--raw", "/readyz")
+
+
+def test_servers_and_kubectl_report_the_pinned_release(kube: KubeControlPlane) -> None:
+    # Built from the module proxy without version linker flags they would say
+    # v0.0.0-master+$Format:%H$: helm refuses charts with a kubeVersion range and
+    # `kubectl version` exits 1 on it.
+    major, minor = KUBERNETES.version.removeprefix("v").split(".")[:2]
+    server = json.loads(kubectl(kube, "get", "--raw", "/version"))
+    assert (server["gitVersion"], server["major"], server["minor"]) == (
+        KUBERNETES.version,
+        major,
+        minor,
+    )
+    assert server["gitTreeState"] == "clean"
+    both = kubectl_json(kube, "version")
+    assert both["clientVersion"]["gitVersion"] == KUBERNETES.version
+    assert both["serverVersion"]["gitVersion"] == KUBERNETES.version
+    for binary in ("kube-controller-manager", "kube-scheduler"):
+        done = subprocess.run(
+            [str(installed("kube") / "bin" / binary), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert done.stdout.split() == ["Kubernetes", KUBERNETES.version]
 
 
 def test_crd_and_custom_resource(kube: KubeControlPlane) -> None:

@@ -4,11 +4,18 @@ import base64
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import yaml
 
+from tests.infra import provision, versions
 from tests.infra.cassandra import CassandraConfig, jvm_options, render_yaml
 from tests.infra.certs import ControlPlaneCerts
-from tests.infra.gobuild import render_go_mod, staging_modules
+from tests.infra.gobuild import (
+    kubernetes_version_ldflags,
+    ldflags_arg,
+    render_go_mod,
+    staging_modules,
+)
 from tests.infra.kafka import KafkaConfig, new_cluster_id, render_properties
 from tests.infra.kube import apiserver_args, render_kubeconfig
 from tests.infra.maven import render_pom
@@ -91,6 +98,42 @@ replace (
 )
 """
     assert staging_modules(go_mod) == ["k8s.io/api", "k8s.io/client-go"]
+
+
+def _x_flags(flags: tuple[str, ...]) -> dict[str, str]:
+    assert flags[::2] == ("-X",) * (len(flags) // 2)
+    return dict(flag.split("=", 1) for flag in flags[1::2])
+
+
+def test_kubernetes_version_flags_set_both_version_packages() -> None:
+    found = _x_flags(kubernetes_version_ldflags("v1.34.4"))
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        assert found[f"{package}.gitVersion"] == "v1.34.4"
+        assert found[f"{package}.gitMajor"] == "1"
+        assert found[f"{package}.gitMinor"] == "34"
+        assert found[f"{package}.gitTreeState"] == "clean"
+    assert len(found) == 8
+
+
+@pytest.mark.parametrize("version", ["1.34.4", "v1.34", "v1.34.4-rc.1", "master"])
+def test_kubernetes_version_flags_refuse_what_is_not_a_release(version: str) -> None:
+    with pytest.raises(ValueError, match="not a Kubernetes release version"):
+        kubernetes_version_ldflags(version)
+
+
+def test_ldflags_keep_the_stripping_flags_first() -> None:
+    assert ldflags_arg() == "-ldflags=-s -w"
+    assert ldflags_arg(("-X", "a.b=c")) == "-ldflags=-s -w -X a.b=c"
+
+
+def test_kubernetes_entries_are_built_with_the_pinned_version_flags() -> None:
+    # The flags are part of the recipe, so the cache key changes with the version
+    # they stamp; the other Go programs' entries do not depend on them.
+    flags = ldflags_arg(kubernetes_version_ldflags(versions.KUBERNETES.version))
+    for name in ("kube", "kubectl"):
+        assert flags in provision.COMPONENTS[name].recipe
+    for name in ("etcd", "helm"):
+        assert "-X" not in provision.COMPONENTS[name].recipe
 
 
 def _certs(d: Path) -> ControlPlaneCerts:
