@@ -278,6 +278,10 @@ def _sidecar(
     overrides = spec.get("sidecar") or {}
     kafka = kafka_wiring(spec)
     env: list[dict[str, Any]] = [
+        # The sidecar binds 127.0.0.1 by default (right for `larder dev`); in a pod the
+        # kubelet probes the admin port, and clients and Services reach the public port,
+        # at the pod IP, so both must listen on every interface.
+        {"name": "LARDER_HOST", "value": "0.0.0.0"},
         {"name": "USER_FUNCTION_HOST", "value": "127.0.0.1"},
         {"name": "USER_FUNCTION_PORT", "value": str(user_port)},
         *journal_env(journal),

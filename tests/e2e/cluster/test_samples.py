@@ -96,10 +96,6 @@ def sample_manifests(
 ) -> str:
     """The sample's k8s/ manifests with the journal on the host's Cassandra (which every
     pod reaches at its own 127.0.0.1) and the image from the local store."""
-    # The sidecar binds 127.0.0.1 unless LARDER_HOST says otherwise, and the operator
-    # does not set it yet: the probes (and clients) reach a pod at its own IP, so
-    # without this every sidecar is killed by its liveness probe.
-    sidecar_env = {"LARDER_HOST": "0.0.0.0", **(sidecar_env or {})}
     documents: list[dict[str, Any]] = []
     for path in sorted((SAMPLES / sample / "k8s").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -111,9 +107,10 @@ def sample_manifests(
             if doc["kind"] == "StatefulFunction":
                 doc["spec"]["containers"][0]["image"] = image
                 doc["spec"]["containers"][0]["imagePullPolicy"] = "Never"
-                doc["spec"].setdefault("sidecar", {})["env"] = [
-                    {"name": k, "value": v} for k, v in sidecar_env.items()
-                ]
+                if sidecar_env:
+                    doc["spec"].setdefault("sidecar", {})["env"] = [
+                        {"name": k, "value": v} for k, v in sidecar_env.items()
+                    ]
             documents.append(doc)
     return yaml.safe_dump_all(documents)
 

@@ -8,12 +8,18 @@ sidecar's own settings loader.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
+from google.protobuf.message import Message
 from larder_operator.children import FunctionRef, render_children
 from larder_operator.journals import parse_journal
 from larder_operator.settings import OperatorSettings
+from larder_sidecar.app import Sidecar
+from larder_sidecar.http import start_public_server
+from larder_sidecar.invoke import InvokeResult, MetadataPairs, MethodModel
 from larder_sidecar.journal.cassandra_settings import Replication
 from larder_sidecar.settings import load_settings
 
@@ -102,3 +108,39 @@ def test_in_memory_function_env_parses_in_the_sidecar() -> None:
     settings = load_settings(_sidecar_env(FUNCTION, None))
     assert settings.journal_type == "memory"
     assert settings.pod.name == "cart-abc"
+
+
+async def test_the_sidecars_admin_and_public_ports_take_connections_off_loopback() -> None:
+    # The kubelet probes the admin port at the pod IP, and clients reach the public
+    # port there. 127.0.0.2 stands in for the pod IP: a socket bound to 127.0.0.1
+    # refuses it, one bound to every interface accepts it.
+    settings = load_settings(_sidecar_env(FUNCTION, None))
+    assert settings.host == "0.0.0.0"
+    sidecar = Sidecar(dataclasses.replace(settings, admin_port=0))
+    await sidecar.start_admin()
+    public = await start_public_server(settings.host, 0, "127.0.0.1:1", _NoCommands(), [])
+    try:
+        assert await _get("127.0.0.2", sidecar.admin.port, "/healthz") == b"HTTP/1.1 200"
+        # No routes: the public port's own answer, not the admin's.
+        assert await _get("127.0.0.2", public.port, "/nothing") == b"HTTP/1.1 404"
+    finally:
+        await public.close()
+        await sidecar.admin.close()
+
+
+class _NoCommands:
+    async def invoke(
+        self, method: MethodModel, request: Message, metadata: MetadataPairs
+    ) -> InvokeResult:
+        raise AssertionError("no command is sent in this test")
+
+
+async def _get(host: str, port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        await writer.drain()
+        return (await reader.readline())[:12]
+    finally:
+        writer.close()
+        await writer.wait_closed()

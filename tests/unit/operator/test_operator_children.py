@@ -95,6 +95,22 @@ def test_user_function_gets_port_8080_and_the_sidecar_points_at_it() -> None:
     assert sidecar_env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
 
 
+def test_the_sidecar_listens_on_every_interface_of_the_pod() -> None:
+    # Probes hit the admin port, and Services the public one, at the pod IP.
+    sidecar = render(spec()).deployment["spec"]["template"]["spec"]["initContainers"][0]
+    assert env_of(sidecar)["LARDER_HOST"] == "0.0.0.0"
+    assert [e["name"] for e in sidecar["env"]].count("LARDER_HOST") == 1
+
+
+def test_a_user_given_larder_host_wins() -> None:
+    extra = [{"name": "LARDER_HOST", "value": "::"}]
+    sidecar = render(spec(sidecar={"env": extra})).deployment["spec"]["template"]["spec"][
+        "initContainers"
+    ][0]
+    assert env_of(sidecar)["LARDER_HOST"] == "::"
+    assert [e["name"] for e in sidecar["env"]].count("LARDER_HOST") == 1
+
+
 def test_a_given_port_is_kept_and_passed_to_the_sidecar() -> None:
     s = spec()
     s["containers"][0]["env"] = [{"name": "PORT", "value": "8181"}]
