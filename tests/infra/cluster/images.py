@@ -16,7 +16,6 @@ import hashlib
 import re
 import shlex
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,33 +41,26 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 DEBOOTSTRAP_TIMEOUT_S = 900.0
 BUILD_TIMEOUT_S = 1200.0
 
-# The build excludes every Dockerfile shares: generated code and local caches are
-# regenerated inside the build, never copied from the working tree.
-_ALWAYS_IGNORED = (
-    "protocol/src/akkaserverless/",
-    "**/_generated/",
-    "**/__pycache__/",
-    "**/*.pyc",
-    "**/*.egg-info/",
-    "**/build/",
-    "**/dist/",
-    "**/.mypy_cache/",
-    "**/.ruff_cache/",
-    "**/.pytest_cache/",
-    "**/node_modules/",
-)
-
-
 @dataclass(frozen=True)
 class AppImage:
     """An image built from a Dockerfile whose build context is the repository root."""
 
     name: str
     dockerfile: Path
+    context: Path = REPO_ROOT
 
     @property
     def repository(self) -> str:
         return f"localhost/{self.name}"
+
+    @property
+    def ignore_file(self) -> Path | None:
+        """The ignore file a build of this Dockerfile uses: `<Dockerfile>.dockerignore`
+        next to it if there is one (BuildKit and buildah 1.28 look for it first), else
+        the context's `.dockerignore`, else none."""
+        own = self.dockerfile.with_name(f"{self.dockerfile.name}.dockerignore")
+        shared = self.context / ".dockerignore"
+        return own if own.is_file() else shared if shared.is_file() else None
 
 
 PROJECT = AppImage("larder", REPO_ROOT / "Dockerfile")
@@ -269,12 +261,6 @@ def copy_sources(dockerfile_text: str) -> list[str]:
     return sources
 
 
-def ignore_file_text(sources: list[str]) -> str:
-    """A .dockerignore that admits exactly the COPY sources, minus generated files."""
-    lines = ["**", *(f"!{s}" for s in sources), *_ALWAYS_IGNORED]
-    return "\n".join(lines) + "\n"
-
-
 def context_files(sources: list[str], root: Path = REPO_ROOT) -> list[Path]:
     """The files of the working tree (tracked or not, minus .gitignore'd) under the sources."""
     done = subprocess.run(
@@ -287,11 +273,14 @@ def context_files(sources: list[str], root: Path = REPO_ROOT) -> list[Path]:
     return sorted(root / line for line in done.stdout.splitlines() if (root / line).is_file())
 
 
-def app_reference(app: AppImage, base: str, root: Path = REPO_ROOT) -> str:
+def app_reference(app: AppImage, base: str) -> str:
     text = app.dockerfile.read_text()
     digest = hashlib.sha256(f"{base}\n{text}".encode())
-    for path in context_files(copy_sources(text), root):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
+    # What the ignore file lets in shapes the image as much as the files do.
+    if app.ignore_file is not None:
+        digest.update(b"\0" + app.ignore_file.read_bytes())
+    for path in context_files(copy_sources(text), app.context):
+        digest.update(str(path.relative_to(app.context)).encode() + b"\0")
         digest.update(path.read_bytes())
     return f"{app.repository}:{digest.hexdigest()[:12]}"
 
@@ -303,36 +292,35 @@ def ensure_app(app: AppImage, base: str | None = None) -> str:
     if image_exists(reference):
         return reference
     step = Step(app.name, reference)
-    with tempfile.TemporaryDirectory(prefix="larder-build-") as scratch:
-        ignore = Path(scratch) / "dockerignore"
-        ignore.write_text(ignore_file_text(copy_sources(app.dockerfile.read_text())))
-        run_step(
-            step,
-            "buildah bud",
-            [
-                "buildah",
-                "bud",
-                "--isolation",
-                "chroot",
-                "--network",
-                "host",  # pip inside the build fetches from PyPI
-                # No --layers: buildah 1.28 reuses a cached `RUN --mount=...,from=builder`
-                # step even when the builder stage's output changed, which shipped a stale
-                # operator. The whole image is cached under its content hash instead.
-                "--layers=false",
-                "--force-rm",  # no working container is left behind by a failed build
-                "--build-arg",
-                f"BASE_IMAGE={base}",
-                "--ignorefile",
-                str(ignore),
-                "-f",
-                str(app.dockerfile),
-                "-t",
-                reference,
-                str(REPO_ROOT),
-            ],
-            timeout=BUILD_TIMEOUT_S,
-        )
+    run_step(
+        step,
+        "buildah bud",
+        [
+            "buildah",
+            "bud",
+            "--isolation",
+            "chroot",
+            "--network",
+            "host",  # pip inside the build fetches from PyPI
+            # No --layers: buildah 1.28 reuses a cached `RUN --mount=...,from=builder`
+            # step even when the builder stage's output changed, which shipped a stale
+            # operator. The whole image is cached under its content hash instead.
+            "--layers=false",
+            "--force-rm",  # no working container is left behind by a failed build
+            "--build-arg",
+            f"BASE_IMAGE={base}",
+            # The ignore file a user's `docker build -f <Dockerfile> .` would use, named
+            # explicitly so a buildah that does not look for <Dockerfile>.dockerignore
+            # builds the same image.
+            *(("--ignorefile", str(app.ignore_file)) if app.ignore_file else ()),
+            "-f",
+            str(app.dockerfile),
+            "-t",
+            reference,
+            str(app.context),
+        ],
+        timeout=BUILD_TIMEOUT_S,
+    )
     if not image_exists(reference):
         raise ProvisionError(app.name, reference, "buildah bud", "finished but left no image")
     _remove_older(app.repository, reference)

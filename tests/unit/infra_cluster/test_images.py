@@ -34,11 +34,37 @@ def test_hadolint_passes_on_every_dockerfile(app: images.AppImage) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_the_ignore_file_admits_only_the_copy_sources_minus_generated_code() -> None:
-    lines = images.ignore_file_text(["protocol/", "sdk/"]).splitlines()
-    assert lines[:3] == ["**", "!protocol/", "!sdk/"]
-    assert "**/__pycache__/" in lines
-    assert "protocol/src/akkaserverless/" in lines
+def _patterns(ignore_file: Path) -> list[str]:
+    lines = (line.strip() for line in ignore_file.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+# Generated code and local caches: the builds regenerate the first, never need the rest.
+_GENERATED = ("protocol/src/akkaserverless/", "**/_generated/", "**/__pycache__/", "**/*.pyc")
+
+
+@pytest.mark.parametrize("app", images.ALL_APPS, ids=lambda a: a.name)
+def test_each_build_admits_exactly_its_copy_sources_minus_generated_code(
+    app: images.AppImage,
+) -> None:
+    assert app.ignore_file is not None, app.dockerfile
+    patterns = _patterns(app.ignore_file)
+    assert patterns[0] == "**"
+    admitted = [p.removeprefix("!") for p in patterns if p.startswith("!")]
+    assert sorted(admitted) == sorted(images.copy_sources(app.dockerfile.read_text()))
+    assert set(_GENERATED) <= set(patterns)
+
+
+def test_the_samples_have_their_own_ignore_files_the_project_the_root_one() -> None:
+    # `docker build -f samples/<x>/Dockerfile .` needs sdk/ and samples/, which the root
+    # .dockerignore (made for the project image) keeps out.
+    assert images.PROJECT.ignore_file == images.REPO_ROOT / ".dockerignore"
+    for app in (images.SHOPPING_CART, images.TURKEY):
+        assert app.ignore_file == app.dockerfile.with_name("Dockerfile.dockerignore")
+        generated = f"samples/{app.dockerfile.parent.name}/src/"
+        assert any(
+            p.startswith(generated) and p.endswith("/*_pb2.py") for p in _patterns(app.ignore_file)
+        ), "the sample's generated protobuf code is copied from the working tree"
 
 
 def _repo(root: Path) -> None:
@@ -53,14 +79,23 @@ def _repo(root: Path) -> None:
 
 def test_the_app_tag_changes_with_copied_files_and_the_base_only(tmp_path: Path) -> None:
     _repo(tmp_path)
-    app = images.AppImage("demo", tmp_path / "Dockerfile")
-    first = images.app_reference(app, "localhost/base:1", tmp_path)
+    app = images.AppImage("demo", tmp_path / "Dockerfile", tmp_path)
+    assert app.ignore_file is None
+    first = images.app_reference(app, "localhost/base:1")
     assert first.startswith("localhost/demo:")
     (tmp_path / "other.txt").write_text("changed, but no COPY reads it\n")
-    assert images.app_reference(app, "localhost/base:1", tmp_path) == first
-    assert images.app_reference(app, "localhost/base:2", tmp_path) != first
+    assert images.app_reference(app, "localhost/base:1") == first
+    assert images.app_reference(app, "localhost/base:2") != first
     (tmp_path / "app" / "main.py").write_text("print('v2')\n")
-    assert images.app_reference(app, "localhost/base:1", tmp_path) != first
+    second = images.app_reference(app, "localhost/base:1")
+    assert second != first
+    (tmp_path / ".dockerignore").write_text("**\n!app/\n")
+    assert app.ignore_file == tmp_path / ".dockerignore"
+    with_shared = images.app_reference(app, "localhost/base:1")
+    assert with_shared != second
+    (tmp_path / "Dockerfile.dockerignore").write_text("**\n!app/\n**/*.pyc\n")
+    assert app.ignore_file == tmp_path / "Dockerfile.dockerignore"
+    assert images.app_reference(app, "localhost/base:1") != with_shared
 
 
 def test_the_base_tag_follows_the_recipe() -> None:
