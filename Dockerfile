@@ -2,7 +2,7 @@
 #   larder-operator  the Kubernetes operator (the Helm chart runs it)
 #   larder-sidecar   the sidecar the operator injects next to every user function
 # BASE_IMAGE is shared by both stages so the image can be built on a locally made base.
-ARG BASE_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \

@@ -1,9 +1,9 @@
 """Container images for the local cluster, built with buildah on a locally made base.
 
-There is no registry to pull `python:3.11-slim` from, so the base is made here:
-Debian bookworm (minbase) from debootstrap with python3, python3-venv and
-ca-certificates, plus a virtualenv at /usr/local/python that is first on PATH, so
-`python` and `pip` behave as in the python:3.11-slim image the Dockerfiles expect.
+There is no registry to pull the Dockerfiles' `python:3.11.<patch>-slim-bookworm`
+from, so the base is made here: Debian bookworm (minbase) from debootstrap with
+python3, python3-venv and ca-certificates, plus a virtualenv at /usr/local/python
+that is first on PATH, so `python` and `pip` behave as in the python slim image.
 
 Both kinds of image are cached in buildah's own store under a tag that is a hash:
 the base's tag hashes its recipe, an app image's tag hashes its Dockerfile, the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -18,11 +19,24 @@ def test_copy_sources_are_the_context_paths_of_copy_lines() -> None:
     assert images.copy_sources(text) == ["protocol/", "sdk/", "a/", "samples/x/src/"]
 
 
-def test_every_dockerfile_takes_the_base_image_argument() -> None:
+_BASE_IMAGE_ARG = re.compile(r"^ARG BASE_IMAGE=(\S+)$", re.MULTILINE)
+# python:<3.11 patch>-slim-<Debian codename>: the Python release and the Debian under it
+# both fixed, so two builds of the same tree start from the same distribution.
+_PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-(?P<debian>[a-z]+)$")
+
+
+def test_every_dockerfile_takes_one_pinned_base_image_argument() -> None:
+    defaults = set()
     for app in images.ALL_APPS:
         text = app.dockerfile.read_text()
-        assert "ARG BASE_IMAGE=python:3.11-slim" in text, app.dockerfile
+        (default,) = _BASE_IMAGE_ARG.findall(text)
+        defaults.add(default)
         assert images.copy_sources(text), app.dockerfile
+    (default,) = defaults  # one default for all three images
+    pinned = _PINNED_PYTHON.match(default)
+    assert pinned, f"{default} does not pin the Python patch release and the Debian release"
+    # The local cluster's stand-in base is debootstrapped from the same Debian release.
+    assert pinned["debian"] == images.DEBIAN_SUITE
 
 
 @pytest.mark.parametrize("app", images.ALL_APPS, ids=lambda a: a.name)
