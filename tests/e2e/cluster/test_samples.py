@@ -4,6 +4,7 @@ pods in their own network namespaces, the journal on the host's Cassandra."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -88,14 +89,10 @@ def operator(
         ctl.run("delete", "deployment", "larder", "--wait=true", "--timeout=120s")
 
 
-def sample_manifests(
-    sample: str,
-    image: str,
-    cassandra: CassandraServer,
-    sidecar_env: dict[str, str] | None = None,
-) -> str:
+def sample_manifests(sample: str, image: str, cassandra: CassandraServer) -> str:
     """The sample's k8s/ manifests with the journal on the host's Cassandra (which every
-    pod reaches at its own 127.0.0.1) and the image from the local store."""
+    pod reaches at its own 127.0.0.1) and the image from the local store; nothing else
+    is changed."""
     documents: list[dict[str, Any]] = []
     for path in sorted((SAMPLES / sample / "k8s").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -107,10 +104,6 @@ def sample_manifests(
             if doc["kind"] == "StatefulFunction":
                 doc["spec"]["containers"][0]["image"] = image
                 doc["spec"]["containers"][0]["imagePullPolicy"] = "Never"
-                if sidecar_env:
-                    doc["spec"].setdefault("sidecar", {})["env"] = [
-                        {"name": k, "value": v} for k, v in sidecar_env.items()
-                    ]
             documents.append(doc)
     return yaml.safe_dump_all(documents)
 
@@ -239,9 +232,8 @@ def test_turkey_runs_and_goes(
     operator: Kubectl, kubectl: Kubectl, cassandra: CassandraServer, cluster_images: Images
 ) -> None:
     image = cluster_images.turkey
-    # The turkey publishes its temperature changes to Kafka topics; this test runs no
-    # Kafka, so eventing is switched off (the sidecar refuses to start otherwise).
-    kubectl.apply(sample_manifests("turkey", image, cassandra, {"LARDER_EVENTING": "off"}))
+    # There is no Kafka here: the manifest as shipped runs without one (eventing off).
+    kubectl.apply(sample_manifests("turkey", image, cassandra))
     kubectl.wait_for(
         "Ready (StatefulFunction)",
         lambda: function_ready(kubectl, "turkey"),
@@ -269,6 +261,27 @@ def test_turkey_runs_and_goes(
         },
     )
     assert "activated" in kubectl.run("logs", pod["metadata"]["name"], "-c", SIDECAR)
+
+    # The README's commands that turn Kafka on, checked by the API server (dry run: the
+    # broker they name does not exist here).
+    changed = [kubectl_dry_run(kubectl, command) for command in readme_kafka_commands()]
+    assert changed[0]["data"] == {"LARDER_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+    spec = changed[1]["spec"]
+    assert spec["kafka"] == {"configMapRef": {"name": changed[0]["metadata"]["name"]}}
+    assert not spec["sidecar"]["env"]
+
     kubectl.run("delete", "statefulfunction", "turkey", "--wait=true")
     kubectl.wait_for("rid of the pod", lambda: not kubectl.pods("larder.dev/function=turkey"), 120)
     assert_nothing_left(pod)
+
+
+def readme_kafka_commands() -> list[list[str]]:
+    text = (SAMPLES / "turkey" / "README.md").read_text()
+    block = text[text.index("To feed them from Kafka") :].split("```")[1]
+    lines = block.replace("\\\n", " ").splitlines()[1:]
+    return [shlex.split(line) for line in lines if line.strip()]
+
+
+def kubectl_dry_run(kubectl: Kubectl, command: list[str]) -> Any:
+    assert command[0] == "kubectl", command
+    return json.loads(kubectl.run(*command[1:], "--dry-run=server", "-o", "json"))
