@@ -25,7 +25,6 @@ from tests.e2e.samples.sample_run import unary
 from tests.infra.cassandra import CassandraServer
 from tests.infra.cluster.cluster import LocalCluster
 from tests.infra.cluster.images import REPO_ROOT
-from tests.infra.versions import KUBERNETES
 
 CHART = REPO_ROOT / "charts" / "larder"
 SAMPLES = REPO_ROOT / "samples"
@@ -46,36 +45,15 @@ def chart_values(cluster_images: Images) -> list[str]:
     return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
 
 
-def server_version(ctl: Kubectl) -> str:
-    # `kubectl version` itself fails on a version it cannot parse; /version never does.
-    return str(json.loads(ctl.run("get", "--raw", "/version"))["gitVersion"])
-
-
 @pytest.fixture(scope="module")
 def operator(
     local_cluster: LocalCluster, cluster_images: Images, helm_binary: Path
 ) -> Iterator[Kubectl]:
+    """The operator installed from the chart with helm, as docs/kubernetes.md does."""
     ctl = Kubectl(local_cluster, "larder-system", helm_binary)
-    # The chart requires Kubernetes >= 1.29. An API server built without version
-    # ldflags reports v0.0.0-master, which helm refuses; then the chart is rendered for
-    # the pinned release and applied, which installs the very same objects.
-    installed_by_helm = not server_version(ctl).startswith("v0.0.0")
-    if installed_by_helm:
-        ctl.helm_run(
-            "install", "larder", str(CHART), "--create-namespace", *chart_values(cluster_images)
-        )
-    else:
-        ctl.run("create", "namespace", "larder-system")
-        rendered = ctl.helm_run(
-            "template",
-            "larder",
-            str(CHART),
-            "--include-crds",
-            "--kube-version",
-            KUBERNETES.version.lstrip("v"),
-            *chart_values(cluster_images),
-        )
-        ctl.run("apply", "--server-side", "-f", "-", stdin=rendered)
+    ctl.helm_run(
+        "install", "larder", str(CHART), "--create-namespace", *chart_values(cluster_images)
+    )
     ctl.wait_for(
         "running the operator (a Ready pod)",
         lambda: bool(ready_pods(ctl.pods("app.kubernetes.io/name=larder"))),
@@ -83,10 +61,7 @@ def operator(
         "app.kubernetes.io/name=larder",
     )
     yield ctl
-    if installed_by_helm:
-        ctl.helm_run("uninstall", "larder", "--wait", "--timeout", "120s")
-    else:
-        ctl.run("delete", "deployment", "larder", "--wait=true", "--timeout=120s")
+    ctl.helm_run("uninstall", "larder", "--wait", "--timeout", "120s")
 
 
 def sample_manifests(sample: str, image: str, cassandra: CassandraServer) -> str:
