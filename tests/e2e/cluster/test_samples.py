@@ -93,20 +93,19 @@ def function_ready(kubectl: Kubectl, name: str) -> bool:
 
 def wait_ready_pods(kubectl: Kubectl, function: str, count: int, image: str) -> list[Any]:
     selector = f"larder.dev/function={function}"
+    found: list[Any] = []
 
-    def current() -> list[Any]:
+    def settled() -> bool:
         pods = kubectl.pods(selector)
         ready = [p for p in ready_pods(pods) if p["spec"]["containers"][0]["image"] == image]
         # Only the wanted pods: old ones of a rollout are gone, not merely unready.
-        return ready if len(ready) == count == len(pods) else []
+        found[:] = ready if len(ready) == count == len(pods) else []
+        return bool(found)
 
-    kubectl.wait_for(
-        f"{count} Ready pods of {function} on {image}",
-        lambda: bool(current()),
-        READY_TIMEOUT_S,
-        selector,
-    )
-    return current()
+    what = f"{count} Ready pods of {function} on {image}"
+    kubectl.wait_for(what, settled, READY_TIMEOUT_S, selector)
+    # The pods the condition was true for, not a second listing taken a moment later.
+    return found
 
 
 def local_cluster_nodes(kubectl: Kubectl) -> list[str]:

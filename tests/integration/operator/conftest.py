@@ -131,7 +131,10 @@ def chart_rbac_kubeconfig(
     return path
 
 
-@pytest.fixture(scope="session")
+# Package scope: the operator watches every namespace, so it must stop with this tier's
+# tests; alive for the whole session it would also reconcile (with its test sidecar
+# image) the functions of later tiers sharing the API server, such as tests/e2e/cluster.
+@pytest.fixture(scope="package")
 def operator_process(
     kube: KubeControlPlane,
     crds: None,

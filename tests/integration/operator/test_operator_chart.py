@@ -28,6 +28,7 @@ def test_chart_lints_renders_and_applies(
     helm(helm_binary, "lint", "--strict", str(CHART))
     namespace = f"chart-{uuid.uuid4().hex[:6]}"
     kubectl.run("create", "namespace", namespace)
+    cluster_scoped: set[str] = set()
     try:
         for values in ([], ["--set", "operator.replicas=2", "--set",
                             f"operator.watchNamespaces={{{namespace}}}"]):
@@ -38,6 +39,11 @@ def test_chart_lints_renders_and_applies(
                 "--include-crds", "--kube-version", KUBERNETES.version.lstrip("v"), *values,
             )
             docs = [d for d in yaml.safe_load_all(rendered) if d]
+            cluster_scoped |= {
+                f"{d['kind'].lower()}/{d['metadata']['name']}"
+                for d in docs
+                if d["kind"] in ("ClusterRole", "ClusterRoleBinding")
+            }
             deployment = next(d for d in docs if d["kind"] == "Deployment")
             pod = deployment["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True
@@ -58,3 +64,8 @@ def test_chart_lints_renders_and_applies(
         assert kubectl.get("deployment", "larder", namespace) is not None
     finally:
         kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+        # The namespace takes its objects, not the cluster-wide RBAC: left behind, that
+        # blocks a later `helm install larder` on the same API server (the local cluster
+        # e2e tests), which will not adopt objects it did not create.
+        if cluster_scoped:
+            kubectl.run("delete", "--ignore-not-found", *sorted(cluster_scoped), check=False)
