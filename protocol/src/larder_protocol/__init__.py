@@ -6,6 +6,7 @@ hand-written surface around them.
 """
 
 from larder_protocol._compile import ProtocCompileError, compile_protos
+from larder_protocol._generate import ensure_generated, generated_is_stale
 from larder_protocol._include import include_dir
 from larder_protocol._versions import (
     ACTION,
@@ -29,5 +30,7 @@ __all__ = [
     "ProtocCompileError",
     "ProtocolVersion",
     "compile_protos",
+    "ensure_generated",
+    "generated_is_stale",
     "include_dir",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import types
 from pathlib import Path
 
@@ -125,3 +126,37 @@ def test_component_types_are_the_protocol_service_names() -> None:
 def test_supported_protocol_versions() -> None:
     assert {larder_protocol.ProtocolVersion(0, 7)} == larder_protocol.SUPPORTED_PROTOCOL_VERSIONS
     assert str(larder_protocol.ProtocolVersion(0, 7)) == "0.7"
+
+
+def test_ensure_generated_writes_missing_modules_and_refreshes_stale_ones(tmp_path: Path) -> None:
+    proto_root = tmp_path / "proto"
+    (proto_root / "demo").mkdir(parents=True)
+    source = proto_root / "demo" / "thing.proto"
+    source.write_text('syntax = "proto3";\npackage demo;\nmessage Thing { string id = 1; }\n')
+    package = tmp_path / "src" / "demo"
+    package.mkdir(parents=True)
+
+    assert larder_protocol.generated_is_stale(package, proto_root)
+    larder_protocol.ensure_generated(package, proto_root)
+    generated = package / "thing_pb2.py"
+    assert generated.exists() and (package / "thing_pb2.pyi").exists()
+    assert (package / "thing_pb2_grpc.py").exists()
+    assert not larder_protocol.generated_is_stale(package, proto_root)
+
+    # A newer .proto makes the modules stale; regeneration picks up the change.
+    source.write_text(
+        'syntax = "proto3";\npackage demo;\nmessage Thing { string id = 1; int32 size = 2; }\n'
+    )
+    later = generated.stat().st_mtime + 10
+    os.utime(source, (later, later))
+    assert larder_protocol.generated_is_stale(package, proto_root)
+    larder_protocol.ensure_generated(package, proto_root)
+    assert "size" in generated.read_text()
+    assert not list(package.parent.glob("codegen-*")), "scratch directory left behind"
+
+
+def test_ensure_generated_names_the_missing_proto_directory(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "nothing"
+    package.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"no \.proto files in .*proto/nothing"):
+        larder_protocol.ensure_generated(package, tmp_path / "proto")
