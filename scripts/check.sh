@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install.sh
-.venv/bin/python -m tests.infra provision all
+# Everything the tests use, built before any test runs (a cold build inside a fixture
+# would count against the test's timeout): servers, published SDKs, cluster images.
+.venv/bin/python -m tests.infra provision all cluster
 
 echo "== ruff"
 .venv/bin/ruff check .

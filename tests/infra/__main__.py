@@ -4,14 +4,13 @@ and `python -m tests.infra start cassandra|kafka|kube` (foreground, Ctrl-C stops
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from tests.infra import servers
+from tests.infra import published_sdks, servers
 from tests.infra.cluster import images as cluster_images
 from tests.infra.errors import InfraError
 from tests.infra.provision import GROUPS, provision
@@ -55,16 +54,8 @@ def _provision(names: list[str]) -> int:
 
 
 def _provision_published_sdks() -> None:
-    # Another part of the test infrastructure fetches the published SDKs; it is
-    # optional here so this tool works before (or without) that module.
-    try:
-        module = importlib.import_module("tests.infra.published_sdks")
-    except ModuleNotFoundError as e:
-        if e.name != "tests.infra.published_sdks":
-            raise
-        return
     started = time.monotonic()
-    module.provision()
+    published_sdks.provision()
     print(f"provision published SDKs: {time.monotonic() - started:.1f}s")
 
 
