@@ -9,6 +9,7 @@ before its next command, and only the in-flight command fails.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -83,7 +84,7 @@ class _StreamBroken(Exception):
         self.message = message
 
 
-class _Entity:
+class _Entity(abc.ABC):
     """One active entity. Subclasses know the event-sourced and value protocols."""
 
     kind: Kind
@@ -216,8 +217,9 @@ class _Entity:
         m.active_entities.inc()
         log.info("activated %s/%s", self.entity_type, self.entity_id, extra=self._log_extra)
 
+    @abc.abstractmethod
     async def _open(self) -> None:
-        raise NotImplementedError
+        """Open the protocol stream and send Init with the recovered state."""
 
     async def _exchange(self, command: _Command) -> Outcome:
         self._command_id += 1
@@ -267,11 +269,13 @@ class _Entity:
         await self._persist(reply)
         return Outcome(kind, getattr(action, kind) if kind else None, reply.side_effects)
 
+    @abc.abstractmethod
     def _command_in(self, command: Any) -> Any:
-        raise NotImplementedError
+        """Wrap a Command in the component type's stream message."""
 
+    @abc.abstractmethod
     async def _persist(self, reply: Any) -> None:
-        raise NotImplementedError
+        """Store what the reply emitted, before the reply is released."""
 
     async def _journal_write(self, write: Callable[[], Any]) -> Any:
         started = time.perf_counter()
