@@ -44,6 +44,7 @@ from .base import (
     ValueState,
 )
 from .cassandra_errors import DRIVER_ERRORS, JournalRetryPolicy, translate
+from .cassandra_loop import LoopConnection
 from .cassandra_schema import TABLES, Statements, schema_cql
 from .cassandra_settings import PREFIX, CassandraSettings
 
@@ -82,7 +83,11 @@ class CassandraJournal:
         where = f"{','.join(s.contact_points)}:{s.port}"
         try:
             # Connecting resolves names and opens sockets synchronously: off the loop.
-            self._cluster, self._session = await asyncio.to_thread(self._connect)
+            # The connections then do their I/O on this loop (cassandra_loop).
+            connection_class = LoopConnection.for_running_loop()
+            self._cluster, self._session = await asyncio.to_thread(
+                self._connect, connection_class
+            )
         except DRIVER_ERRORS as e:
             raise JournalUnavailable(
                 f"cannot connect to Cassandra at {where}: {e}; check "
@@ -99,7 +104,7 @@ class CassandraJournal:
             await self.close()
             raise
 
-    def _connect(self) -> tuple[Cluster, Session]:
+    def _connect(self, connection_class: type[LoopConnection]) -> tuple[Cluster, Session]:
         s = self._settings
         routing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_datacenter or ""))
 
@@ -131,6 +136,7 @@ class CassandraJournal:
             # not after the driver's default back-off of up to ten minutes.
             reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
             connect_timeout=s.request_timeout,
+            connection_class=connection_class,
             control_connection_timeout=s.request_timeout,
         )
         try:
@@ -285,6 +291,13 @@ class CassandraJournal:
         partition = (expected + 1) // self._settings.partition_size
         if self._fenced:
             await self._append_fenced(pid, expected, partition, events)
+        elif len(events) == 1:
+            await self._run(
+                self._stmt("append_one"),
+                self._one_event(pid, expected, partition, events[0]),
+                what=f"append event {last} to {pid}",
+                write=True,
+            )
         else:
             batch = self._event_batch(pid, expected, partition, events)
             batch.add(self._stmt("set_head"), (last, pid, partition))
@@ -331,10 +344,22 @@ class CassandraJournal:
         condition: int | None,
         what: str,
     ) -> dict[str, Any]:
+        if len(events) == 1:
+            values = (*self._one_event(pid, expected, partition, events[0]), condition)
+            return await self._conditional(self._stmt("append_one_fenced"), values, what=what)
         batch = self._event_batch(pid, expected, partition, events)
         last = expected + len(events)
         batch.add(self._stmt("fence_head"), (last, pid, partition, condition))
         return await self._conditional(batch, None, what=what)
+
+    @staticmethod
+    def _one_event(
+        pid: PersistenceId, expected: int, partition: int, event: StoredPayload
+    ) -> tuple[Any, ...]:
+        # The values of `append_one` (and of `append_one_fenced` before its condition):
+        # the event is `expected + 1` and becomes the partition's head.
+        seq = expected + 1
+        return (seq, event.type_url, event.value, datetime.now(UTC), pid, partition, seq)
 
     def _event_batch(
         self,

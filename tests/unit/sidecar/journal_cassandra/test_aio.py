@@ -118,3 +118,26 @@ async def test_a_cancelled_waiter_ignores_the_late_answer() -> None:
     await asyncio.to_thread(delivered.wait, 5)
     with pytest.raises(asyncio.CancelledError):
         await pending
+
+
+class LoopThreadResponse(FakeResponse):
+    """Answers on the caller's own thread, as the driver does with LoopConnection."""
+
+    def _deliver(self) -> None:
+        index = self._next
+        self._next += 1
+        self.threads.add(threading.get_ident())
+        for ok, _ in self._callbacks:
+            ok(self._pages[index])
+
+
+async def test_an_answer_on_the_loop_thread_is_handed_over_at_once() -> None:
+    response = LoopThreadResponse([[7]])
+    assert await aio.result(response) == [7]
+    assert response.threads == {threading.get_ident()}
+
+
+async def test_pages_answered_on_the_loop_thread_keep_their_order() -> None:
+    response = LoopThreadResponse([[1], [2, 3], [4]])
+    assert [rows async for rows in aio.pages(response)] == [[1], [2, 3], [4]]
+    assert response.fetches == 2
