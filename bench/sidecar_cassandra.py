@@ -6,11 +6,15 @@ Cassandra fenced (one LWT per command), Cassandra unfenced, and in-memory.
 
 Per mode: a user-function process on the Python SDK (the counter of
 `tests/integration/sidecar_cassandra`, one event per command, no snapshots) and a
-`larder-sidecar` process in front of it; this process is the load client: `--workers`
-closed-loop gRPC callers spread over `--entities` entities (each worker owns its
-entities, so no command waits behind another of the same entity). Every entity is
-activated first (one command each), a warm-up of `--warmup` seconds is discarded,
-then `--seconds` are measured.
+`larder-sidecar` process in front of it. Two load clients, each against every mode:
+- `http`: `wrk` (C) with `--workers` connections posting JSON to
+  `/larder_sctest.Counter/Add`, each request to a random one of `--entities` entities;
+- `grpc`: this process, `--workers` closed-loop grpc.aio callers, each owning its
+  entities (every entity activated first).
+A warm-up of `--warmup` seconds per run is discarded, then `--seconds` are measured.
+Before anything, `--jvm-warmup` seconds of fenced appends let Cassandra's JIT compile
+its Paxos path (a fresh node is several times slower; a production node is warm).
+CPU per command is charged to the sidecar, the user function and the Cassandra process.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import re
 import signal
 import statistics
 import sys
@@ -35,9 +40,16 @@ from typing import Any
 import grpc
 import grpc.aio
 from larder_protocol import compile_protos
+from larder_sidecar.journal.cassandra import CassandraJournal
+from larder_sidecar.journal.cassandra_settings import CassandraSettings
 
 from tests.infra.process import free_port
 from tests.infra.servers import start_cassandra
+
+# The script-style benchmarks import their shared helpers as `tools`.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tools
+from journal_cassandra import bench_appends
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "tests" / "integration" / "sidecar_cassandra" / "protos"
@@ -55,22 +67,64 @@ MODES: dict[str, dict[str, str]] = {
     "in-memory": {"LARDER_JOURNAL_TYPE": "memory"},
 }
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local id = "%(prefix)s-" .. math.random(0, %(entities)d - 1)
+  return wrk.format(nil, "/larder_sctest.Counter/Add", nil,
+                    '{"counterId":"' .. id .. '","tag":"t","amount":"1"}')
+end
+"""
+
 
 @dataclass(frozen=True)
 class Result:
+    client: str
     mode: str
     commands: int
     errors: int
     seconds: float
-    latencies: list[float]
+    p50_ms: float
+    p99_ms: float
+    # CPU seconds used during the measured window, per process.
+    cpu: dict[str, float | None]
 
     def row(self) -> str:
-        q = statistics.quantiles(self.latencies, n=100)
-        return (
-            f"| {self.mode} | {self.commands:,} | {self.errors} "
-            f"| **{self.commands / self.seconds:,.0f}** | {q[49] * 1000:.1f} "
-            f"| {q[98] * 1000:.1f} |"
+        per = " | ".join(
+            "n/a" if used is None else f"{used / max(self.commands, 1) * 1e6:,.0f}"
+            for used in self.cpu.values()
         )
+        return (
+            f"| {self.client} | {self.mode} | {self.commands:,} | {self.errors} "
+            f"| **{self.commands / self.seconds:,.0f}** | {self.p50_ms:.1f} "
+            f"| {self.p99_ms:.1f} | {per} |"
+        )
+
+
+@dataclass(frozen=True)
+class Pod:
+    port: int
+    pids: dict[str, int | None]
+
+    def cpu(self) -> dict[str, float | None]:
+        used: dict[str, float | None] = {}
+        for name, pid in self.pids.items():
+            used[name] = None
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    used[name] = tools.cpu_seconds(pid)
+        return used
+
+
+def _spent(
+    before: dict[str, float | None], after: dict[str, float | None]
+) -> dict[str, float | None]:
+    spent: dict[str, float | None] = {}
+    for name, start in before.items():
+        end = after.get(name)
+        spent[name] = None if start is None or end is None else end - start
+    return spent
 
 
 async def _wait_ready(admin: int, sidecar: asyncio.subprocess.Process, log: Path) -> None:
@@ -93,9 +147,14 @@ async def _wait_ready(admin: int, sidecar: asyncio.subprocess.Process, log: Path
 
 @contextlib.asynccontextmanager
 async def pod(
-    protos: Path, workdir: Path, mode_env: dict[str, str], cassandra: tuple[str, int], keyspace: str
-) -> AsyncIterator[int]:
-    """A user function and a sidecar in front of it; yields the sidecar's public port."""
+    protos: Path,
+    workdir: Path,
+    mode_env: dict[str, str],
+    cassandra: tuple[str, int],
+    keyspace: str,
+    cassandra_pid: int | None,
+) -> AsyncIterator[Pod]:
+    """A user function and a sidecar in front of it."""
     tag = uuid.uuid4().hex[:6]
     function = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -132,7 +191,9 @@ async def pod(
     )
     try:
         await _wait_ready(admin, sidecar, log)
-        yield port
+        yield Pod(
+            port, {"sidecar": sidecar.pid, "function": function.pid, "Cassandra": cassandra_pid}
+        )
     finally:
         for proc in (sidecar, function):
             if proc.returncode is None:
@@ -144,16 +205,14 @@ async def pod(
                 await proc.wait()
 
 
-async def load(
-    pb: ModuleType, port: int, mode: str, args: argparse.Namespace
-) -> Result:
+async def load_grpc(pb: ModuleType, pod: Pod, mode: str, args: argparse.Namespace) -> Result:
     run = uuid.uuid4().hex[:8]
     entities = [f"{run}-{i}" for i in range(args.entities)]
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0}
     measuring = False
     stop = asyncio.Event()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{pod.port}") as channel:
         add = channel.unary_unary(
             "/larder_sctest.Counter/Add",
             request_serializer=lambda m: m.SerializeToString(),
@@ -188,33 +247,133 @@ async def load(
             for _ in range(args.workers):
                 await activated.acquire()
             await asyncio.sleep(args.warmup)
-            measuring, started = True, time.perf_counter()
+            measuring, started, before = True, time.perf_counter(), pod.cpu()
             await asyncio.sleep(args.seconds)
-            measuring, seconds = False, time.perf_counter() - started
+            measuring, seconds, after = False, time.perf_counter() - started, pod.cpu()
             stop.set()
-    return Result(mode, counts["ok"], counts["errors"], seconds, latencies)
+    q = statistics.quantiles(latencies, n=100)
+    return Result(
+        "gRPC",
+        mode,
+        counts["ok"],
+        counts["errors"],
+        seconds,
+        q[49] * 1000,
+        q[98] * 1000,
+        _spent(before, after),
+    )
+
+
+async def load_http(pod: Pod, mode: str, args: argparse.Namespace, workdir: Path) -> Result:
+    script = workdir / "add.lua"
+    script.write_text(WRK_SCRIPT % {"prefix": uuid.uuid4().hex[:8], "entities": args.entities})
+
+    async def wrk(seconds: float) -> str:
+        process = await asyncio.create_subprocess_exec(
+            tools.wrk(),
+            "-t1",
+            f"-c{args.workers}",
+            f"-d{seconds:.0f}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{pod.port}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"wrk failed ({process.returncode}): {err.decode()[-500:]}")
+        return out.decode()
+
+    await wrk(max(args.warmup, 1))
+    before, started = pod.cpu(), time.perf_counter()
+    out = await wrk(args.seconds)
+    seconds, after = time.perf_counter() - started, pod.cpu()
+    total = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    latency = {int(pct): _wrk_ms(v) for pct, v in re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M)}
+    if total is None or 50 not in latency or 99 not in latency:
+        raise RuntimeError(f"cannot read wrk's report:\n{out}")
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    # wrk counts requests over its own run; its duration is `seconds` give or take
+    # start-up, which the wall clock here includes.
+    return Result(
+        "HTTP",
+        mode,
+        int(total.group(1)) - errors,
+        errors,
+        seconds,
+        latency[50],
+        latency[99],
+        _spent(before, after),
+    )
+
+
+def _wrk_ms(value: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if match is None:
+        raise RuntimeError(f"unexpected wrk latency {value!r}")
+    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
 
 
 async def main_async(args: argparse.Namespace, cassandra: tuple[str, int]) -> None:
+    cassandra_pid = tools.listener_pid(cassandra[1])
+    keyspace = f"larder_bench_sc_{uuid.uuid4().hex[:6]}"
+    if args.jvm_warmup > 0:
+        await warm_cassandra(cassandra, keyspace, args.jvm_warmup)
     with tempfile.TemporaryDirectory(prefix="larder-bench-sc-") as scratch:
         workdir = Path(scratch)
         protos = workdir / "protos"
         compile_protos([PROTOS / "larder_sctest" / "ledger.proto"], protos, include=[PROTOS])
         sys.path.insert(0, str(protos))
         pb = importlib.import_module("larder_sctest.ledger_pb2")
-        keyspace = f"larder_bench_sc_{uuid.uuid4().hex[:6]}"
         results = []
-        for mode, env in MODES.items():
-            async with pod(protos, workdir, env, cassandra, keyspace) as port:
-                results.append(await load(pb, port, mode, args))
+        for client in args.clients.split(","):
+            for mode, env in MODES.items():
+                async with pod(protos, workdir, env, cassandra, keyspace, cassandra_pid) as p:
+                    if client == "http":
+                        results.append(await load_http(p, mode, args, workdir))
+                    else:
+                        results.append(await load_grpc(pb, p, mode, args))
     print(
         f"{args.workers} workers, {args.entities} entities, {args.seconds:g} s measured "
         f"after {args.warmup:g} s warm-up; load average {os.getloadavg()[0]:.1f}"
     )
-    print("| journal | commands | errors | commands/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| client | journal | commands | errors | commands/s | p50 ms | p99 ms "
+        "| CPU µs/command: sidecar | function | Cassandra |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(result.row())
+
+
+async def warm_cassandra(cassandra: tuple[str, int], keyspace: str, seconds: float) -> None:
+    journal = CassandraJournal(
+        CassandraSettings(
+            contact_points=(cassandra[0],),
+            port=cassandra[1],
+            keyspace=keyspace,
+            read_consistency="LOCAL_ONE",
+            write_consistency="LOCAL_ONE",
+        )
+    )
+    await journal.start()
+    try:
+        warm = await bench_appends("warm-up", journal, 500, 128, None, None, seconds=seconds)
+    finally:
+        await journal.close()
+    print(
+        f"JVM warm-up: {warm.appends:,} fenced appends in {warm.seconds:.0f} s "
+        f"({warm.rate:,.0f}/s)",
+        flush=True,
+    )
 
 
 @contextlib.contextmanager
@@ -237,7 +396,16 @@ def main(argv: Any = None) -> None:
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--entities", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument(
+        "--jvm-warmup",
+        type=float,
+        default=60.0,
+        help="seconds of fenced appends before measuring (0: none)",
+    )
+    parser.add_argument(
+        "--clients", default="http,grpc", help="load clients, comma-separated: http, grpc"
+    )
     args = parser.parse_args(argv)
     with cassandra_endpoint(args.host, args.port) as endpoint:
         asyncio.run(main_async(args, endpoint))

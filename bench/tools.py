@@ -6,6 +6,7 @@ version is pinned here); `wrk` comes from Debian (`scripts/system-packages.sh`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -95,6 +96,29 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on TCP `port` (Linux /proc), None if there is none we can see.
+
+    Lets a benchmark charge CPU to a server it did not start (`--port`)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # State 0A is LISTEN; the local address ends in the port in hex.
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return int(proc.name)
+    return None
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
