@@ -12,8 +12,9 @@ Per mode: a user-function process on the Python SDK (the counter of
 - `grpc`: this process, `--workers` closed-loop grpc.aio callers, each owning its
   entities (every entity activated first).
 A warm-up of `--warmup` seconds per run is discarded, then `--seconds` are measured.
-Before anything, `--jvm-warmup` seconds of fenced appends let Cassandra's JIT compile
-its Paxos path (a fresh node is several times slower; a production node is warm).
+Before anything, `--jvm-warmup` seconds of fenced HTTP load (discarded) let Cassandra's
+JIT compile its Paxos path (a fresh node is several times slower; a production node
+is warm).
 CPU per command is charged to the sidecar, the user function and the Cassandra process.
 """
 
@@ -40,8 +41,6 @@ from typing import Any
 import grpc
 import grpc.aio
 from larder_protocol import compile_protos
-from larder_sidecar.journal.cassandra import CassandraJournal
-from larder_sidecar.journal.cassandra_settings import CassandraSettings
 
 from tests.infra.process import free_port
 from tests.infra.servers import start_cassandra
@@ -49,7 +48,6 @@ from tests.infra.servers import start_cassandra
 # The script-style benchmarks import their shared helpers as `tools`.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tools
-from journal_cassandra import bench_appends
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "tests" / "integration" / "sidecar_cassandra" / "protos"
@@ -325,12 +323,12 @@ def _wrk_ms(value: str) -> float:
 async def main_async(args: argparse.Namespace, cassandra: tuple[str, int]) -> None:
     cassandra_pid = tools.listener_pid(cassandra[1])
     keyspace = f"larder_bench_sc_{uuid.uuid4().hex[:6]}"
-    if args.jvm_warmup > 0:
-        await warm_cassandra(cassandra, keyspace, args.jvm_warmup)
     with tempfile.TemporaryDirectory(prefix="larder-bench-sc-") as scratch:
         workdir = Path(scratch)
         protos = workdir / "protos"
         compile_protos([PROTOS / "larder_sctest" / "ledger.proto"], protos, include=[PROTOS])
+        if args.jvm_warmup > 0:
+            await warm_cassandra(args, protos, workdir, cassandra, keyspace, cassandra_pid)
         sys.path.insert(0, str(protos))
         pb = importlib.import_module("larder_sctest.ledger_pb2")
         results = []
@@ -354,24 +352,19 @@ async def main_async(args: argparse.Namespace, cassandra: tuple[str, int]) -> No
         print(result.row())
 
 
-async def warm_cassandra(cassandra: tuple[str, int], keyspace: str, seconds: float) -> None:
-    journal = CassandraJournal(
-        CassandraSettings(
-            contact_points=(cassandra[0],),
-            port=cassandra[1],
-            keyspace=keyspace,
-            read_consistency="LOCAL_ONE",
-            write_consistency="LOCAL_ONE",
-        )
-    )
-    await journal.start()
-    try:
-        warm = await bench_appends("warm-up", journal, 500, 128, None, None, seconds=seconds)
-    finally:
-        await journal.close()
+async def warm_cassandra(
+    args: argparse.Namespace, protos: Path, workdir: Path, cassandra: tuple[str, int],
+    keyspace: str, cassandra_pid: int | None,
+) -> None:
+    """Fenced HTTP load through a sidecar for `--jvm-warmup` seconds, discarded: the same
+    server code paths the measured runs take, so the JIT has compiled those."""
+    warm = argparse.Namespace(**{**vars(args), "seconds": args.jvm_warmup, "warmup": 1.0})
+    fenced = MODES["Cassandra, fenced (LWT)"]
+    async with pod(protos, workdir, fenced, cassandra, keyspace, cassandra_pid) as p:
+        result = await load_http(p, "warm-up", warm, workdir)
     print(
-        f"JVM warm-up: {warm.appends:,} fenced appends in {warm.seconds:.0f} s "
-        f"({warm.rate:,.0f}/s)",
+        f"JVM warm-up: {result.commands:,} fenced commands in {result.seconds:.0f} s "
+        f"({result.commands / result.seconds:,.0f}/s)",
         flush=True,
     )
 
@@ -400,8 +393,8 @@ def main(argv: Any = None) -> None:
     parser.add_argument(
         "--jvm-warmup",
         type=float,
-        default=60.0,
-        help="seconds of fenced appends before measuring (0: none)",
+        default=120.0,
+        help="seconds of fenced load before measuring (0: none)",
     )
     parser.add_argument(
         "--clients", default="http,grpc", help="load clients, comma-separated: http, grpc"
