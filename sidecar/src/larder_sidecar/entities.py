@@ -1,10 +1,15 @@
 """The entity manager: one supervised task per active entity, owning its protocol stream.
 
-Commands for one entity run strictly one at a time, in arrival order; different
-entities run concurrently. Events, snapshots and value state are stored before a
-reply is released. When the stream fails (a protocol failure, the user function
-dying, a journal write that did not land) the entity restarts from the journal
-before its next command, and only the in-flight command fails.
+Commands for one entity reach the user function strictly one at a time, in arrival
+order; different entities run concurrently. Events, snapshots and value state are
+stored before a reply is released. An event-sourced entity does not wait for its
+events to be stored before it takes the next command: while one journal write is in
+flight, the events of the commands handled meanwhile gather and go in the next write,
+one transaction for all of them (group commit), and each reply is released when
+everything up to its own events is stored. When the stream fails (a protocol
+failure, the user function dying, a journal write that did not land) the entity
+restarts from the journal before its next command; the commands whose events were
+not stored fail, and nothing else does.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -58,6 +64,10 @@ _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stub
 _PASSIVATE = object()
 USER_FUNCTION_CONNECT_TIMEOUT = 2.0
 _STOP = object()
+# One group-commit write carries at most this many commands, and this many payload
+# bytes unless a single command alone is larger.
+_MAX_GROUP_COMMANDS = 64
+_MAX_GROUP_BYTES = 32 * 1024
 
 
 def protocol_metadata(pairs: MetadataPairs) -> Any:
@@ -106,6 +116,7 @@ class _Entity(abc.ABC):
         self.idle_timeout = idle_timeout
         self._idle: asyncio.TimerHandle | None = None
         self._call: Any = None
+        self._exchanging = False
         self._command_id = 0
         self._log_extra = {"entity_type": entity_type, "entity_id": entity_id}
         self.task = asyncio.get_running_loop().create_task(
@@ -148,7 +159,11 @@ class _Entity(abc.ABC):
                 await self._one(item)
                 self._arm_idle()
         finally:
-            # Detach first so new commands start a fresh entity rather than queue here.
+            # Replies still waiting for their events are released (or failed) by the
+            # write in flight. Before detaching: a new incarnation must not load the
+            # entity while that write may still land.
+            await self._drain()
+            # Detach so new commands start a fresh entity rather than queue here.
             self.manager.detach(self)
             if self._idle is not None:
                 self._idle.cancel()
@@ -165,9 +180,18 @@ class _Entity(abc.ABC):
 
     async def _one(self, command: _Command) -> None:
         try:
+            failed = self._write_failure()
+            if failed is not None:
+                self._restart(failed)
             if self._call is None:
+                await self._drain()
                 await self._activate()
-            outcome = await self._exchange(command)
+            self._exchanging = True
+            try:
+                reply, outcome = await self._exchange(command)
+            finally:
+                self._exchanging = False
+            await self._complete(command, reply, outcome)
         except _StreamBroken as e:
             self._restart(e.message)
             _settle_error(command.future, InvokeError(e.code, e.message))
@@ -187,9 +211,21 @@ class _Entity(abc.ABC):
                     grpc.StatusCode.INTERNAL, f"the sidecar failed handling the command: {e}"
                 ),
             )
-        else:
-            if not command.future.done():
-                command.future.set_result(outcome)
+
+    async def _complete(self, command: _Command, reply: Any, outcome: Outcome) -> None:
+        """Store what the reply emitted, then release the reply."""
+        if outcome.kind != "failure":
+            await self._persist(reply)
+        if not command.future.done():
+            command.future.set_result(outcome)
+
+    def _write_failure(self) -> str | None:
+        """Why the entity must restart before its next command, if a write failed."""
+        return None
+
+    async def _drain(self) -> None:
+        """Wait until no journal write of this entity is in flight."""
+        return
 
     # --- the stream ---------------------------------------------------------------------
 
@@ -221,7 +257,7 @@ class _Entity(abc.ABC):
     async def _open(self) -> None:
         """Open the protocol stream and send Init with the recovered state."""
 
-    async def _exchange(self, command: _Command) -> Outcome:
+    async def _exchange(self, command: _Command) -> tuple[Any, Outcome]:
         self._command_id += 1
         cid = self._command_id
         msg = entity_pb2.Command(
@@ -265,9 +301,8 @@ class _Entity(abc.ABC):
         if kind == "failure":
             if action.failure.restart:
                 self._restart("the user function asked for a restart")
-            return Outcome("failure", action.failure)
-        await self._persist(reply)
-        return Outcome(kind, getattr(action, kind) if kind else None, reply.side_effects)
+            return reply, Outcome("failure", action.failure)
+        return reply, Outcome(kind, getattr(action, kind) if kind else None, reply.side_effects)
 
     @abc.abstractmethod
     def _command_in(self, command: Any) -> Any:
@@ -356,12 +391,31 @@ def _any(payload: StoredPayload) -> dict[str, Any]:
     return {"type_url": payload.type_url, "value": payload.value}
 
 
+@dataclass(slots=True)
+class _Unstored:
+    """A handled command whose reply waits for its events (and everyone's before)."""
+
+    command: _Command
+    outcome: Outcome
+    events: list[StoredPayload]
+    snapshot: StoredPayload | None
+    size: int
+
+
 class _EventSourced(_Entity):
     kind = Kind.EVENT_SOURCED
 
+    # The last sequence number stored in the journal.
     _sequence_nr = 0
+    _writer: asyncio.Task[None] | None = None
+    _failed: _StreamBroken | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unstored: list[_Unstored] = []
 
     async def _open(self) -> None:
+        self._failed = None
         started = time.perf_counter()
         recovery = await self.manager.journal.load(self.pid)
         self.manager.metrics.journal_latency.labels("load").observe(time.perf_counter() - started)
@@ -387,18 +441,106 @@ class _EventSourced(_Entity):
         return es_pb2.EventSourcedStreamIn(command=command)
 
     async def _persist(self, reply: Any) -> None:
-        if not reply.events and not reply.HasField("snapshot"):
+        raise AssertionError("event-sourced replies are stored by _complete")
+
+    async def _complete(self, command: _Command, reply: Any, outcome: Outcome) -> None:
+        if self._failed is not None:
+            # The user function handled this command on top of events that were not
+            # stored: its reply describes a state that does not exist.
+            _settle_error(command.future, _not_stored(self._failed))
+            self._restart(self._failed.message)
             return
-        events = [StoredPayload(e.type_url, e.value) for e in reply.events]
+        stored = outcome.kind == "failure"
+        events = [] if stored else [StoredPayload(e.type_url, e.value) for e in reply.events]
         snapshot = (
             StoredPayload(reply.snapshot.type_url, reply.snapshot.value)
-            if reply.HasField("snapshot")
+            if not stored and reply.HasField("snapshot")
             else None
         )
-        journal = self.manager.journal
-        self._sequence_nr = await self._journal_write(
-            lambda: journal.append(self.pid, self._sequence_nr, events, snapshot)
-        )
+        if not events and snapshot is None and self._writer is None:
+            # Nothing to store and nothing stored-to-be that this reply may have seen.
+            if not command.future.done():
+                command.future.set_result(outcome)
+            return
+        size = sum(len(e.value) for e in events) + (len(snapshot.value) if snapshot else 0)
+        self._unstored.append(_Unstored(command, outcome, events, snapshot, size))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_behind(), name=f"journal writes {self.entity_type}/{self.entity_id}"
+            )
+        if len(self._unstored) >= _MAX_GROUP_COMMANDS:
+            # Back-pressure: a slow journal must not let handled commands pile up.
+            await self._drain()
+
+    async def _write_behind(self) -> None:
+        """Store the unstored replies' events, one transaction per group, in order."""
+        try:
+            while self._unstored:
+                group = self._take_group()
+                events = [e for u in group for e in u.events]
+                # A snapshot describes the state after its own command; only the last
+                # command's snapshot matches the end of the group. An earlier one is
+                # dropped: the next snapshot comes a few events later.
+                snapshot = group[-1].snapshot
+                if events or snapshot is not None:
+                    write = functools.partial(
+                        self.manager.journal.append, self.pid, self._sequence_nr, events, snapshot
+                    )
+                    try:
+                        self._sequence_nr = await self._journal_write(write)
+                    except _StreamBroken as e:
+                        self._failed = e
+                        error = InvokeError(e.code, e.message)
+                        for u in group:
+                            _settle_error(u.command.future, error)
+                        later, self._unstored = self._unstored, []
+                        for u in later:
+                            _settle_error(u.command.future, _not_stored(e))
+                        if not self._exchanging:
+                            # Otherwise the command being handled fails and restarts.
+                            self._restart(e.message)
+                        return
+                if len(group) > 1:
+                    self.manager.metrics.group_commits.labels(self.entity_type).inc()
+                for u in group:
+                    if not u.command.future.done():
+                        u.command.future.set_result(u.outcome)
+        finally:
+            self._writer = None
+
+    def _take_group(self) -> list[_Unstored]:
+        count, size = 1, self._unstored[0].size
+        while (
+            count < min(len(self._unstored), _MAX_GROUP_COMMANDS)
+            and size + self._unstored[count].size <= _MAX_GROUP_BYTES
+        ):
+            size += self._unstored[count].size
+            count += 1
+        group, self._unstored = self._unstored[:count], self._unstored[count:]
+        return group
+
+    def _write_failure(self) -> str | None:
+        return None if self._failed is None else self._failed.message
+
+    async def _drain(self) -> None:
+        writer = self._writer
+        if writer is not None:
+            # The writer settles every reply it holds whatever happens; waiting must
+            # not cancel it if this entity's task is cancelled meanwhile.
+            await asyncio.wait({writer})
+
+
+def _not_stored(cause: _StreamBroken) -> InvokeError:
+    code = (
+        grpc.StatusCode.ABORTED
+        if cause.code is grpc.StatusCode.ABORTED
+        else grpc.StatusCode.UNAVAILABLE
+    )
+    return InvokeError(
+        code,
+        "nothing was stored for this command: the journal write of an earlier command of "
+        f"this entity failed ({cause.message}); retry the command",
+    )
 
 
 class _Value(_Entity):

@@ -46,6 +46,12 @@ class Metrics:
             ["entity_type"],
             registry=self.registry,
         )
+        self.group_commits = Counter(
+            "larder_entity_group_commits",
+            "Journal writes that stored the events of more than one command of an entity",
+            ["entity_type"],
+            registry=self.registry,
+        )
         self.journal_latency = Histogram(
             "larder_journal_duration_seconds",
             "Journal call latency, by operation",

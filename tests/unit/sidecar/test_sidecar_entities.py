@@ -210,3 +210,131 @@ async def test_shutdown_refuses_new_commands(method: Method) -> None:
     with pytest.raises(InvokeError) as info:
         await manager.submit(method, "z", b"", ())
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+class GatedJournal(FlakyJournal):
+    """Holds every append until `gate` opens; records what each append carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.appends: list[tuple[int, int, bool]] = []  # (expected, events, snapshot?)
+        self.waiting = asyncio.Event()
+
+    async def append(
+        self,
+        pid: PersistenceId,
+        expected_sequence_nr: int,
+        events: Sequence[StoredPayload],
+        snapshot: StoredPayload | None = None,
+    ) -> int:
+        self.appends.append((expected_sequence_nr, len(events), snapshot is not None))
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().append(pid, expected_sequence_nr, events, snapshot)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+async def test_commands_handled_during_a_write_are_stored_together(method: Method) -> None:
+    journal = GatedJournal()
+    manager, stub = _manager(journal, emit_one)
+    first = manager.submit(method, "hot", b"", ())
+    await journal.waiting.wait()
+    rest = [manager.submit(method, "hot", b"", ()) for _ in range(4)]
+    # The user function handles the queued commands while the first write is held...
+    await _until(lambda: len(stub.calls[0].sent) == 1 + 5)
+    # ...but no reply is released before its events are stored.
+    assert not first.done() and not any(f.done() for f in rest)
+    journal.gate.set()
+    outcomes = await asyncio.gather(first, *rest)
+    assert [o.kind for o in outcomes] == ["reply"] * 5
+    # One write for the first command, one for the four handled meanwhile.
+    assert journal.appends == [(0, 1, False), (1, 4, False)]
+    recovery = await journal.load(persistence_id("svc", "hot"))
+    assert [StoredPayload(e.type_url, e.value) for e in recovery.events] == [
+        StoredPayload(_event(n).type_url, _event(n).value) for n in range(1, 6)
+    ]
+    assert manager.metrics.group_commits.labels("svc")._value.get() == 1
+    await manager.shutdown()
+
+
+async def test_a_reply_without_events_waits_for_the_events_before_it(method: Method) -> None:
+    async def respond(command: Any) -> Any:
+        if command.id == 2:
+            reply = es_pb2.EventSourcedReply(command_id=command.id)
+            reply.client_action.failure.description = "no"
+            return es_pb2.EventSourcedStreamOut(reply=reply)
+        return await emit_one(command)
+
+    journal = GatedJournal()
+    manager, _ = _manager(journal, respond)
+    first = manager.submit(method, "w", b"", ())
+    await journal.waiting.wait()
+    second = manager.submit(method, "w", b"", ())
+    await asyncio.sleep(0.01)
+    # Its answer was computed on state that includes the first command's event.
+    assert not second.done()
+    journal.gate.set()
+    assert (await first).kind == "reply"
+    assert (await second).kind == "failure"
+    await manager.shutdown()
+
+
+async def test_a_failed_write_fails_its_group_and_every_later_command(method: Method) -> None:
+    journal = GatedJournal()
+    manager, stub = _manager(journal, emit_one)
+    await_first = manager.submit(method, "f", b"", ())
+    journal.gate.set()
+    await await_first
+    journal.gate.clear()
+    journal.waiting.clear()
+    second = manager.submit(method, "f", b"", ())
+    await journal.waiting.wait()
+    journal.fail_next = ConcurrentWriteError("taken")
+    third = manager.submit(method, "f", b"", ())
+    await _until(lambda: len(stub.calls[0].sent) == 1 + 3)
+    journal.gate.set()
+    with pytest.raises(InvokeError) as failed:
+        await second
+    assert failed.value.code == grpc.StatusCode.ABORTED
+    with pytest.raises(InvokeError) as later:
+        await third
+    assert later.value.code == grpc.StatusCode.ABORTED
+    assert "nothing was stored for this command" in later.value.message
+    # The entity restarts from what is stored: the first command's event only.
+    await manager.submit(method, "f", b"", ())
+    assert len(stub.calls) == 2
+    replayed = [m.event.sequence for m in stub.calls[1].sent if m.WhichOneof("message") == "event"]
+    assert replayed == [1]
+    assert (await journal.load(persistence_id("svc", "f"))).last_sequence_nr == 2
+    await manager.shutdown()
+
+
+async def test_only_the_last_snapshot_of_a_group_is_stored(method: Method) -> None:
+    async def respond(command: Any) -> Any:
+        out = await emit_one(command)
+        if command.id in (2, 3):
+            out.reply.snapshot.CopyFrom(_event(100 + command.id))
+        return out
+
+    journal = GatedJournal()
+    manager, stub = _manager(journal, respond)
+    first = manager.submit(method, "s", b"", ())
+    await journal.waiting.wait()
+    rest = [manager.submit(method, "s", b"", ()) for _ in range(2)]
+    await _until(lambda: len(stub.calls[0].sent) == 1 + 3)
+    journal.gate.set()
+    await asyncio.gather(first, *rest)
+    assert journal.appends == [(0, 1, False), (1, 2, True)]
+    recovery = await journal.load(persistence_id("svc", "s"))
+    assert recovery.snapshot is not None
+    assert recovery.snapshot.sequence_nr == 3
+    assert recovery.snapshot.payload.value == _event(103).value
+    await manager.shutdown()
