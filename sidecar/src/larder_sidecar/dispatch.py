@@ -17,7 +17,8 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
-from .entities import EntityManager, protocol_metadata
+from .entities import EntityManager
+from .entity import protocol_metadata
 from .invoke import InvokeError, InvokeResult, MetadataPairs, MethodModel
 from .metrics import Metrics
 from .model import KeyError_, Kind, Method, UserFunctionModel

@@ -1,0 +1,370 @@
+"""One active entity: the supervised task that owns its protocol stream and its queue.
+
+Commands for one entity reach the user function strictly one at a time, in arrival
+order; different entities run concurrently. Events, snapshots and value state are
+stored before a reply is released. When the stream fails (a protocol
+failure, the user function dying, a journal write that did not land) the entity
+restarts from the journal before its next command. The component types differ in
+how they open the stream and store what a reply emitted: `event_sourced.py` (with
+group commit) and `value_entity.py`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+from .invoke import InvokeError, MetadataPairs
+from .journal.base import (
+    ConcurrentWriteError,
+    JournalError,
+    JournalUnavailable,
+    PersistenceId,
+    WriteOutcomeUnknown,
+    persistence_id,
+)
+from .model import Kind, Method
+from .outcome import Outcome
+from .protocol import component_pb2, entity_pb2
+
+if TYPE_CHECKING:
+    from .entities import EntityManager
+
+log = logging.getLogger("larder_sidecar.entities")
+
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+_PASSIVATE = object()
+_STOP = object()
+
+
+def protocol_metadata(pairs: MetadataPairs) -> Any:
+    return component_pb2.Metadata(
+        entries=[component_pb2.MetadataEntry(key=k, string_value=v) for k, v in pairs]
+    )
+
+
+@dataclass(slots=True)
+class Command:
+    method: Method
+    entity_id: str
+    payload: bytes
+    metadata: MetadataPairs
+    future: asyncio.Future[Outcome]
+
+
+class StreamBroken(Exception):
+    """The protocol stream cannot be used any more; the entity must restart."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Entity(abc.ABC):
+    """One active entity. Subclasses know the event-sourced and value protocols."""
+
+    kind: Kind
+
+    def __init__(
+        self,
+        manager: EntityManager,
+        entity_type: str,
+        service: str,
+        entity_id: str,
+        idle_timeout: float,
+    ) -> None:
+        self.manager = manager
+        self.entity_type = entity_type
+        self.service = service
+        self.entity_id = entity_id
+        self.pid: PersistenceId = persistence_id(entity_type, entity_id)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.idle_timeout = idle_timeout
+        self._idle: asyncio.TimerHandle | None = None
+        self._call: Any = None
+        self._exchanging = False
+        self._command_id = 0
+        self._log_extra = {"entity_type": entity_type, "entity_id": entity_id}
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"entity {entity_type}/{entity_id}"
+        )
+        self.task.add_done_callback(log_unexpected_exit)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def submit(self, command: Command) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self.queue.put_nowait(command)
+
+    def stop(self) -> None:
+        self.queue.put_nowait(_STOP)
+
+    def _arm_idle(self) -> None:
+        if self._idle is None and self.queue.empty():
+            self._idle = asyncio.get_running_loop().call_later(
+                self.idle_timeout, self.queue.put_nowait, _PASSIVATE
+            )
+
+    async def _run(self) -> None:
+        reason = "stopped"
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is _PASSIVATE:
+                    self._idle = None
+                    if self.queue.empty():
+                        reason = "idle"
+                        break
+                    continue
+                if item is _STOP:
+                    break
+                if item.future.done():  # the caller gave up while queued
+                    continue
+                await self._one(item)
+                self._arm_idle()
+        finally:
+            # Replies still waiting for their events are released (or failed) by the
+            # write in flight. Before detaching: a new incarnation must not load the
+            # entity while that write may still land.
+            await self._drain()
+            # Detach so new commands start a fresh entity rather than queue here.
+            self.manager.detach(self)
+            if self._idle is not None:
+                self._idle.cancel()
+            self._fail_queued()
+            await self._close(reason)
+
+    def _fail_queued(self) -> None:
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if isinstance(item, Command) and not item.future.done():
+                # Resubmit: the manager starts a new incarnation (e.g. a command that
+                # arrived between the idle timer firing and detaching).
+                self.manager.resubmit(item)
+
+    async def _one(self, command: Command) -> None:
+        try:
+            failed = self._write_failure()
+            if failed is not None:
+                self._restart(failed)
+            if self._call is None:
+                await self._drain()
+                await self._activate()
+            self._exchanging = True
+            try:
+                reply, outcome = await self._exchange(command)
+            finally:
+                self._exchanging = False
+            await self._complete(command, reply, outcome)
+        except StreamBroken as e:
+            self._restart(e.message)
+            settle_error(command.future, InvokeError(e.code, e.message))
+        except InvokeError as e:
+            settle_error(command.future, e)
+        except Exception as e:
+            log.exception(
+                "unexpected error in entity %s/%s",
+                self.entity_type,
+                self.entity_id,
+                extra=self._log_extra,
+            )
+            self._restart(f"internal error: {e}")
+            settle_error(
+                command.future,
+                InvokeError(
+                    grpc.StatusCode.INTERNAL, f"the sidecar failed handling the command: {e}"
+                ),
+            )
+
+    async def _complete(self, command: Command, reply: Any, outcome: Outcome) -> None:
+        """Store what the reply emitted, then release the reply."""
+        if outcome.kind != "failure":
+            await self._persist(reply)
+        if not command.future.done():
+            command.future.set_result(outcome)
+
+    def _write_failure(self) -> str | None:
+        """Why the entity must restart before its next command, if a write failed."""
+        return None
+
+    async def _drain(self) -> None:
+        """Wait until no journal write of this entity is in flight."""
+        return
+
+    # --- the stream ---------------------------------------------------------------------
+
+    async def _activate(self) -> None:
+        self._command_id = 0
+        await self.manager.user_function_ready()
+        try:
+            await self._open()
+        except JournalUnavailable as e:
+            self._drop_call()
+            raise InvokeError(grpc.StatusCode.UNAVAILABLE, f"journal unavailable: {e}") from e
+        except JournalError as e:
+            self._drop_call()
+            raise InvokeError(
+                grpc.StatusCode.INTERNAL, f"the entity cannot be loaded from the journal: {e}"
+            ) from e
+        except grpc.aio.AioRpcError as e:
+            self._drop_call()
+            raise InvokeError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the user function did not accept the entity stream: {e.details()}",
+            ) from e
+        m = self.manager.metrics
+        m.activations.labels(self.entity_type).inc()
+        m.active_entities.inc()
+        log.info("activated %s/%s", self.entity_type, self.entity_id, extra=self._log_extra)
+
+    @abc.abstractmethod
+    async def _open(self) -> None:
+        """Open the protocol stream and send Init with the recovered state."""
+
+    async def _exchange(self, command: Command) -> tuple[Any, Outcome]:
+        self._command_id += 1
+        cid = self._command_id
+        msg = entity_pb2.Command(
+            entity_id=self.entity_id,
+            id=cid,
+            name=command.method.model.name,
+            payload={"type_url": command.method.input_type_url, "value": command.payload},
+            metadata=protocol_metadata(command.metadata),
+        )
+        call = self._call
+        try:
+            await call.write(self._command_in(msg))
+            out = await call.read()
+        except grpc.aio.AioRpcError as e:
+            raise StreamBroken(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the user function's entity stream failed: {e.code().name} {e.details()}",
+            ) from e
+        except asyncio.InvalidStateError as e:
+            raise StreamBroken(
+                grpc.StatusCode.UNAVAILABLE, "the user function closed the entity stream"
+            ) from e
+        if out is _EOF:
+            raise StreamBroken(
+                grpc.StatusCode.UNAVAILABLE, "the user function closed the entity stream"
+            )
+        which = out.WhichOneof("message")
+        if which == "failure":
+            raise StreamBroken(
+                grpc.StatusCode.INTERNAL,
+                f"the entity failed: {out.failure.description or 'no description'}",
+            )
+        reply = out.reply
+        if reply.command_id != cid:
+            raise StreamBroken(
+                grpc.StatusCode.INTERNAL,
+                f"protocol error: reply for command {reply.command_id} while {cid} was in flight",
+            )
+        action = reply.client_action
+        kind = action.WhichOneof("action")
+        if kind == "failure":
+            if action.failure.restart:
+                self._restart("the user function asked for a restart")
+            return reply, Outcome("failure", action.failure)
+        return reply, Outcome(kind, getattr(action, kind) if kind else None, reply.side_effects)
+
+    @abc.abstractmethod
+    def _command_in(self, command: Any) -> Any:
+        """Wrap a Command in the component type's stream message."""
+
+    @abc.abstractmethod
+    async def _persist(self, reply: Any) -> None:
+        """Store what the reply emitted, before the reply is released."""
+
+    async def _journal_write(self, write: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return await write()
+        except ConcurrentWriteError as e:
+            raise StreamBroken(
+                grpc.StatusCode.ABORTED,
+                f"another writer changed this entity ({e}); retry the command",
+            ) from e
+        except WriteOutcomeUnknown as e:
+            # Not retried here: the write may have landed. The restart reloads the
+            # entity, so its next command sees whatever the journal holds.
+            raise StreamBroken(
+                grpc.StatusCode.UNAVAILABLE,
+                f"journal write outcome unknown, the command may or may not be stored: {e}",
+            ) from e
+        except JournalUnavailable as e:
+            raise StreamBroken(
+                grpc.StatusCode.UNAVAILABLE, f"journal unavailable, nothing was stored: {e}"
+            ) from e
+        except JournalError as e:
+            raise StreamBroken(grpc.StatusCode.INTERNAL, f"journal error: {e}") from e
+        finally:
+            self.manager.metrics.journal_latency.labels("write").observe(
+                time.perf_counter() - started
+            )
+
+    def _restart(self, reason: str) -> None:
+        """Drop the stream; the next command activates the entity again from the journal."""
+        if self._call is None:
+            return
+        self._drop_call()
+        self.manager.metrics.restarts.labels(self.entity_type).inc()
+        self.manager.metrics.active_entities.dec()
+        log.warning(
+            "restarting %s/%s from the journal: %s",
+            self.entity_type,
+            self.entity_id,
+            reason,
+            extra=self._log_extra,
+        )
+
+    def _drop_call(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    async def _close(self, reason: str) -> None:
+        call, self._call = self._call, None
+        if call is None:
+            return
+        self.manager.metrics.active_entities.dec()
+        self.manager.metrics.passivations.labels(self.entity_type).inc()
+        try:
+            await call.done_writing()
+            # The SDKs end their side when ours ends; wait briefly for a clean close.
+            await asyncio.wait_for(call.wait_for_connection(), 1.0)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
+            pass
+        finally:
+            call.cancel()
+        log.info(
+            "passivated %s/%s (%s)",
+            self.entity_type,
+            self.entity_id,
+            reason,
+            extra=self._log_extra,
+        )
+
+
+def settle_error(future: asyncio.Future[Outcome], error: InvokeError) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def log_unexpected_exit(task: asyncio.Task[None]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        exc = task.exception()
+        if exc is not None:
+            log.error("entity task %s exited unexpectedly", task.get_name(), exc_info=exc)

@@ -1,0 +1,187 @@
+"""Event-sourced entities: replay on activation, and group commit of emitted events.
+
+The entity does not wait for a command's events to be stored before the user function
+handles its next queued command: while one journal write is in flight, the events of
+the commands handled meanwhile gather and go in the next write, one transaction for
+all of them, and each reply is released when everything up to its own events is
+stored. A failed write fails its group and every command handled after it; the entity
+then restarts from the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from .entity import Command, Entity, StreamBroken, settle_error
+from .invoke import InvokeError
+from .journal.base import StoredPayload
+from .model import Kind
+from .outcome import Outcome
+from .protocol import event_sourced_entity_pb2 as es_pb2
+
+# One group-commit write carries at most this many commands, and this many payload
+# bytes unless a single command alone is larger.
+_MAX_GROUP_COMMANDS = 64
+_MAX_GROUP_BYTES = 32 * 1024
+
+
+def _any(payload: StoredPayload) -> dict[str, Any]:
+    return {"type_url": payload.type_url, "value": payload.value}
+
+
+@dataclass(slots=True)
+class _Unstored:
+    """A handled command whose reply waits for its events (and everyone's before)."""
+
+    command: Command
+    outcome: Outcome
+    events: list[StoredPayload]
+    snapshot: StoredPayload | None
+    size: int
+
+
+class EventSourcedEntity(Entity):
+    kind = Kind.EVENT_SOURCED
+
+    # The last sequence number stored in the journal.
+    _sequence_nr = 0
+    _writer: asyncio.Task[None] | None = None
+    _failed: StreamBroken | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unstored: list[_Unstored] = []
+
+    async def _open(self) -> None:
+        self._failed = None
+        started = time.perf_counter()
+        recovery = await self.manager.journal.load(self.pid)
+        self.manager.metrics.journal_latency.labels("load").observe(time.perf_counter() - started)
+        self._call = call = self.manager.es_stub.Handle()
+        init = es_pb2.EventSourcedInit(service_name=self.service, entity_id=self.entity_id)
+        seq = 0
+        if recovery.snapshot is not None:
+            seq = recovery.snapshot.sequence_nr
+            init.snapshot.snapshot_sequence = seq
+            init.snapshot.snapshot.type_url = recovery.snapshot.payload.type_url
+            init.snapshot.snapshot.value = recovery.snapshot.payload.value
+        await call.write(es_pb2.EventSourcedStreamIn(init=init))
+        for event in recovery.events:
+            seq += 1
+            await call.write(
+                es_pb2.EventSourcedStreamIn(
+                    event=es_pb2.EventSourcedEvent(sequence=seq, payload=_any(event))
+                )
+            )
+        self._sequence_nr = recovery.last_sequence_nr
+
+    def _command_in(self, command: Any) -> Any:
+        return es_pb2.EventSourcedStreamIn(command=command)
+
+    async def _persist(self, reply: Any) -> None:
+        raise AssertionError("event-sourced replies are stored by _complete")
+
+    async def _complete(self, command: Command, reply: Any, outcome: Outcome) -> None:
+        if self._failed is not None:
+            # The user function handled this command on top of events that were not
+            # stored: its reply describes a state that does not exist.
+            settle_error(command.future, _not_stored(self._failed))
+            self._restart(self._failed.message)
+            return
+        stored = outcome.kind == "failure"
+        events = [] if stored else [StoredPayload(e.type_url, e.value) for e in reply.events]
+        snapshot = (
+            StoredPayload(reply.snapshot.type_url, reply.snapshot.value)
+            if not stored and reply.HasField("snapshot")
+            else None
+        )
+        if not events and snapshot is None and self._writer is None:
+            # Nothing to store and nothing stored-to-be that this reply may have seen.
+            if not command.future.done():
+                command.future.set_result(outcome)
+            return
+        size = sum(len(e.value) for e in events) + (len(snapshot.value) if snapshot else 0)
+        self._unstored.append(_Unstored(command, outcome, events, snapshot, size))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_behind(), name=f"journal writes {self.entity_type}/{self.entity_id}"
+            )
+        if len(self._unstored) >= _MAX_GROUP_COMMANDS:
+            # Back-pressure: a slow journal must not let handled commands pile up.
+            await self._drain()
+
+    async def _write_behind(self) -> None:
+        """Store the unstored replies' events, one transaction per group, in order."""
+        try:
+            while self._unstored:
+                group = self._take_group()
+                events = [e for u in group for e in u.events]
+                # A snapshot describes the state after its own command; only the last
+                # command's snapshot matches the end of the group. An earlier one is
+                # dropped: the next snapshot comes a few events later.
+                snapshot = group[-1].snapshot
+                if events or snapshot is not None:
+                    write = functools.partial(
+                        self.manager.journal.append, self.pid, self._sequence_nr, events, snapshot
+                    )
+                    try:
+                        self._sequence_nr = await self._journal_write(write)
+                    except StreamBroken as e:
+                        self._failed = e
+                        error = InvokeError(e.code, e.message)
+                        for u in group:
+                            settle_error(u.command.future, error)
+                        later, self._unstored = self._unstored, []
+                        for u in later:
+                            settle_error(u.command.future, _not_stored(e))
+                        if not self._exchanging:
+                            # Otherwise the command being handled fails and restarts.
+                            self._restart(e.message)
+                        return
+                if len(group) > 1:
+                    self.manager.metrics.group_commits.labels(self.entity_type).inc()
+                for u in group:
+                    if not u.command.future.done():
+                        u.command.future.set_result(u.outcome)
+        finally:
+            self._writer = None
+
+    def _take_group(self) -> list[_Unstored]:
+        count, size = 1, self._unstored[0].size
+        while (
+            count < min(len(self._unstored), _MAX_GROUP_COMMANDS)
+            and size + self._unstored[count].size <= _MAX_GROUP_BYTES
+        ):
+            size += self._unstored[count].size
+            count += 1
+        group, self._unstored = self._unstored[:count], self._unstored[count:]
+        return group
+
+    def _write_failure(self) -> str | None:
+        return None if self._failed is None else self._failed.message
+
+    async def _drain(self) -> None:
+        writer = self._writer
+        if writer is not None:
+            # The writer settles every reply it holds whatever happens; waiting must
+            # not cancel it if this entity's task is cancelled meanwhile.
+            await asyncio.wait({writer})
+
+
+def _not_stored(cause: StreamBroken) -> InvokeError:
+    code = (
+        grpc.StatusCode.ABORTED
+        if cause.code is grpc.StatusCode.ABORTED
+        else grpc.StatusCode.UNAVAILABLE
+    )
+    return InvokeError(
+        code,
+        "nothing was stored for this command: the journal write of an earlier command of "
+        f"this entity failed ({cause.message}); retry the command",
+    )

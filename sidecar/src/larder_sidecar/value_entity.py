@@ -1,0 +1,48 @@
+"""Value entities: the stored state on activation, each update stored before its reply."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .entity import Entity
+from .journal.base import StoredPayload
+from .model import Kind
+from .protocol import value_entity_pb2 as ve_pb2
+
+
+class ValueEntity(Entity):
+    kind = Kind.VALUE
+
+    _revision = 0
+
+    async def _open(self) -> None:
+        started = time.perf_counter()
+        state = await self.manager.journal.load_value(self.pid)
+        self.manager.metrics.journal_latency.labels("load").observe(time.perf_counter() - started)
+        self._call = call = self.manager.ve_stub.Handle()
+        init = ve_pb2.ValueEntityInit(service_name=self.service, entity_id=self.entity_id)
+        if state.payload is not None:
+            init.state.value.type_url = state.payload.type_url
+            init.state.value.value = state.payload.value
+        await call.write(ve_pb2.ValueEntityStreamIn(init=init))
+        self._revision = state.revision
+
+    def _command_in(self, command: Any) -> Any:
+        return ve_pb2.ValueEntityStreamIn(command=command)
+
+    async def _persist(self, reply: Any) -> None:
+        which = reply.state_action.WhichOneof("action")
+        if which is None:
+            return
+        payload = (
+            StoredPayload(
+                reply.state_action.update.value.type_url, reply.state_action.update.value.value
+            )
+            if which == "update"
+            else None
+        )
+        journal = self.manager.journal
+        self._revision = await self._journal_write(
+            lambda: journal.put_value(self.pid, self._revision, payload)
+        )
