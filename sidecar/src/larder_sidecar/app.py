@@ -14,7 +14,7 @@ from .admin import AdminServer
 from .discovery import discover, proxy_terminated
 from .dispatch import Dispatcher
 from .entities import EntityManager
-from .eventing import Eventing, KafkaSettings
+from .eventing import Eventing
 from .grpc_front import build_grpc_server
 from .http import PublicServer, start_public_server
 from .journal.base import Journal
@@ -36,10 +36,8 @@ class Sidecar:
         settings: Settings,
         journal: Journal | None = None,
         router: Router | None = None,
-        kafka: KafkaSettings | None = None,
     ) -> None:
         self.settings = settings
-        self.kafka = kafka or KafkaSettings()
         self.eventing: Eventing | None = None
         self.metrics = Metrics()
         self.journal = journal if journal is not None else create_journal(settings)
@@ -92,7 +90,7 @@ class Sidecar:
         self.entities = EntityManager(
             self.journal, self._channel, self.metrics, s.passivation_timeout
         )
-        self.eventing = Eventing.for_model(model, self.kafka, self.metrics.registry)
+        self.eventing = Eventing.for_model(model, self.settings.kafka, self.metrics.registry)
         dispatcher_args = (model, self.router, self.entities, self._channel, self.metrics)
         if self.eventing is None:
             self.dispatcher = Dispatcher(*dispatcher_args)

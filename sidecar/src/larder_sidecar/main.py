@@ -10,7 +10,7 @@ import sys
 from . import logs
 from .app import Sidecar
 from .discovery import DiscoveryFailed
-from .eventing import EventingError, KafkaSettings, KafkaSettingsError, load_kafka_settings
+from .eventing import EventingError
 from .journal.base import JournalUnavailable
 from .model import SpecError
 from .settings import Settings, SettingsError, load_settings
@@ -18,12 +18,12 @@ from .settings import Settings, SettingsError, load_settings
 log = logging.getLogger("larder_sidecar")
 
 
-async def run(settings: Settings, kafka: KafkaSettings | None = None) -> int:
+async def run(settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sidecar = Sidecar(settings, kafka=kafka)
+    sidecar = Sidecar(settings)
     await sidecar.start_admin()
     code = 0
     try:
@@ -46,8 +46,7 @@ async def run(settings: Settings, kafka: KafkaSettings | None = None) -> int:
 def main() -> None:
     try:
         settings = load_settings()
-        kafka = load_kafka_settings()
-    except (SettingsError, KafkaSettingsError) as e:
+    except SettingsError as e:
         print(f"larder-sidecar: {e}", file=sys.stderr)
         sys.exit(2)
     logs.configure(settings.log_level, settings.log_format)
@@ -59,5 +58,5 @@ def main() -> None:
         except ImportError:
             log.info("uvloop not installed; using the default event loop")
         else:
-            sys.exit(uvloop.run(run(settings, kafka)))
-    sys.exit(asyncio.run(run(settings, kafka)))
+            sys.exit(uvloop.run(run(settings)))
+    sys.exit(asyncio.run(run(settings)))

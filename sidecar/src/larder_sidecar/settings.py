@@ -1,7 +1,9 @@
 """The sidecar's settings: parsed from the environment once, at start, and validated.
 
-Every variable is documented in docs/sidecar.md. A bad value raises `SettingsError`
-naming the variable, so the pod's log says exactly what to fix.
+Every variable is documented in docs/sidecar.md (Cassandra's in docs/journal.md, Kafka's
+in docs/eventing.md). A bad value raises `SettingsError` naming the variable, so the
+pod's log says exactly what to fix. The journal and eventing packages parse their own
+variables; this module gathers everything into the one `Settings`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .durations import parse_seconds
+from .eventing.settings import KafkaSettings, KafkaSettingsError, load_kafka_settings
 from .journal.cassandra_settings import CassandraSettings, CassandraSettingsError
 
 JournalType = Literal["memory", "sqlite", "cassandra"]
@@ -55,6 +58,8 @@ class Settings:
     discovery_timeout: float = 60.0
     """How long start-up keeps retrying Discover while the user function starts."""
     pod: PodIdentity = field(default_factory=lambda: PodIdentity("", "", ""))
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    """Used only when the user function declares eventing."""
 
     @property
     def user_function_target(self) -> str:
@@ -121,6 +126,13 @@ def _cassandra(env: Mapping[str, str]) -> CassandraSettings:
         raise SettingsError(str(e)) from e
 
 
+def _kafka(env: Mapping[str, str]) -> KafkaSettings:
+    try:
+        return load_kafka_settings(env)
+    except KafkaSettingsError as e:
+        raise SettingsError(str(e)) from e
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse and validate the settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -155,6 +167,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             namespace=env.get("POD_NAMESPACE", ""),
             ip=env.get("POD_IP", ""),
         ),
+        kafka=_kafka(env),
     )
     ports = {
         "LARDER_PORT": settings.port,

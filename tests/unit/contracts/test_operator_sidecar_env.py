@@ -144,3 +144,13 @@ async def _get(host: str, port: int, path: str) -> bytes:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+def test_kafka_env_from_the_function_spec_parses_in_the_sidecar() -> None:
+    spec = {**FUNCTION, "kafka": {"deadLetterTopic": "carts-dead"}}
+    env = _sidecar_env(spec, None)
+    # What a `configMapRef` would bring in through envFrom.
+    env["LARDER_KAFKA_BOOTSTRAP_SERVERS"] = "kafka-0:9092,kafka-1:9092"
+    settings = load_settings(env)
+    assert settings.kafka.dead_letter_topic == "carts-dead"
+    assert settings.kafka.bootstrap_servers == "kafka-0:9092,kafka-1:9092"

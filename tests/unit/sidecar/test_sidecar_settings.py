@@ -51,6 +51,8 @@ def test_parsing() -> None:
         ({"LARDER_LOG_LEVEL": "loud"}, "LARDER_LOG_LEVEL='LOUD'"),
         ({"LARDER_ADMIN_PORT": "9000"}, "LARDER_ADMIN_PORT=9000 is the same port as LARDER_PORT"),
         ({"LARDER_UVLOOP": "maybe"}, "LARDER_UVLOOP='maybe' must be true or false"),
+        # Parsed by the eventing package, reported like every other setting.
+        ({"LARDER_KAFKA_MAX_IN_FLIGHT": "many"}, "LARDER_KAFKA_MAX_IN_FLIGHT"),
     ],
 )
 def test_errors_name_the_variable(env: dict[str, str], message: str) -> None:
