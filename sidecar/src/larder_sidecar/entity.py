@@ -156,9 +156,6 @@ class Entity(abc.ABC):
 
     async def _one(self, command: Command) -> None:
         try:
-            failed = self._write_failure()
-            if failed is not None:
-                self._restart(failed)
             if self._call is None:
                 await self._drain()
                 await self._activate()
@@ -188,16 +185,10 @@ class Entity(abc.ABC):
                 ),
             )
 
+    @abc.abstractmethod
     async def _complete(self, command: Command, reply: Any, outcome: Outcome) -> None:
-        """Store what the reply emitted, then release the reply."""
-        if outcome.kind != "failure":
-            await self._persist(reply)
-        if not command.future.done():
-            command.future.set_result(outcome)
-
-    def _write_failure(self) -> str | None:
-        """Why the entity must restart before its next command, if a write failed."""
-        return None
+        """Store what the reply emitted; release the reply (settle the command's
+        future) only once that, and everything it may have seen, is stored."""
 
     async def _drain(self) -> None:
         """Wait until no journal write of this entity is in flight."""
@@ -283,10 +274,6 @@ class Entity(abc.ABC):
     @abc.abstractmethod
     def _command_in(self, command: Any) -> Any:
         """Wrap a Command in the component type's stream message."""
-
-    @abc.abstractmethod
-    async def _persist(self, reply: Any) -> None:
-        """Store what the reply emitted, before the reply is released."""
 
     async def _journal_write(self, write: Callable[[], Any]) -> Any:
         started = time.perf_counter()

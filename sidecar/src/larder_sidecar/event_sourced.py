@@ -84,9 +84,6 @@ class EventSourcedEntity(Entity):
     def _command_in(self, command: Any) -> Any:
         return es_pb2.EventSourcedStreamIn(command=command)
 
-    async def _persist(self, reply: Any) -> None:
-        raise AssertionError("event-sourced replies are stored by _complete")
-
     async def _complete(self, command: Command, reply: Any, outcome: Outcome) -> None:
         if self._failed is not None:
             # The user function handled this command on top of events that were not
@@ -94,11 +91,11 @@ class EventSourcedEntity(Entity):
             settle_error(command.future, _not_stored(self._failed))
             self._restart(self._failed.message)
             return
-        stored = outcome.kind == "failure"
-        events = [] if stored else [StoredPayload(e.type_url, e.value) for e in reply.events]
+        failed = outcome.kind == "failure"  # a failure reply stores nothing
+        events = [] if failed else [StoredPayload(e.type_url, e.value) for e in reply.events]
         snapshot = (
             StoredPayload(reply.snapshot.type_url, reply.snapshot.value)
-            if not stored and reply.HasField("snapshot")
+            if not failed and reply.HasField("snapshot")
             else None
         )
         if not events and snapshot is None and self._writer is None:
@@ -162,9 +159,6 @@ class EventSourcedEntity(Entity):
             count += 1
         group, self._unstored = self._unstored[:count], self._unstored[count:]
         return group
-
-    def _write_failure(self) -> str | None:
-        return None if self._failed is None else self._failed.message
 
     async def _drain(self) -> None:
         writer = self._writer

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .entity import Entity
+from .entity import Command, Entity
 from .journal.base import StoredPayload
 from .model import Kind
+from .outcome import Outcome
 from .protocol import value_entity_pb2 as ve_pb2
 
 
@@ -31,10 +32,16 @@ class ValueEntity(Entity):
     def _command_in(self, command: Any) -> Any:
         return ve_pb2.ValueEntityStreamIn(command=command)
 
-    async def _persist(self, reply: Any) -> None:
-        which = reply.state_action.WhichOneof("action")
-        if which is None:
-            return
+    async def _complete(self, command: Command, reply: Any, outcome: Outcome) -> None:
+        # Each update is stored before the next command: only a failure reply or one
+        # without a state action skips the journal.
+        which = None if outcome.kind == "failure" else reply.state_action.WhichOneof("action")
+        if which is not None:
+            await self._store(reply, which)
+        if not command.future.done():
+            command.future.set_result(outcome)
+
+    async def _store(self, reply: Any, which: str) -> None:
         payload = (
             StoredPayload(
                 reply.state_action.update.value.type_url, reply.state_action.update.value.value
