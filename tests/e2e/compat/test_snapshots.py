@@ -97,7 +97,14 @@ def test_pypi_snapshots_are_stored_but_the_sdk_cannot_restore_them(
     sidecar_log = LogMark(cart.stack.sidecar)
     status, body = http("GET", f"{cart.stack.base_url}/carts/snap")
     assert (status, body["code"]) == (503, 14)
-    assert "'Any' object has no attribute 'payload'" in body["message"]
+    # How gRPC reports the SDK's exception on the stream is a race inside grpcio (one
+    # run in five or so it reports a bare "Internal error from Core"); the function's
+    # own log below names the cause either way.
+    assert body["message"].startswith("the user function's entity stream failed:")
+    assert (
+        "'Any' object has no attribute 'payload'" in body["message"]
+        or "Internal error from Core" in body["message"]
+    )
     function_log.wait_for(r"get_payload\(event_sourced_snapshot\.snapshot\)")
     sidecar_log.wait_for(rf"restarting {ENTITY_TYPE}/snap from the journal")
     # Carts without a snapshot are unaffected.
