@@ -6,6 +6,7 @@ hand-written surface around them.
 """
 
 from larder_protocol._compile import ProtocCompileError, compile_protos
+from larder_protocol._dynamic import DynamicMessageClass, message_class
 from larder_protocol._generate import ensure_generated, generated_is_stale
 from larder_protocol._include import include_dir
 from larder_protocol._versions import (
@@ -27,10 +28,12 @@ __all__ = [
     "SUPPORTED_PROTOCOL_VERSIONS",
     "VALUE_ENTITY",
     "VIEW",
+    "DynamicMessageClass",
     "ProtocCompileError",
     "ProtocolVersion",
     "compile_protos",
     "ensure_generated",
     "generated_is_stale",
     "include_dir",
+    "message_class",
 ]

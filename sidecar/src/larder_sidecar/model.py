@@ -12,10 +12,18 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from larder_protocol import ACTION, EVENT_SOURCED_ENTITY, REPLICATED_ENTITY, VALUE_ENTITY, VIEW
+from larder_protocol import (
+    ACTION,
+    EVENT_SOURCED_ENTITY,
+    REPLICATED_ENTITY,
+    VALUE_ENTITY,
+    VIEW,
+    DynamicMessageClass,
+    message_class,
+)
 
 from .invoke import MetadataPairs, MethodModel
 from .protocol import annotations_pb2, discovery_pb2, legacy_entity_key_pb2
@@ -125,8 +133,8 @@ class Method:
 
     model: MethodModel
     component: Component
-    input_class: type[Message]
-    output_class: type[Message]
+    input_class: DynamicMessageClass
+    output_class: DynamicMessageClass
     key: EntityKey | None
     input_type_url: str
 
@@ -323,8 +331,8 @@ def build_model(
             methods[model.path] = Method(
                 model=model,
                 component=component,
-                input_class=message_factory.GetMessageClass(md.input_type),
-                output_class=message_factory.GetMessageClass(md.output_type),
+                input_class=message_class(md.input_type),
+                output_class=message_class(md.output_type),
                 key=key,
                 input_type_url=TYPE_URL_PREFIX + md.input_type.full_name,
             )

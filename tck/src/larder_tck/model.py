@@ -19,8 +19,9 @@ import larder_protocol
 # The model protos import these; they must be in the pool before the model is added.
 from akkaserverless import annotations_pb2 as _annotations  # noqa: F401
 from google.api import annotations_pb2 as _http_annotations  # noqa: F401
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool
 from google.protobuf.message import Message
+from larder_protocol import DynamicMessageClass, message_class
 
 PROTO_FILES = (
     "larder/tck/model/eventsourced.proto",
@@ -80,9 +81,9 @@ class Model:
 
     files: descriptor_pb2.FileDescriptorSet
 
-    def message(self, full_name: str) -> type[Message]:
+    def message(self, full_name: str) -> DynamicMessageClass:
         descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
-        return message_factory.GetMessageClass(descriptor)
+        return message_class(descriptor)
 
     def new(self, full_name: str, **fields: Any) -> Any:
         return self.message(full_name)(**fields)
