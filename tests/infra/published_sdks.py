@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -39,25 +40,12 @@ PYPI_SDK_VERSION = "0.1.13"
 NPM_SDK = "@lightbend/akkaserverless-javascript-sdk"
 NPM_SDK_VERSION = "0.32.0"
 
-# The PyPI SDK's _pb2 modules are protoc-3 era code that builds descriptors by
-# hand; current protobuf still runs them with its pure-Python implementation
-# (hence PYPI_SDK_ENV). Current protobuf also lets grpcio-tools live in the same
-# virtualenv, which is how the SDK's users compile their protos (its bin/compile.sh
-# runs grpc_tools.protoc, then rewrites the imports). Versions are pinned to the
-# ones checked to work together on Python 3.11.
-_PYPI_VENV_REQUIREMENTS = (
-    "grpcio==1.85.1",
-    "grpcio-tools==1.85.1",
-    "protobuf==7.36.2",
-    "attrs==26.1.0",
-    "six==1.17.0",
-)
-# Installed with --no-deps. The SDK: its declared dependencies pull in docker,
-# pytest and google-api, which it does not need to serve. googleapis-common-protos
-# 1.56.4 (contemporary with the SDK, so its google/api descriptors are the ones the
-# SDK's users had): it declares protobuf<5, but its modules run on current protobuf's
-# pure-Python implementation.
-_PYPI_VENV_NO_DEPS = (f"{PYPI_SDK}=={PYPI_SDK_VERSION}", "googleapis-common-protos==1.56.4")
+# The PyPI SDK's environment, from the project's locks (requirements/*.in say why each
+# package and version): its runtime dependencies and grpcio-tools, hashes checked; then
+# the SDK and googleapis-common-protos without their declared dependencies.
+_REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements"
+_PYPI_LOCK = _REQUIREMENTS / "published-sdk-pypi.lock"
+_PYPI_NO_DEPS_LOCK = _REQUIREMENTS / "published-sdk-pypi-nodeps.lock"
 PYPI_SDK_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
 
 _NPM_INSTALL_ARGS = (
@@ -69,13 +57,18 @@ _NPM_INSTALL_ARGS = (
     "--no-fund",
 )
 
+
+def _lock_digest(lock: Path) -> str:
+    return f"{lock.name} sha256 {hashlib.sha256(lock.read_bytes()).hexdigest()}"
+
+
 # Bump when a build step changes in a way the argument lists above do not show;
 # the cache directories are keyed by these recipes, so a change builds afresh
 # beside the old entry instead of trusting it.
-_RECIPE_REVISION = 2
+_RECIPE_REVISION = 3
 _PYPI_RECIPE = (
     f"rev {_RECIPE_REVISION}; python {sys.version_info.major}.{sys.version_info.minor}; "
-    f"{' '.join(_PYPI_VENV_REQUIREMENTS)}; --no-deps {' '.join(_PYPI_VENV_NO_DEPS)}"
+    f"{_lock_digest(_PYPI_LOCK)}; --no-deps {_lock_digest(_PYPI_NO_DEPS_LOCK)}"
 )
 _NPM_RECIPE = (
     f"rev {_RECIPE_REVISION}; {NPM_SDK}@{NPM_SDK_VERSION}; no devDependencies; "
@@ -252,14 +245,15 @@ def _build_pypi_venv(target: Path) -> None:
     pip = [python, "-m", "pip", "install", "--quiet"]
     _run(
         "pip install the PyPI SDK's runtime dependencies and grpcio-tools",
-        [*pip, *_PYPI_VENV_REQUIREMENTS],
+        [*pip, "--require-hashes", "-r", str(_PYPI_LOCK)],
         timeout=_PIP_TIMEOUT_S,
     )
     _run(
-        f"pip install --no-deps {' '.join(_PYPI_VENV_NO_DEPS)}",
+        f"pip install --no-deps -r {_PYPI_NO_DEPS_LOCK.name}",
         # --no-warn-conflicts: pip would otherwise list the declared dependencies
         # left out on purpose.
-        [*pip, "--no-deps", "--no-warn-conflicts", *_PYPI_VENV_NO_DEPS],
+        [*pip, "--no-deps", "--no-warn-conflicts", "--require-hashes",
+         "-r", str(_PYPI_NO_DEPS_LOCK)],
         timeout=_PIP_TIMEOUT_S,
     )
     _run(
