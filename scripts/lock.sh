@@ -33,4 +33,6 @@ compile sample "$@"
 compile published-sdk-pypi "$@"
 # Locked without their dependencies, as they are installed (see the .in file).
 compile published-sdk-pypi-nodeps --no-deps "$@"
-echo "lock: requirements/*.lock written"
+# The npm SDK the compatibility tests run (its package-lock.json, installed with npm ci).
+.venv/bin/python -m tests.infra.published_sdks lock-npm
+echo "lock: requirements/*.lock and requirements/published-sdk-npm.package-lock.json written"

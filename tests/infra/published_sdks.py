@@ -10,7 +10,9 @@ artifact is built in a temporary sibling directory and renamed into place, so a
 crash or a concurrent run never leaves a half-built cache entry behind; a lock
 file serialises concurrent provisioning.
 
-Run ``python -m tests.infra.published_sdks`` to provision and print the paths.
+Run ``python -m tests.infra.published_sdks`` to provision and print the paths, and
+``python -m tests.infra.published_sdks lock-npm`` (``make lock`` does) to rewrite the npm
+SDK's lock.
 """
 
 from __future__ import annotations
@@ -48,15 +50,17 @@ _PYPI_LOCK = _REQUIREMENTS / "published-sdk-pypi.lock"
 _PYPI_NO_DEPS_LOCK = _REQUIREMENTS / "published-sdk-pypi-nodeps.lock"
 PYPI_SDK_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
 
+_NPM_LOCK = _REQUIREMENTS / "published-sdk-npm.package-lock.json"
+# npm ci installs exactly the lock (integrity hashes checked) and fails if the
+# package's dependencies and the lock disagree.
 _NPM_INSTALL_ARGS = (
-    "install",
+    "ci",
     "--omit=dev",
     "--ignore-scripts",
     "--engine-strict=false",
     "--no-audit",
     "--no-fund",
 )
-
 
 def _lock_digest(lock: Path) -> str:
     return f"{lock.name} sha256 {hashlib.sha256(lock.read_bytes()).hexdigest()}"
@@ -72,7 +76,7 @@ _PYPI_RECIPE = (
 )
 _NPM_RECIPE = (
     f"rev {_RECIPE_REVISION}; {NPM_SDK}@{NPM_SDK_VERSION}; no devDependencies; "
-    f"npm {' '.join(_NPM_INSTALL_ARGS)}"
+    f"{_lock_digest(_NPM_LOCK)}; npm {' '.join(_NPM_INSTALL_ARGS)}"
 )
 
 _PIP_TIMEOUT_S = 600.0
@@ -265,6 +269,36 @@ def _build_pypi_venv(target: Path) -> None:
 
 
 def _build_npm(target: Path) -> None:
+    package = _unpack_npm_sdk(target)
+    shutil.copyfile(_NPM_LOCK, package / "package-lock.json")
+    _run(
+        f"npm ci in {NPM_SDK}@{NPM_SDK_VERSION} (from {_NPM_LOCK.name})",
+        ["npm", *_NPM_INSTALL_ARGS],
+        timeout=_NPM_TIMEOUT_S,
+        cwd=package,
+    )
+
+
+def write_npm_lock(lock: Path = _NPM_LOCK) -> None:
+    """Resolve the npm SDK's dependencies afresh and write them to `lock` (what
+    `make lock` runs; provisioning only ever installs from the lock)."""
+    with tempfile.TemporaryDirectory(prefix="larder-npm-lock-") as tmp:
+        package = _unpack_npm_sdk(Path(tmp) / "sdk")
+        if lock.exists():
+            # Keeps the versions already locked, as `make lock` does for Python.
+            shutil.copyfile(lock, package / "package-lock.json")
+        _run(
+            f"npm install --package-lock-only in {NPM_SDK}@{NPM_SDK_VERSION}",
+            ["npm", "install", "--package-lock-only", "--ignore-scripts",
+             "--engine-strict=false", "--no-audit", "--no-fund"],
+            timeout=_NPM_TIMEOUT_S,
+            cwd=package,
+        )
+        shutil.copyfile(package / "package-lock.json", lock)
+
+
+def _unpack_npm_sdk(target: Path) -> Path:
+    """The SDK's package, unpacked into `target/package`, ready for npm."""
     target.mkdir()
     spec = f"{NPM_SDK}@{NPM_SDK_VERSION}"
     out = _run(
@@ -284,12 +318,7 @@ def _build_npm(target: Path) -> None:
     # name a package no longer on the registry, and npm resolves the whole tree
     # even with --omit=dev, so they are dropped from package.json first.
     _drop_dev_dependencies(target / "package" / "package.json")
-    _run(
-        f"npm install in {spec}",
-        ["npm", *_NPM_INSTALL_ARGS],
-        timeout=_NPM_TIMEOUT_S,
-        cwd=target / "package",
-    )
+    return target / "package"
 
 
 def _drop_dev_dependencies(manifest: Path) -> None:
@@ -359,7 +388,11 @@ def _run_bytes(
 
 
 def main() -> None:
-    print(provision())
+    if sys.argv[1:] == ["lock-npm"]:
+        write_npm_lock()
+        print(f"wrote {_NPM_LOCK}")
+    else:
+        print(provision())
 
 
 if __name__ == "__main__":
