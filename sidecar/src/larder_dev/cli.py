@@ -16,13 +16,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from larder_sidecar.devcli_function import (
+from larder_dev.function import (
     DEFAULT_FUNCTION_PORT,
     DevInputError,
     discover,
     from_command,
 )
-from larder_sidecar.devcli_run import DevRunError, DevRunner, DevSettings
+from larder_dev.run import DevRunError, DevRunner, DevSettings
 
 DEFAULT_PUBLIC_PORT = 9000
 DEFAULT_ADMIN_PORT = 9603

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 import grpc
-from larder_sidecar.devcli_examples import generic_examples, readme_examples, reflected_services
-from larder_sidecar.devcli_function import DevInputError, FunctionSpec
+
+from larder_dev.examples import generic_examples, readme_examples, reflected_services
+from larder_dev.function import DevInputError, FunctionSpec
 
 JournalKind = Literal["memory", "sqlite"]
 

@@ -7,10 +7,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from larder_sidecar.devcli import parse_dev_args
-from larder_sidecar.devcli_examples import readme_examples
-from larder_sidecar.devcli_function import DevInputError, discover, parse_procfile, slug
-from larder_sidecar.devcli_run import check_ports_free
+from larder_dev.cli import parse_dev_args
+from larder_dev.examples import readme_examples
+from larder_dev.function import DevInputError, discover, parse_procfile, slug
+from larder_dev.run import check_ports_free
 
 REPO = Path(__file__).resolve().parents[3]
 
