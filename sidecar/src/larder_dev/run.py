@@ -4,7 +4,13 @@ Each child runs in its own session (so a terminal's Ctrl-C reaches only us and w
 decide the stopping order) and gets `PR_SET_PDEATHSIG`, so even a `kill -9` of
 `larder dev` does not leave a function or sidecar behind. Stopping sends SIGTERM to
 the child's whole process group (a `npm start` wrapper and its node process alike),
-then SIGKILL after the grace period.
+then SIGKILL after the grace period; every wait while stopping is bounded, so
+`larder dev` exits whatever a child does.
+
+A child's output goes to a pipe of our own rather than asyncio's: asyncio's
+`Process.wait()` also waits for its pipes to close, which a blocked relay or a
+grandchild holding the pipe can put off forever. The relay (`relay.py`) is a task
+watched like the children: if it ends with an error, the run stops.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +33,17 @@ import grpc
 
 from larder_dev.examples import generic_examples, readme_examples, reflected_services
 from larder_dev.function import DevInputError, FunctionSpec
+from larder_dev.relay import relay
 
 JournalKind = Literal["memory", "sqlite"]
 
 _PR_SET_PDEATHSIG = 1
 _READY_POLL_S = 0.2
 _PROBE_TIMEOUT_S = 2.0
+# After SIGKILL only a process stuck in the kernel takes longer than this to go.
+_KILLED_EXIT_S = 5.0
+# Once the children are gone, how long their last output gets to come through.
+_DRAIN_S = 2.0
 
 
 class DevRunError(Exception):
@@ -101,7 +113,8 @@ def _die_with_parent() -> Callable[[], None]:
 class _Child:
     label: str
     process: asyncio.subprocess.Process
-    pump: asyncio.Task[None]
+    output: asyncio.ReadTransport
+    relay: asyncio.Task[None]
 
     @property
     def running(self) -> bool:
@@ -117,9 +130,13 @@ class DevRunner:
         self._children: list[_Child] = []
         self._stop = asyncio.Event()
         self._hurry = False
+        self._failure: DevRunError | None = None
 
     def say(self, message: str) -> None:
-        print(f"[larder] {message}", file=self._out, flush=True)
+        # Our own output may be what failed (a closed pipe: `larder dev | head`); the
+        # relays notice that and stop the run, which must not depend on printing.
+        with contextlib.suppress(OSError):
+            print(f"[larder] {message}", file=self._out, flush=True)
 
     async def run(self) -> int:
         """Run until a stop signal (exit 0) or an unexpected child exit (DevRunError)."""
@@ -128,10 +145,11 @@ class DevRunner:
             loop.add_signal_handler(sig, self._on_signal)
         try:
             await self._start()
-            if not await self._until_ready():
-                return 0
-            await self._announce()
-            await self._until_stop_or_exit()
+            if await self._until_ready():
+                await self._announce()
+                await self._until_stop_or_exit()
+            if self._failure is not None:
+                raise self._failure
             return 0
         finally:
             await self._stop_all()
@@ -188,28 +206,58 @@ class DevRunner:
 
     async def _spawn(self, label: str, command: tuple[str, ...], cwd: Path,
                      env: Mapping[str, str]) -> None:
+        read_fd, write_fd = os.pipe()
+        pipe = os.fdopen(read_fd, "rb", buffering=0)  # the transport closes it
+        reader = asyncio.StreamReader()
+        try:
+            output, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        except BaseException:
+            pipe.close()
+            os.close(write_fd)
+            raise
         try:
             process = await asyncio.create_subprocess_exec(
                 *command, cwd=cwd, env=dict(env),
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                stdout=write_fd, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_die_with_parent(),
             )
         except FileNotFoundError as e:
+            output.close()
             raise DevRunError(f"the {label} command `{command[0]}` was not found; install it "
                               "or fix the start command") from e
         except PermissionError as e:
+            output.close()
             raise DevRunError(f"the {label} command `{command[0]}` is not executable") from e
-        assert process.stdout is not None
-        pump = asyncio.create_task(self._pump(label, process.stdout), name=f"{label}-logs")
-        self._children.append(_Child(label, process, pump))
+        except BaseException:
+            output.close()
+            raise
+        finally:
+            # Only the child (and what it starts) holds the writing end now, so the
+            # relay sees EOF once they have all gone.
+            os.close(write_fd)
+        task = asyncio.create_task(relay(reader, self._out, f"[{label}] "),
+                                   name=f"{label}-output")
+        child = _Child(label, process, output, task)
+        task.add_done_callback(lambda _: self._relay_ended(child))
+        self._children.append(child)
 
-    async def _pump(self, label: str, stream: asyncio.StreamReader) -> None:
-        # Reads until EOF, which comes when the child and everything that
-        # inherited its stdout have exited.
-        while line := await stream.readline():
-            text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-            print(f"[{label}] {text}", file=self._out, flush=True)
+    def _relay_ended(self, child: _Child) -> None:
+        # EOF is a normal end (the child closed its output, or exited). After an error
+        # nobody reads the child's output any more and it would block on its next
+        # write, so the run stops.
+        if child.relay.cancelled():
+            return
+        error = child.relay.exception()
+        if error is None or self._failure is not None:
+            return
+        self._failure = DevRunError(
+            f"relaying the {child.label}'s output failed ({type(error).__name__}: {error}); "
+            "stopped both processes")
+        self._stop.set()
+        self.say(f"relaying the {child.label}'s output failed:\n"
+                 + "".join(traceback.format_exception(error)).rstrip())
 
     async def _until_ready(self) -> bool:
         """True once ready; False when a stop signal came first."""
@@ -318,20 +366,21 @@ class DevRunner:
                                   "above")
 
     async def _stop_all(self) -> None:
+        """Stop every child and relay; each wait is bounded, so this always returns."""
         # The sidecar first: it stops taking requests and finishes the ones in
         # flight, which still need the function.
         for child in sorted(self._children, key=lambda c: c.label != "sidecar"):
             if child.running:
                 self.say(f"stopping the {child.label}")
             await self._stop_child(child)
+        relays = [child.relay for child in self._children]
+        if relays:
+            # Their last lines; a grandchild that left its session may hold a pipe open.
+            await asyncio.wait(relays, timeout=_DRAIN_S)
         for child in self._children:
-            try:
-                await asyncio.wait_for(child.pump, timeout=self._settings.grace_s)
-            except TimeoutError:
-                # A grandchild that left its own session still holds the pipe.
-                child.pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await child.pump
+            child.relay.cancel()
+            child.output.close()
+        await asyncio.gather(*relays, return_exceptions=True)
 
     async def _stop_child(self, child: _Child) -> None:
         process = child.process
@@ -340,11 +389,15 @@ class DevRunner:
             try:
                 await asyncio.wait_for(process.wait(), timeout=self._settings.grace_s)
             except TimeoutError:
-                self.say(f"the {child.label} did not stop within {self._settings.grace_s:.0f}s; "
+                self.say(f"the {child.label} did not stop within {self._settings.grace_s:g}s; "
                          "killing it")
         # Whatever is left of its group (helpers it started) goes too.
         _signal_group(process, signal.SIGKILL)
-        await process.wait()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=_KILLED_EXIT_S)
+        except TimeoutError:
+            self.say(f"the {child.label} (pid {process.pid}) has not exited "
+                     f"{_KILLED_EXIT_S:.0f}s after SIGKILL; leaving it")
 
 
 def _signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:

@@ -137,12 +137,13 @@ class LarderDev:
         return found
 
 
-def http(method: str, url: str, body: object | None = None) -> tuple[int, Any]:
+def http(method: str, url: str, body: object | None = None,
+         timeout: float = 30.0) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())

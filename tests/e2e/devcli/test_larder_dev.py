@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,4 +129,61 @@ def test_a_function_that_exits_at_start_stops_everything(tmp_path: Path,
         "larder dev: the user function exited with code 3 before it was ready; see the "
         "[function] lines above and fix its start command or its code")
     assert "[function] no config" in run.lines
+    assert run.processes() == []
+
+
+def stop_within(run: LarderDev, seconds: float) -> int:
+    """SIGINT, and larder dev has exited within `seconds` (whatever its children do)."""
+    started = time.monotonic()
+    try:
+        code = run.stop(signal.SIGINT, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"larder dev still running {seconds}s after SIGINT:\n"
+                             f"{run.output[-3000:]}") from None
+    assert time.monotonic() - started < seconds
+    return code
+
+
+def test_a_huge_entity_id_does_not_take_larder_dev_down(
+    tmp_path: Path, runs: list[LarderDev]
+) -> None:
+    # Issue 19: the sidecar logs the id; a 200,000-character log line used to kill the
+    # log relay, nobody drained the pipe, and the sidecar froze writing to it.
+    port, options = port_options()
+    run = LarderDev([*options, "--journal", "memory", "--grace", "3", str(CART)],
+                    cwd=tmp_path)
+    runs.append(run)
+    run.wait_for_line("Ctrl-C stops both processes")
+    base = f"http://127.0.0.1:{port}"
+    with contextlib.suppress(OSError):
+        # Whatever the sidecar answers (it may refuse ids that long), it must answer.
+        http("GET", f"{base}/carts/{'x' * 200_000}", timeout=20)
+    # The sidecar keeps answering once its log lines about that id have gone through.
+    for attempt in range(3):
+        assert http("GET", f"{base}/carts/bob", timeout=10) == (200, {"items": []}), attempt
+    assert http("POST", f"{base}/cart/bob/items/add",
+                {"product_id": "sock", "name": "Sock", "quantity": 2}, timeout=10) == (200, {})
+    assert stop_within(run, 30) == 0
+    assert run.processes() == []
+
+
+def test_a_line_of_megabytes_is_truncated_and_the_relay_goes_on(
+    tmp_path: Path, runs: list[LarderDev]
+) -> None:
+    port, options = port_options()
+    long_line = ("import sys; sys.stdout.write('y' * 4_000_000 + '\\n'); "
+                 "print('after the long line', flush=True)")
+    run = LarderDev([*options, "--journal", "memory", "--grace", "3", "--name", "turkey",
+                     "--", "sh", "-c",
+                     f'"$0" -c "{long_line}" && exec "$0" -m turkey', sys.executable],
+                    cwd=TURKEY, env={"PYTHONPATH": "src"})
+    runs.append(run)
+    run.wait_for_line("[function] after the long line", timeout=60)
+    truncated = run.wait_for_line("[function] yyyy")
+    assert truncated.endswith(" bytes of this line dropped by larder dev]"), truncated[-200:]
+    assert len(truncated) < 100_000
+    run.wait_for_line("Ctrl-C stops both processes")
+    assert http("POST", f"http://127.0.0.1:{port}/com.example.TurkeyService/StartCooking",
+                {"turkey_id": "t1"}, timeout=10) == (200, {})
+    assert stop_within(run, 30) == 0
     assert run.processes() == []

@@ -1,0 +1,156 @@
+"""`larder dev`'s supervisor with stand-in children: its shutdown is bounded whatever a
+child does, and a relay that fails stops the run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from larder_dev.function import FunctionSpec
+from larder_dev.run import DevRunError, DevRunner, DevSettings
+
+# Ignores SIGTERM, and leaves a grandchild in a session of its own holding its output
+# pipe, which no signal to its process group reaches.
+STUBBORN = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                          start_new_session=True)
+print(f"pid {os.getpid()} holder {holder.pid}", flush=True)
+time.sleep(60)
+"""
+READY = re.compile(r"^\[(?:function|sidecar)\] pid \d+ holder (\d+)$", re.MULTILINE)
+IDLE = "import os, time; print(f'pid {os.getpid()}', flush=True); time.sleep(60)"
+
+
+def free_ports(count: int) -> list[int]:
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def settings(tmp_path: Path, function: str, sidecar: str, **timing: float) -> DevSettings:
+    public, admin, internal, function_port = free_ports(4)
+    return DevSettings(
+        function=FunctionSpec(name="stand-in", command=(sys.executable, "-c", function),
+                              cwd=tmp_path),
+        public_port=public, admin_port=admin, internal_port=internal,
+        function_port=function_port, journal="memory", data_dir=tmp_path,
+        sidecar_command=(sys.executable, "-c", sidecar), **timing)
+
+
+class Output(io.StringIO):
+    """Our own output, which a test can wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = asyncio.Event()
+
+    def write(self, s: str) -> int:
+        self._changed.set()
+        return super().write(s)
+
+    async def until(self, predicate: Callable[[str], bool]) -> None:
+        while not predicate(self.getvalue()):
+            self._changed.clear()
+            await self._changed.wait()
+
+
+class Started:
+    """The processes the runner started (and theirs): they inherit a tag in their
+    environment; whatever is left of them is killed after the test."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tag = f"{_TAG}={uuid.uuid4().hex}".encode()
+        monkeypatch.setenv(_TAG, self.tag.decode().partition("=")[2])
+
+    def alive(self) -> set[int]:
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z" and self.tag in environ.split(b"\0"):
+                found.add(int(entry.name))
+        return found
+
+
+_TAG = "LARDER_UNIT_RUN"
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[Started]:
+    run = Started(monkeypatch)
+    yield run
+    for pid in run.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_stopping_is_bounded_when_children_ignore_sigterm_and_pipes_stay_open(
+    tmp_path: Path, started: Started
+) -> None:
+    out = Output()
+    runner = DevRunner(settings(tmp_path, STUBBORN, STUBBORN, grace_s=0.5), out)
+    run = asyncio.create_task(runner.run())
+    async with asyncio.timeout(60):
+        await out.until(lambda text: len(READY.findall(text)) == 2)
+    # Ctrl-C; run() has had its handler since before it started the children.
+    os.kill(os.getpid(), signal.SIGINT)
+    interrupted = time.monotonic()
+    async with asyncio.timeout(30):
+        assert await run == 0
+    # Two children, each: 0.5s of SIGTERM, then SIGKILL; 2s for the pipes to drain.
+    assert time.monotonic() - interrupted < 15, out.getvalue()
+    text = out.getvalue()
+    assert "[larder] the sidecar did not stop within 0.5s; killing it" in text
+    assert "[larder] the function did not stop within 0.5s; killing it" in text
+    holders = {int(holder) for holder in READY.findall(text)}
+    assert len(holders) == 2, text
+    # Only the grandchildren that left for sessions of their own are left.
+    assert started.alive() == holders
+
+
+class BrokenForFunction(io.StringIO):
+    """Our own output, failing for the function's lines only."""
+
+    def write(self, s: str) -> int:
+        if s.startswith("[function]"):
+            raise OSError("no space left on device")
+        return super().write(s)
+
+
+async def test_a_relay_that_fails_is_reported_and_stops_both_children(
+    tmp_path: Path, started: Started
+) -> None:
+    out = BrokenForFunction()
+    runner = DevRunner(settings(tmp_path, IDLE, IDLE, ready_timeout_s=60.0, grace_s=2.0),
+                       out)
+    with pytest.raises(DevRunError) as failed:
+        async with asyncio.timeout(30):
+            await runner.run()
+    assert str(failed.value) == (
+        "relaying the function's output failed (OSError: no space left on device); stopped "
+        "both processes")
+    text = out.getvalue()
+    assert "[larder] relaying the function's output failed:\nTraceback" in text
+    assert "[larder] stopping the sidecar" in text
+    assert "[larder] stopping the function" in text
+    assert started.alive() == set()
