@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -11,9 +12,10 @@ import grpc.aio
 from grpc_health.v1 import health_pb2
 
 from .admin import AdminServer
+from .cluster import LocalRouter, Router
 from .discovery import discover, proxy_terminated
 from .dispatch import Dispatcher
-from .entities import EntityManager
+from .entities import Command, EntityHost
 from .eventing import Eventing
 from .grpc_front import build_grpc_server
 from .http import PublicServer, start_public_server
@@ -22,7 +24,6 @@ from .journal.factory import create_journal
 from .journal_watch import JournalWatch
 from .metrics import Metrics
 from .model import UserFunctionModel
-from .routing import LocalRouter, Router
 from .settings import Settings
 
 log = logging.getLogger("larder_sidecar")
@@ -35,18 +36,20 @@ class Sidecar:
         self,
         settings: Settings,
         journal: Journal | None = None,
-        router: Router | None = None,
+        router: Callable[[EntityHost], Router] = LocalRouter,
     ) -> None:
+        """`router` builds the router over this sidecar's entity host."""
         self.settings = settings
         self.eventing: Eventing | None = None
         self.metrics = Metrics()
         self.journal = journal if journal is not None else create_journal(settings)
-        self.router = router or LocalRouter()
+        self._make_router = router
+        self.router: Router | None = None
         self.admin = AdminServer(self.metrics, self._readiness)
         self.journal_watch = JournalWatch(self.journal, settings.journal_unavailable_grace)
         self.model: UserFunctionModel | None = None
         self.dispatcher: Dispatcher | None = None
-        self.entities: EntityManager | None = None
+        self.entities: EntityHost | None = None
         self.public_port = 0
         self._channel: grpc.aio.Channel | None = None
         self._server: grpc.aio.Server | None = None
@@ -87,11 +90,16 @@ class Sidecar:
         except Exception as e:
             self._not_ready_reason = f"not ready: {e}"
             raise
-        self.entities = EntityManager(
-            self.journal, self._channel, self.metrics, s.passivation_timeout
+        self.entities = EntityHost(
+            self.journal,
+            self._channel,
+            self.metrics,
+            s.passivation_timeout,
+            reenter=self._reenter,
         )
+        self.router = self._make_router(self.entities)
         self.eventing = Eventing.for_model(model, self.settings.kafka, self.metrics.registry)
-        dispatcher_args = (model, self.router, self.entities, self._channel, self.metrics)
+        dispatcher_args = (model, self.router, self._channel, self.metrics)
         if self.eventing is None:
             self.dispatcher = Dispatcher(*dispatcher_args)
         else:
@@ -123,6 +131,11 @@ class Sidecar:
             self.public_port,
             self.admin.port,
         )
+
+    def _reenter(self, command: Command) -> None:
+        # Commands reach entities only through the dispatcher, so it exists by now.
+        assert self.dispatcher is not None
+        self.dispatcher.reenter(command)
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight commands, passivate, tell the user function."""

@@ -2,7 +2,8 @@
 
 Front ends, forwards and side effects all come through `Dispatcher.call`, so a
 forward to another entity type (or, with sharding, another pod) takes the same
-path as a client's request.
+path as a client's request. Entity commands go to the owner the router names
+(`cluster`); so do the commands a stopping entity hands back (`reenter`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
-from .entities import EntityManager
-from .entity import protocol_metadata
+from .cluster import Router
+from .entities import Command
 from .invoke import InvokeError, InvokeResult, MetadataPairs, MethodModel
 from .metrics import Metrics
 from .model import KeyError_, Kind, Method, UserFunctionModel
-from .outcome import Outcome, metadata_pairs
+from .outcome import Outcome, metadata_pairs, protocol_metadata
 from .protocol import action_pb2, action_pb2_grpc
-from .routing import Router
 
 log = logging.getLogger("larder_sidecar.dispatch")
 
@@ -51,13 +51,11 @@ class Dispatcher:
         self,
         model: UserFunctionModel,
         router: Router,
-        entities: EntityManager,
         channel: grpc.aio.Channel,
         metrics: Metrics,
     ) -> None:
         self.model = model
         self._router = router
-        self._entities = entities
         self._actions = action_pb2_grpc.ActionsStub(channel)
         self._metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
@@ -125,14 +123,51 @@ class Dispatcher:
             entity_id = method.key.extract(parsed)
         except KeyError_ as e:
             raise InvokeError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
-        route = self._router.route(component.entity_type, entity_id)
-        if not route.local:
-            raise InvokeError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"entity {component.entity_type}/{entity_id} lives on {route.owner}, and "
-                "sidecar-to-sidecar forwarding is not available",
+        return await self._submit(method, entity_id, payload, metadata)
+
+    async def _submit(
+        self, method: Method, entity_id: str, payload: bytes, metadata: MetadataPairs
+    ) -> Outcome:
+        owner = await self._router.owner(method.component.entity_type, entity_id)
+        return await owner.submit(method, entity_id, payload, metadata)
+
+    def reenter(self, command: Command) -> None:
+        """Send a command that a stopping entity did not handle to its owner again.
+
+        Its caller still waits on `command.future`; giving up cancels the re-entry.
+        Commands of one entity are re-entered in their order, and reach a local owner
+        in that order: each task is queued at once and, with a local router, submits
+        without waiting.
+        """
+        task = self._spawn(self._reentered(command))
+
+        def caller_gave_up(future: asyncio.Future[Outcome]) -> None:
+            if future.cancelled():
+                task.cancel()
+
+        command.future.add_done_callback(caller_gave_up)
+
+    async def _reentered(self, command: Command) -> None:
+        future = command.future
+        try:
+            outcome = await self._submit(
+                command.method, command.entity_id, command.payload, command.metadata
             )
-        return await self._entities.submit(method, entity_id, payload, metadata)
+        except InvokeError as e:
+            if not future.done():
+                future.set_exception(e)
+            return
+        except Exception as e:
+            log.exception("re-entering a command for %s failed", command.key)
+            if not future.done():
+                future.set_exception(
+                    InvokeError(
+                        grpc.StatusCode.INTERNAL, f"the sidecar failed handling the command: {e}"
+                    )
+                )
+            return
+        if not future.done():
+            future.set_result(outcome)
 
     def _action_command(
         self, method: Method, payload: bytes | None, metadata: MetadataPairs
@@ -211,13 +246,14 @@ class Dispatcher:
                 e.message,
             )
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def drain(self) -> None:
-        """Wait for asynchronous side effects still running."""
+        """Wait for asynchronous side effects and re-entered commands still running."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

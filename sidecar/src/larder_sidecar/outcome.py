@@ -1,4 +1,5 @@
-"""What a component answered to one command, independent of the component type."""
+"""What a component answered to one command, independent of the component type, and
+the protocol's `Metadata` in both directions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .invoke import MetadataPairs
+from .protocol import component_pb2
 
 ActionKind = Literal["reply", "forward", "failure"]
 
@@ -28,3 +30,10 @@ def metadata_pairs(metadata: Any) -> MetadataPairs:
         for entry in metadata.entries
         if entry.WhichOneof("value") == "string_value"
     ]
+
+
+def protocol_metadata(pairs: MetadataPairs) -> Any:
+    """A protocol `Metadata` with `pairs` as string entries."""
+    return component_pb2.Metadata(
+        entries=[component_pb2.MetadataEntry(key=k, string_value=v) for k, v in pairs]
+    )

@@ -18,12 +18,15 @@ from typing import Any
 
 import grpc
 
-from .entity import Command, Entity, StreamBroken, settle_error
-from .invoke import InvokeError
-from .journal.base import StoredPayload
-from .model import Kind
-from .outcome import Outcome
-from .protocol import event_sourced_entity_pb2 as es_pb2
+from ..invoke import InvokeError
+from ..journal.base import StoredPayload
+from ..model import Kind
+from ..outcome import Outcome
+from ..protocol import event_sourced_entity_pb2 as es_pb2
+from .command import Command, settle_error
+from .entity import Entity, StreamBroken
+from .environment import EntityEnvironment
+from .lifecycle import Event, State
 
 # One group-commit write carries at most this many commands, and this many payload
 # bytes unless a single command alone is larger.
@@ -54,17 +57,17 @@ class EventSourcedEntity(Entity):
     _writer: asyncio.Task[None] | None = None
     _failed: StreamBroken | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, env: EntityEnvironment, entity_id: str) -> None:
+        super().__init__(env, entity_id)
         self._unstored: list[_Unstored] = []
 
     async def _open(self) -> None:
         self._failed = None
         started = time.perf_counter()
-        recovery = await self.manager.journal.load(self.pid)
-        self.manager.metrics.journal_latency.labels("load").observe(time.perf_counter() - started)
-        self._call = call = self.manager.es_stub.Handle()
-        init = es_pb2.EventSourcedInit(service_name=self.service, entity_id=self.entity_id)
+        recovery = await self.env.journal.load(self.pid)
+        self.env.metrics.journal_latency.labels("load").observe(time.perf_counter() - started)
+        self._call = call = self.env.stub.Handle()
+        init = es_pb2.EventSourcedInit(service_name=self.env.service, entity_id=self.entity_id)
         seq = 0
         if recovery.snapshot is not None:
             seq = recovery.snapshot.sequence_nr
@@ -109,8 +112,10 @@ class EventSourcedEntity(Entity):
             self._writer = asyncio.get_running_loop().create_task(
                 self._write_behind(), name=f"journal writes {self.entity_type}/{self.entity_id}"
             )
-        if len(self._unstored) >= _MAX_GROUP_COMMANDS:
-            # Back-pressure: a slow journal must not let handled commands pile up.
+        if len(self._unstored) >= _MAX_GROUP_COMMANDS and self.state is State.HANDLING:
+            # Back-pressure: a slow journal must not let handled commands pile up. (A
+            # command that restarted the entity needs none: activation drains first.)
+            self.lifecycle.fire(Event.WRITE)
             await self._drain()
 
     async def _write_behind(self) -> None:
@@ -125,7 +130,7 @@ class EventSourcedEntity(Entity):
                 snapshot = group[-1].snapshot
                 if events or snapshot is not None:
                     write = functools.partial(
-                        self.manager.journal.append, self.pid, self._sequence_nr, events, snapshot
+                        self.env.journal.append, self.pid, self._sequence_nr, events, snapshot
                     )
                     try:
                         self._sequence_nr = await self._journal_write(write)
@@ -137,12 +142,12 @@ class EventSourcedEntity(Entity):
                         later, self._unstored = self._unstored, []
                         for u in later:
                             settle_error(u.command.future, _not_stored(e))
-                        if not self._exchanging:
+                        if self.state is not State.HANDLING:
                             # Otherwise the command being handled fails and restarts.
                             self._restart(e.message)
                         return
                 if len(group) > 1:
-                    self.manager.metrics.group_commits.labels(self.entity_type).inc()
+                    self.env.metrics.group_commits.labels(self.entity_type).inc()
                 for u in group:
                     if not u.command.future.done():
                         u.command.future.set_result(u.outcome)

@@ -6,7 +6,8 @@ stored before a reply is released. When the stream fails (a protocol
 failure, the user function dying, a journal write that did not land) the entity
 restarts from the journal before its next command. The component types differ in
 how they open the stream and store what a reply emitted: `event_sourced.py` (with
-group commit) and `value_entity.py`.
+group commit) and `value_entity.py`. The entity's states and their legal moves are in
+`lifecycle.py`; what it needs from the sidecar comes in its `EntityEnvironment`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import grpc.aio
 
-from .invoke import InvokeError, MetadataPairs
-from .journal.base import (
+from ..invoke import InvokeError
+from ..journal.base import (
     ConcurrentWriteError,
     JournalError,
     JournalUnavailable,
@@ -32,33 +33,16 @@ from .journal.base import (
     WriteOutcomeUnknown,
     persistence_id,
 )
-from .model import Kind, Method
-from .outcome import Outcome
-from .protocol import component_pb2, entity_pb2
-
-if TYPE_CHECKING:
-    from .entities import EntityManager
+from ..model import Kind
+from ..outcome import Outcome, protocol_metadata
+from ..protocol import entity_pb2
+from .command import Command, EntityKey, settle_error
+from .environment import EntityEnvironment
+from .lifecycle import Event, Lifecycle, State
 
 log = logging.getLogger("larder_sidecar.entities")
 
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
-_PASSIVATE = object()
-_STOP = object()
-
-
-def protocol_metadata(pairs: MetadataPairs) -> Any:
-    return component_pb2.Metadata(
-        entries=[component_pb2.MetadataEntry(key=k, string_value=v) for k, v in pairs]
-    )
-
-
-@dataclass(slots=True)
-class Command:
-    method: Method
-    entity_id: str
-    payload: bytes
-    metadata: MetadataPairs
-    future: asyncio.Future[Outcome]
 
 
 class StreamBroken(Exception):
@@ -75,30 +59,29 @@ class Entity(abc.ABC):
 
     kind: Kind
 
-    def __init__(
-        self,
-        manager: EntityManager,
-        entity_type: str,
-        service: str,
-        entity_id: str,
-        idle_timeout: float,
-    ) -> None:
-        self.manager = manager
-        self.entity_type = entity_type
-        self.service = service
+    def __init__(self, env: EntityEnvironment, entity_id: str) -> None:
+        self.env = env
+        self.entity_type = env.entity_type
         self.entity_id = entity_id
-        self.pid: PersistenceId = persistence_id(entity_type, entity_id)
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.idle_timeout = idle_timeout
+        self.key = EntityKey(env.entity_type, entity_id)
+        self.pid: PersistenceId = persistence_id(env.entity_type, entity_id)
+        self.lifecycle = Lifecycle(f"{env.entity_type}/{entity_id}")
+        self._queue: deque[Command] = deque()
+        # Set by whatever the loop may be waiting for: a command, the idle timer, the
+        # host no longer admitting this entity.
+        self._wakeup = asyncio.Event()
         self._idle: asyncio.TimerHandle | None = None
         self._call: Any = None
-        self._exchanging = False
         self._command_id = 0
-        self._log_extra = {"entity_type": entity_type, "entity_id": entity_id}
+        self._log_extra = {"entity_type": env.entity_type, "entity_id": entity_id}
         self.task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"entity {entity_type}/{entity_id}"
+            self._run(), name=f"entity {env.entity_type}/{entity_id}"
         )
         self.task.add_done_callback(log_unexpected_exit)
+
+    @property
+    def state(self) -> State:
+        return self.lifecycle.state
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -106,65 +89,71 @@ class Entity(abc.ABC):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        self.queue.put_nowait(command)
+        self._queue.append(command)
+        self._wakeup.set()
 
-    def stop(self) -> None:
-        self.queue.put_nowait(_STOP)
+    def wake(self) -> None:
+        """Make the loop look again whether the host still admits this entity."""
+        self._wakeup.set()
 
     def _arm_idle(self) -> None:
-        if self._idle is None and self.queue.empty():
+        if self._idle is None:
             self._idle = asyncio.get_running_loop().call_later(
-                self.idle_timeout, self.queue.put_nowait, _PASSIVATE
+                self.env.idle_timeout, self._idle_expired
             )
 
+    def _idle_expired(self) -> None:
+        # Only armed while the loop waits with an empty queue (a command cancels it),
+        # so the entity is between commands.
+        self._idle = None
+        self.lifecycle.fire(Event.IDLE)
+        self._wakeup.set()
+
     async def _run(self) -> None:
-        reason = "stopped"
         try:
             while True:
-                item = await self.queue.get()
-                if item is _PASSIVATE:
-                    self._idle = None
-                    if self.queue.empty():
-                        reason = "idle"
-                        break
-                    continue
-                if item is _STOP:
+                self._wakeup.clear()
+                # Decided by the idle timer while the loop waited: commands that came
+                # since then re-enter, and reach the next incarnation.
+                if self.state is State.PASSIVATING:
                     break
-                if item.future.done():  # the caller gave up while queued
-                    continue
-                await self._one(item)
+                while self._queue:
+                    command = self._queue.popleft()
+                    if command.future.done():  # the caller gave up while queued
+                        continue
+                    await self._one(command)
+                if not self.env.admits(self.key):
+                    self.lifecycle.fire(Event.RELEASE)
+                    break
                 self._arm_idle()
+                await self._wakeup.wait()
         finally:
-            # Replies still waiting for their events are released (or failed) by the
-            # write in flight. Before detaching: a new incarnation must not load the
-            # entity while that write may still land.
-            await self._drain()
-            # Detach so new commands start a fresh entity rather than queue here.
-            self.manager.detach(self)
+            reason = {State.RELEASING: "released", State.PASSIVATING: "idle"}.get(self.state)
+            if reason is None:
+                self.lifecycle.fire(Event.ABORT)
+                reason = "stopped by an error"
             if self._idle is not None:
                 self._idle.cancel()
-            self._fail_queued()
+            # Replies still waiting for their events are released (or failed) by the
+            # write in flight. Before the host forgets this entity: a new incarnation
+            # must not load it while that write may still land.
+            await self._drain()
+            # Commands that reached this entity after it stopped taking them go back
+            # through the host's re-entry (the router), which starts a new incarnation
+            # or sends them wherever the entity lives now.
+            late, self._queue = list(self._queue), deque()
+            self.env.exited(self, [c for c in late if not c.future.done()])
             await self._close(reason)
-
-    def _fail_queued(self) -> None:
-        while not self.queue.empty():
-            item = self.queue.get_nowait()
-            if isinstance(item, Command) and not item.future.done():
-                # Resubmit: the manager starts a new incarnation (e.g. a command that
-                # arrived between the idle timer firing and detaching).
-                self.manager.resubmit(item)
+            self.lifecycle.fire(Event.STOP)
 
     async def _one(self, command: Command) -> None:
         try:
-            if self._call is None:
-                await self._drain()
+            if self.state is State.INACTIVE:
                 await self._activate()
-            self._exchanging = True
-            try:
-                reply, outcome = await self._exchange(command)
-            finally:
-                self._exchanging = False
+            self.lifecycle.fire(Event.HANDLE)
+            reply, outcome = await self._exchange(command)
             await self._complete(command, reply, outcome)
+            self.lifecycle.fire(Event.DONE)
         except StreamBroken as e:
             self._restart(e.message)
             settle_error(command.future, InvokeError(e.code, e.message))
@@ -197,28 +186,38 @@ class Entity(abc.ABC):
     # --- the stream ---------------------------------------------------------------------
 
     async def _activate(self) -> None:
+        self.lifecycle.fire(Event.ACTIVATE)
+        try:
+            await self._recover()
+        except BaseException:
+            self._drop_call()
+            self.lifecycle.fire(Event.FAIL)
+            raise
+        self.lifecycle.fire(Event.ACTIVATED)
+        m = self.env.metrics
+        m.activations.labels(self.entity_type).inc()
+        m.active_entities.inc()
+        log.info("activated %s/%s", self.entity_type, self.entity_id, extra=self._log_extra)
+
+    async def _recover(self) -> None:
         self._command_id = 0
-        await self.manager.user_function_ready()
+        # A write of the previous stream may still be in flight; loading before it
+        # lands would miss its events.
+        await self._drain()
+        await self.env.user_function_ready()
         try:
             await self._open()
         except JournalUnavailable as e:
-            self._drop_call()
             raise InvokeError(grpc.StatusCode.UNAVAILABLE, f"journal unavailable: {e}") from e
         except JournalError as e:
-            self._drop_call()
             raise InvokeError(
                 grpc.StatusCode.INTERNAL, f"the entity cannot be loaded from the journal: {e}"
             ) from e
         except grpc.aio.AioRpcError as e:
-            self._drop_call()
             raise InvokeError(
                 grpc.StatusCode.UNAVAILABLE,
                 f"the user function did not accept the entity stream: {e.details()}",
             ) from e
-        m = self.manager.metrics
-        m.activations.labels(self.entity_type).inc()
-        m.active_entities.inc()
-        log.info("activated %s/%s", self.entity_type, self.entity_id, extra=self._log_extra)
 
     @abc.abstractmethod
     async def _open(self) -> None:
@@ -298,17 +297,16 @@ class Entity(abc.ABC):
         except JournalError as e:
             raise StreamBroken(grpc.StatusCode.INTERNAL, f"journal error: {e}") from e
         finally:
-            self.manager.metrics.journal_latency.labels("write").observe(
-                time.perf_counter() - started
-            )
+            self.env.metrics.journal_latency.labels("write").observe(time.perf_counter() - started)
 
     def _restart(self, reason: str) -> None:
         """Drop the stream; the next command activates the entity again from the journal."""
         if self._call is None:
             return
         self._drop_call()
-        self.manager.metrics.restarts.labels(self.entity_type).inc()
-        self.manager.metrics.active_entities.dec()
+        self.lifecycle.fire(Event.RESTART)
+        self.env.metrics.restarts.labels(self.entity_type).inc()
+        self.env.metrics.active_entities.dec()
         log.warning(
             "restarting %s/%s from the journal: %s",
             self.entity_type,
@@ -326,8 +324,8 @@ class Entity(abc.ABC):
         call, self._call = self._call, None
         if call is None:
             return
-        self.manager.metrics.active_entities.dec()
-        self.manager.metrics.passivations.labels(self.entity_type).inc()
+        self.env.metrics.active_entities.dec()
+        self.env.metrics.passivations.labels(self.entity_type).inc()
         try:
             await call.done_writing()
             # The SDKs end their side when ours ends; wait briefly for a clean close.
@@ -343,11 +341,6 @@ class Entity(abc.ABC):
             reason,
             extra=self._log_extra,
         )
-
-
-def settle_error(future: asyncio.Future[Outcome], error: InvokeError) -> None:
-    if not future.done():
-        future.set_exception(error)
 
 
 def log_unexpected_exit(task: asyncio.Task[None]) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .entity import Command, Entity
-from .journal.base import StoredPayload
-from .model import Kind
-from .outcome import Outcome
-from .protocol import value_entity_pb2 as ve_pb2
+from ..journal.base import StoredPayload
+from ..model import Kind
+from ..outcome import Outcome
+from ..protocol import value_entity_pb2 as ve_pb2
+from .command import Command
+from .entity import Entity
+from .lifecycle import Event
 
 
 class ValueEntity(Entity):
@@ -19,10 +21,10 @@ class ValueEntity(Entity):
 
     async def _open(self) -> None:
         started = time.perf_counter()
-        state = await self.manager.journal.load_value(self.pid)
-        self.manager.metrics.journal_latency.labels("load").observe(time.perf_counter() - started)
-        self._call = call = self.manager.ve_stub.Handle()
-        init = ve_pb2.ValueEntityInit(service_name=self.service, entity_id=self.entity_id)
+        state = await self.env.journal.load_value(self.pid)
+        self.env.metrics.journal_latency.labels("load").observe(time.perf_counter() - started)
+        self._call = call = self.env.stub.Handle()
+        init = ve_pb2.ValueEntityInit(service_name=self.env.service, entity_id=self.entity_id)
         if state.payload is not None:
             init.state.value.type_url = state.payload.type_url
             init.state.value.value = state.payload.value
@@ -37,6 +39,7 @@ class ValueEntity(Entity):
         # without a state action skips the journal.
         which = None if outcome.kind == "failure" else reply.state_action.WhichOneof("action")
         if which is not None:
+            self.lifecycle.fire(Event.WRITE)
             await self._store(reply, which)
         if not command.future.done():
             command.future.set_result(outcome)
@@ -49,7 +52,7 @@ class ValueEntity(Entity):
             if which == "update"
             else None
         )
-        journal = self.manager.journal
+        journal = self.env.journal
         self._revision = await self._journal_write(
             lambda: journal.put_value(self.pid, self._revision, payload)
         )

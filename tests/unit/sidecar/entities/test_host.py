@@ -1,133 +1,45 @@
-"""The entity manager against a fake protocol stream and a journal that can fail."""
+"""The entity host against a fake protocol stream and a journal that can fail."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 import pytest
 from akkaserverless.component.eventsourcedentity import event_sourced_entity_pb2 as es_pb2
-from google.protobuf import any_pb2, wrappers_pb2
-from larder_protocol import EVENT_SOURCED_ENTITY
-from larder_sidecar.entities import EntityManager
+from larder_sidecar.entities import EntityHost
 from larder_sidecar.invoke import InvokeError
 from larder_sidecar.journal.base import (
     ConcurrentWriteError,
     JournalError,
     JournalUnavailable,
-    PersistenceId,
     StoredPayload,
     persistence_id,
 )
 from larder_sidecar.journal.memory import MemoryJournal
-from larder_sidecar.metrics import Metrics
-from larder_sidecar.model import Method, build_model
+from larder_sidecar.model import Method
 
-from .test_sidecar_model import F, _file, _spec
-
-_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
-
-Responder = Callable[[Any], Any]
-
-
-class FakeCall:
-    """One protocol stream: each command's reply comes from the responder."""
-
-    def __init__(self, responder: Responder) -> None:
-        self.responder = responder
-        self.sent: list[Any] = []
-        self.out: asyncio.Queue[Any] = asyncio.Queue()
-        self.cancelled = False
-
-    async def write(self, msg: Any) -> None:
-        self.sent.append(msg)
-        if msg.WhichOneof("message") == "command":
-            self.out.put_nowait(await self.responder(msg.command))
-
-    async def read(self) -> Any:
-        return await self.out.get()
-
-    async def done_writing(self) -> None:
-        self.out.put_nowait(_EOF)
-
-    async def wait_for_connection(self) -> None:
-        return None
-
-    def cancel(self) -> None:
-        self.cancelled = True
+from .fakes import (
+    FakeStub,
+    FlakyJournal,
+    GatedJournal,
+    Responder,
+    emit_one,
+    event,
+    make_host,
+    until,
+)
 
 
-class FakeStub:
-    def __init__(self, responder: Responder) -> None:
-        self.responder = responder
-        self.calls: list[FakeCall] = []
-
-    def Handle(self) -> FakeCall:
-        self.calls.append(FakeCall(self.responder))
-        return self.calls[-1]
-
-
-class ReadyChannel:
-    """Connected; stubs built on it are replaced by fakes before use."""
-
-    def stream_stream(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
-        return grpc.ChannelConnectivity.READY
-
-
-class FlakyJournal(MemoryJournal):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fail_next: JournalError | None = None
-
-    async def append(
-        self,
-        pid: PersistenceId,
-        expected_sequence_nr: int,
-        events: Sequence[StoredPayload],
-        snapshot: StoredPayload | None = None,
-    ) -> int:
-        if self.fail_next is not None:
-            error, self.fail_next = self.fail_next, None
-            raise error
-        return await super().append(pid, expected_sequence_nr, events, snapshot)
-
-
-def _event(n: int) -> any_pb2.Any:
-    a = any_pb2.Any()
-    a.Pack(wrappers_pb2.Int64Value(value=n))
-    return a
-
-
-async def emit_one(command: Any) -> Any:
-    reply = es_pb2.EventSourcedReply(command_id=command.id, events=[_event(command.id)])
-    reply.client_action.reply.payload.CopyFrom(_event(command.id))
-    return es_pb2.EventSourcedStreamOut(reply=reply)
-
-
-@pytest.fixture
-def method() -> Method:
-    model = build_model(_spec(_file({"id": (1, F.TYPE_STRING)}), EVENT_SOURCED_ENTITY), {(0, 7)})
-    m = model.method("test.Svc", "Do")
-    assert m is not None
-    return m
-
-
-def _manager(journal: MemoryJournal, responder: Responder) -> tuple[EntityManager, FakeStub]:
-    manager = EntityManager(journal, ReadyChannel(), Metrics(), 30.0)  # type: ignore[arg-type]
-    stub = FakeStub(responder)
-    manager.es_stub = stub
-    return manager, stub
+def _manager(journal: MemoryJournal, responder: Responder) -> tuple[EntityHost, FakeStub]:
+    return make_host(journal, responder)
 
 
 async def test_commands_run_in_order_and_events_are_stored(method: Method) -> None:
     journal = MemoryJournal()
     manager, stub = _manager(journal, emit_one)
-    outcomes = await asyncio.gather(*(manager.submit(method, "a", b"", ()) for _ in range(5)))
+    outcomes = await asyncio.gather(*(manager.enqueue(method, "a", b"", ()) for _ in range(5)))
     assert [o.kind for o in outcomes] == ["reply"] * 5
     recovery = await journal.load(persistence_id("svc", "a"))
     assert recovery.last_sequence_nr == 5
@@ -147,9 +59,9 @@ async def test_entities_run_concurrently(method: Method) -> None:
         return await emit_one(command)
 
     manager, _ = _manager(MemoryJournal(), respond)
-    slow = manager.submit(method, "slow", b"", ())
+    slow = manager.enqueue(method, "slow", b"", ())
     # "fast" completes while "slow" is still waiting for its reply.
-    await manager.submit(method, "fast", b"", ())
+    await manager.enqueue(method, "fast", b"", ())
     assert not slow.done()
     release.set()
     await slow
@@ -168,14 +80,14 @@ async def test_journal_error_fails_command_and_restarts_from_journal(
 ) -> None:
     journal = FlakyJournal()
     manager, stub = _manager(journal, emit_one)
-    await manager.submit(method, "e", b"", ())
+    await manager.enqueue(method, "e", b"", ())
     journal.fail_next = error
     with pytest.raises(InvokeError) as info:
-        await manager.submit(method, "e", b"", ())
+        await manager.enqueue(method, "e", b"", ())
     assert info.value.code == code
     assert stub.calls[0].cancelled
     # The next command runs on a fresh stream that replays the one stored event.
-    await manager.submit(method, "e", b"", ())
+    await manager.enqueue(method, "e", b"", ())
     assert len(stub.calls) == 2
     replayed = [m.event.sequence for m in stub.calls[1].sent if m.WhichOneof("message") == "event"]
     assert replayed == [1]
@@ -193,9 +105,9 @@ async def test_queued_command_whose_caller_gave_up_is_skipped(method: Method) ->
         return await emit_one(command)
 
     manager, _ = _manager(MemoryJournal(), respond)
-    first = manager.submit(method, "q", b"", ())
-    second = manager.submit(method, "q", b"", ())
-    third = manager.submit(method, "q", b"", ())
+    first = manager.enqueue(method, "q", b"", ())
+    second = manager.enqueue(method, "q", b"", ())
+    third = manager.enqueue(method, "q", b"", ())
     second.cancel()
     release.set()
     await first
@@ -208,48 +120,18 @@ async def test_shutdown_refuses_new_commands(method: Method) -> None:
     manager, _ = _manager(MemoryJournal(), emit_one)
     await manager.shutdown()
     with pytest.raises(InvokeError) as info:
-        await manager.submit(method, "z", b"", ())
+        await manager.enqueue(method, "z", b"", ())
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
-
-
-class GatedJournal(FlakyJournal):
-    """Holds every append until `gate` opens; records what each append carried."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-        self.appends: list[tuple[int, int, bool]] = []  # (expected, events, snapshot?)
-        self.waiting = asyncio.Event()
-
-    async def append(
-        self,
-        pid: PersistenceId,
-        expected_sequence_nr: int,
-        events: Sequence[StoredPayload],
-        snapshot: StoredPayload | None = None,
-    ) -> int:
-        self.appends.append((expected_sequence_nr, len(events), snapshot is not None))
-        self.waiting.set()
-        await self.gate.wait()
-        return await super().append(pid, expected_sequence_nr, events, snapshot)
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 async def test_commands_handled_during_a_write_are_stored_together(method: Method) -> None:
     journal = GatedJournal()
     manager, stub = _manager(journal, emit_one)
-    first = manager.submit(method, "hot", b"", ())
+    first = manager.enqueue(method, "hot", b"", ())
     await journal.waiting.wait()
-    rest = [manager.submit(method, "hot", b"", ()) for _ in range(4)]
+    rest = [manager.enqueue(method, "hot", b"", ()) for _ in range(4)]
     # The user function handles the queued commands while the first write is held...
-    await _until(lambda: len(stub.calls[0].sent) == 1 + 5)
+    await until(lambda: len(stub.calls[0].sent) == 1 + 5)
     # ...but no reply is released before its events are stored.
     assert not first.done() and not any(f.done() for f in rest)
     journal.gate.set()
@@ -259,7 +141,7 @@ async def test_commands_handled_during_a_write_are_stored_together(method: Metho
     assert journal.appends == [(0, 1, False), (1, 4, False)]
     recovery = await journal.load(persistence_id("svc", "hot"))
     assert [StoredPayload(e.type_url, e.value) for e in recovery.events] == [
-        StoredPayload(_event(n).type_url, _event(n).value) for n in range(1, 6)
+        StoredPayload(event(n).type_url, event(n).value) for n in range(1, 6)
     ]
     assert manager.metrics.group_commits.labels("svc")._value.get() == 1
     await manager.shutdown()
@@ -275,9 +157,9 @@ async def test_a_reply_without_events_waits_for_the_events_before_it(method: Met
 
     journal = GatedJournal()
     manager, _ = _manager(journal, respond)
-    first = manager.submit(method, "w", b"", ())
+    first = manager.enqueue(method, "w", b"", ())
     await journal.waiting.wait()
-    second = manager.submit(method, "w", b"", ())
+    second = manager.enqueue(method, "w", b"", ())
     await asyncio.sleep(0.01)
     # Its answer was computed on state that includes the first command's event.
     assert not second.done()
@@ -290,16 +172,16 @@ async def test_a_reply_without_events_waits_for_the_events_before_it(method: Met
 async def test_a_failed_write_fails_its_group_and_every_later_command(method: Method) -> None:
     journal = GatedJournal()
     manager, stub = _manager(journal, emit_one)
-    await_first = manager.submit(method, "f", b"", ())
+    await_first = manager.enqueue(method, "f", b"", ())
     journal.gate.set()
     await await_first
     journal.gate.clear()
     journal.waiting.clear()
-    second = manager.submit(method, "f", b"", ())
+    second = manager.enqueue(method, "f", b"", ())
     await journal.waiting.wait()
     journal.fail_next = ConcurrentWriteError("taken")
-    third = manager.submit(method, "f", b"", ())
-    await _until(lambda: len(stub.calls[0].sent) == 1 + 3)
+    third = manager.enqueue(method, "f", b"", ())
+    await until(lambda: len(stub.calls[0].sent) == 1 + 3)
     journal.gate.set()
     with pytest.raises(InvokeError) as failed:
         await second
@@ -309,7 +191,7 @@ async def test_a_failed_write_fails_its_group_and_every_later_command(method: Me
     assert later.value.code == grpc.StatusCode.ABORTED
     assert "nothing was stored for this command" in later.value.message
     # The entity restarts from what is stored: the first command's event only.
-    await manager.submit(method, "f", b"", ())
+    await manager.enqueue(method, "f", b"", ())
     assert len(stub.calls) == 2
     replayed = [m.event.sequence for m in stub.calls[1].sent if m.WhichOneof("message") == "event"]
     assert replayed == [1]
@@ -321,20 +203,20 @@ async def test_only_the_last_snapshot_of_a_group_is_stored(method: Method) -> No
     async def respond(command: Any) -> Any:
         out = await emit_one(command)
         if command.id in (2, 3):
-            out.reply.snapshot.CopyFrom(_event(100 + command.id))
+            out.reply.snapshot.CopyFrom(event(100 + command.id))
         return out
 
     journal = GatedJournal()
     manager, stub = _manager(journal, respond)
-    first = manager.submit(method, "s", b"", ())
+    first = manager.enqueue(method, "s", b"", ())
     await journal.waiting.wait()
-    rest = [manager.submit(method, "s", b"", ()) for _ in range(2)]
-    await _until(lambda: len(stub.calls[0].sent) == 1 + 3)
+    rest = [manager.enqueue(method, "s", b"", ()) for _ in range(2)]
+    await until(lambda: len(stub.calls[0].sent) == 1 + 3)
     journal.gate.set()
     await asyncio.gather(first, *rest)
     assert journal.appends == [(0, 1, False), (1, 2, True)]
     recovery = await journal.load(persistence_id("svc", "s"))
     assert recovery.snapshot is not None
     assert recovery.snapshot.sequence_nr == 3
-    assert recovery.snapshot.payload.value == _event(103).value
+    assert recovery.snapshot.payload.value == event(103).value
     await manager.shutdown()
