@@ -67,6 +67,9 @@ class CassandraConfig:
     port: int
     storage_port: int
     host: str = "127.0.0.1"
+    commitlog_sync: str = "periodic"
+    """`periodic` (Cassandra's default: synced every 10 s, acknowledged before), `batch`
+    or `group` (synced before a write is acknowledged)."""
 
     @property
     def data_root(self) -> Path:
@@ -88,8 +91,7 @@ def render_yaml(config: CassandraConfig) -> str:
         "saved_caches_directory": str(root / "saved_caches"),
         "hints_directory": str(root / "hints"),
         "cdc_raw_directory": str(root / "cdc_raw"),
-        "commitlog_sync": "periodic",
-        "commitlog_sync_period": "10000ms",
+        **_commitlog_settings(config.commitlog_sync),
         "seed_provider": [
             {
                 "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
@@ -111,6 +113,16 @@ def render_yaml(config: CassandraConfig) -> str:
         "materialized_views_enabled": False,
     }
     return json.dumps(settings, indent=2) + "\n"
+
+
+def _commitlog_settings(mode: str) -> dict[str, str]:
+    if mode == "periodic":
+        return {"commitlog_sync": "periodic", "commitlog_sync_period": "10000ms"}
+    if mode == "batch":
+        return {"commitlog_sync": "batch"}
+    if mode == "group":
+        return {"commitlog_sync": "group", "commitlog_sync_group_window": "10ms"}
+    raise ValueError(f"commitlog_sync {mode!r} is not periodic, batch or group")
 
 
 def jvm_options(config: CassandraConfig) -> list[str]:
@@ -137,8 +149,10 @@ class CassandraServer:
     """A running (or stopped) Cassandra node. `stop()`/`start()` keep data dir and ports;
     `pause()`/`resume()` (or `with suspended():`) freeze it without closing anything."""
 
-    def __init__(self, lib: Path, workdir: Path) -> None:
-        self.config = CassandraConfig(workdir, port=free_port(), storage_port=free_port())
+    def __init__(self, lib: Path, workdir: Path, *, commitlog_sync: str = "periodic") -> None:
+        self.config = CassandraConfig(
+            workdir, port=free_port(), storage_port=free_port(), commitlog_sync=commitlog_sync
+        )
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "cassandra.yaml").write_text(render_yaml(self.config))
         (workdir / "logback.xml").write_text(_LOGBACK)
@@ -186,9 +200,10 @@ class CassandraServer:
     def kill(self) -> None:
         """SIGKILL, as a crash; the next `start()` replays the commit log.
 
-        The commit log is synced every `commitlog_sync_period` (10 s) and replay stops
-        at the last sync, so acknowledged writes of the last seconds may be lost, as
-        in a real crash of a node with `commitlog_sync: periodic`."""
+        Replay stops at the last sync: with `commitlog_sync: periodic` (the default
+        here) the log is synced every 10 s, so acknowledged writes of the last seconds
+        may be lost, as in a real crash of such a node; with `batch` or `group` a write
+        is synced before it is acknowledged."""
         self._process.kill()
 
     @property

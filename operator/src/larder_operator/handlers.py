@@ -183,11 +183,13 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         spec = body.get("spec") or {}
         previous = (body.get("status") or {}).get("conditions") or []
         result = await _check_one(cluster, settings, namespace, spec)
-        cond = Condition(READY, result.ready, result.reason, result.message)
+        conditions = [Condition(READY, result.ready, result.reason, result.message)]
+        if result.durable is not None:
+            conditions.append(result.durable)
         now = _now()
         generation = body.get("metadata", {}).get("generation")
         status = {
-            "conditions": render_conditions(previous, [cond], generation, now),
+            "conditions": render_conditions(previous, conditions, generation, now),
             "observedGeneration": generation,
             "lastCheckTime": now,
         }
@@ -195,7 +197,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             await cluster.patch_status(journal_path(namespace, name), status)
         except ClusterError as e:
             raise kopf.TemporaryError(str(e), delay=_RETRY_AFTER_API_ERROR) from e
-        changed = transitions(previous, [cond])
+        changed = transitions(previous, conditions)
         _post_events(body, changed)
         if changed or propagate:
             # A snapshot: the index changes while we await.

@@ -13,6 +13,9 @@ DEFAULT_CASSANDRA_PORT = 9042
 DEFAULT_KEYSPACE = "larder"
 DEFAULT_LOCAL_DC = "datacenter1"
 DEFAULT_CONSISTENCY = "LOCAL_QUORUM"
+# Three copies, so that LOCAL_QUORUM writes (two acknowledgements) survive a node crash
+# whatever the nodes' commit log mode (durability.py); a trial on one node says 1.
+DEFAULT_REPLICATION_FACTOR = 3
 
 
 class InvalidJournalError(ValueError):
@@ -110,8 +113,17 @@ def replication_setting(replication: Mapping[str, Any]) -> str:
             f"spec.cassandra.replication.strategy={strategy!r} is not SimpleStrategy or "
             "NetworkTopologyStrategy"
         )
-    factor = int(replication.get("replicationFactor", 1))
+    factor = int(replication.get("replicationFactor", DEFAULT_REPLICATION_FACTOR))
     return f"SimpleStrategy:{factor}"
+
+
+def replication_factors(setting: str) -> dict[str, int]:
+    """Replication factor per datacenter (`*` for SimpleStrategy) of a replication
+    setting made by `replication_setting`."""
+    strategy, _, rest = setting.partition(":")
+    if strategy == "SimpleStrategy":
+        return {"*": int(rest)}
+    return {dc: int(n) for dc, _, n in (item.partition("=") for item in rest.split(","))}
 
 
 def journal_env(journal: JournalConfig | None) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 READY = "Ready"
 JOURNAL_READY = "JournalReady"
+DURABLE = "Durable"
 
 
 class Reason(StrEnum):
@@ -27,6 +28,11 @@ class Reason(StrEnum):
     # For Journals themselves:
     REACHABLE = "Reachable"
     UNREACHABLE = "Unreachable"
+    # A Journal's Durable condition (durability.py):
+    SYNCED_COMMIT_LOG = "SyncedCommitLog"
+    REPLICATED = "Replicated"
+    UNSYNCED_SINGLE_COPY = "UnsyncedSingleCopy"
+    DURABILITY_UNKNOWN = "DurabilityUnknown"
 
 
 @dataclass(frozen=True)

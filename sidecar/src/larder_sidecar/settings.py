@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from .durations import parse_seconds
 from .eventing.settings import KafkaSettings, KafkaSettingsError, load_kafka_settings
@@ -44,6 +44,9 @@ class Settings:
     """Sidecar-to-sidecar traffic (reserved for sharding)."""
     journal_type: JournalType = "memory"
     journal_sqlite_path: str = "larder-journal.sqlite3"
+    journal_sqlite_synchronous: Literal["normal", "full"] = "normal"
+    """SQLite's `synchronous` pragma: `normal` (no fsync per commit: a machine crash, not
+    a process crash, can lose the last commits; fine for local development) or `full`."""
     journal_cassandra: CassandraSettings | None = None
     """Parsed (by the Cassandra journal's own settings module) only when
     LARDER_JOURNAL_TYPE=cassandra."""
@@ -154,6 +157,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         journal_type=journal_type,  # type: ignore[arg-type]  # checked by _choice
         journal_sqlite_path=env.get("LARDER_JOURNAL_SQLITE_PATH", "").strip()
         or "larder-journal.sqlite3",
+        journal_sqlite_synchronous=cast(
+            Literal["normal", "full"],
+            _choice(env, "LARDER_JOURNAL_SQLITE_SYNCHRONOUS", "normal", ("normal", "full")),
+        ),
         journal_cassandra=_cassandra(env) if journal_type == "cassandra" else None,
         journal_unavailable_grace=_seconds(env, "LARDER_JOURNAL_UNAVAILABLE_GRACE", 10.0),
         passivation_timeout=_seconds(env, "LARDER_PASSIVATION_TIMEOUT", 30.0),

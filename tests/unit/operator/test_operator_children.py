@@ -136,9 +136,8 @@ def test_cassandra_journal_becomes_env_with_credentials_only_as_secret_refs() ->
     assert env["LARDER_JOURNAL_CASSANDRA_LOCAL_DC"] == "datacenter1"
     assert env["LARDER_JOURNAL_CASSANDRA_READ_CONSISTENCY"] == "ONE"
     assert env["LARDER_JOURNAL_CASSANDRA_WRITE_CONSISTENCY"] == "QUORUM"
-    assert env["LARDER_JOURNAL_CASSANDRA_REPLICATION"] == (
-        "SimpleStrategy:1"
-    )
+    # The Journal's default: three copies.
+    assert env["LARDER_JOURNAL_CASSANDRA_REPLICATION"] == "SimpleStrategy:3"
     assert env["LARDER_JOURNAL_CASSANDRA_USERNAME"] == {
         "secretKeyRef": {"name": "cass-login", "key": "username"}
     }

@@ -23,7 +23,7 @@ def test_service_becomes_an_in_cluster_dns_name_with_defaults() -> None:
         contact_points=("cassandra.ns.svc",),
         port=9042,
         keyspace="larder",
-        replication="SimpleStrategy:1",
+        replication="SimpleStrategy:3",
         read_consistency="LOCAL_QUORUM",
         write_consistency="LOCAL_QUORUM",
         local_datacenter="datacenter1",

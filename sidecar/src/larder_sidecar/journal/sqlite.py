@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from .base import (
     ConcurrentWriteError,
@@ -66,8 +66,16 @@ def _conflict(pid: PersistenceId, what: str, expected: int, found: int) -> Concu
 class SqliteJournal:
     """Implements `Journal` on one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: Literal["normal", "full"] = "normal"
+    ) -> None:
+        if synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous={synchronous!r} is not 'normal' or 'full'")
         self._path = str(path)
+        # WAL with NORMAL syncs at checkpoints, not at every commit: a process crash loses
+        # nothing, a machine crash or power loss can lose the last commits. FULL syncs the
+        # WAL at every commit.
+        self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
 
@@ -95,7 +103,7 @@ class SqliteJournal:
             # autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             conn.executescript(_SCHEMA)
             return conn
 
