@@ -2,12 +2,15 @@
 different lanes (entities) run concurrently and records of one lane one at a time in
 offset order; an offset is committed only when every record before it was handled.
 
-confluent-kafka's consumer is a blocking API, so `consume()` runs on a worker thread;
-everything else (the partition workers, committing) runs on the event loop. The
-rebalance callbacks run on the consuming thread inside `consume()`/`close()`; they hand
-the work to the loop and wait for it, so a revoked partition's in-flight records are
-finished (or abandoned after a grace period) and its progress committed before Kafka
-gives the partition to another member.
+Two threads, each touching only its own things:
+
+- the consumer thread (`ConsumerThread`) owns confluent-kafka's consumer: it fetches,
+  runs the rebalance callbacks, commits, pauses and resumes;
+- the event loop owns everything below (partitions, lanes, offsets, lag) and talks to
+  the consumer only through the thread's request queue, which never blocks it.
+
+So a rebalance callback may wait for the loop to finish a revoked partition's in-flight
+records (bounded by the grace period) without any risk of the loop waiting for it.
 
 Per partition:
 
@@ -21,23 +24,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from .client_thread import TP, ConsumerThread
 from .processing import Prepared
 from .settings import KafkaSettings
 from .spec import Subscription
 
 log = logging.getLogger("larder_sidecar.eventing")
 
-TP = tuple[str, int]
-
-_CONSUME_BATCH = 500
-_CONSUME_WAIT_S = 0.2
 _COMMIT_EVERY_S = 0.2
 _REVOKE_GRACE_S = 10.0
+"""How long a revoked (or, on stop, every) partition's in-flight records may take."""
+_REVOKE_MARGIN_S = 2.0
+"""How much longer the rebalance callback waits for the loop before giving up."""
+_CLOSE_TIMEOUT_S = 5.0
+"""How long `stop()` waits for the final commit and for leaving the group."""
 _PAUSE_AT = 5000
 """Queued records per partition above which fetching from it pauses."""
 _RESUME_AT = 1000
@@ -52,10 +57,14 @@ class RecordHandler(Protocol):
 
 
 class Progress(Protocol):
-    """Where the consumer reports its lag (see `EventingMetrics`)."""
+    """Where the consumer reports its lag and the broker's reachability (see
+    `EventingMetrics`)."""
 
-    def lag(self, topic: str, partition: int, records: int) -> None: ...
+    def lag(self, topic: str, partition: int, records: int | None) -> None:
+        """`None`: unknown (no broker reachable)."""
+        ...
     def forget(self, topic: str, partition: int) -> None: ...
+    def reachable(self, group: str, reachable: bool) -> None: ...
 
 
 class ConsumerFailed(Exception):
@@ -105,8 +114,13 @@ class _Partition:
             self.done_offset = self.slots.popleft().offset + 1
         self.ready.set()
 
+    def unfinished(self) -> list[asyncio.Task[None]]:
+        return [t for t in (self.task, *self.tasks) if t is not None and not t.done()]
+
 
 class GroupConsumer:
+    """Implements the consumer thread's `ClientEvents` (all called on the loop)."""
+
     def __init__(
         self,
         group: str,
@@ -115,9 +129,9 @@ class GroupConsumer:
         handler: RecordHandler,
         progress: Progress | None = None,
         *,
-        client: Any = None,
+        make_client: Callable[[dict[str, Any]], Any] = Consumer,
     ) -> None:
-        """`client`: a confluent-kafka `Consumer` to use instead of making one (tests)."""
+        """`make_client(config)`: makes the confluent-kafka `Consumer` (a fake in tests)."""
         self.group = group
         self._subscriptions = dict(subscriptions)
         self._handler = handler
@@ -129,24 +143,35 @@ class GroupConsumer:
             # A member that died is replaced after this long (librdkafka's default
             # is 45 s, a long outage for a pod that was killed).
             "session.timeout.ms": 10000,
+            # A broker that comes back is reconnected to within 2 s (default: up to 10 s).
+            "reconnect.backoff.max.ms": 2000,
+            # Statistics are how the client sees a broker come back (read only during
+            # an outage).
+            "statistics.interval.ms": 1000,
             **settings.client_config(),
             "group.id": group,
             "enable.auto.commit": False,
             "enable.partition.eof": False,
-            "on_commit": self._on_commit,
         }
         try:
-            self._consumer = client if client is not None else Consumer(config)
+            self._client = ConsumerThread(
+                group, make_client, config, list(self._subscriptions), self,
+                revoke_timeout=_REVOKE_GRACE_S + _REVOKE_MARGIN_S,
+            )
         except KafkaException as e:
             raise ConsumerFailed(
                 f"the Kafka consumer for group {group!r} cannot be created: {e}"
             ) from e
+        self._assigned: set[TP] = set()
         self._partitions: dict[TP, _Partition] = {}
         self._committed: dict[TP, int] = {}
+        self._highs: dict[TP, int] = {}
+        self._reachable = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
-        self._poller: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Task[None]] = set()
+        """Tasks of partitions dropped without waiting for them (cancelled, ending)."""
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -154,64 +179,101 @@ class GroupConsumer:
         self._loop = asyncio.get_running_loop()
         self._running = True
         try:
-            self._consumer.subscribe(
-                list(self._subscriptions), on_assign=self._on_assign, on_revoke=self._on_revoke
-            )
-        except KafkaException as e:
+            await self._client.start()
+        except (KafkaException, RuntimeError) as e:
+            self._running = False
             raise ConsumerFailed(f"group {self.group!r} cannot subscribe: {e}") from e
-        self._poller = self._loop.create_task(self._poll(), name=f"kafka-poll-{self.group}")
+        assert self._client.finished is not None
+        self._client.finished.add_done_callback(self._thread_ended)
         self._committer = self._loop.create_task(
             self._commit_periodically(), name=f"kafka-commit-{self.group}"
         )
+        self._committer.add_done_callback(self._task_ended)
+        if self._progress is not None:
+            self._progress.reachable(self.group, True)
         log.info(
             "consuming %s in group %s", ", ".join(sorted(self._subscriptions)), self.group
         )
 
     async def stop(self) -> None:
-        """Stop fetching, finish in-flight records, commit, and leave the group."""
+        """Stop fetching, finish in-flight records (within the grace period), commit, and
+        leave the group; bounded whatever the broker does."""
+        if not self._running:
+            return
         self._running = False
-        if self._poller is not None:
-            await self._poller  # returns within one consume wait
+        self._client.stop_fetching()
         if self._committer is not None:
             self._committer.cancel()
             await asyncio.gather(self._committer, return_exceptions=True)
         offsets = await self._stop_partitions(list(self._partitions))
-        if offsets:
-            try:
-                await asyncio.to_thread(self._consumer.commit, offsets=offsets, asynchronous=False)
-            except KafkaException as e:
-                log.warning(
-                    "group %s: final commit failed (records will be redelivered): %s",
-                    self.group, e,
-                )
-        await asyncio.to_thread(self._consumer.close)
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await self._client.close(offsets)
+        except TimeoutError:
+            log.warning(
+                "group %s: the Kafka client did not commit and leave the group within "
+                "%.0f s (is the broker reachable?); giving up on it: records after the "
+                "last commit will be redelivered", self.group, _CLOSE_TIMEOUT_S,
+            )
+        if self._abandoned:
+            await asyncio.wait(self._abandoned, timeout=_CLOSE_TIMEOUT_S)
 
-    # --- fetching -----------------------------------------------------------------------
+    def _thread_ended(self, finished: asyncio.Future[None]) -> None:
+        if self._running and not finished.cancelled():
+            log.error(
+                "group %s: the Kafka consumer thread ended (%s); this group's topics are "
+                "no longer consumed", self.group, finished.exception() or "no error",
+            )
 
-    async def _poll(self) -> None:
-        while self._running:
-            try:
-                batch = await asyncio.to_thread(
-                    self._consumer.consume, _CONSUME_BATCH, _CONSUME_WAIT_S
-                )
-            except KafkaException as e:
-                log.error("group %s: consuming failed: %s", self.group, e)  # noqa: TRY400
-                await asyncio.sleep(1.0)
-                continue
-            for record in batch:
-                error = record.error()
-                if error is not None:
-                    self._log_error(error)
-                    continue
-                self._enqueue(record)
+    def _task_ended(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "bug: %s failed", task.get_name(), exc_info=task.exception()
+            )
 
-    def _log_error(self, error: KafkaError) -> None:
-        # Most consumer errors are transient (the client reconnects by itself).
-        level = logging.ERROR if error.fatal() else logging.WARNING
-        log.log(level, "group %s: Kafka reports %s", self.group, error.str())
+    # --- what the consumer thread reports ---------------------------------------------
+
+    def records_fetched(self, records: list[Any]) -> None:
+        if not self._running:
+            return  # stopping: the next owner gets them
+        for record in records:
+            self._enqueue(record)
+
+    def partitions_assigned(self, tps: list[TP]) -> None:
+        self._assigned.update(tps)
+
+    async def partitions_revoked(self, tps: list[TP]) -> list[TopicPartition]:
+        """On the loop while the rebalance callback waits (see `ConsumerThread`)."""
+        self._assigned.difference_update(tps)
+        return await self._stop_partitions(tps)
+
+    def partitions_lost(self, tps: list[TP]) -> None:
+        # Another member may own them already: no waiting, no committing.
+        self._assigned.difference_update(tps)
+        for tp in tps:
+            p = self._partitions.get(tp)
+            if p is not None:
+                self._drop(p)
+
+    def watermarks_read(self, highs: dict[TP, int]) -> None:
+        self._highs = highs
+
+    def reachability_changed(self, reachable: bool) -> None:
+        self._reachable = reachable
+        if self._progress is not None:
+            self._progress.reachable(self.group, reachable)
+        self._report_lag()
+
+    def commit_failed(self, tps: list[TP]) -> None:
+        for tp in tps:
+            self._committed.pop(tp, None)
+
+    # --- fetched records ----------------------------------------------------------------
 
     def _enqueue(self, record: Any) -> None:
         tp = (record.topic(), record.partition())
+        if tp not in self._assigned:
+            return  # fetched before its partition was revoked or lost
         partition = self._partitions.get(tp)
         if partition is None:
             subscription = self._subscriptions.get(tp[0])
@@ -222,11 +284,12 @@ class GroupConsumer:
             partition.task = self._loop.create_task(
                 self._work(partition), name=f"kafka-{tp[0]}-{tp[1]}"
             )
+            partition.task.add_done_callback(self._task_ended)
         partition.queue.append(record)
         partition.ready.set()
         if not partition.paused and len(partition.queue) >= _PAUSE_AT:
             partition.paused = True
-            self._consumer.pause([TopicPartition(*tp)])
+            self._client.pause([tp])
 
     # --- handling -----------------------------------------------------------------------
 
@@ -259,7 +322,7 @@ class GroupConsumer:
             lane.append((slot, prepared))
             if p.paused and len(p.queue) <= _RESUME_AT:
                 p.paused = False
-                self._consumer.resume([TopicPartition(*p.tp)])
+                self._client.resume([p.tp])
 
     async def _run_lane(
         self, p: _Partition, key: str, lane: deque[tuple[_Slot, Prepared]]
@@ -303,116 +366,83 @@ class GroupConsumer:
         task = self._loop.create_task(coro, name=f"kafka-{p.tp[0]}-{p.tp[1]}-{what}")
         p.tasks.add(task)
         task.add_done_callback(p.tasks.discard)
+        task.add_done_callback(self._task_ended)
 
     async def _stop_partitions(self, tps: list[TP]) -> list[TopicPartition]:
-        """Let each partition's in-flight records finish (within a grace period), forget
-        the partitions, and return their offsets not yet committed."""
+        """Let each partition's in-flight records finish (within the grace period),
+        forget the partitions, and return their offsets not yet committed. Cancelled
+        (the rebalance callback gave up), it still forgets them."""
         stopping = [p for tp in tps if (p := self._partitions.get(tp)) is not None]
         for p in stopping:
             p.stopping = True
             p.ready.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _REVOKE_GRACE_S
-        while True:
+        try:
             # Lanes spawn delivery waits while they finish, so look again each round.
-            tasks = [t for p in stopping for t in (p.task, *p.tasks) if t and not t.done()]
-            if not tasks:
-                break
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                break
-            await asyncio.wait(tasks, timeout=remaining)
-        offsets = self._uncommitted([p.tp for p in stopping])
-        for p in stopping:
-            # Records still queued were never handled: the next owner gets them again.
-            self._partitions.pop(p.tp, None)
-            self._committed.pop(p.tp, None)
-            if self._progress is not None:
-                self._progress.forget(*p.tp)
+            while tasks := [t for p in stopping for t in p.unfinished()]:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait(tasks, timeout=remaining)
+            # All of them, committed before or not: an earlier asynchronous commit may
+            # still fail, and this is the last chance.
+            offsets = [
+                TopicPartition(*p.tp, p.done_offset)
+                for p in stopping if p.done_offset is not None
+            ]
+        finally:
+            # Records still queued, or cut off after the grace period, were not
+            # finished: the next owner gets them again.
+            for p in stopping:
+                self._drop(p)
         return offsets
+
+    def _drop(self, p: _Partition) -> None:
+        """Forget the partition; its unfinished tasks are cancelled and end on their own."""
+        p.stopping = True
+        p.ready.set()
+        for task in p.unfinished():
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._abandoned.discard)
+        if self._partitions.get(p.tp) is p:
+            del self._partitions[p.tp]
+        self._committed.pop(p.tp, None)
+        self._highs.pop(p.tp, None)
+        if self._progress is not None:
+            self._progress.forget(*p.tp)
 
     # --- committing ---------------------------------------------------------------------
 
-    def _uncommitted(self, tps: list[TP] | None) -> list[TopicPartition]:
+    def _uncommitted(self) -> list[TopicPartition]:
         offsets = []
         for tp, p in self._partitions.items():
-            if tps is not None and tp not in tps:
-                continue
             if p.done_offset is not None and self._committed.get(tp) != p.done_offset:
                 offsets.append(TopicPartition(tp[0], tp[1], p.done_offset))
         return offsets
 
     def _report_lag(self) -> None:
-        """Records behind the partition's end, from the high watermark the client cached
-        with its last fetch (no request to the broker)."""
+        """Records behind the partition's end, from the high watermark the consumer
+        thread last read (unknown while no broker is reachable)."""
         if self._progress is None:
             return
         for tp, p in self._partitions.items():
-            if p.done_offset is None:
+            if not self._reachable:
+                self._progress.lag(tp[0], tp[1], None)
                 continue
-            try:
-                _, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(*tp), cached=True
-                )
-            except KafkaException:
-                continue
-            if high >= 0:
+            high = self._highs.get(tp)
+            if high is not None and p.done_offset is not None:
                 self._progress.lag(tp[0], tp[1], max(high - p.done_offset, 0))
 
     async def _commit_periodically(self) -> None:
         while True:
             await asyncio.sleep(_COMMIT_EVERY_S)
             self._report_lag()
-            offsets = self._uncommitted(None)
+            offsets = self._uncommitted()
             if not offsets:
                 continue
-            try:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
-            except KafkaException as e:
-                log.warning("group %s: commit failed (will retry): %s", self.group, e)
-                continue
+            # Believed committed at once; a failure comes back through commit_failed.
+            self._client.commit(offsets)
             for o in offsets:
                 self._committed[(o.topic, o.partition)] = o.offset
-
-    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if err is not None and err.code() != KafkaError._NO_OFFSET:
-            log.warning("group %s: commit failed (will retry): %s", self.group, err.str())
-            loop = self._loop
-            if loop is not None:
-                # Forget what we believed committed, so the next round sends it again.
-                failed = [(p.topic, p.partition) for p in partitions]
-                loop.call_soon_threadsafe(self._forget, failed)
-
-    def _forget(self, tps: list[TP]) -> None:
-        for tp in tps:
-            self._committed.pop(tp, None)
-
-    # --- rebalance callbacks (run on the consuming thread) ------------------------------
-
-    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        log.info(
-            "group %s: assigned %s", self.group,
-            ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing",
-        )
-
-    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        tps = [(p.topic, p.partition) for p in partitions]
-
-        stopped = asyncio.run_coroutine_threadsafe(self._stop_partitions(tps), loop)
-        offsets = stopped.result()
-        if offsets:
-            try:
-                consumer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as e:
-                log.warning("group %s: commit on revoke failed (records will be redelivered): %s",
-                            self.group, e)
-        log.info(
-            "group %s: revoked %s", self.group,
-            ", ".join(f"{t}[{p}]" for t, p in tps) or "nothing",
-        )

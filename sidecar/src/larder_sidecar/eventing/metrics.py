@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -40,8 +41,15 @@ class EventingMetrics:
         self._lag = Gauge(
             "larder_eventing_consumer_lag",
             "Records between a partition's end (as last fetched) and the next offset this "
-            "sidecar will commit",
+            "sidecar will commit; NaN while no broker is reachable (unknown)",
             ["topic", "partition"],
+            registry=registry,
+        )
+        self._reachable = Gauge(
+            "larder_eventing_broker_reachable",
+            "1 while the consumer group's client reaches a Kafka broker, 0 from the "
+            "moment it reports every broker down until one is back",
+            ["group"],
             registry=registry,
         )
 
@@ -54,8 +62,11 @@ class EventingMetrics:
     def published(self, topic: str) -> None:
         self._published.labels(topic).inc()
 
-    def lag(self, topic: str, partition: int, records: int) -> None:
-        self._lag.labels(topic, str(partition)).set(records)
+    def lag(self, topic: str, partition: int, records: int | None) -> None:
+        self._lag.labels(topic, str(partition)).set(math.nan if records is None else records)
+
+    def reachable(self, group: str, reachable: bool) -> None:
+        self._reachable.labels(group).set(1 if reachable else 0)
 
     def forget(self, topic: str, partition: int) -> None:
         """The partition went to another member: its lag is no longer ours to report."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from larder_protocol import ACTION, EVENT_SOURCED_ENTITY, compile_protos
+from larder_sidecar.eventing.spec import EventingSpec, read_eventing
 from larder_sidecar.model import UserFunctionModel, build_model
 from larder_sidecar.protocol import (
     ACCEPTED_PROTOCOL_VERSIONS,
@@ -57,3 +58,8 @@ def model(descriptors: bytes) -> UserFunctionModel:
 @pytest.fixture(scope="session")
 def model_with_journal_source(descriptors: bytes) -> UserFunctionModel:
     return model_from(descriptors, "evunit.Echo", "evunit.Projection")
+
+
+@pytest.fixture
+def spec(model: UserFunctionModel) -> EventingSpec:
+    return read_eventing(model)

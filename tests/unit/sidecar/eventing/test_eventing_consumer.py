@@ -14,11 +14,11 @@ from larder_sidecar.eventing import KafkaSettings
 from larder_sidecar.eventing import consumer as consumer_module
 from larder_sidecar.eventing.consumer import GroupConsumer
 from larder_sidecar.eventing.processing import Backoff, RecordProcessor
-from larder_sidecar.eventing.spec import EventingSpec, Subscription, read_eventing
+from larder_sidecar.eventing.spec import EventingSpec, Subscription
 from larder_sidecar.invoke import InvokeResult, MetadataPairs
 from larder_sidecar.model import Method, UserFunctionModel
 
-from .fakes import FakeConsumer, FakePublisher, FakeRecord
+from .fakes import FakeConsumer, FakeProgress, FakePublisher, FakeRecord, Signal
 
 CE = [("ce-specversion", b"1.0"), ("ce-type", b"evunit.Add")]
 TOPIC = "adds"
@@ -31,6 +31,7 @@ class GatedRunner:
     def __init__(self, closed: Sequence[str] = ()) -> None:
         self.gates = {entity: asyncio.Event() for entity in closed}
         self.ran: dict[str, list[int]] = defaultdict(list)
+        self.cancelled: list[str] = []
         self.active: Counter[str] = Counter()
         self.most_per_entity = 0
         self.most_at_once = 0
@@ -46,7 +47,12 @@ class GatedRunner:
         try:
             gate = self.gates.get(entity)
             if gate is not None:
-                await gate.wait()
+                try:
+                    await gate.wait()
+                except asyncio.CancelledError:
+                    self.cancelled.append(entity)
+                    self.progress.set()
+                    raise
             await asyncio.sleep(0)  # let other lanes interleave
             self.ran[entity].append(n)
         finally:
@@ -76,11 +82,6 @@ class HeldPublisher(FakePublisher):
         return await super().send(topic, value, key, headers)
 
 
-@pytest.fixture
-def spec(model: UserFunctionModel) -> EventingSpec:
-    return read_eventing(model)
-
-
 def records(model: UserFunctionModel, layout: Sequence[str]) -> list[FakeRecord]:
     """One record per entry (an entity id), at offsets 0.., amounts counting per entity."""
     add = model.methods["/evunit.Cart/AddItem"].input_class
@@ -94,25 +95,26 @@ def records(model: UserFunctionModel, layout: Sequence[str]) -> list[FakeRecord]
 
 
 async def start(
-    spec: EventingSpec, runner: Any, publisher: FakePublisher, max_in_flight: int = 100
+    spec: EventingSpec,
+    runner: Any,
+    publisher: FakePublisher,
+    max_in_flight: int = 100,
+    progress: FakeProgress | None = None,
 ) -> tuple[GroupConsumer, FakeConsumer]:
-    client = FakeConsumer()
+    client = FakeConsumer(progress.signal if progress is not None else Signal())
     subscription: Subscription = next(s for s in spec.subscriptions if s.topic == TOPIC)
     processor = RecordProcessor(spec, runner, publisher, backoff=Backoff(0.0, 0.0))
     consumer = GroupConsumer(
         "carts", {TOPIC: subscription},
         KafkaSettings(bootstrap_servers="unused:1", max_in_flight=max_in_flight),
-        processor, client=client,
+        processor, progress, make_client=client,
     )
     await consumer.start()
     return consumer, client
 
 
 async def wait_commit(client: FakeConsumer, offset: int) -> None:
-    async with asyncio.timeout(5):
-        while (client.last_commit(TOPIC, 0) or 0) < offset:
-            client.committed.clear()
-            await client.committed.wait()
+    await client.signal.until(lambda: (client.last_commit(TOPIC, 0) or 0) >= offset)
 
 
 async def test_entities_run_concurrently_and_each_entity_in_offset_order(
