@@ -46,7 +46,7 @@ def create_topics(bootstrap: str, *names: str, partitions: int = PARTITIONS) -> 
 @pytest.fixture(scope="session")
 def counter(kafka: KafkaServer, tmp_path_factory: pytest.TempPathFactory) -> CounterProtos:
     protos = compile_counter(tmp_path_factory.mktemp("eventing-protos"))
-    create_topics(kafka.bootstrap_servers, protos.topic_in, protos.topic_out)
+    create_topics(kafka.bootstrap_servers, protos.topic_in, protos.topic_out, protos.topic_more)
     return protos
 
 

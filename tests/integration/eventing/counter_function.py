@@ -3,7 +3,9 @@ amounts (a user failure) and remembers every record's tag."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import json
 import sys
 import uuid
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ class CounterProtos:
     pb: ModuleType
     topic_in: str
     topic_out: str
+    topic_more: str
+    """The second subscription (AddMore)."""
 
 
 def compile_counter(out: Path) -> CounterProtos:
@@ -35,7 +39,9 @@ def compile_counter(out: Path) -> CounterProtos:
     if str(out) not in sys.path:
         sys.path.insert(0, str(out))
     pb = importlib.import_module("eventingtest.counter_pb2")
-    return CounterProtos(pb, f"counter-add-{suffix}", f"counter-totals-{suffix}")
+    return CounterProtos(
+        pb, f"counter-add-{suffix}", f"counter-totals-{suffix}", f"counter-more-{suffix}"
+    )
 
 
 def counter_service(pb: ModuleType) -> LarderService:
@@ -47,6 +53,7 @@ def counter_service(pb: ModuleType) -> LarderService:
     )
 
     @entity.command_handler("Add")
+    @entity.command_handler("AddMore")
     def add(state: Any, command: Any, context: EventSourcedContext) -> Any:
         if command.amount <= 0:
             context.fail(f"amount must be positive, got {command.amount}")
@@ -66,3 +73,20 @@ def counter_service(pb: ModuleType) -> LarderService:
 
     return LarderService([entity], service_name="eventing-test",
                          settings=ServerSettings("127.0.0.1", 0))
+
+
+async def _serve_in_this_process(out: Path) -> None:
+    protos = compile_counter(out)
+    service = counter_service(protos.pb)
+    serving = asyncio.create_task(service.serve())
+    port = await service.wait_started()
+    # The parent reads where to find us and which topics this compile named.
+    topics = {"in": protos.topic_in, "out": protos.topic_out, "more": protos.topic_more}
+    print(json.dumps({"port": port, **topics}), flush=True)
+    await serving
+
+
+if __name__ == "__main__":
+    # A counter function in a process of its own, with topic names of its own (a
+    # process imports the compiled module once, so a second compile needs a process).
+    asyncio.run(_serve_in_this_process(Path(sys.argv[1])))

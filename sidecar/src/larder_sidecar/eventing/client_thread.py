@@ -458,6 +458,15 @@ class ConsumerThread:
                 )
                 self._post(self._events.reachability_changed, False)
             return
+        if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            # Consumers do not create topics; the subscription waits for it.
+            log.log(
+                self._quieter.level(code, logging.WARNING),
+                "group %s: a subscribed topic does not exist (%s); its records are "
+                "consumed once it is created (found within about 5 s)",
+                self._group, error.str(),
+            )
+            return
         if code in _CONNECTION_ERRORS:
             # One connection dropped (the client reconnects by itself), or more of the
             # outage already reported.

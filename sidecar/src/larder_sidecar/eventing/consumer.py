@@ -148,6 +148,9 @@ class GroupConsumer:
             # Statistics are how the client sees a broker come back (read only during
             # an outage).
             "statistics.interval.ms": 1000,
+            # A subscribed topic created after the sidecar started is found at the next
+            # metadata refresh: within 5 s instead of librdkafka's default 5 minutes.
+            "topic.metadata.refresh.interval.ms": 5000,
             **settings.client_config(),
             "group.id": group,
             "enable.auto.commit": False,
