@@ -8,19 +8,33 @@ through the sidecar's gRPC reflection.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+
+# Imported for their side effect as well: parsing a descriptor resolves the entity-key
+# options only for extensions registered in the default pool.
+from akkaserverless import annotations_pb2, legacy_entity_key_pb2
 from google.protobuf import descriptor_pb2
 
 _FENCE = re.compile(r"^\s*```")
 _EXAMPLE_START = re.compile(r"^\s*(curl|grpcurl)\s")
 _DEFAULT_PUBLIC_PORT = 9000
 
-ReflectedService = tuple[str, descriptor_pb2.ServiceDescriptorProto]
-"""A service's full name (`package.Service`) and its descriptor."""
+@dataclass(frozen=True)
+class ReflectedService:
+    """A service the sidecar serves, with what an example request needs."""
+
+    full_name: str
+    """`package.Service`."""
+    descriptor: descriptor_pb2.ServiceDescriptorProto
+    key_fields: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
+    """Per method name, the input's entity-key fields as (field name, field type)."""
 # Services every sidecar serves for infrastructure's sake; not the user's API.
 _INFRASTRUCTURE_PREFIXES = ("grpc.", "akkaserverless.", "larder.")
 
@@ -57,15 +71,39 @@ def _retarget(command: str, port: int) -> str:
     return command.replace(f"localhost:{_DEFAULT_PUBLIC_PORT}", f"localhost:{port}")
 
 
+# A value of each field type that a request can carry in JSON; an entity key is never
+# a message, float or bytes field (discovery refuses those).
+_EXAMPLE_VALUES: dict[int, object] = {
+    descriptor_pb2.FieldDescriptorProto.TYPE_STRING: "example-1",
+    descriptor_pb2.FieldDescriptorProto.TYPE_BOOL: True,
+}
+
+
+def _example_body(keys: tuple[tuple[str, int], ...]) -> str:
+    # Integers are strings in proto3 JSON only for 64-bit types; 1 parses as any of them.
+    return json.dumps({name: _EXAMPLE_VALUES.get(kind, 1) for name, kind in keys})
+
+
 def generic_examples(services: Iterable[ReflectedService], port: int) -> list[str]:
-    """One `curl` per unary method: the generic JSON route the sidecar always serves."""
+    """One `curl` per unary method: the generic JSON route the sidecar always serves, with
+    the entity-key fields filled in (a request without its key is refused)."""
     return [
         f"curl -X POST -H 'Content-Type: application/json' "
-        f"localhost:{port}/{full_name}/{method.name} -d '{{}}'"
-        for full_name, service in services
-        for method in service.method
+        f"localhost:{port}/{service.full_name}/{method.name} "
+        f"-d '{_example_body(service.key_fields.get(method.name, ()))}'"
+        for service in services
+        for method in service.descriptor.method
         if not (method.client_streaming or method.server_streaming)
     ]
+
+
+def _is_entity_key(options: descriptor_pb2.FieldOptions) -> bool:
+    # The stubs type Extensions for typed extension handles, which the generated
+    # protocol modules do not give mypy.
+    ext: Any = options.Extensions
+    return bool(
+        ext[annotations_pb2.field].entity_key or ext[legacy_entity_key_pb2.legacy_entity_key]
+    )
 
 
 async def reflected_services(target: str, timeout_s: float = 5.0) -> list[ReflectedService]:
@@ -100,14 +138,29 @@ async def reflected_services(target: str, timeout_s: float = 5.0) -> list[Reflec
             return []
         answers = await ask(*(reflection_pb2.ServerReflectionRequest(file_containing_symbol=n)
                               for n in names))
-    services: list[ReflectedService] = []
-    wanted = set(names)
+    found: dict[str, descriptor_pb2.ServiceDescriptorProto] = {}
+    messages: dict[str, descriptor_pb2.DescriptorProto] = {}
     for answer in answers:
+        # Each answer carries the file and the files it imports, so input types from
+        # another file are here too.
         for raw in answer.file_descriptor_response.file_descriptor_proto:
             file = descriptor_pb2.FileDescriptorProto.FromString(raw)
+            prefix = f".{file.package}." if file.package else "."
+            for message in file.message_type:
+                messages[prefix + message.name] = message
             for service in file.service:
-                full = f"{file.package}.{service.name}" if file.package else service.name
-                if full in wanted:
-                    wanted.discard(full)
-                    services.append((full, service))
-    return sorted(services, key=lambda s: s[0])
+                full = prefix[1:] + service.name
+                if full in names:
+                    found[full] = service
+    services = []
+    for full, service in sorted(found.items()):
+        keys = {}
+        for method in service.method:
+            input_type = messages.get(method.input_type)
+            if input_type is not None:
+                keys[method.name] = tuple(
+                    (f.name, f.type) for f in input_type.field
+                    if _is_entity_key(f.options)
+                )
+        services.append(ReflectedService(full, service, keys))
+    return services

@@ -7,8 +7,9 @@ import socket
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pb2
 from larder_dev.cli import parse_dev_args
-from larder_dev.examples import readme_examples
+from larder_dev.examples import ReflectedService, generic_examples, readme_examples
 from larder_dev.function import DevInputError, discover, parse_procfile, slug
 from larder_dev.run import check_ports_free
 
@@ -116,3 +117,19 @@ def test_a_port_in_use_names_the_option_to_change() -> None:
             check_ports_free({"--admin-port": port})
     with pytest.raises(DevInputError, match="--port and --function-port are both 9"):
         check_ports_free({"--function-port": 9, "--port": 9})
+
+
+def test_generic_examples_fill_every_entity_key_field() -> None:
+    f = descriptor_pb2.FieldDescriptorProto
+    service = descriptor_pb2.ServiceDescriptorProto(name="Orders")
+    service.method.add(name="Place", input_type=".shop.PlaceOrder")
+    service.method.add(name="Ping", input_type=".shop.Ping")
+    service.method.add(name="Watch", input_type=".shop.Ping", server_streaming=True)
+    keys = {"Place": (("shop_id", f.TYPE_STRING), ("order_no", f.TYPE_INT64),
+                      ("draft", f.TYPE_BOOL))}
+    assert generic_examples([ReflectedService("shop.Orders", service, keys)], 9100) == [
+        "curl -X POST -H 'Content-Type: application/json' localhost:9100/shop.Orders/Place "
+        """-d '{"shop_id": "example-1", "order_no": 1, "draft": true}'""",
+        "curl -X POST -H 'Content-Type: application/json' localhost:9100/shop.Orders/Ping "
+        "-d '{}'",
+    ]
