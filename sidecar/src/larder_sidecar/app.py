@@ -17,6 +17,7 @@ from .discovery import discover, proxy_terminated
 from .dispatch import Dispatcher
 from .entities import Command, EntityHost
 from .eventing import Eventing
+from .function_limit import FunctionLimit
 from .grpc_front import build_grpc_server
 from .http import PublicServer, start_public_server
 from .journal.base import Journal
@@ -85,7 +86,10 @@ class Sidecar:
         )
         try:
             self.model = model = await discover(
-                self._channel, s.user_function_target, s.discovery_timeout
+                self._channel,
+                s.user_function_target,
+                s.discovery_timeout,
+                max_entity_id_bytes=s.max_entity_id_bytes,
             )
         except Exception as e:
             self._not_ready_reason = f"not ready: {e}"
@@ -106,7 +110,15 @@ class Sidecar:
             # Its producer first: direct calls of `eventing.out` methods publish.
             await self.eventing.open()
             self.dispatcher = self.eventing.dispatcher(*dispatcher_args)
-        self._server, self._health = build_grpc_server(self.dispatcher, s.max_message_bytes)
+        # Requests too large for the user function are refused before they reach it.
+        function_limit = FunctionLimit(s.user_function_max_message_bytes, s.max_entity_id_bytes)
+        self._server, self._health = build_grpc_server(
+            self.dispatcher,
+            s.max_message_bytes,
+            idle_timeout=s.public.grpc_idle_timeout,
+            function_limit=function_limit,
+            metrics=self.metrics,
+        )
         # The public port relays gRPC to this server over loopback TCP (an abstract unix
         # socket measured no better, docs/performance.md) and serves HTTP/1.1 itself.
         internal = self._server.add_insecure_port("127.0.0.1:0")
@@ -118,6 +130,9 @@ class Sidecar:
             self.dispatcher,
             model.method_models,
             max_message_bytes=s.max_message_bytes,
+            limits=s.public,
+            metrics=self.metrics,
+            function_limit=function_limit,
         )
         self.public_port = self._public.port
         if self.eventing is not None:

@@ -11,7 +11,13 @@ import grpc
 import grpc.aio
 from google.protobuf import empty_pb2
 
-from .model import SpecError, UserFunctionModel, build_model, proxy_info
+from .model import (
+    DEFAULT_MAX_ENTITY_ID_BYTES,
+    SpecError,
+    UserFunctionModel,
+    build_model,
+    proxy_info,
+)
 from .protocol import (
     ACCEPTED_PROTOCOL_VERSIONS,
     PROXY_PROTOCOL_VERSION,
@@ -29,7 +35,11 @@ class DiscoveryFailed(RuntimeError):
 
 
 async def discover(
-    channel: grpc.aio.Channel, target: str, give_up_after: float
+    channel: grpc.aio.Channel,
+    target: str,
+    give_up_after: float,
+    *,
+    max_entity_id_bytes: int = DEFAULT_MAX_ENTITY_ID_BYTES,
 ) -> UserFunctionModel:
     """Call Discover until the user function answers (backing off), then validate.
 
@@ -64,7 +74,9 @@ async def discover(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
     try:
-        model = build_model(spec, ACCEPTED_PROTOCOL_VERSIONS)
+        model = build_model(
+            spec, ACCEPTED_PROTOCOL_VERSIONS, max_entity_id_bytes=max_entity_id_bytes
+        )
     except SpecError as e:
         log.error("%s", e)  # noqa: TRY400 - the message is the point, not the trace
         try:

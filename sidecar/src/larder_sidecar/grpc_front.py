@@ -15,8 +15,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .dispatch import Dispatcher, parse
+from .function_limit import FunctionLimit
 from .invoke import InvokeError, InvokeResult, MetadataPairs
-from .model import Method
+from .metrics import Metrics
+from .model import EntityIdTooLong, Method
 
 
 def client_metadata(context: grpc.aio.ServicerContext[Any, Any], method: Method) -> MetadataPairs:
@@ -37,8 +39,24 @@ async def _send_metadata(context: grpc.aio.ServicerContext[Any, Any], result: In
         await context.send_initial_metadata(tuple(result.metadata))
 
 
-def _handlers(dispatcher: Dispatcher, method: Method) -> grpc.RpcMethodHandler[Any, Any]:
+def _counted(e: InvokeError, metrics: Metrics) -> InvokeError:
+    # The dispatcher raises an entity key's problem from the model's KeyError_.
+    if isinstance(e.__cause__, EntityIdTooLong):
+        metrics.limit_refusals.labels("entity_id_bytes").inc()
+    return e
+
+
+def _handlers(
+    dispatcher: Dispatcher, method: Method, limit: FunctionLimit, metrics: Metrics
+) -> grpc.RpcMethodHandler[Any, Any]:
     model = method.model
+
+    def check_size(request: bytes, metadata: MetadataPairs) -> None:
+        try:
+            limit.check(model, len(request), metadata)
+        except InvokeError:
+            metrics.limit_refusals.labels("user_function_message_bytes").inc()
+            raise
 
     async def requests(it: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for r in it:
@@ -47,13 +65,13 @@ def _handlers(dispatcher: Dispatcher, method: Method) -> grpc.RpcMethodHandler[A
     if not model.client_streaming and not model.server_streaming:
 
         async def unary(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            metadata = client_metadata(context, method)
             try:
+                check_size(request, metadata)
                 parsed = parse(method, request)
-                result = await dispatcher.call(
-                    method, request, client_metadata(context, method), parsed
-                )
+                result = await dispatcher.call(method, request, metadata, parsed)
             except InvokeError as e:
-                await context.abort(e.code, e.message)
+                await context.abort(e.code, _counted(e, metrics).message)
             await _send_metadata(context, result)
             return result.payload
 
@@ -81,10 +99,10 @@ def _handlers(dispatcher: Dispatcher, method: Method) -> grpc.RpcMethodHandler[A
         async def stream_out(
             request: bytes, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[bytes]:
+            metadata = client_metadata(context, method)
             try:
-                async for result in dispatcher.streamed_out(
-                    method, request, client_metadata(context, method)
-                ):
+                check_size(request, metadata)
+                async for result in dispatcher.streamed_out(method, request, metadata):
                     yield result.payload
             except InvokeError as e:
                 await context.abort(e.code, e.message)
@@ -106,20 +124,32 @@ def _handlers(dispatcher: Dispatcher, method: Method) -> grpc.RpcMethodHandler[A
 
 
 def build_grpc_server(
-    dispatcher: Dispatcher, max_message_bytes: int
+    dispatcher: Dispatcher,
+    max_message_bytes: int,
+    *,
+    idle_timeout: float | None = None,
+    function_limit: FunctionLimit | None = None,
+    metrics: Metrics | None = None,
 ) -> tuple[grpc.aio.Server, Any]:
-    """A server with the user's services, reflection and health (not yet bound or started)."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+    """A server with the user's services, reflection and health (not yet bound or started).
+
+    `idle_timeout`: seconds a connection without calls stays open before the server sends
+    GOAWAY and closes it (it passes through the public port's relay to the client).
+    """
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    if idle_timeout is not None:
+        options.append(("grpc.max_connection_idle_ms", max(1, round(idle_timeout * 1000))))
+    server = grpc.aio.server(options=options)
+    limit = function_limit or FunctionLimit()
+    metrics = metrics or Metrics()
     by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
     for method in dispatcher.model.methods.values():
         by_service.setdefault(method.model.service, {})[method.model.name] = _handlers(
-            dispatcher, method
+            dispatcher, method, limit, metrics
         )
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler(s, h) for s, h in by_service.items()]

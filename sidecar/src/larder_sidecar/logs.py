@@ -1,4 +1,5 @@
-"""Logging set-up for the sidecar process (never called by library code)."""
+"""Logging set-up for the sidecar process (never called by library code), and `clip` for
+the user input that log lines carry."""
 
 from __future__ import annotations
 
@@ -8,6 +9,20 @@ import sys
 import time
 
 _EXTRA_FIELDS = ("entity_type", "entity_id", "component")
+
+LOG_CLIP = 200
+"""Characters of an id or path that a log line carries; the rest is counted, not printed."""
+
+
+def clip(text: str, limit: int = LOG_CLIP) -> str:
+    """`text` if it is at most `limit` characters, else its start and how much was cut.
+
+    Ids and paths come from clients: a log line must not grow with them (log pipelines
+    split or drop long lines, and a pipe reader with a line limit chokes on them).
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text) - limit} more characters)"
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,7 +38,8 @@ class JsonFormatter(logging.Formatter):
         }
         for name in _EXTRA_FIELDS:
             if hasattr(record, name):
-                entry[name] = getattr(record, name)
+                value = getattr(record, name)
+                entry[name] = clip(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

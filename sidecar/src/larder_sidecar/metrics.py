@@ -52,6 +52,23 @@ class Metrics:
             ["entity_type"],
             registry=self.registry,
         )
+        self.public_connections = Gauge(
+            "larder_public_connections",
+            "Open connections on the public port",
+            registry=self.registry,
+        )
+        self.limit_refusals = Counter(
+            "larder_limit_refusals",
+            "Requests and connections refused for going over a limit, by limit",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.public_timeouts = Counter(
+            "larder_public_timeouts",
+            "Public-port connections ended by a timeout (head, body, idle)",
+            ["timeout"],
+            registry=self.registry,
+        )
         self.journal_latency = Histogram(
             "larder_journal_duration_seconds",
             "Journal call latency, by operation",

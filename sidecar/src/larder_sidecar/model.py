@@ -34,6 +34,7 @@ EVENT_SOURCED = EVENT_SOURCED_ENTITY
 
 KEY_SEPARATOR = ","
 KEY_ESCAPE = "\\"
+DEFAULT_MAX_ENTITY_ID_BYTES = 1024
 
 
 class Kind(Enum):
@@ -58,6 +59,10 @@ class SpecError(ValueError):
 
 class KeyError_(LookupError):
     """A request carries no usable entity key: the caller must fix the request."""
+
+
+class EntityIdTooLong(KeyError_):
+    """The entity id a request makes is longer than `LARDER_MAX_ENTITY_ID_BYTES`."""
 
 
 _KEY_TYPES = {
@@ -86,8 +91,22 @@ class EntityKey:
     """How to read an entity id from a request (fields in field-number order)."""
 
     fields: tuple[FieldDescriptor, ...]
+    max_bytes: int = DEFAULT_MAX_ENTITY_ID_BYTES
+    """Longest id in UTF-8 bytes: ids travel into log lines, metrics, journal keys."""
 
     def extract(self, request: Message) -> str:
+        entity_id = self._join(request)
+        # Characters first: a string of more characters than bytes allowed is too long
+        # whatever it encodes to, and is not encoded just to say so.
+        if len(entity_id) > self.max_bytes or len(entity_id.encode()) > self.max_bytes:
+            raise EntityIdTooLong(
+                f"the entity id in {request.DESCRIPTOR.full_name} is longer than "
+                f"{self.max_bytes} bytes ({len(entity_id.encode())}); entity ids are names, "
+                "not data (the limit is the sidecar's LARDER_MAX_ENTITY_ID_BYTES)"
+            )
+        return entity_id
+
+    def _join(self, request: Message) -> str:
         values: list[str] = []
         for f in self.fields:
             value: Any = getattr(request, f.name)
@@ -225,6 +244,8 @@ def _message_protos(
 def build_model(
     spec: Any,
     accepted_versions: Iterable[tuple[int, int]],
+    *,
+    max_entity_id_bytes: int = DEFAULT_MAX_ENTITY_ID_BYTES,
 ) -> UserFunctionModel:
     """Validate `spec` (a discovery `Spec`) and build the model; raise SpecError listing
     every problem."""
@@ -317,7 +338,7 @@ def build_model(
                         "on actions"
                     )
                     continue
-                key = EntityKey(tuple(fields))
+                key = EntityKey(tuple(fields), max_entity_id_bytes)
             model = MethodModel(
                 service=c.service_name,
                 name=md.name,

@@ -33,6 +33,32 @@ class PodIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicPortLimits:
+    """What one client may ask of the public port (`LARDER_HTTP_*`, `LARDER_GRPC_IDLE_TIMEOUT`,
+    `LARDER_MAX_CONNECTIONS`); the body limit is `Settings.max_message_bytes`."""
+
+    max_url_bytes: int = 8 * 1024
+    """Request target (path and query) of an HTTP/1.1 request; longer is 414."""
+    max_header_count: int = 100
+    """Header fields of an HTTP/1.1 request (trailers count too); more is 431."""
+    max_header_bytes: int = 32 * 1024
+    """Total bytes of an HTTP/1.1 request's header fields; more is 431."""
+    head_timeout: float = 10.0
+    """Seconds from a request's first byte until its head (request line and headers) is
+    complete."""
+    body_timeout: float = 20.0
+    """Seconds a request body may take, plus one second per `min_body_rate` bytes received."""
+    min_body_rate: int = 1024
+    """Bytes per second a slow body must keep up on average beyond `body_timeout`."""
+    idle_timeout: float = 75.0
+    """Seconds an HTTP/1.1 connection may wait for its next request (its first, too)."""
+    grpc_idle_timeout: float = 300.0
+    """Seconds an HTTP/2 (gRPC) connection without calls stays open (then GOAWAY)."""
+    max_connections: int = 10_000
+    """Open connections on the public port; more are refused with 503."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     user_function_host: str = "127.0.0.1"
     user_function_port: int = 8080
@@ -55,6 +81,13 @@ class Settings:
     passivation_timeout: float = 30.0
     """Seconds an entity may stay idle when discovery announces no timeout."""
     max_message_bytes: int = 12 * 1024 * 1024
+    user_function_max_message_bytes: int = 4 * 1024 * 1024
+    """The largest message the user function accepts (its gRPC server's receive limit;
+    gRPC's and the SDKs' default is 4 MiB). Larger requests are refused before they are
+    sent."""
+    max_entity_id_bytes: int = 1024
+    """Longest entity id (UTF-8 bytes); a longer key is INVALID_ARGUMENT."""
+    public: PublicPortLimits = field(default_factory=PublicPortLimits)
     log_level: str = "INFO"
     log_format: LogFormat = "text"
     use_uvloop: bool = True
@@ -87,6 +120,30 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    value = _int(env, name, default)
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is too small (minimum {minimum})")
+    return value
+
+
+def _public_limits(env: Mapping[str, str]) -> PublicPortLimits:
+    d = PublicPortLimits()
+    return PublicPortLimits(
+        max_url_bytes=_positive_int(env, "LARDER_HTTP_MAX_URL_BYTES", d.max_url_bytes, 256),
+        max_header_count=_positive_int(env, "LARDER_HTTP_MAX_HEADERS", d.max_header_count, 8),
+        max_header_bytes=_positive_int(
+            env, "LARDER_HTTP_MAX_HEADER_BYTES", d.max_header_bytes, 1024
+        ),
+        head_timeout=_seconds(env, "LARDER_HTTP_HEAD_TIMEOUT", d.head_timeout),
+        body_timeout=_seconds(env, "LARDER_HTTP_BODY_TIMEOUT", d.body_timeout),
+        min_body_rate=_positive_int(env, "LARDER_HTTP_MIN_BODY_RATE", d.min_body_rate),
+        idle_timeout=_seconds(env, "LARDER_HTTP_IDLE_TIMEOUT", d.idle_timeout),
+        grpc_idle_timeout=_seconds(env, "LARDER_GRPC_IDLE_TIMEOUT", d.grpc_idle_timeout),
+        max_connections=_positive_int(env, "LARDER_MAX_CONNECTIONS", d.max_connections),
+    )
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -143,9 +200,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = env.get("LARDER_LOG_LEVEL", "").strip().upper() or "INFO"
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"LARDER_LOG_LEVEL={log_level!r} must be one of {_LOG_LEVELS}")
-    max_bytes = _int(env, "LARDER_MAX_MESSAGE_BYTES", 12 * 1024 * 1024)
-    if max_bytes < 1024:
-        raise SettingsError(f"LARDER_MAX_MESSAGE_BYTES={max_bytes} is too small (minimum 1024)")
+    max_bytes = _positive_int(env, "LARDER_MAX_MESSAGE_BYTES", 12 * 1024 * 1024, 1024)
     host = env.get("USER_FUNCTION_HOST", "").strip() or "127.0.0.1"
     settings = Settings(
         user_function_host=host,
@@ -165,6 +220,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         journal_unavailable_grace=_seconds(env, "LARDER_JOURNAL_UNAVAILABLE_GRACE", 10.0),
         passivation_timeout=_seconds(env, "LARDER_PASSIVATION_TIMEOUT", 30.0),
         max_message_bytes=max_bytes,
+        user_function_max_message_bytes=_positive_int(
+            env, "LARDER_USER_FUNCTION_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024
+        ),
+        max_entity_id_bytes=_positive_int(env, "LARDER_MAX_ENTITY_ID_BYTES", 1024, 16),
+        public=_public_limits(env),
         log_level=log_level,
         log_format=_choice(env, "LARDER_LOG_FORMAT", "text", ("text", "json")),  # type: ignore[arg-type]
         use_uvloop=_bool(env, "LARDER_UVLOOP", True),

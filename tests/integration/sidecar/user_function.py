@@ -300,6 +300,7 @@ class UserFunction:
         protocol_version: tuple[int, int] = (0, 7),
         components: list[tuple[str, str]] | None = None,
         forward_headers: tuple[str, ...] = ("X-Echo",),
+        server_options: tuple[tuple[str, int], ...] = (),
     ) -> None:
         self.pb = pb
         self.descriptor_set = descriptor_set
@@ -307,6 +308,8 @@ class UserFunction:
         self.protocol_version = protocol_version
         self.forward_headers = forward_headers
         """Request headers the entities ask for (in discovery)."""
+        self.server_options = server_options
+        """grpc.aio server options (e.g. a receive limit other than gRPC's 4 MiB)."""
         self.components = components or [
             (f"{PKG}.Counter", EVENT_SOURCED_ENTITY),
             (f"{PKG}.Register", VALUE_ENTITY),
@@ -317,7 +320,7 @@ class UserFunction:
         self.port = 0
 
     async def start(self, port: int = 0) -> int:
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=list(self.server_options))
         discovery_pb2_grpc.add_DiscoveryServicer_to_server(_Discovery(self), server)
         es_grpc.add_EventSourcedEntitiesServicer_to_server(_Counter(self), server)
         ve_grpc.add_ValueEntitiesServicer_to_server(_Register(self), server)

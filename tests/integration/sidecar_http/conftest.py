@@ -65,7 +65,12 @@ async def start_echo_server(address: str) -> EchoServer:
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Every test here runs on both loops: the sidecar runs on uvloop, whose transports differ."""
+    """Every test here runs on both loops: the sidecar runs on uvloop, whose transports differ.
+
+    Except where the sidecar is a process of its own: the test's loop is only the client's.
+    """
+    if item.path.name == "test_process_limits.py":
+        return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 

@@ -90,6 +90,7 @@ async def test_pipelined_requests_on_a_raw_socket(public: PublicServer) -> None:
         b"GET /turkeys/p1 HTTP/1.1\r\nHost: x\r\n\r\n"
         b"GET /turkeys/p2 HTTP/1.1\r\nHost: x\r\n\r\n"
         b"POST /com.example.TurkeyService/StartCooking HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
     )
     await writer.drain()
@@ -125,6 +126,7 @@ async def test_http_errors_are_precise_and_the_server_keeps_serving(
 ) -> None:
     base = f"127.0.0.1:{public.port}"
     start = f"{base}/com.example.TurkeyService/StartCooking"
+    json_type = ("-H", "Content-Type: application/json")
     not_found = await curl(f"{base}/ducks/d1")
     assert not_found.status == 404
     assert "/ducks/d1" in json.loads(not_found.body)["message"]
@@ -133,15 +135,15 @@ async def test_http_errors_are_precise_and_the_server_keeps_serving(
     assert wrong_method.status == 405
     assert b"\r\nallow: GET\r\n" in wrong_method.body
 
-    unknown_field = await curl("-X", "POST", start, "-d", '{"turkey_idd": "t1"}')
+    unknown_field = await curl("-X", "POST", *json_type, start, "-d", '{"turkey_idd": "t1"}')
     assert unknown_field.status == 400
     assert "turkey_idd" in json.loads(unknown_field.body)["message"]
 
-    wrong_type = await curl("-X", "POST", start, "-d", '{"temperature": "hot"}')
+    wrong_type = await curl("-X", "POST", *json_type, start, "-d", '{"temperature": "hot"}')
     assert wrong_type.status == 400
     assert "temperature" in json.loads(wrong_type.body)["message"]
 
-    invalid_json = await curl("-X", "POST", start, "-d", '{"turkey_id": ')
+    invalid_json = await curl("-X", "POST", *json_type, start, "-d", '{"turkey_id": ')
     assert invalid_json.status == 400
 
     not_found_entity = await curl(f"{base}/turkeys/missing")
@@ -159,7 +161,7 @@ async def test_http_errors_are_precise_and_the_server_keeps_serving(
 
     too_big = tmp_path / "too-big.json"
     too_big.write_bytes(b'{"turkey_id": "' + b"x" * MAX_HTTP_BODY + b'"}')
-    refused = await curl("-X", "POST", "--data-binary", f"@{too_big}", start)
+    refused = await curl("-X", "POST", *json_type, "--data-binary", f"@{too_big}", start)
     assert refused.status == 413
 
     still_serving = await curl(f"{base}/turkeys/t1")

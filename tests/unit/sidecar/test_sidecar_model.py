@@ -9,7 +9,7 @@ from akkaserverless import annotations_pb2
 from akkaserverless.protocol import discovery_pb2
 from google.protobuf import descriptor_pb2
 from larder_protocol import ACTION, EVENT_SOURCED_ENTITY, VIEW
-from larder_sidecar.model import KeyError_, Kind, SpecError, build_model
+from larder_sidecar.model import EntityIdTooLong, KeyError_, Kind, SpecError, build_model
 
 F = descriptor_pb2.FieldDescriptorProto
 
@@ -86,6 +86,22 @@ def test_empty_string_key_is_refused() -> None:
     assert method is not None and method.key is not None
     with pytest.raises(KeyError_, match="empty entity key field 'id'"):
         method.key.extract(method.input_class())
+
+
+def test_an_entity_id_over_the_limit_is_refused_in_utf8_bytes() -> None:
+    model = build_model(
+        _spec(_file({"a": (1, F.TYPE_STRING), "b": (2, F.TYPE_STRING)})),
+        {(0, 7)},
+        max_entity_id_bytes=16,
+    )
+    method = model.method("test.Svc", "Do")
+    assert method is not None and method.key is not None
+    assert method.key.extract(method.input_class(a="é" * 4, b="x" * 7)) == "éééé,xxxxxxx"
+    # 8 characters but 16 + 1 + 1 bytes once joined.
+    with pytest.raises(EntityIdTooLong, match="longer than 16 bytes \\(18\\)"):
+        method.key.extract(method.input_class(a="é" * 8, b="x"))
+    with pytest.raises(KeyError_):  # what the dispatcher maps to INVALID_ARGUMENT
+        method.key.extract(method.input_class(a="x" * 100_000, b="x"))
 
 
 def test_every_problem_reported_at_once() -> None:

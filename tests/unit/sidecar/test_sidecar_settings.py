@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from larder_sidecar.settings import SettingsError, load_settings
+from larder_sidecar.settings import PublicPortLimits, SettingsError, load_settings
 
 
 def test_defaults() -> None:
@@ -15,6 +15,39 @@ def test_defaults() -> None:
     assert s.max_message_bytes == 12 * 1024 * 1024
     assert (s.log_level, s.log_format) == ("INFO", "text")
     assert s.journal_cassandra is None
+    assert s.user_function_max_message_bytes == 4 * 1024 * 1024
+    assert s.max_entity_id_bytes == 1024
+    assert s.public == PublicPortLimits(
+        max_url_bytes=8192,
+        max_header_count=100,
+        max_header_bytes=32768,
+        head_timeout=10.0,
+        body_timeout=20.0,
+        min_body_rate=1024,
+        idle_timeout=75.0,
+        grpc_idle_timeout=300.0,
+        max_connections=10_000,
+    )
+
+
+def test_public_port_limits_parsing() -> None:
+    s = load_settings(
+        {
+            "LARDER_HTTP_MAX_URL_BYTES": "4096",
+            "LARDER_HTTP_MAX_HEADERS": "50",
+            "LARDER_HTTP_MAX_HEADER_BYTES": "16384",
+            "LARDER_HTTP_HEAD_TIMEOUT": "500ms",
+            "LARDER_HTTP_BODY_TIMEOUT": "1m",
+            "LARDER_HTTP_MIN_BODY_RATE": "100",
+            "LARDER_HTTP_IDLE_TIMEOUT": "5",
+            "LARDER_GRPC_IDLE_TIMEOUT": "2m",
+            "LARDER_MAX_CONNECTIONS": "64",
+            "LARDER_USER_FUNCTION_MAX_MESSAGE_BYTES": "16777216",
+            "LARDER_MAX_ENTITY_ID_BYTES": "256",
+        }
+    )
+    assert s.public == PublicPortLimits(4096, 50, 16384, 0.5, 60.0, 100, 5.0, 120.0, 64)
+    assert (s.user_function_max_message_bytes, s.max_entity_id_bytes) == (16 * 1024 * 1024, 256)
 
 
 def test_parsing() -> None:
@@ -51,6 +84,16 @@ def test_parsing() -> None:
         ({"LARDER_LOG_LEVEL": "loud"}, "LARDER_LOG_LEVEL='LOUD'"),
         ({"LARDER_ADMIN_PORT": "9000"}, "LARDER_ADMIN_PORT=9000 is the same port as LARDER_PORT"),
         ({"LARDER_UVLOOP": "maybe"}, "LARDER_UVLOOP='maybe' must be true or false"),
+        ({"LARDER_HTTP_MAX_URL_BYTES": "100"}, "LARDER_HTTP_MAX_URL_BYTES=100 is too small"),
+        ({"LARDER_HTTP_MAX_HEADERS": "lots"}, "LARDER_HTTP_MAX_HEADERS='lots' is not an integer"),
+        ({"LARDER_HTTP_HEAD_TIMEOUT": "0"}, "LARDER_HTTP_HEAD_TIMEOUT='0' must be positive"),
+        ({"LARDER_HTTP_IDLE_TIMEOUT": "never"}, "LARDER_HTTP_IDLE_TIMEOUT='never' is not a"),
+        ({"LARDER_MAX_CONNECTIONS": "0"}, "LARDER_MAX_CONNECTIONS=0 is too small"),
+        ({"LARDER_MAX_ENTITY_ID_BYTES": "4"}, "LARDER_MAX_ENTITY_ID_BYTES=4 is too small"),
+        (
+            {"LARDER_USER_FUNCTION_MAX_MESSAGE_BYTES": "1"},
+            "LARDER_USER_FUNCTION_MAX_MESSAGE_BYTES=1 is too small",
+        ),
         # Parsed by the eventing package, reported like every other setting.
         ({"LARDER_KAFKA_MAX_IN_FLIGHT": "many"}, "LARDER_KAFKA_MAX_IN_FLIGHT"),
     ],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from prometheus_client import Gauge
+
 
 class Connection(Protocol):
     def begin_close(self) -> None:
@@ -15,7 +17,8 @@ class Connection(Protocol):
 
 
 class ConnectionSet:
-    def __init__(self) -> None:
+    def __init__(self, gauge: Gauge | None = None) -> None:
+        self._gauge = gauge
         self._live: set[Connection] = set()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -26,9 +29,13 @@ class ConnectionSet:
     def add(self, connection: Connection) -> None:
         self._live.add(connection)
         self._empty.clear()
+        if self._gauge is not None:
+            self._gauge.set(len(self._live))
 
     def discard(self, connection: Connection) -> None:
         self._live.discard(connection)
+        if self._gauge is not None:
+            self._gauge.set(len(self._live))
         if not self._live:
             self._empty.set()
 

@@ -12,8 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
+from larder_sidecar.function_limit import FunctionLimit
 from larder_sidecar.invoke import InvokeError, Invoker
+from larder_sidecar.logs import clip
+from larder_sidecar.metrics import Metrics
+from larder_sidecar.model import EntityIdTooLong
 
+from .path_template import PercentDecodingError
 from .routes import MethodNotAllowed, Route, RouteNotFound, RouteTable
 from .status import error_body, http_status
 from .transcoding import JSON_CONTENT_TYPE, ReplyDecodeError, TranscodeError, Transcoder
@@ -38,6 +43,22 @@ _HOP_HEADERS = frozenset(
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 _RESERVED_REPLY_HEADERS = _HOP_HEADERS | {"date", "server"}
+
+
+def is_json_content_type(value: str | None) -> bool:
+    """`application/json` or `application/<anything>+json`, parameters (charset) allowed.
+
+    Only these are accepted with a body: the types an HTML form or a cross-site "simple
+    request" can send (text/plain, form encodings) would otherwise change state without
+    the browser asking first (CORS preflight).
+    """
+    if value is None:
+        return False
+    media = value.split(";", 1)[0].strip().lower()
+    kind, slash, subtype = media.partition("/")
+    return kind == "application" and slash == "/" and (
+        subtype == "json" or (subtype.endswith("+json") and len(subtype) > len("+json"))
+    )
 
 
 @dataclass(slots=True)
@@ -66,9 +87,17 @@ def error_response(
 
 
 class Dispatcher:
-    def __init__(self, routes: RouteTable, invoker: Invoker) -> None:
+    def __init__(
+        self,
+        routes: RouteTable,
+        invoker: Invoker,
+        metrics: Metrics | None = None,
+        function_limit: FunctionLimit | None = None,
+    ) -> None:
         self._routes = routes
         self._invoker = invoker
+        self._metrics = metrics or Metrics()
+        self._function_limit = function_limit or FunctionLimit()
         self._transcoders = {id(route): Transcoder(route) for route in routes.routes}
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
@@ -78,14 +107,25 @@ class Dispatcher:
             return error_response(
                 404,
                 grpc.StatusCode.NOT_FOUND,
-                f"no method is bound to {request.method} {request.path}",
+                f"no method is bound to {request.method} {clip(request.path)}",
             )
+        except PercentDecodingError as e:
+            return error_response(400, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except MethodNotAllowed as e:
             return error_response(
                 405, grpc.StatusCode.UNIMPLEMENTED, str(e), [("allow", ", ".join(e.allowed))]
             )
         if route.streaming:
             return _streaming_refused(route)
+        if request.body:
+            content_type = _header(request.headers, "content-type")
+            if not is_json_content_type(content_type):
+                return error_response(
+                    415,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"a request body must be JSON, sent with Content-Type: application/json "
+                    f"(got {clip(content_type or 'no Content-Type', 100)!r})",
+                )
         transcoder = self._transcoders[id(route)]
         try:
             message = transcoder.decode_request(bindings, request.query, request.body)
@@ -93,12 +133,19 @@ class Dispatcher:
             return error_response(400, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         metadata = [(name, value) for name, value in request.headers if name not in _HOP_HEADERS]
         try:
+            self._function_limit.check(route.method, message.ByteSize(), metadata)
+        except InvokeError as e:
+            self._metrics.limit_refusals.labels("user_function_message_bytes").inc()
+            return error_response(413, e.code, e.message)
+        try:
             result = await self._invoker.invoke(route.method, message, metadata)
         except InvokeError as e:
+            if isinstance(e.__cause__, EntityIdTooLong):
+                self._metrics.limit_refusals.labels("entity_id_bytes").inc()
             return error_response(http_status(e.code), e.code, e.message)
         except Exception:
             log.exception("calling %s for HTTP %s %s failed", route.method.path,
-                          request.method, request.path)
+                          request.method, clip(request.path))
             return error_response(
                 500,
                 grpc.StatusCode.INTERNAL,
@@ -111,6 +158,13 @@ class Dispatcher:
             return error_response(500, grpc.StatusCode.INTERNAL, str(e))
         headers = _reply_headers(result.metadata)
         return HttpResponse(status=200, body=body, content_type=content_type, headers=headers)
+
+
+def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
 
 
 def _streaming_refused(route: Route) -> HttpResponse:

@@ -20,11 +20,40 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from larder_sidecar.logs import clip
+
 SINGLE = "*"
 MULTI = "**"
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SLASH_ESCAPE = re.compile("%2F", re.IGNORECASE)
+
+
+_BAD_ESCAPE = re.compile("%(?![0-9A-Fa-f]{2})")
+
+
+class PercentDecodingError(ValueError):
+    """A request path's %-encoding does not decode: the client must fix the URL."""
+
+
+def unquote_strict(raw: str, what: str) -> str:
+    """%-decode `raw` as UTF-8; raise PercentDecodingError (naming `what`) when a `%` is not
+    followed by two hex digits or the bytes are not UTF-8, instead of keeping the text as
+    it came (which would make `%zz` part of an id)."""
+    if "%" not in raw:
+        return raw
+    bad = _BAD_ESCAPE.search(raw)
+    if bad is not None:
+        raise PercentDecodingError(
+            f"{what} {clip(raw, 100)!r} has a '%' not followed by two hex digits "
+            f"(at {bad.start()}); write a literal '%' as %25"
+        )
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError as e:
+        raise PercentDecodingError(
+            f"{what} {clip(raw, 100)!r} does not %-decode to UTF-8: {e.reason}"
+        ) from e
 
 
 class TemplateError(ValueError):
@@ -107,7 +136,7 @@ class PathTemplate:
 
 
 def _decode_segment(raw: str) -> str:
-    return unquote(raw) if "%" in raw else raw
+    return unquote_strict(raw, "the path segment")
 
 
 def _decode_keep_slash(raw: str) -> str:
@@ -115,7 +144,7 @@ def _decode_keep_slash(raw: str) -> str:
     # distinguishable from the segment separators (http.proto's "reserved expansion").
     if "%" not in raw:
         return raw
-    return "%2F".join(unquote(part) for part in _SLASH_ESCAPE.split(raw))
+    return "%2F".join(unquote_strict(part, "the path") for part in _SLASH_ESCAPE.split(raw))
 
 
 def parse_template(source: str) -> PathTemplate:

@@ -2,7 +2,8 @@
 
 Each new connection is classified by its first bytes. A gRPC client opens with the
 HTTP/2 client preface and is relayed to the internal grpc.aio server; anything else
-is HTTP/1.1 and is served here.
+is HTTP/1.1 and is served here. Over `max_connections`, a new connection is answered
+503 and closed.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import logging
 from collections.abc import Sequence
 from typing import cast
 
+import grpc
+from larder_sidecar.function_limit import FunctionLimit
 from larder_sidecar.invoke import Invoker, MethodModel
+from larder_sidecar.metrics import Metrics
+from larder_sidecar.settings import PublicPortLimits
 
 from .connections import ConnectionSet
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, error_response
 from .http1 import Http1Connection
 from .relay import GrpcRelay, GrpcTarget
 from .routes import build_route_table
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DEFAULT_MAX_MESSAGE_BYTES = 12 * 1024 * 1024
+_REFUSAL_LINGER_SECONDS = 1.0
+"""How long a refused connection's input is read and dropped, so the peer sees the 503."""
 
 
 class _Sniffer(asyncio.Protocol):
@@ -33,11 +40,18 @@ class _Sniffer(asyncio.Protocol):
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
+        self._first_byte_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
         self._transport = cast(asyncio.Transport, transport)
+        if not self._server.admit():
+            transport.set_protocol(_Refused(self._transport))
+            return
         self._server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._server.limits.idle_timeout, self._timed_out, "idle")
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
@@ -45,24 +59,51 @@ class _Sniffer(asyncio.Protocol):
             return
         buffer = self._buffer + data if self._buffer else data
         if len(buffer) < len(HTTP2_PREFACE) and HTTP2_PREFACE.startswith(buffer):
+            if self._first_byte_at is None:
+                # A started preface (or request line) must complete like a request head.
+                loop = asyncio.get_running_loop()
+                self._first_byte_at = loop.time()
+                self._cancel_timer()
+                self._timer = loop.call_later(
+                    self._server.limits.head_timeout, self._timed_out, "head"
+                )
             self._buffer = buffer
             return
+        self._cancel_timer()
         self._server.connections.discard(self)
         self._transport = None
+        server = self._server
         protocol: asyncio.Protocol
         if buffer.startswith(HTTP2_PREFACE):
-            protocol = GrpcRelay(self._server.target, self._server.connections)
+            protocol = GrpcRelay(server.target, server.connections)
         else:
             protocol = Http1Connection(
-                self._server.dispatcher, self._server.max_message_bytes, self._server.connections
+                server.dispatcher,
+                server.max_message_bytes,
+                server.connections,
+                limits=server.limits,
+                metrics=server.metrics,
+                first_byte_at=self._first_byte_at or asyncio.get_running_loop().time(),
             )
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         protocol.data_received(buffer)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
         self._server.connections.discard(self)
         self._transport = None
+
+    def _timed_out(self, which: str) -> None:
+        self._timer = None
+        if self._transport is not None:
+            self._server.metrics.public_timeouts.labels(which).inc()
+            self._transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def begin_close(self) -> None:
         # Nothing has been asked on this connection yet, so there is nothing to finish.
@@ -73,17 +114,73 @@ class _Sniffer(asyncio.Protocol):
             self._transport.close()
 
 
+_BUSY = error_response(
+    503,
+    # The code gRPC clients retry on; the 503 says the same to HTTP clients.
+    grpc.StatusCode.UNAVAILABLE,
+    "the sidecar has too many open connections; retry later",
+).body
+_BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: " + str(len(_BUSY)).encode() + b"\r\nretry-after: 1\r\n"
+    b"connection: close\r\n\r\n" + _BUSY
+)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the limit: a 503, then input is dropped for a moment and the
+    connection closes (closing with unread input would reset it and lose the 503)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        transport.write(_BUSY_RESPONSE)
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(_REFUSAL_LINGER_SECONDS, transport.abort)
+        else:
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
+
+
 class PublicServer:
     """The running public port. Create it with `start_public_server`."""
 
     def __init__(
-        self, dispatcher: Dispatcher, target: GrpcTarget, max_message_bytes: int
+        self,
+        dispatcher: Dispatcher,
+        target: GrpcTarget,
+        max_message_bytes: int,
+        limits: PublicPortLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.target = target
         self.max_message_bytes = max_message_bytes
-        self.connections = ConnectionSet()
+        self.limits = limits or PublicPortLimits()
+        self.metrics = metrics or Metrics()
+        self.connections = ConnectionSet(self.metrics.public_connections)
         self._server: asyncio.Server | None = None
+        self._refused_in_burst = 0
+
+    def admit(self) -> bool:
+        """Whether a new connection may stay; logs once per burst of refusals."""
+        limit = self.limits.max_connections
+        if len(self.connections) < limit:
+            if self._refused_in_burst:
+                log.info("accepting connections again; refused %d over the limit of %d "
+                         "(LARDER_MAX_CONNECTIONS)", self._refused_in_burst, limit)
+                self._refused_in_burst = 0
+            return True
+        if not self._refused_in_burst:
+            log.warning("refusing new connections: %d are open, the limit is %d "
+                        "(LARDER_MAX_CONNECTIONS)", len(self.connections), limit)
+        self._refused_in_burst += 1
+        self.metrics.limit_refusals.labels("connections").inc()
+        return False
 
     @property
     def port(self) -> int:
@@ -127,6 +224,9 @@ async def start_public_server(
     methods: Sequence[MethodModel],
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    limits: PublicPortLimits | None = None,
+    metrics: Metrics | None = None,
+    function_limit: FunctionLimit | None = None,
 ) -> PublicServer:
     """Listen on host:port for gRPC (relayed to `grpc_target`) and HTTP/1.1 JSON.
 
@@ -134,8 +234,10 @@ async def start_public_server(
     OSError when the port cannot be bound.
     """
     routes = build_route_table(methods)
-    server = PublicServer(Dispatcher(routes, invoker), GrpcTarget.parse(grpc_target),
-                          max_message_bytes)
+    metrics = metrics or Metrics()
+    dispatcher = Dispatcher(routes, invoker, metrics, function_limit)
+    server = PublicServer(dispatcher, GrpcTarget.parse(grpc_target), max_message_bytes,
+                          limits, metrics)
     await server._listen(host, port)
     log.info("public port listening on %s:%d (gRPC relayed to %s, HTTP/1.1 JSON: %d routes)",
              host, server.port, grpc_target, len(routes.routes))

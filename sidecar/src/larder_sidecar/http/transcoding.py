@@ -19,6 +19,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
+from .path_template import PercentDecodingError, unquote_strict
 from .routes import TEXT_MESSAGE_TYPES, WRAPPER_TYPES, Bindings, Route
 
 JSON_CONTENT_TYPE = "application/json"
@@ -124,6 +125,10 @@ class Transcoder:
     def _apply_query(self, document: dict[str, Any], query: str, bindings: Bindings) -> None:
         bound = {".".join(field_path) for field_path, _ in bindings}
         seen: set[str] = set()
+        try:
+            unquote_strict(query, "the query")  # parse_qsl keeps a bad escape as text
+        except PercentDecodingError as e:
+            raise TranscodeError(str(e)) from e
         for key, text in parse_qsl(query, keep_blank_values=True):
             if self._whole_body:
                 raise TranscodeError(

@@ -19,7 +19,11 @@ def request(
     headers: list[tuple[str, str]] | None = None,
     query: str | None = None,
 ) -> HttpRequest:
-    return HttpRequest(method=method, path=path, query=query, headers=headers or [], body=body)
+    """A request as the HTTP/1.1 layer makes it; a body is sent as JSON unless `headers`
+    say otherwise."""
+    if headers is None:
+        headers = [("content-type", "application/json")] if body else []
+    return HttpRequest(method=method, path=path, query=query, headers=headers, body=body)
 
 
 async def test_tutorial_call_is_transcoded_and_invoked(table: RouteTable) -> None:

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
+import pytest
 from google.protobuf.message import Message
 from larder_sidecar.http.connections import ConnectionSet
 from larder_sidecar.http.dispatch import Dispatcher
 from larder_sidecar.http.http1 import Http1Connection
 from larder_sidecar.http.routes import RouteTable
 from larder_sidecar.invoke import InvokeResult, MetadataPairs, MethodModel
+from larder_sidecar.settings import PublicPortLimits
 
 from .fakes import FakeInvoker, echo
 
@@ -100,9 +102,11 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 def connect(table: RouteTable, invoker: FakeInvoker | None = None,
-            max_body: int = 1024) -> tuple[Http1Connection, MemoryTransport, ConnectionSet]:
+            max_body: int = 1024, limits: PublicPortLimits | None = None,
+            ) -> tuple[Http1Connection, MemoryTransport, ConnectionSet]:
     connections = ConnectionSet()
-    protocol = Http1Connection(Dispatcher(table, invoker or FakeInvoker()), max_body, connections)
+    protocol = Http1Connection(Dispatcher(table, invoker or FakeInvoker()), max_body, connections,
+                               limits=limits)
     transport = MemoryTransport()
     protocol.connection_made(transport)
     return protocol, transport, connections
@@ -268,3 +272,97 @@ async def test_lost_connection_cancels_the_request_in_flight(table: RouteTable) 
     await until(task.done)
     assert task.cancelled()
     assert len(connections) == 0
+
+
+CHUNKED = (
+    b"POST /com.example.TurkeyService/StartCooking HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;ext=1\r\n{\"tur\r\n"
+    b"0D\r\nkeyId\": \"c1\"}\r\n"
+    b"0\r\nX-Trailer: t\r\n\r\n"
+)
+GET = b"GET /turkeys/g1 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 64, 100_000])
+async def test_pipelined_requests_parse_the_same_however_the_input_is_cut(
+    table: RouteTable, piece: int
+) -> None:
+    # The connection cuts what it feeds the parser (heads, bodies, chunk lines); however
+    # the input arrives, every request is read whole and in order.
+    invoker = FakeInvoker()
+    protocol, transport, _ = connect(table, invoker)
+    data = CHUNKED + GET + post("/com.example.TurkeyService/StartCooking", b'{"turkeyId":"p"}')
+    data += CHUNKED + b"\r\n" + GET
+    for start in range(0, len(data), piece):
+        protocol.data_received(data[start : start + piece])
+    await until(lambda: len(parse_responses(bytes(transport.sent))) == 5)
+    assert [r.status for r in parse_responses(bytes(transport.sent))] == [200] * 5
+    assert [getattr(call.request, "turkey_id", "") for call in invoker.calls] == [
+        "c1", "g1", "p", "c1", "g1"
+    ]
+
+
+async def test_a_chunk_over_the_body_limit_is_refused_when_announced(table: RouteTable) -> None:
+    protocol, transport, _ = connect(table, max_body=100)
+    protocol.data_received(
+        b"POST /com.example.TurkeyService/StartCooking HTTP/1.1\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n55\r\n"
+    )
+    # 16 + 85 bytes announced: over 100 before the second chunk's first byte.
+    await until(lambda: transport.eof_sent)
+    assert [r.status for r in parse_responses(bytes(transport.sent))] == [413]
+
+
+async def test_an_endless_header_is_refused_at_the_head_limit(table: RouteTable) -> None:
+    limits = PublicPortLimits(max_url_bytes=256, max_header_bytes=1024)
+    protocol, transport, _ = connect(table, limits=limits)
+    protocol.data_received(b"GET /turkeys/t1 HTTP/1.1\r\nX-Endless: ")
+    fed = 0
+    while not transport.eof_sent and fed < 100_000:
+        protocol.data_received(b"a" * 100)
+        fed += 100
+    # The head limit (target, header bytes, 64 for the request line's own), plus the one
+    # piece offered when it was reached.
+    assert fed <= 256 + 1024 + 64 + 100
+    await until(lambda: transport.eof_sent)
+    assert [r.status for r in parse_responses(bytes(transport.sent))] == [431]
+
+
+async def test_a_long_target_is_414_and_many_headers_431(table: RouteTable) -> None:
+    limits = PublicPortLimits(max_url_bytes=256, max_header_count=8)
+    protocol, transport, _ = connect(table, limits=limits)
+    protocol.data_received(b"GET /" + b"x" * 256 + b" HTTP/1.1\r\n\r\n")
+    await until(lambda: transport.eof_sent)
+    assert [r.status for r in parse_responses(bytes(transport.sent))] == [414]
+
+    protocol, transport, _ = connect(table, limits=limits)
+    protocol.data_received(b"GET /turkeys/t1 HTTP/1.1\r\n" + b"X-A: b\r\n" * 8 + b"\r\n")
+    await until(lambda: len(parse_responses(bytes(transport.sent))) == 1)
+    protocol.data_received(b"GET /turkeys/t1 HTTP/1.1\r\n" + b"X-A: b\r\n" * 9 + b"\r\n")
+    await until(lambda: transport.eof_sent)
+    assert [r.status for r in parse_responses(bytes(transport.sent))] == [200, 431]
+
+
+async def test_keep_alive_waits_for_the_next_request_only_the_idle_timeout(
+    table: RouteTable,
+) -> None:
+    protocol, transport, _ = connect(table, limits=PublicPortLimits(idle_timeout=0.05))
+    protocol.data_received(GET)
+    await until(lambda: len(parse_responses(bytes(transport.sent))) == 1)
+    assert not transport.closed
+    closed = asyncio.get_running_loop().create_future()
+    transport.close = lambda: closed.set_result(None)  # type: ignore[method-assign]
+    await asyncio.wait_for(closed, 5)
+    protocol.connection_lost(None)
+
+
+async def test_a_head_not_complete_in_time_is_408(table: RouteTable) -> None:
+    protocol, transport, _ = connect(table, limits=PublicPortLimits(head_timeout=0.05))
+    protocol.data_received(b"GET /turkeys/t1 HTTP/1.1\r\nX-Slow: ")
+    for _ in range(1000):  # bounded: the timer fires within a few loop turns of 50 ms
+        if transport.eof_sent:
+            break
+        await asyncio.sleep(0.01)
+    assert [r.status for r in parse_responses(bytes(transport.sent))] == [408]
+    protocol.connection_lost(None)
