@@ -58,6 +58,27 @@ class PublicPortLimits:
     """Open connections on the public port; more are refused with 503."""
 
 
+# --- Cluster membership and shards (sharding; parsed and validated, not used yet) ---
+
+DEFAULT_SHARD_COUNT = 16384
+"""Why this many: the docstring of cluster/shards.py."""
+MAX_SHARD_COUNT = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """This sidecar's peers (`LARDER_CLUSTER_*`, `LARDER_SHARD_COUNT`). Membership is static
+    when `members` is set, watched on Kubernetes when `service` is, else the sidecar is alone.
+    Either way `POD_NAME` is this sidecar's member id."""
+
+    shard_count: int = DEFAULT_SHARD_COUNT
+    members: tuple[tuple[str, str], ...] = ()
+    """`LARDER_CLUSTER_MEMBERS`: (id, host:port of its internal port) of every member."""
+    service: str = ""
+    """`LARDER_CLUSTER_SERVICE`: the headless Service whose EndpointSlices list the members,
+    in the namespace `POD_NAMESPACE`."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     user_function_host: str = "127.0.0.1"
@@ -96,6 +117,8 @@ class Settings:
     pod: PodIdentity = field(default_factory=lambda: PodIdentity("", "", ""))
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     """Used only when the user function declares eventing."""
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    """Membership and shards (not used yet: every entity is served here)."""
 
     @property
     def user_function_target(self) -> str:
@@ -235,6 +258,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             ip=env.get("POD_IP", ""),
         ),
         kafka=_kafka(env),
+        cluster=_cluster(env),
     )
     ports = {
         "LARDER_PORT": settings.port,
@@ -247,3 +271,68 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"{name}={port} is the same port as {taken[port]}")
         taken[port] = name
     return settings
+
+
+# --- Cluster membership and shards: parsing ---
+
+
+def _cluster(env: Mapping[str, str]) -> ClusterSettings:
+    shard_count = _int(env, "LARDER_SHARD_COUNT", DEFAULT_SHARD_COUNT)
+    if not 1 <= shard_count <= MAX_SHARD_COUNT:
+        raise SettingsError(
+            f"LARDER_SHARD_COUNT={shard_count} must be between 1 and {MAX_SHARD_COUNT} "
+            "(and the same on every pod of the function)"
+        )
+    raw_members = env.get("LARDER_CLUSTER_MEMBERS", "").strip()
+    service = env.get("LARDER_CLUSTER_SERVICE", "").strip()
+    pod_name = env.get("POD_NAME", "").strip()
+    if raw_members and service:
+        raise SettingsError(
+            "LARDER_CLUSTER_MEMBERS and LARDER_CLUSTER_SERVICE are both set: membership is "
+            "either a static list or watched on Kubernetes; unset one of them"
+        )
+    if not raw_members and not service:
+        return ClusterSettings(shard_count=shard_count)
+    if not pod_name:
+        which = "LARDER_CLUSTER_MEMBERS" if raw_members else "LARDER_CLUSTER_SERVICE"
+        raise SettingsError(f"{which} is set but POD_NAME is empty: set it to this sidecar's id")
+    if service:
+        if not env.get("POD_NAMESPACE", "").strip():
+            raise SettingsError(
+                "LARDER_CLUSTER_SERVICE is set but POD_NAMESPACE is empty: set it to the "
+                "namespace of the Service (the pod's own)"
+            )
+        return ClusterSettings(shard_count=shard_count, service=service)
+    members = _static_members(raw_members)
+    ids = [member_id for member_id, _ in members]
+    if pod_name not in ids:
+        raise SettingsError(
+            f"POD_NAME={pod_name!r} is not one of the LARDER_CLUSTER_MEMBERS ids "
+            f"({', '.join(ids)}): this sidecar must be in the list"
+        )
+    return ClusterSettings(shard_count=shard_count, members=members)
+
+
+def _static_members(raw: str) -> tuple[tuple[str, str], ...]:
+    name = "LARDER_CLUSTER_MEMBERS"
+    members: list[tuple[str, str]] = []
+    seen_ids: set[str] = set()
+    seen_addresses: set[str] = set()
+    for item in (part.strip() for part in raw.split(",")):
+        member_id, sep, address = (x.strip() for x in item.partition("="))
+        host, colon, port = address.rpartition(":")
+        if not sep or not member_id or any(c.isspace() for c in member_id):
+            raise SettingsError(f"{name}: {item!r} is not id=host:port (e.g. cart-0=10.0.0.5:9604)")
+        if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise SettingsError(
+                f"{name}: the address of {member_id!r}, {address!r}, is not host:port "
+                "(IPv6 in brackets: [::1]:9604)"
+            )
+        if member_id in seen_ids:
+            raise SettingsError(f"{name}: the id {member_id!r} appears twice")
+        if address in seen_addresses:
+            raise SettingsError(f"{name}: the address {address} appears twice")
+        seen_ids.add(member_id)
+        seen_addresses.add(address)
+        members.append((member_id, address))
+    return tuple(members)
