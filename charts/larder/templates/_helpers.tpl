@@ -63,10 +63,8 @@ the garbage collector removes a function's children through their owner referenc
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create, patch]
-# Held so the operator may grant them to the sidecars' Roles (RBAC forbids granting more).
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch]
+# Held so the operator may grant it to the sidecars' Roles (RBAC forbids granting more):
+# membership watches the functions' EndpointSlices.
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch]

@@ -116,14 +116,14 @@ def render_children(
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": _metadata(ref, account),
-            # Membership for sharding: the sidecar watches its peers, nothing more.
+            # Membership for sharding: the sidecar watches its headless Service's
+            # EndpointSlices (they name each peer's pod), nothing more.
             "rules": [
                 {
                     "apiGroups": ["discovery.k8s.io"],
                     "resources": ["endpointslices"],
                     "verbs": ["get", "list", "watch"],
                 },
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
             ],
         },
         role_binding={
@@ -270,6 +270,7 @@ def passivation_seconds(value: str) -> str:
 
 
 def _sidecar(
+    function: str,
     spec: Mapping[str, Any],
     journal: JournalConfig | None,
     user_port: int,
@@ -289,6 +290,8 @@ def _sidecar(
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
         _field_env("POD_IP", "status.podIP"),
+        # Membership: the sidecar watches this Service's EndpointSlices in POD_NAMESPACE.
+        {"name": "LARDER_CLUSTER_SERVICE", "value": headless_service_name(function)},
         *kafka.env,
     ]
     if spec.get("passivationTimeout"):
@@ -355,7 +358,7 @@ def _deployment(
     containers, user_port = _user_containers(spec)
     pod_spec: dict[str, Any] = {
         "serviceAccountName": sidecar_account_name(ref.name),
-        "initContainers": [_sidecar(spec, journal, user_port, settings)],
+        "initContainers": [_sidecar(ref.name, spec, journal, user_port, settings)],
         "containers": containers,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "volumes": [{"name": "larder-tmp", "emptyDir": {}}, *kafka_wiring(spec).volumes],

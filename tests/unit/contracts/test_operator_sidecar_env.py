@@ -108,6 +108,10 @@ def test_in_memory_function_env_parses_in_the_sidecar() -> None:
     settings = load_settings(_sidecar_env(FUNCTION, None))
     assert settings.journal_type == "memory"
     assert settings.pod.name == "cart-abc"
+    # Membership: the headless Service's EndpointSlices, in the pod's namespace.
+    assert settings.cluster.service == "cart-internal"
+    assert settings.pod.namespace == "shop"
+    assert settings.cluster.members == ()
 
 
 async def test_the_sidecars_admin_and_public_ports_take_connections_off_loopback() -> None:
