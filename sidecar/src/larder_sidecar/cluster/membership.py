@@ -100,7 +100,9 @@ def describe_change(before: Membership | None, after: Membership) -> str:
 
 
 class MembershipSource(Protocol):
-    """Where snapshots come from. Consume with `contextlib.aclosing`."""
+    """Where snapshots come from. A source runs only while its consumer waits for the next
+    snapshot, so consume it in a loop of its own (a task that owns it), with
+    `contextlib.aclosing`."""
 
     def snapshots(self) -> AsyncGenerator[Membership, None]:
         """Yield the current membership as soon as it is known, then one snapshot per
