@@ -20,7 +20,7 @@ from google.protobuf.empty_pb2 import Empty
 from tests.e2e.cluster.conftest import Images
 from tests.e2e.cluster.kubectl import Kubectl, ready_pods
 from tests.e2e.cluster.test_pods import assert_nothing_left
-from tests.e2e.devcli.larder_dev import http
+from tests.e2e.devcli.dev_process import http
 from tests.e2e.samples.sample_run import unary
 from tests.infra.cassandra import CassandraServer
 from tests.infra.cluster.cluster import LocalCluster

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.devcli.larder_dev import REPO, LarderDev, http, port_options
+from tests.e2e.devcli.dev_process import REPO, LarderDev, http, port_options
 
 CART = REPO / "samples" / "shopping-cart"
 TURKEY = REPO / "samples" / "turkey"

@@ -12,7 +12,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from tests.e2e.devcli.larder_dev import REPO, LarderDev, port_options
+from tests.e2e.devcli.dev_process import REPO, LarderDev, port_options
 
 SAMPLES = REPO / "samples"
 M = TypeVar("M", bound=Message)

@@ -11,7 +11,7 @@ import pytest
 import shoppingcart.shopping_cart_api_pb2 as api
 from google.protobuf.empty_pb2 import Empty
 
-from tests.e2e.devcli.larder_dev import http
+from tests.e2e.devcli.dev_process import http
 from tests.e2e.samples.sample_run import SAMPLES, curl, running_sample, unary
 
 README = SAMPLES / "shopping-cart" / "README.md"

@@ -9,7 +9,7 @@ import pytest
 import turkey.turkey_api_pb2 as api
 from google.protobuf.empty_pb2 import Empty
 
-from tests.e2e.devcli.larder_dev import http
+from tests.e2e.devcli.dev_process import http
 from tests.e2e.samples.sample_run import SAMPLES, curl, running_sample, unary
 
 README = SAMPLES / "turkey" / "README.md"
