@@ -2,6 +2,7 @@
 
     larder dev samples/shopping-cart    # a directory with larder.toml, Procfile or package.json
     larder dev -- node index.js         # any start command; the function serves on $PORT
+    larder inspect types --sqlite .larder/shopping-cart/journal.db   # read a journal
 
 Exit status: 0 after a clean Ctrl-C, 1 when something failed while running, 2 when the
 input cannot be run (no function, port in use, bad options).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -86,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--grace", type=_seconds, default=5.0,
                      help="seconds each process gets to stop before it is killed "
                      "(default %(default)s)")
+    commands.add_parser(
+        "inspect",
+        add_help=False,
+        help="read entities from a journal (SQLite file or Cassandra), read-only; "
+        "`larder inspect --help` for its commands",
+    )
     return parser
 
 
@@ -144,8 +152,26 @@ def parse_dev_args(argv: Sequence[str], cwd: Path | None = None) -> DevSettings:
     )
 
 
+INSPECTOR_MODULE = "larder_sidecar.inspector"
+
+
+def inspect_command(argv: Sequence[str]) -> list[str]:
+    """The inspector's command line for `larder inspect ARGV`.
+
+    The inspector reads journals with the sidecar's journal code, so it lives in the
+    sidecar package and runs as a process of this same interpreter (both packages are
+    one distribution), as `larder dev` runs the sidecar: this CLI imports nothing of
+    `larder_sidecar`, which keeps `.importlinter`'s contract without an exception.
+    """
+    return [sys.executable, "-m", INSPECTOR_MODULE, *argv]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "inspect":
+        command = inspect_command(argv[1:])
+        # Replaced, not supervised: its output, exit status and Ctrl-C are the user's.
+        os.execv(command[0], command)
     if not argv or argv[0] != "dev":
         # Let argparse print the usage and the list of commands.
         build_parser().parse_args(argv[:1] or ["--help"])

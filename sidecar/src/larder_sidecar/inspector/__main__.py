@@ -1,0 +1,3 @@
+from larder_sidecar.inspector.cli import main
+
+main()

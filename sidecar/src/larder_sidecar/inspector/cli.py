@@ -1,0 +1,407 @@
+"""`larder inspect`: read entities straight from a journal (SQLite file or Cassandra).
+
+    larder inspect types  --sqlite .larder/shopping-cart/journal.db
+    larder inspect ids    --sqlite FILE TYPE [--limit N] [--after TOKEN]
+    larder inspect entity --sqlite FILE TYPE ID
+    larder inspect events --cassandra HOST[:PORT],... --keyspace K TYPE ID [--from-seq N]
+    larder inspect snapshot | value ...
+
+Read-only. `larder inspect ...` runs this module as a process (`python -m
+larder_sidecar.inspector`), as `larder dev` runs the sidecar: the developer CLI
+imports nothing of the sidecar.
+
+Exit status: 0 when shown, 1 when the journal could not be read (unreachable, a row
+that cannot be decoded), 2 for input to fix (not a journal, another schema version, a
+missing keyspace, an unknown entity, bad options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..journal.base import JournalCorrupt, JournalUnavailable, PersistenceId, persistence_id
+from ..journal.reading import BadContinuation, EntityInfo, JournalReader, NotAJournal
+from .payloads import Decoded, DescriptorsError, PayloadDecoder
+from .render import Printer, compact, timestamp
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+DEFAULT_CASSANDRA_PORT = 9042
+_ENV = "LARDER_JOURNAL_CASSANDRA_"
+
+
+class InspectInputError(ValueError):
+    """Input the user must fix; the message says what."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    source = argparse.ArgumentParser(add_help=False)
+    where = source.add_argument_group("journal (one of)")
+    where.add_argument("--sqlite", type=Path, metavar="PATH",
+                       help="an SQLite journal file (larder dev: .larder/NAME/journal.db)")
+    where.add_argument("--cassandra", metavar="HOST[:PORT],...",
+                       help="Cassandra contact points (port default 9042); credentials from "
+                       f"{_ENV}USERNAME and {_ENV}PASSWORD")
+    where.add_argument("--keyspace", default=None,
+                       help=f"the journal's keyspace (default ${_ENV}KEYSPACE, else larder)")
+    where.add_argument("--partition-size", type=_positive, default=None,
+                       help="the sidecar's events per partition (default "
+                       f"${_ENV}PARTITION_SIZE, else 10000); must match the sidecar's")
+    where.add_argument("--consistency", default="LOCAL_QUORUM",
+                       help="Cassandra read consistency (default %(default)s)")
+    where.add_argument("--timeout", type=_seconds, default=10.0,
+                       help="seconds to wait for Cassandra: to connect, and per request "
+                       "(default %(default)s)")
+    shown = source.add_argument_group("output")
+    shown.add_argument("--output", choices=("table", "jsonl"), default="table",
+                       help="table (for people, default) or jsonl (one JSON object per line)")
+    shown.add_argument("--descriptors", type=Path, metavar="FILE",
+                       help="the function's FileDescriptorSet (protoc --include_imports "
+                       "--descriptor_set_out=FILE): payloads shown as JSON")
+    shown.add_argument("--proto-dir", type=Path, metavar="DIR",
+                       help="the function's .proto files, compiled here (needs grpcio-tools)")
+
+    parser = argparse.ArgumentParser(
+        prog="larder inspect",
+        description="Read entities straight from a Larder journal, read-only.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("types", parents=[source], help="entity types and their entity counts")
+    ids = commands.add_parser("ids", parents=[source], help="the ids of one entity type, paged")
+    ids.add_argument("entity_type", metavar="TYPE", help="the entity type (its service name)")
+    ids.add_argument("--limit", type=_positive, default=100,
+                     help="ids per page (default %(default)s)")
+    ids.add_argument("--after", metavar="TOKEN",
+                     help="continue after the page that printed this token")
+    for name, help_text in (
+        ("entity", "what is stored for one entity"),
+        ("events", "an event-sourced entity's events, paged"),
+        ("snapshot", "an event-sourced entity's latest snapshot"),
+        ("value", "a value entity's state and revision"),
+    ):
+        command = commands.add_parser(name, parents=[source], help=help_text)
+        command.add_argument("entity_type", metavar="TYPE")
+        command.add_argument("entity_id", metavar="ID")
+        if name == "events":
+            command.add_argument("--from-seq", type=_positive, default=1,
+                                 help="the first sequence number shown (default 1)")
+            command.add_argument("--limit", type=_positive, default=100,
+                                 help="events per page (default %(default)s)")
+    return parser
+
+
+def _contact_points(text: str) -> tuple[list[str], int]:
+    hosts: list[str] = []
+    ports: set[int] = set()
+    for raw in text.split(","):
+        item = raw.strip()
+        # One colon is host:port; none, or several (a bare IPv6 address), is a host.
+        host, sep, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        if not host:
+            raise InspectInputError(f"--cassandra {text!r} has an empty host")
+        if sep:
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise InspectInputError(f"--cassandra: {port!r} in {item!r} is not a port")
+            ports.add(int(port))
+        hosts.append(host)
+    if len(ports) > 1:
+        raise InspectInputError(
+            f"--cassandra {text!r} names several ports; the driver uses one port for all "
+            "contact points"
+        )
+    return hosts, ports.pop() if ports else DEFAULT_CASSANDRA_PORT
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(_ENV + name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise InspectInputError(f"{_ENV}{name}={raw!r} is not a positive whole number")
+    return int(raw)
+
+
+def open_reader(args: argparse.Namespace, environ: Mapping[str, str]) -> JournalReader:
+    if (args.sqlite is None) == (args.cassandra is None):
+        raise InspectInputError("give the journal: --sqlite PATH or --cassandra HOST[:PORT],...")
+    if args.sqlite is not None:
+        # Imported per journal: the Cassandra driver is heavy, SQLite needs none of it.
+        from ..journal.sqlite_reading import SqliteReader  # noqa: PLC0415
+
+        return SqliteReader(args.sqlite)
+    from ..journal.cassandra_reading import CassandraReader  # noqa: PLC0415
+
+    hosts, port = _contact_points(args.cassandra)
+    username = environ.get(_ENV + "USERNAME") or None
+    password = environ.get(_ENV + "PASSWORD") or None
+    if (username is None) != (password is None):
+        raise InspectInputError(
+            f"set both {_ENV}USERNAME and {_ENV}PASSWORD for password authentication, or neither"
+        )
+    try:
+        return CassandraReader(
+            hosts,
+            port,
+            args.keyspace or environ.get(_ENV + "KEYSPACE") or "larder",
+            username=username,
+            password=password,
+            partition_size=args.partition_size or _env_int(environ, "PARTITION_SIZE", 10_000),
+            timeout=args.timeout,
+            consistency=args.consistency.upper(),
+        )
+    except ValueError as e:
+        raise InspectInputError(str(e)) from e
+
+
+def open_decoder(args: argparse.Namespace) -> PayloadDecoder:
+    if args.descriptors is not None and args.proto_dir is not None:
+        raise InspectInputError("give --descriptors or --proto-dir, not both")
+    if args.descriptors is not None:
+        return PayloadDecoder.from_descriptor_set(args.descriptors)
+    if args.proto_dir is not None:
+        return PayloadDecoder.from_proto_dir(args.proto_dir)
+    return PayloadDecoder()
+
+
+class _Inspector:
+    def __init__(self, reader: JournalReader, decoder: PayloadDecoder, printer: Printer) -> None:
+        self.reader = reader
+        self.decoder = decoder
+        self.out = printer
+
+    def _entity(self, entity_type: str, entity_id: str) -> tuple[PersistenceId, EntityInfo]:
+        pid = persistence_id(entity_type, entity_id)
+        info = self.reader.entity(pid)
+        if info is None:
+            raise InspectInputError(
+                f"no entity {entity_type} {entity_id!r} in this journal: nothing is stored "
+                f"under {pid!r} (`larder inspect types` lists the types, `larder inspect ids "
+                f"{shlex.quote(entity_type)}` their ids)"
+            )
+        return pid, info
+
+    @staticmethod
+    def _refuse(info: EntityInfo, wanted: str, entity_type: str, entity_id: str) -> None:
+        other, article = ("value", "a") if info.kind == "value" else ("events", "an")
+        raise InspectInputError(
+            f"{entity_type} {entity_id!r} is {article} {info.kind} entity, which has no "
+            f"{wanted}; "
+            f"`larder inspect {other} {shlex.quote(entity_type)} {shlex.quote(entity_id)}` "
+            "shows what it has"
+        )
+
+    def _payload_cell(self, decoded: Decoded) -> str:
+        if decoded.decoded:
+            return compact(decoded.json)
+        note = f"  [{decoded.note}]" if decoded.note else ""
+        return f"base64:{decoded.base64}{note}"
+
+    def _payload_block(self, decoded: Decoded) -> None:
+        if decoded.decoded:
+            self.out.line(json.dumps(decoded.json, indent=2, ensure_ascii=False))
+        else:
+            self.out.line(self._payload_cell(decoded))
+
+    def types(self) -> None:
+        counts = self.reader.entity_types()
+        if self.out.output == "jsonl":
+            for c in counts:
+                self.out.record({"entity_type": c.entity_type, "kind": c.kind,
+                                 "entities": c.entities})
+            return
+        if not counts:
+            self.out.line("(no entities in this journal)")
+            return
+        self.out.table(("ENTITY TYPE", "KIND", "ENTITIES"),
+                       [(c.entity_type, c.kind, str(c.entities)) for c in counts])
+
+    def ids(self, entity_type: str, limit: int, after: str | None) -> None:
+        page = self.reader.entity_ids(entity_type, limit=limit, after=after)
+        if self.out.output == "jsonl":
+            for ref in page.entities:
+                self.out.record({"entity_type": ref.entity_type, "entity_id": ref.entity_id,
+                                 "kind": ref.kind})
+            if page.next_after is not None:
+                self.out.record({"next_after": page.next_after})
+            return
+        if not page.entities:
+            self.out.line(f"(no entities of type {entity_type}"
+                          f"{' after that token' if after else ''})")
+        else:
+            self.out.table(("ENTITY ID", "KIND"),
+                           [(ref.entity_id, ref.kind) for ref in page.entities])
+        if page.next_after is not None:
+            self.out.line(f"more: larder inspect ids {shlex.quote(entity_type)} "
+                          f"--after {shlex.quote(page.next_after)}")
+
+    def entity(self, entity_type: str, entity_id: str) -> None:
+        _, info = self._entity(entity_type, entity_id)
+        document: dict[str, Any] = {
+            "entity_type": entity_type, "entity_id": entity_id, "kind": info.kind,
+        }
+        if info.kind == "value":
+            document["revision"] = info.value_revision
+        else:
+            document["last_sequence_nr"] = info.last_sequence_nr
+            document["snapshot_sequence_nr"] = info.snapshot_sequence_nr
+        if self.out.output == "jsonl":
+            self.out.record(document)
+            return
+        self.out.fields([(k.replace("_", " "), "-" if v is None else str(v))
+                         for k, v in document.items()])
+
+    def events(self, entity_type: str, entity_id: str, from_seq: int, limit: int) -> None:
+        pid, info = self._entity(entity_type, entity_id)
+        if info.kind != "event-sourced":
+            self._refuse(info, "events", entity_type, entity_id)
+        page = self.reader.events(pid, from_seq=from_seq, limit=limit)
+        rows = [(e, self.decoder.decode(e.payload)) for e in page.events]
+        if self.out.output == "jsonl":
+            for event, decoded in rows:
+                self.out.record({"sequence_nr": event.sequence_nr,
+                                 "written_at": timestamp(event.written_at),
+                                 **decoded.to_dict()})
+            if page.next_from_seq is not None:
+                self.out.record({"next_from_seq": page.next_from_seq})
+            return
+        snapshot = (f", snapshot at {info.snapshot_sequence_nr}"
+                    if info.snapshot_sequence_nr is not None else "")
+        self.out.line(f"# {entity_type} {entity_id!r}: {info.last_sequence_nr} events{snapshot}")
+        if not rows:
+            self.out.line(f"(no events from {from_seq}; the last is {info.last_sequence_nr})")
+            return
+        timed = any(e.written_at is not None for e, _ in rows)
+        header = ("SEQ", "WRITTEN AT", "TYPE", "PAYLOAD") if timed else ("SEQ", "TYPE", "PAYLOAD")
+        table = []
+        for event, decoded in rows:
+            cells = [str(event.sequence_nr)]
+            if timed:
+                cells.append(timestamp(event.written_at) or "-")
+            table.append((*cells, decoded.type_url, self._payload_cell(decoded)))
+        self.out.table(header, table)
+        if page.next_from_seq is not None:
+            self.out.line(f"more: larder inspect events {shlex.quote(entity_type)} "
+                          f"{shlex.quote(entity_id)} --from-seq {page.next_from_seq}")
+
+    def snapshot(self, entity_type: str, entity_id: str) -> None:
+        pid, info = self._entity(entity_type, entity_id)
+        if info.kind != "event-sourced":
+            self._refuse(info, "snapshot", entity_type, entity_id)
+        snapshot = self.reader.snapshot(pid)
+        decoded = self.decoder.decode(snapshot.payload) if snapshot else None
+        if self.out.output == "jsonl":
+            body = None
+            if snapshot is not None and decoded is not None:
+                body = {"sequence_nr": snapshot.sequence_nr,
+                        "written_at": timestamp(snapshot.written_at), **decoded.to_dict()}
+            self.out.record({"entity_type": entity_type, "entity_id": entity_id,
+                             "last_sequence_nr": info.last_sequence_nr, "snapshot": body})
+            return
+        pairs = [("entity", f"{entity_type} {entity_id!r}"),
+                 ("last event", str(info.last_sequence_nr))]
+        if snapshot is None or decoded is None:
+            self.out.fields([*pairs, ("snapshot", "none stored")])
+            return
+        self.out.fields([*pairs, ("snapshot at", f"event {snapshot.sequence_nr}"),
+                         ("written at", timestamp(snapshot.written_at) or "-"),
+                         ("type", decoded.type_url)])
+        self._payload_block(decoded)
+
+    def value(self, entity_type: str, entity_id: str) -> None:
+        pid, info = self._entity(entity_type, entity_id)
+        if info.kind != "value":
+            self._refuse(info, "value state", entity_type, entity_id)
+        value = self.reader.value(pid)
+        if value is None:  # deleted between the two reads: nothing to show
+            raise InspectInputError(f"no entity {entity_type} {entity_id!r} in this journal")
+        decoded = self.decoder.decode(value.payload) if value.payload else None
+        if self.out.output == "jsonl":
+            self.out.record({"entity_type": entity_type, "entity_id": entity_id,
+                             "revision": value.revision,
+                             "written_at": timestamp(value.written_at),
+                             "state": decoded.to_dict() if decoded else None})
+            return
+        pairs = [("entity", f"{entity_type} {entity_id!r}"), ("revision", str(value.revision)),
+                 ("written at", timestamp(value.written_at) or "-")]
+        if decoded is None:
+            self.out.fields([*pairs, ("state", "none (deleted)")])
+            return
+        self.out.fields([*pairs, ("type", decoded.type_url)])
+        self._payload_block(decoded)
+
+
+def run(argv: Sequence[str], out: TextIO, err: TextIO, environ: Mapping[str, str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        decoder = open_decoder(args)
+        reader = open_reader(args, environ)
+    except (InspectInputError, DescriptorsError, NotAJournal) as e:
+        err.write(f"larder inspect: {e}\n")
+        return EXIT_BAD_INPUT
+    except JournalUnavailable as e:
+        err.write(f"larder inspect: {e}\n")
+        return EXIT_FAILED
+    inspector = _Inspector(reader, decoder, Printer(out, args.output))
+    try:
+        if args.command == "types":
+            inspector.types()
+        elif args.command == "ids":
+            inspector.ids(args.entity_type, args.limit, args.after)
+        elif args.command == "events":
+            inspector.events(args.entity_type, args.entity_id, args.from_seq, args.limit)
+        else:
+            getattr(inspector, args.command)(args.entity_type, args.entity_id)
+    except (InspectInputError, NotAJournal, BadContinuation) as e:
+        err.write(f"larder inspect: {e}\n")
+        return EXIT_BAD_INPUT
+    except (JournalUnavailable, JournalCorrupt) as e:
+        err.write(f"larder inspect: {e}\n")
+        return EXIT_FAILED
+    finally:
+        reader.close()
+    return 0
+
+
+def main() -> None:
+    import logging  # noqa: PLC0415
+
+    # The driver logs each failed connection attempt; the inspector reports the outcome
+    # itself, once, on stderr.
+    logging.getLogger("cassandra").setLevel(logging.CRITICAL)
+    try:
+        code = run(sys.argv[1:], sys.stdout, sys.stderr, os.environ)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `larder inspect ... | head`: the reader left; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
