@@ -1,0 +1,45 @@
+"""`larder inspect`'s journal options, checked before anything is contacted."""
+
+from __future__ import annotations
+
+import pytest
+from larder_sidecar.inspector.cli import InspectInputError, _contact_points
+
+from .conftest import inspect
+
+
+def test_contact_points_take_one_port_for_all() -> None:
+    assert _contact_points("a,b") == (["a", "b"], 9042)
+    assert _contact_points("a:9142, b") == (["a", "b"], 9142)
+    assert _contact_points("::1") == (["::1"], 9042)
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("a:1,b:2", "names several ports"),
+    ("a,,b", "has an empty host"),
+    ("a:http", "is not a port"),
+    (":9042", "has an empty host"),
+])
+def test_bad_contact_points_are_said(text: str, said: str) -> None:
+    with pytest.raises(InspectInputError, match=said):
+        _contact_points(text)
+
+
+def test_credentials_need_both_variables() -> None:
+    shown = inspect("types", "--cassandra", "127.0.0.1:1",
+                    env={"LARDER_JOURNAL_CASSANDRA_USERNAME": "u"})
+    assert (shown.code, shown.err) == (2, (
+        "larder inspect: set both LARDER_JOURNAL_CASSANDRA_USERNAME and "
+        "LARDER_JOURNAL_CASSANDRA_PASSWORD for password authentication, or neither\n"))
+
+
+def test_a_keyspace_that_is_not_a_cassandra_name_is_said_before_connecting() -> None:
+    shown = inspect("types", "--cassandra", "127.0.0.1:1", "--keyspace", "larder; DROP")
+    assert shown.code == 2
+    assert "'larder; DROP' is not a Cassandra keyspace name" in shown.err
+
+
+def test_sqlite_and_cassandra_are_one_or_the_other() -> None:
+    shown = inspect("types", "--sqlite", "x.db", "--cassandra", "h")
+    assert shown.code == 2
+    assert "give the journal: --sqlite PATH or --cassandra" in shown.err
