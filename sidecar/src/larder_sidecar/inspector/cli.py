@@ -259,8 +259,7 @@ class _Inspector:
             self.out.table(("ENTITY ID", "KIND"),
                            [(ref.entity_id, ref.kind) for ref in page.entities])
         if page.next_after is not None:
-            self.out.line(f"more: larder inspect ids {shlex.quote(entity_type)} "
-                          f"--after {shlex.quote(page.next_after)}")
+            self.out.line(f"more: the same command with --after {shlex.quote(page.next_after)}")
 
     def entity(self, entity_type: str, entity_id: str) -> None:
         _, info = self._entity(entity_type, entity_id)
@@ -308,8 +307,7 @@ class _Inspector:
             table.append((*cells, decoded.type_url, self._payload_cell(decoded)))
         self.out.table(header, table)
         if page.next_from_seq is not None:
-            self.out.line(f"more: larder inspect events {shlex.quote(entity_type)} "
-                          f"{shlex.quote(entity_id)} --from-seq {page.next_from_seq}")
+            self.out.line(f"more: the same command with --from-seq {page.next_from_seq}")
 
     def snapshot(self, entity_type: str, entity_id: str) -> None:
         pid, info = self._entity(entity_type, entity_id)

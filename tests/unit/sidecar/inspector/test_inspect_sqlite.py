@@ -45,7 +45,7 @@ def test_ids_table_prints_the_command_for_the_next_page(big_journal: Path) -> No
     shown = inspect("ids", CART_TYPE, "--sqlite", str(big_journal), "--limit", "1")
     assert shown.out.splitlines() == [
         "ENTITY ID  KIND", "alice      event-sourced",
-        f"more: larder inspect ids {CART_TYPE} --after alice",
+        "more: the same command with --after alice",
     ]
     none = inspect("ids", "no.Such", "--sqlite", str(big_journal))
     assert (none.code, none.out) == (0, "(no entities of type no.Such)\n")
@@ -104,7 +104,7 @@ def test_events_table_for_people(big_journal: Path, cart_descriptors: Path) -> N
     assert lines[2].split() == [
         "1", f"{PREFIX}{DOMAIN}.ItemAdded",
         '{"item":{"productId":"p1","name":"item', '1","quantity":1}}']
-    assert lines[-1] == f"more: larder inspect events {CART_TYPE} alice --from-seq 3"
+    assert lines[-1] == "more: the same command with --from-seq 3"
     past = inspect("events", CART_TYPE, "bob", "--sqlite", str(big_journal), "--from-seq", "5")
     assert past.out.splitlines()[-1] == "(no events from 5; the last is 1)"
 
