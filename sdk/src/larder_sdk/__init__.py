@@ -1,4 +1,4 @@
-"""Larder's Python SDK: write event-sourced entities, value entities and actions.
+"""Larder's Python SDK: write event-sourced entities, value entities, actions and views.
 
     counter = EventSourcedEntity(counter_pb2.DESCRIPTOR.services_by_name["CounterService"],
                                  entity_type="counter", state_type=CounterState)
@@ -26,6 +26,7 @@ from larder_sdk._context import (
     EntityContext,
     EventSourcedContext,
     ValueEntityContext,
+    ViewContext,
 )
 from larder_sdk._definition import ServiceRef
 from larder_sdk._effects import Forward, MethodRef, Reply, SideEffect, forward
@@ -34,13 +35,16 @@ from larder_sdk._eventsourced import EventSourcedEntity
 from larder_sdk._metadata import Metadata, MetadataValue
 from larder_sdk._server import LarderService, ServerSettings
 from larder_sdk._valueentity import ValueEntity
+from larder_sdk._view import DELETE_ROW, DeleteRow, View
 
 __all__ = [
+    "DELETE_ROW",
     "Action",
     "ActionContext",
     "CommandFailed",
     "Component",
     "DefinitionError",
+    "DeleteRow",
     "EffectContext",
     "EntityContext",
     "EventSourcedContext",
@@ -57,5 +61,7 @@ __all__ = [
     "SideEffect",
     "ValueEntity",
     "ValueEntityContext",
+    "View",
+    "ViewContext",
     "forward",
 ]

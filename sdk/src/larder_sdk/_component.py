@@ -7,7 +7,12 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
-from google.protobuf.descriptor import Descriptor, FileDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import (
+    Descriptor,
+    FileDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
 from google.protobuf.message import Message
 
 from larder_sdk import _protocol as proto
@@ -122,6 +127,8 @@ class Component:
                 f"{method_name!r} is a {method_kind(method)} method; a {self.kind} supports "
                 f"{' and '.join(self._allowed_kinds())} methods only"
             )
+        if method is not None:
+            problems.extend(self._method_problems(fn, method))
         check_arity(fn, self.command_parameters, problems)
         if method is not None:
             kind = method_kind(method)
@@ -136,6 +143,10 @@ class Component:
             output_type=message_class(method.output_type),
             is_async=inspect.iscoroutinefunction(fn),
         )
+
+    def _method_problems(self, fn: Handler, method: MethodDescriptor) -> list[str]:
+        """Reasons this kind of component has no handler for `method` (views: queries)."""
+        return []
 
     def _check_handler_shape(
         self,

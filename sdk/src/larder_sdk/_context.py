@@ -18,6 +18,7 @@ __all__ = [
     "EntityContext",
     "EventSourcedContext",
     "ValueEntityContext",
+    "ViewContext",
 ]
 
 
@@ -165,3 +166,37 @@ class ActionContext(EffectContext):
         """Hand over the side effects requested so far (streamed replies carry them one by one)."""
         taken, self.side_effects = self.side_effects, []
         return taken
+
+
+class ViewContext:
+    """Context of a view update: where the message came from and what it carried."""
+
+    __slots__ = ("_metadata", "_raw_metadata", "command_name", "service_name", "table")
+
+    def __init__(
+        self, service_name: str, command_name: str, table: str, raw_metadata: Any = None
+    ) -> None:
+        self.service_name = service_name
+        """The view's service."""
+        self.command_name = command_name
+        """The update method."""
+        self.table = table
+        """The table the row is written to."""
+        self._raw_metadata = raw_metadata
+        self._metadata: Metadata | None = None
+
+    @property
+    def metadata(self) -> Metadata:
+        """The metadata of the source message (CloudEvents attributes among it)."""
+        if self._metadata is None:
+            raw = self._raw_metadata
+            self._metadata = (
+                from_protocol(raw) if raw is not None and len(raw.entries) else EMPTY_METADATA
+            )
+        return self._metadata
+
+    @property
+    def event_subject(self) -> str | None:
+        """The `ce-subject` of the source message: the entity id, for entity sources."""
+        subject = self.metadata.get("ce-subject")
+        return subject if isinstance(subject, str) else None

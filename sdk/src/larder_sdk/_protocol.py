@@ -6,6 +6,7 @@ The generated modules come from the `larder-protocol` package (top-level
 
 from __future__ import annotations
 
+from akkaserverless import annotations_pb2
 from akkaserverless.component import component_pb2 as component
 from akkaserverless.component.action import action_pb2 as action
 from akkaserverless.component.entity import entity_pb2 as entity
@@ -13,10 +14,11 @@ from akkaserverless.component.eventsourcedentity import (
     event_sourced_entity_pb2 as eventsourced,
 )
 from akkaserverless.component.valueentity import value_entity_pb2 as valueentity
+from akkaserverless.component.view import view_pb2 as view
 from akkaserverless.protocol import discovery_pb2 as discovery
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
-from larder_protocol import ACTION, EVENT_SOURCED_ENTITY, VALUE_ENTITY
+from larder_protocol import ACTION, EVENT_SOURCED_ENTITY, VALUE_ENTITY, VIEW
 
 __all__ = [
     "ACTION_COMPONENT",
@@ -25,7 +27,9 @@ __all__ = [
     "PROTOCOL_MINOR_VERSION",
     "TYPE_URL_PREFIX",
     "VALUE_ENTITY_COMPONENT",
+    "VIEW_COMPONENT",
     "action",
+    "annotations_pb2",
     "component",
     "discovery",
     "empty_pb2",
@@ -34,6 +38,7 @@ __all__ = [
     "pack",
     "type_name_of",
     "valueentity",
+    "view",
 ]
 
 # Both published SDKs (PyPI akkaserverless 0.1.13, npm 0.32.0) announce 0.7.
@@ -43,6 +48,7 @@ PROTOCOL_MINOR_VERSION = 7
 EVENT_SOURCED_COMPONENT = EVENT_SOURCED_ENTITY
 VALUE_ENTITY_COMPONENT = VALUE_ENTITY
 ACTION_COMPONENT = ACTION
+VIEW_COMPONENT = VIEW
 
 TYPE_URL_PREFIX = "type.googleapis.com/"
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from larder_sdk import _action, _eventsourced_instance, _valueentity
+from larder_sdk import _action, _eventsourced_instance, _valueentity, _view
 from larder_sdk import _protocol as proto
 from larder_sdk._action import Action
 from larder_sdk._component import Component
@@ -21,6 +21,7 @@ from larder_sdk._discovery import Discovery, ServiceInfo
 from larder_sdk._errors import DefinitionError
 from larder_sdk._eventsourced import EventSourcedEntity
 from larder_sdk._valueentity import ValueEntity
+from larder_sdk._view import View, ViewStreamFailure
 
 logger = logging.getLogger("larder_sdk.server")
 
@@ -53,7 +54,8 @@ def _check(components: Iterable[Component]) -> list[Component]:
     for component in listed:
         if not isinstance(component, Component):
             problems.append(
-                f"{component!r} is not a component (EventSourcedEntity, ValueEntity or Action)"
+                f"{component!r} is not a component "
+                "(EventSourcedEntity, ValueEntity, Action or View)"
             )
             continue
         problems.extend(f"{component.subject}: {p}" for p in component.problems())
@@ -65,7 +67,9 @@ def _check(components: Iterable[Component]) -> list[Component]:
             )
         seen[component.service_name] = component
     if not listed:
-        problems.append("no components: pass the entities and actions this function serves")
+        problems.append(
+            "no components: pass the entities, actions and views this function serves"
+        )
     if problems:
         raise DefinitionError("this user function", problems)
     return listed
@@ -93,6 +97,21 @@ def _streaming(serve: Callable[[Any, _R], AsyncIterator[Any]], registry: _R) -> 
     ) -> AsyncIterator[Any]:
         async for out in serve(request, registry):
             yield out
+
+    return behaviour
+
+
+def _view_stream(views: Mapping[str, View]) -> _Behaviour:
+    """`Views/Handle`: an update that cannot be answered ends the call with its status."""
+
+    async def behaviour(
+        requests: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for out in _view.handle_stream(requests, views):
+                yield out
+        except ViewStreamFailure as e:
+            await context.abort(grpc.StatusCode[e.code], e.description)
 
     return behaviour
 
@@ -126,6 +145,7 @@ class LarderService:
             c.service_name: c for c in self.components if isinstance(c, ValueEntity)
         }
         self._actions = {c.service_name: c for c in self.components if isinstance(c, Action)}
+        self._views = {c.service_name: c for c in self.components if isinstance(c, View)}
         self._server: grpc.aio.Server | None = None
         self._started = asyncio.Event()
         self.port: int | None = None
@@ -249,8 +269,9 @@ class LarderService:
         streamed_in = _answering(_action.handle_streamed_in, self._actions)
         streamed_out = _streaming(_action.handle_streamed_out, self._actions)
         streamed = _streaming(_action.handle_streamed, self._actions)
+        view_handle = _view_stream(self._views)
 
-        es, ve, act = proto.eventsourced, proto.valueentity, proto.action
+        es, ve, act, view = proto.eventsourced, proto.valueentity, proto.action, proto.view
         command_in = act.ActionCommand.FromString
         response_out = act.ActionResponse.SerializeToString
         return (
@@ -272,6 +293,16 @@ class LarderService:
                         ve_handle,
                         request_deserializer=ve.ValueEntityStreamIn.FromString,
                         response_serializer=ve.ValueEntityStreamOut.SerializeToString,
+                    )
+                },
+            ),
+            grpc.method_handlers_generic_handler(
+                proto.VIEW_COMPONENT,
+                {
+                    "Handle": grpc.stream_stream_rpc_method_handler(
+                        view_handle,
+                        request_deserializer=view.ViewStreamIn.FromString,
+                        response_serializer=view.ViewStreamOut.SerializeToString,
                     )
                 },
             ),

@@ -20,7 +20,7 @@ from typing import Any, Generic, Literal, TypeVar
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from larder_sdk import _action
+from larder_sdk import _action, _view
 from larder_sdk import _protocol as proto
 from larder_sdk._action import Action
 from larder_sdk._component import Component
@@ -35,12 +35,15 @@ from larder_sdk._metadata import (
     to_protocol,
 )
 from larder_sdk._valueentity import ValueEntity, ValueEntityInstance
+from larder_sdk._view import View, ViewStreamFailure
 
 __all__ = [
     "ActionTestKit",
     "CommandResult",
     "EventSourcedTestKit",
     "ValueEntityTestKit",
+    "ViewTestKit",
+    "ViewUpdateResult",
 ]
 
 _S = TypeVar("_S", bound=Message)
@@ -409,3 +412,133 @@ class ActionTestKit(_Kit):
                 {self.action.service_name: self.action},
             )
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewUpdateResult:
+    """What one update did to its table."""
+
+    action: Literal["upsert", "ignore", "delete"] | None = None
+    """None when the update failed."""
+    row: Message | None = None
+    """The row stored, for an upsert."""
+    failure: str | None = None
+    """Why the update failed: the description the sidecar would see."""
+    status: str | None = None
+    """The gRPC status the sidecar would see for a failed update (`INVALID_ARGUMENT`, ...)."""
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
+
+
+class ViewTestKit:
+    """A view's update methods over in-memory tables, called as the sidecar would call them:
+    each message goes to its method with the row stored for its key, and the outcome is
+    applied to the table. Methods without `transform_updates` store their input as it is.
+
+        kit = ViewTestKit(customers_by_name)
+        kit.update("ProcessCreated", CustomerCreated(customer_id="c1", name="Ann"), key="c1")
+        assert kit.row("customers", "c1") == CustomerRow(customer_id="c1", name="Ann")
+    """
+
+    def __init__(self, view: View) -> None:
+        view.validate()
+        self.view = view
+        self._tables: dict[str, dict[str, Message]] = {table: {} for table in view.tables}
+
+    def rows(self, table: str) -> dict[str, Message]:
+        """The rows of `table`, by key."""
+        return dict(self._table(table))
+
+    def row(self, table: str, key: str) -> Message | None:
+        return self._table(table).get(key)
+
+    def _table(self, table: str) -> dict[str, Message]:
+        if table not in self._tables:
+            raise LookupError(
+                f"{self.view.subject} has no table {table!r}; it has: "
+                f"{', '.join(sorted(self._tables)) or 'none'}"
+            )
+        return self._tables[table]
+
+    def update(
+        self,
+        method_name: str,
+        message: Message,
+        *,
+        key: str = "test-entity",
+        metadata: Metadata | dict[str, MetadataValue] | None = None,
+    ) -> ViewUpdateResult:
+        """`update_async` for tests without an event loop."""
+        return _run(self.update_async(method_name, message, key=key, metadata=metadata))
+
+    async def update_async(
+        self,
+        method_name: str,
+        message: Message,
+        *,
+        key: str = "test-entity",
+        metadata: Metadata | dict[str, MetadataValue] | None = None,
+    ) -> ViewUpdateResult:
+        """Deliver `message` (an event, a state or a topic message) about `key` to the
+        update method `method_name`; `key` is also the message's `ce-subject`."""
+        update = self.view.updates.get(method_name)
+        if update is None:
+            raise LookupError(
+                f"{self.view.subject} has no update method {method_name!r}; it has: "
+                f"{', '.join(sorted(self.view.updates)) or 'none'}"
+            )
+        table = self._tables[update.table]
+        if not update.transform:
+            if message.DESCRIPTOR.full_name != update.row_type.full_name:
+                raise TypeError(
+                    f"{method_name!r} stores its input as the row, a "
+                    f"{update.row_type.full_name}, not a {message.DESCRIPTOR.full_name}"
+                )
+            table[key] = message
+            return ViewUpdateResult(action="upsert", row=message)
+        receive = self._receive(method_name, update.table, message, key, metadata)
+        try:
+            out = await _view.handle_receive(receive, {self.view.service_name: self.view})
+        except ViewStreamFailure as e:
+            return ViewUpdateResult(failure=e.description, status=e.code)
+        upsert = out.upsert
+        if not upsert.HasField("row"):
+            return ViewUpdateResult(action="ignore")
+        if not upsert.row.HasField("value"):
+            table.pop(key, None)
+            return ViewUpdateResult(action="delete")
+        row_class = message_factory.GetMessageClass(update.row_type)
+        row = row_class.FromString(upsert.row.value.value)
+        table[key] = row
+        return ViewUpdateResult(action="upsert", row=row)
+
+    def _receive(
+        self,
+        method_name: str,
+        table: str,
+        message: Message,
+        key: str,
+        metadata: Metadata | dict[str, MetadataValue] | None,
+    ) -> Any:
+        given = (
+            metadata if isinstance(metadata, Metadata) else Metadata.of(metadata or {})
+        )
+        if "ce-subject" not in given:
+            given = given.with_entry("ce-subject", key)
+        row_key = proto.view.Key(parts=[proto.view.KeyPart(string_part=key)])
+        receive = proto.view.ReceiveEvent(
+            service_name=self.view.service_name,
+            command_name=method_name,
+            payload=proto.pack(message),
+            metadata=to_protocol(given),
+            initial_table=table,
+            key=row_key,
+        )
+        stored = self._tables[table].get(key)
+        if stored is not None:
+            receive.by_subject_lookup_result.index = table
+            receive.by_subject_lookup_result.key.CopyFrom(row_key)
+            receive.by_subject_lookup_result.value.CopyFrom(proto.pack(stored))
+        return receive
