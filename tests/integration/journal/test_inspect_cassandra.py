@@ -245,3 +245,19 @@ def test_unreachable_cassandra_is_said_within_the_timeout(cassandra: CassandraSe
     assert code == 1
     assert "cannot reach Cassandra" in err
     assert waited < 5 * 2 + 3
+
+
+async def test_a_partition_size_other_than_the_sidecars_is_said(
+    cassandra: CassandraServer, make_journal: JournalFactory, entity_type: str
+) -> None:
+    journal = await make_journal(partition_size=3)
+    pid = persistence_id(entity_type, "e")
+    last = 0
+    for _ in range(4):
+        last = await journal.append(pid, last, [_event(last + 1), _event(last + 2)])
+    for command in ("entity", "events", "snapshot"):
+        code, out, err = await asyncio.to_thread(
+            _inspect, cassandra, command, entity_type, "e", partition_size=10_000)
+        assert (code, out) == (2, ""), command
+        assert "which partition size 10000 does not reach after event 2; --partition-size " \
+            "must be the sidecar's" in err

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..journal.base import JournalCorrupt, JournalUnavailable, PersistenceId, persistence_id
-from ..journal.reading import BadContinuation, EntityInfo, JournalReader, NotAJournal
+from ..journal.reading import (
+    BadContinuation,
+    EntityInfo,
+    JournalReader,
+    NotAJournal,
+    SettingMismatch,
+)
 from .payloads import Decoded, DescriptorsError, PayloadDecoder
 from .render import Printer, compact, timestamp
 
@@ -377,7 +383,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO, environ: Mapping[str, str
             inspector.events(args.entity_type, args.entity_id, args.from_seq, args.limit)
         else:
             getattr(inspector, args.command)(args.entity_type, args.entity_id)
-    except (InspectInputError, NotAJournal, BadContinuation) as e:
+    except (InspectInputError, NotAJournal, SettingMismatch, BadContinuation) as e:
         err.write(f"larder inspect: {e}\n")
         return EXIT_BAD_INPUT
     except (JournalUnavailable, JournalCorrupt) as e:

@@ -40,6 +40,7 @@ from .reading import (
     EventPage,
     NotAJournal,
     SchemaMismatch,
+    SettingMismatch,
     StoredEvent,
     StoredSnapshot,
     StoredValue,
@@ -314,12 +315,24 @@ class CassandraReader:
         while True:
             head = self._head(pid, partition)
             if head is None or head <= last:
-                return last
+                break
             last = head
             following = (last + 1) // self._size
             if following == partition:
-                return last
+                break
             partition = following
+        # With the sidecar's partition size the partition above the last one reached is
+        # empty: an event there would have to follow `last`, and that event would be in
+        # a partition already read. With another size, events hide there (or further),
+        # and the history shown would silently end early.
+        beyond = self._head(pid, partition + 1)
+        if beyond is not None:
+            raise SettingMismatch(
+                f"{pid}: events are stored in partition {partition + 1}, which partition "
+                f"size {self._size} does not reach after event {last}; --partition-size "
+                "must be the sidecar's (LARDER_JOURNAL_CASSANDRA_PARTITION_SIZE)"
+            )
+        return last
 
     def entity(self, pid: PersistenceId) -> EntityInfo | None:
         value = self._first("value", (pid,), what=f"read the state of {pid}")

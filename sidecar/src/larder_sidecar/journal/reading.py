@@ -9,6 +9,7 @@ Errors (what the caller should do next)::
     JournalError
     ├── NotAJournal          the file or keyspace holds no Larder journal: fix the input
     │   └── SchemaMismatch   it holds Larder's tables, in a shape this version does not read
+    ├── SettingMismatch      the reader's settings do not fit the stored data: fix the input
     ├── JournalUnavailable   the store cannot be reached now (from base)
     └── JournalCorrupt       a row cannot be read back (from base)
 """
@@ -31,6 +32,10 @@ class NotAJournal(JournalError):
 
 class SchemaMismatch(NotAJournal):
     """The store holds Larder's tables with columns this version does not read."""
+
+
+class SettingMismatch(JournalError):
+    """The data is stored where the reader's settings (a partition size) do not put it."""
 
 
 class BadContinuation(ValueError):
