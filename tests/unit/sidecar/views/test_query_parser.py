@@ -228,6 +228,19 @@ def test_the_canonical_form_parses_back_to_the_same_query(text: str) -> None:
     assert parse_query(str(parsed)) == parsed
 
 
+def test_literals_of_different_types_differ() -> None:
+    assert parse_query("SELECT * FROM c WHERE a = 1") != parse_query(
+        "SELECT * FROM c WHERE a = TRUE"
+    )
+    assert parse_query("SELECT * FROM c WHERE a = 1") != parse_query(
+        "SELECT * FROM c WHERE a = 1.0"
+    )
+    assert parse_query("SELECT * FROM c WHERE a = 0") != parse_query(
+        "SELECT * FROM c WHERE a = FALSE"
+    )
+    assert Literal(True) == Literal(True) and hash(Literal(1)) == hash(Literal(1))
+
+
 def test_canonical_form() -> None:
     text = (
         "select :request_id, customer_id as id from customers "

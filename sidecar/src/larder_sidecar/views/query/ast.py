@@ -63,6 +63,11 @@ class Literal:
 
     value: str | int | float | bool
     position: Position = field(default=_NOWHERE, compare=False)
+    # Part of equality, so that TRUE is not 1 and 1 is not 1.0 (Python says they are).
+    kind: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", type(self.value).__name__)
 
     def __str__(self) -> str:
         if isinstance(self.value, bool):
