@@ -514,6 +514,17 @@ def test_the_error_shows_the_line_with_a_caret_under_the_token() -> None:
     )
 
 
+def test_an_error_at_the_end_of_a_last_empty_line_shows_that_line() -> None:
+    with pytest.raises(QuerySyntaxError) as caught:
+        parse_query("SELECT *\r\n")
+    assert str(caught.value) == (
+        "unexpected end of query at 2:1: expected FROM\n"
+        "  in the SELECT clause of the view query:\n"
+        "    \n"
+        "    ^"
+    )
+
+
 def test_syntax_errors_are_value_errors() -> None:
     with pytest.raises(ValueError, match="expected FROM"):
         parse_query("SELECT * FORM customers")

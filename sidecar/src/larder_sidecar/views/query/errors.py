@@ -21,8 +21,9 @@ class QueryError(ValueError):
 
 def excerpt(text: str, position: Position, width: int = 1) -> str:
     """The query line holding `position`, and a caret line under `width` characters."""
-    lines = text.splitlines() or [""]
-    line = lines[min(position.line, len(lines)) - 1]
+    # Split on "\n" alone, as the lexer counts lines (a trailing newline starts a last line).
+    lines = text.split("\n")
+    line = lines[min(position.line, len(lines)) - 1].rstrip("\r")
     return f"    {line}\n    {' ' * (position.column - 1)}{'^' * max(width, 1)}"
 
 
