@@ -266,6 +266,29 @@ spec:
 """,
         "reserved for the Larder sidecar",
     ),
+    "PORT of the first container clashes": (
+        """
+apiVersion: larder.dev/v1alpha1
+kind: StatefulFunction
+metadata: {name: bad}
+spec:
+  containers:
+    - {name: fn, image: x, env: [{name: PORT, value: "9000"}]}
+""",
+        "the environment variable PORT must not be 9000, 9603 or 9604",
+    ),
+    "PORT of another container clashes": (
+        """
+apiVersion: larder.dev/v1alpha1
+kind: StatefulFunction
+metadata: {name: bad}
+spec:
+  containers:
+    - {name: fn, image: x}
+    - {name: helper, image: helper, env: [{name: A, value: "1"}, {name: PORT, value: "9604"}]}
+""",
+        "the environment variable PORT must not be 9000, 9603 or 9604",
+    ),
     "unknown journal type": (
         """
 apiVersion: larder.dev/v1alpha1
