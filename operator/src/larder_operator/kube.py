@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 from kubernetes_asyncio.client import ApiClient
@@ -18,6 +19,7 @@ _PLURALS = {
     "RoleBinding": "rolebindings",
     "StatefulFunction": "statefulfunctions",
     "Journal": "journals",
+    "Event": "events",
 }
 
 
@@ -35,8 +37,48 @@ def journal_path(namespace: str, name: str) -> str:
     return object_path(f"{GROUP}/{VERSION}", "Journal", namespace, name)
 
 
+def collection_path(api_version: str, kind: str, namespace: str) -> str:
+    """The REST path of a namespaced collection, e.g. ``/api/v1/namespaces/ns/events``."""
+    return object_path(api_version, kind, namespace, "").rstrip("/")
+
+
 class ClusterError(RuntimeError):
     """The API server refused or failed a call; usually worth retrying later."""
+
+
+class RejectedError(ClusterError):
+    """The API server found the object itself invalid: retrying the same object cannot help.
+
+    ``api_message`` is the server's own explanation (it names the object and the field).
+    """
+
+    def __init__(self, message: str, api_message: str) -> None:
+        super().__init__(message)
+        self.api_message = api_message
+
+
+class ConflictError(ClusterError):
+    """The object changed since it was read (its resourceVersion is stale): read it again."""
+
+
+def _status_message(body: object) -> str:
+    """The ``message`` of a Kubernetes Status body, or the raw body when it is not one."""
+    try:
+        parsed = json.loads(body) if isinstance(body, (str, bytes)) else None
+    except ValueError:
+        parsed = None
+    message = parsed.get("message") if isinstance(parsed, dict) else None
+    if isinstance(message, str):
+        return message
+    return f"{body!s:.500}"
+
+
+def _is_rejection(status: int, message: str) -> bool:
+    if status in (400, 422):
+        return True
+    # A value the API server cannot decode (e.g. a resource quantity "lots") fails its
+    # conversion of the applied object with a 500, every time: the object is at fault.
+    return status == 500 and "unable to convert unstructured object" in message
 
 
 class Cluster(Protocol):
@@ -50,6 +92,19 @@ class Cluster(Protocol):
 
     async def patch_status(self, path: str, status: dict[str, Any]) -> None:
         """Merge ``status`` into the object's status subresource."""
+
+    async def patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the object (metadata only, by convention); None when it is gone.
+
+        A ``metadata.resourceVersion`` in ``patch`` makes it conditional: ConflictError
+        when the object changed meanwhile.
+        """
+
+    async def list(self, path: str) -> list[dict[str, Any]]:
+        """The items of the collection at ``path``."""
+
+    async def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create ``obj`` in the collection at ``path``."""
 
 
 class ApiCluster:
@@ -83,9 +138,13 @@ class ApiCluster:
         except ApiException as e:
             if e.status == 404:
                 raise
-            raise ClusterError(
-                f"{method} {path} failed with HTTP {e.status}: {e.reason}; {e.body!s:.500}"
-            ) from e
+            described = f"{method} {path} failed with HTTP {e.status}: {e.reason}"
+            message = _status_message(e.body)
+            if e.status == 409:
+                raise ConflictError(f"{described}; {message}") from e
+            if _is_rejection(e.status, message):
+                raise RejectedError(f"{described}; {message}", message) from e
+            raise ClusterError(f"{described}; {message}") from e
         return dict(result or {})
 
     async def get(self, path: str) -> dict[str, Any] | None:
@@ -122,3 +181,29 @@ class ApiCluster:
             # Deleted meanwhile: nothing left to report on.
             if e.status != 404:
                 raise
+
+    async def patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return await self._call(
+                "PATCH", path, body=patch, content_type="application/merge-patch+json"
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def list(self, path: str) -> list[dict[str, Any]]:
+        try:
+            result = await self._call("GET", path)
+        except ApiException as e:
+            # The namespace (or the CRD) is gone: nothing is in it.
+            if e.status == 404:
+                return []
+            raise
+        return list(result.get("items") or [])
+
+    async def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._call("POST", path, body=obj, content_type="application/json")
+        except ApiException as e:
+            raise ClusterError(f"creating in {path} failed with HTTP 404: {e.reason}") from e

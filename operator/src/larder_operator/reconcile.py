@@ -25,7 +25,13 @@ from larder_operator.journals import (
     JournalConfig,
     parse_journal,
 )
-from larder_operator.kube import Cluster, function_path, journal_path, object_path
+from larder_operator.kube import (
+    Cluster,
+    RejectedError,
+    function_path,
+    journal_path,
+    object_path,
+)
 from larder_operator.settings import OperatorSettings
 from larder_operator.status import (
     JOURNAL_READY,
@@ -145,14 +151,31 @@ async def reconcile_function(
         except InvalidSpecError as e:
             invalid = str(e)
 
-    deployment: Mapping[str, Any] | None
+    deployment: Mapping[str, Any] | None = None
+    service_exists = False
     if children is not None:
-        for child in children.in_apply_order()[:-1]:
-            await cluster.apply(child)
-        deployment = await cluster.apply(children.deployment)
-    else:
+        try:
+            for child in children.in_apply_order():
+                live = await cluster.apply(child)
+                service_exists = service_exists or child is children.service
+                if child is children.deployment:
+                    deployment = live
+        except RejectedError as e:
+            # The schema let the spec through but the API server refuses what it yields
+            # (e.g. a volumeMount without a volume): only the user can fix it.
+            meta_child = child["metadata"]
+            invalid = (
+                f"the API server rejected the {child['kind']} {meta_child['name']!r} made "
+                f"from this spec: {e.api_message}"
+            )
+            children = None
+    if children is None:
         # Blocked or invalid: leave whatever runs alone; never build half a set of children.
         deployment = await cluster.get(object_path("apps/v1", "Deployment", namespace, name))
+        # Untouched children keep the address they had; nothing built, nothing to address.
+        service_exists = service_exists or (
+            deployment is not None and bool((body.get("status") or {}).get("address"))
+        )
 
     dstatus = (deployment or {}).get("status") or {}
     desired = int(spec.get("replicas", 1))
@@ -168,6 +191,8 @@ async def reconcile_function(
             desired,
             int(dstatus.get("readyReplicas", 0)) if fresh else 0,
             int(dstatus.get("updatedReplicas", 0)) if fresh else 0,
+            namespace=namespace,
+            selector=selector_string(name),
         )
     conditions = (ready, journal.condition)
     status: dict[str, Any] = {
@@ -176,7 +201,8 @@ async def reconcile_function(
         "replicas": int(dstatus.get("replicas", 0)),
         "readyReplicas": int(dstatus.get("readyReplicas", 0)),
         "selector": selector_string(name),
-        "address": service_address(ref, spec),
+        # None removes a stale address (status is merge-patched).
+        "address": service_address(ref, spec) if service_exists else None,
     }
     await cluster.patch_status(function_path(namespace, name), status)
     return Outcome(

@@ -25,6 +25,8 @@ class Reason(StrEnum):
     JOURNAL_NOT_READY = "JournalNotReady"
     JOURNAL_INVALID = "JournalInvalid"
     SECRET_MISSING = "SecretMissing"
+    # An Event on a Journal whose deletion waits for the functions using it:
+    JOURNAL_IN_USE = "JournalInUse"
     # For Journals themselves:
     REACHABLE = "Reachable"
     UNREACHABLE = "Unreachable"
@@ -48,9 +50,19 @@ class Condition:
 
 
 def ready_condition(
-    journal: Condition, desired: int, ready: int, updated: int | None = None
+    journal: Condition,
+    desired: int,
+    ready: int,
+    updated: int | None = None,
+    *,
+    namespace: str,
+    selector: str,
 ) -> Condition:
-    """The function is Ready when its journal is and every desired pod is ready and current."""
+    """The function is Ready when its journal is and every desired pod is ready and current.
+
+    ``namespace`` and ``selector`` (the pods' label selector) make the hint a command the
+    user can paste.
+    """
     if not journal.status:
         return Condition(READY, False, journal.reason, journal.message)
     if desired == 0:
@@ -61,8 +73,8 @@ def ready_condition(
             READY,
             False,
             Reason.PODS_NOT_READY,
-            f"{current}/{desired} pods ready and up to date; `kubectl get pods -l "
-            "larder.dev/function=<name>` shows which are pending and why",
+            f"{current}/{desired} pods ready and up to date; `kubectl get pods -n {namespace} "
+            f"-l {selector}` shows which are pending and why",
         )
     return Condition(READY, True, Reason.AVAILABLE, f"{ready}/{desired} pods ready")
 

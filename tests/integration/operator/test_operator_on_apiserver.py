@@ -100,6 +100,8 @@ def test_function_gets_its_children_status_and_printer_columns(
         return obj if ready and ready["reason"] == "PodsNotReady" else None
 
     fn = wait_for("Ready=False/PodsNotReady", not_ready)
+    hint = condition(fn, "Ready")["message"]  # type: ignore[index]
+    assert f"kubectl get pods -n {namespace} -l larder.dev/function=cart" in hint, hint
     assert condition(fn, "JournalReady") is not None
     assert condition(fn, "JournalReady")["status"] == "True"  # type: ignore[index]
     assert fn["status"]["selector"] == "larder.dev/function=cart"
@@ -196,6 +198,10 @@ def test_missing_journal_is_reported_then_resolved(kubectl: Kubectl, namespace: 
     assert cond["status"] == "False"
     assert "Journal 'later' does not exist" in cond["message"]
     assert kubectl.get("deployment", "cart", namespace) is None
+    # Nothing is built, so there is no Service to address.
+    status = (kubectl.get("statefulfunction", "cart", namespace) or {})["status"]
+    assert "address" not in status, status
+
     def described_event() -> str | None:
         text = kubectl.run("describe", "statefulfunction", "cart", "-n", namespace)
         events = text.partition("Events:")[2]
@@ -212,6 +218,8 @@ def test_missing_journal_is_reported_then_resolved(kubectl: Kubectl, namespace: 
         lambda: (condition(kubectl.get("statefulfunction", "cart", namespace), "JournalReady")
                  or {}).get("status") == "True",
     )
+    fn = kubectl.get("statefulfunction", "cart", namespace)
+    assert fn is not None and fn["status"]["address"] == f"cart.{namespace}.svc:9000"
 
 
 def test_missing_secret_is_reported(kubectl: Kubectl, namespace: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from larder_operator.kube import function_path, journal_path, object_path
@@ -10,34 +9,9 @@ from larder_operator.reconcile import reconcile_function
 from larder_operator.settings import OperatorSettings
 from larder_operator.status import Reason
 
+from tests.unit.operator.fake_cluster import FakeCluster
+
 SETTINGS = OperatorSettings(sidecar_image="larder:test")
-
-
-class FakeCluster:
-    """Objects by REST path; apply replaces, status patches merge."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.applied: list[str] = []
-
-    async def get(self, path: str) -> dict[str, Any] | None:
-        obj = self.objects.get(path)
-        return copy.deepcopy(obj) if obj is not None else None
-
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        meta = obj["metadata"]
-        path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-        live = copy.deepcopy(obj)
-        old = self.objects.get(path)
-        if old is not None:
-            live["status"] = old.get("status", {})
-            live["metadata"]["generation"] = old["metadata"].get("generation", 1)
-        self.objects[path] = live
-        self.applied.append(path)
-        return copy.deepcopy(live)
-
-    async def patch_status(self, path: str, status: dict[str, Any]) -> None:
-        self.objects[path].setdefault("status", {}).update(copy.deepcopy(status))
 
 
 def add_function(cluster: FakeCluster, **spec: Any) -> None:
@@ -174,3 +148,52 @@ async def test_gone_or_deleting_functions_are_left_alone() -> None:
     cluster.objects[function_path("ns", "cart")]["metadata"]["deletionTimestamp"] = "t0"
     assert await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1") is None
     assert cluster.applied == []
+
+
+async def test_a_child_the_api_server_rejects_makes_the_spec_invalid() -> None:
+    cluster = FakeCluster()
+    add_function(cluster)
+    refusal = 'Deployment.apps "cart" is invalid: spec...volumeMounts[0].name: Not found: "data"'
+    cluster.reject["Deployment"] = refusal
+    outcome = await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
+    assert outcome is not None
+    assert outcome.invalid == (
+        f"the API server rejected the Deployment 'cart' made from this spec: {refusal}"
+    )
+    ready = conditions(cluster)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", Reason.INVALID_SPEC)
+    assert ready["message"] == outcome.invalid
+    # The Service was built before the Deployment was refused: it has an address.
+    assert status(cluster)["address"] == "cart.ns.svc:9000"
+
+    del cluster.reject["Deployment"]
+    outcome = await reconcile_function(cluster, SETTINGS, "ns", "cart", "t2")
+    assert outcome is not None and outcome.invalid is None
+    assert conditions(cluster)["Ready"]["reason"] == Reason.PODS_NOT_READY
+
+
+async def test_no_address_without_a_service() -> None:
+    cluster = FakeCluster()
+    add_function(cluster, journal="main")
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
+    assert "address" not in status(cluster)
+
+
+async def test_a_blocked_function_keeps_the_address_of_what_runs() -> None:
+    cluster = FakeCluster()
+    add_function(cluster, journal="main")
+    add_journal(cluster, {"type": "InMemory"}, ready=True)
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
+    assert status(cluster)["address"] == "cart.ns.svc:9000"
+    del cluster.objects[journal_path("ns", "main")]
+    outcome = await reconcile_function(cluster, SETTINGS, "ns", "cart", "t2")
+    assert outcome is not None and outcome.blocked
+    assert status(cluster)["address"] == "cart.ns.svc:9000"
+
+
+async def test_the_pods_hint_names_this_function() -> None:
+    cluster = FakeCluster()
+    add_function(cluster)
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
+    message = conditions(cluster)["Ready"]["message"]
+    assert "`kubectl get pods -n ns -l larder.dev/function=cart`" in message

@@ -1,0 +1,84 @@
+"""How API errors are told apart: the object is at fault, it changed meanwhile, or retry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+from larder_operator.kube import (
+    ApiCluster,
+    ClusterError,
+    ConflictError,
+    RejectedError,
+    collection_path,
+)
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "cart", "namespace": "ns"},
+}
+
+
+class _Client:
+    """Answers every call with one API error, as kubernetes_asyncio raises it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.body = json.dumps({"kind": "Status", "message": message, "code": status}).encode()
+
+    async def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        error = ApiException(status=self.status, reason="Refused")
+        error.body = self.body
+        raise error
+
+
+def _cluster(status: int, message: str) -> ApiCluster:
+    return ApiCluster(_Client(status, message))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (422, 'Deployment.apps "cart" is invalid: ...volumeMounts[0].name: Not found: "data"'),
+        (400, "the object could not be decoded"),
+        (
+            500,
+            "failed to convert new object (ns/cart; apps/v1, Kind=Deployment) to proper "
+            "version: unable to convert unstructured object to apps/v1, Kind=Deployment: "
+            "quantities must match the regular expression",
+        ),
+    ],
+)
+async def test_the_object_at_fault_is_a_rejection_with_the_servers_words(
+    status: int, message: str
+) -> None:
+    with pytest.raises(RejectedError) as caught:
+        await _cluster(status, message).apply(dict(DEPLOYMENT))
+    assert caught.value.api_message == message
+    assert f"HTTP {status}" in str(caught.value)
+
+
+async def test_a_server_failure_is_worth_retrying() -> None:
+    with pytest.raises(ClusterError) as caught:
+        await _cluster(500, "etcdserver: request timed out").apply(dict(DEPLOYMENT))
+    assert not isinstance(caught.value, RejectedError)
+
+
+async def test_a_stale_write_is_a_conflict() -> None:
+    with pytest.raises(ConflictError):
+        await _cluster(409, "the object has been modified").patch("/x", {"metadata": {}})
+
+
+async def test_gone_is_none_or_empty_not_an_error() -> None:
+    assert await _cluster(404, "not found").patch("/x", {"metadata": {}}) is None
+    assert await _cluster(404, "not found").list("/x") == []
+
+
+def test_collection_paths() -> None:
+    assert collection_path("v1", "Event", "ns") == "/api/v1/namespaces/ns/events"
+    assert collection_path("larder.dev/v1alpha1", "StatefulFunction", "ns") == (
+        "/apis/larder.dev/v1alpha1/namespaces/ns/statefulfunctions"
+    )
