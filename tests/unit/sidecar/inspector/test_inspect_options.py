@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from larder_sidecar.inspector.cli import InspectInputError, _contact_points
+from larder_sidecar.inspector.cli import _contact_points
+from larder_sidecar.inspector.views import InspectInputError
 
 from .conftest import inspect
 
