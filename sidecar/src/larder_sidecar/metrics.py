@@ -69,6 +69,13 @@ class Metrics:
             ["timeout"],
             registry=self.registry,
         )
+        self.fencing_rejections = Counter(
+            "larder_fencing_rejections",
+            "Journal writes refused because another writer had written first (two sidecars "
+            "serving one entity); none are expected in orderly hand-offs",
+            ["entity_type"],
+            registry=self.registry,
+        )
         self.journal_latency = Histogram(
             "larder_journal_duration_seconds",
             "Journal call latency, by operation",

@@ -54,7 +54,13 @@ def _patterns(ignore_file: Path) -> list[str]:
 
 
 # Generated code and local caches: the builds regenerate the first, never need the rest.
-_GENERATED = ("protocol/src/akkaserverless/", "**/_generated/", "**/__pycache__/", "**/*.pyc")
+_GENERATED = (
+    "protocol/src/akkaserverless/",
+    "protocol/src/larder_internal/",
+    "**/_generated/",
+    "**/__pycache__/",
+    "**/*.pyc",
+)
 
 
 @pytest.mark.parametrize("app", images.ALL_APPS, ids=lambda a: a.name)

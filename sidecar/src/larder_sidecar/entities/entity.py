@@ -279,6 +279,14 @@ class Entity(abc.ABC):
         try:
             return await write()
         except ConcurrentWriteError as e:
+            self.env.metrics.fencing_rejections.labels(self.entity_type).inc()
+            log.warning(
+                "the journal refused a write of %s/%s: another writer got there first (%s)",
+                self.entity_type,
+                self.entity_id,
+                e,
+                extra=self._log_extra,
+            )
             raise StreamBroken(
                 grpc.StatusCode.ABORTED,
                 f"another writer changed this entity ({e}); retry the command",

@@ -1,0 +1,636 @@
+"""The sharded router: each entity is served by the one member that owns its shard.
+
+`owner()` names this sidecar's entity host for the shards it owns and a `PeerOwner`
+(forwarding over the internal port) for the others; while a shard is being handed to
+this sidecar, callers wait (bounded). The router follows the membership source: each
+new snapshot is a new `ShardMap`, and the shards that changed hands go through the
+hand-off (the states and moves are in `handoff.py`):
+
+- a shard that left this member is *released*: new commands go to the new owner at
+  once (it holds them), the entity host finishes the shard's in-flight commands and
+  journal writes and passivates its entities; the commands that reached them too late
+  come back through the dispatcher and are forwarded too;
+- a shard that came to this member is *acquired*: its commands wait here while this
+  member asks the previous owner to release it (the `Release` call answers once the
+  release is done), until it confirms, leaves the membership, or `handoff_wait`
+  passes. Safety does not depend on that bound: the journal refuses a second writer.
+
+Ordering: a `PeerOwner` forwards the commands for one entity one at a time, in the
+order they were submitted to it, each after the previous one's reply; so commands one
+sidecar sends to an entity owned elsewhere run there in the order it received them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from ..entities import EntityHost, EntityKey
+from ..invoke import InvokeError, MetadataPairs
+from ..model import Method
+from ..outcome import Outcome, protocol_metadata
+from . import wire
+from .handoff import SETTLING, HandOffEvent, ShardState, ShardTable
+from .membership import Member, MemberId, Membership, MembershipSource
+from .metrics import ClusterMetrics
+from .peers import PeerTransport, PeerUnavailable
+from .routing import Owner
+from .shards import (
+    ShardCountMismatchError,
+    ShardId,
+    ShardMap,
+    ShardMove,
+    check_shard_count,
+    shard_of,
+)
+
+log = logging.getLogger("larder_sidecar.cluster")
+
+HANDOFF_WAIT = 10.0
+"""Seconds a new owner waits for the previous owner to confirm a release before it takes
+the shard over anyway."""
+REDIRECT_WAIT = 1.0
+"""Seconds a redirected sender waits for its own map to change before it follows the
+redirect to the owner the receiver named."""
+MAX_PEER_HOPS = 4
+"""Redirects one command may follow; past it the command fails with UNAVAILABLE."""
+_BACKOFF = (0.05, 1.0)
+
+
+def clip(items: Sequence[Any], limit: int = 8) -> str:
+    """`3, 7, 12, … (5461 in all)` for a log line."""
+    shown = ", ".join(str(i) for i in items[:limit])
+    return f"{shown}, … ({len(items)} in all)" if len(items) > limit else shown
+
+
+def clip_id(entity_id: str, limit: int = 64) -> str:
+    return entity_id if len(entity_id) <= limit else entity_id[:limit] + "…"
+
+
+class PeerOwner:
+    """Forwards commands to the owner of their entity's shard (the router's `Owner` for
+    entities served elsewhere), one at a time per entity, in submission order."""
+
+    def __init__(self, router: ShardedRouter) -> None:
+        self._router = router
+        self._turns: dict[EntityKey, _Turn] = {}
+
+    async def submit(
+        self, method: Method, entity_id: str, payload: bytes, metadata: MetadataPairs
+    ) -> Outcome:
+        key = EntityKey(method.component.entity_type, entity_id)
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                return await self._router.forward(method, entity_id, payload, metadata)
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                del self._turns[key]
+
+
+class _Turn:
+    """Whose turn it is to forward to one entity."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        # asyncio.Lock wakes its waiters first come, first served.
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class ShardedRouter:
+    """Implements `Router` over a membership source and the shard map."""
+
+    def __init__(
+        self,
+        host: EntityHost,
+        me: MemberId,
+        shard_count: int,
+        *,
+        source: MembershipSource,
+        transport: PeerTransport,
+        metrics: ClusterMetrics,
+        handoff_wait: float = HANDOFF_WAIT,
+        redirect_wait: float = REDIRECT_WAIT,
+    ) -> None:
+        self._host = host
+        self.me = me
+        self.shard_count = shard_count
+        self._source = source
+        self._transport = transport
+        self._metrics = metrics
+        self._handoff_wait = handoff_wait
+        self._redirect_wait = redirect_wait
+        self.table = ShardTable(shard_count)
+        self._map: ShardMap | None = None
+        self._first_map = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._peer = PeerOwner(self)
+        self._releases: dict[ShardId, asyncio.Future[None]] = {}
+        self._returning_from: dict[ShardId, MemberId | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._follower: asyncio.Task[None] | None = None
+        self._resolved: dict[str, frozenset[str]] = {}
+        self.shard_of: Callable[[str, str], ShardId] = functools.lru_cache(maxsize=65536)(
+            functools.partial(_shard_of, shard_count=shard_count)
+        )
+
+    # --- start and stop ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """The host serves only the shards this member owns; then follow the membership."""
+        await self._host.release(self._not_served)
+        self._follower = self._spawn(self._follow(), "membership")
+
+    @property
+    def map(self) -> ShardMap | None:
+        return self._map
+
+    @property
+    def ready(self) -> bool:
+        """Whether this sidecar has its first shard map."""
+        return self._map is not None
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def handed_off(self, within: float) -> bool:
+        """Wait (at most `within` seconds) until this member serves no shard and has
+        finished releasing them: what a terminating member does before it exits."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self.table.owned or self._releases or self.table.in_state(ShardState.ACQUIRING):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return True
+
+    # --- the Router seam --------------------------------------------------------------
+
+    async def owner(self, entity_type: str, entity_id: str) -> Owner:
+        await self._wait_map()
+        state = await self._settled(self.shard_of(entity_type, entity_id))
+        return self._host if state is ShardState.OWNED else self._peer
+
+    async def _wait_map(self) -> ShardMap:
+        if self._map is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_map.wait(), self._handoff_wait)
+            if self._map is None:
+                raise InvokeError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "this sidecar has no shard map yet (its membership is not known); retry",
+                )
+        return self._map
+
+    async def _settled(self, shard: ShardId) -> ShardState:
+        """The shard's state once it is not being handed to this member (bounded wait)."""
+        state = self.table.state(shard)
+        if state not in SETTLING:
+            return state
+        loop = asyncio.get_running_loop()
+        # The acquisition itself gives up after `handoff_wait`; this is a safety net.
+        deadline = loop.time() + self._handoff_wait + 2.0
+        self._metrics.waiting.inc()
+        try:
+            while state in SETTLING:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise InvokeError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"shard {shard} is still being handed over to this sidecar; retry",
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                state = self.table.state(shard)
+            return state
+        finally:
+            self._metrics.waiting.dec()
+
+    def _not_served(self, key: EntityKey) -> bool:
+        """The host's refusal: every entity whose shard this member does not serve."""
+        return self.table.state(self.shard_of(*key)) is not ShardState.OWNED
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self._metrics.shards_owned.set(self.table.owned)
+
+    # --- forwarding (sender) ----------------------------------------------------------
+
+    async def forward(
+        self, method: Method, entity_id: str, payload: bytes, metadata: MetadataPairs
+    ) -> Outcome:
+        """Run a command at its entity's owner: here if the shard is (now) ours, else at
+        the owner under this member's map, following redirects up to `MAX_PEER_HOPS`."""
+        entity_type = method.component.entity_type
+        shard = self.shard_of(entity_type, entity_id)
+        hops = 0
+        target: tuple[MemberId, str] | None = None
+        while True:
+            shard_map = await self._wait_map()
+            if await self._settled(shard) is ShardState.OWNED:
+                return await self._host.submit(method, entity_id, payload, metadata)
+            if target is None:
+                owner = shard_map.owner(shard)
+                member = None if owner is None else shard_map.member(owner)
+                if owner is None or member is None:
+                    raise InvokeError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"no sidecar owns {entity_type}/{clip_id(entity_id)} (shard {shard}): "
+                        "the membership has no active member; retry",
+                    )
+                target = (owner, member.address)
+            owner, address = target
+            request = wire.ForwardRequest(
+                view=wire.view_of(self.me, shard_map),
+                hops=hops,
+                entity_type=entity_type,
+                entity_id=entity_id,
+                method=method.model.path,
+                payload=payload,
+                metadata=protocol_metadata(metadata),
+            )
+            try:
+                reply = await self._transport.forward(address, request)
+            except PeerUnavailable as e:
+                self._metrics.forwarded_out.labels("unavailable").inc()
+                raise InvokeError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the sidecar that owns {entity_type}/{clip_id(entity_id)}, {owner} at "
+                    f"{address}, did not answer ({e}); retry. The command did not run if the "
+                    "connection failed before it was sent; its shard moves to another sidecar "
+                    "once membership drops that member",
+                ) from e
+            result = reply.WhichOneof("result")
+            if result == "outcome":
+                self._metrics.forwarded_out.labels("ok").inc()
+                return wire.outcome_of(reply.outcome)
+            if result == "error":
+                self._metrics.forwarded_out.labels("error").inc()
+                raise wire.error_of(reply.error)
+            self._metrics.forwarded_out.labels("redirect").inc()
+            hops += 1
+            if hops > MAX_PEER_HOPS:
+                raise InvokeError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{entity_type}/{clip_id(entity_id)} was redirected {MAX_PEER_HOPS} times: "
+                    "the sidecars disagree on its owner while membership changes; retry",
+                )
+            target = await self._after_redirect(shard_map, owner, reply.redirect)
+
+    async def _after_redirect(
+        self, sent_under: ShardMap, refused_by: MemberId, redirect: Any
+    ) -> tuple[MemberId, str] | None:
+        """Where to send next: under our own map once it changes; if it does not change
+        within `redirect_wait`, to the owner the receiver named (when that is neither us
+        nor the receiver)."""
+        if self._map is sent_under:
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                while self._map is sent_under:
+                    await asyncio.wait_for(changed.wait(), self._redirect_wait)
+                    changed = self._changed
+        if self._map is not sent_under:
+            return None
+        named = MemberId(redirect.owner)
+        if named and named not in (self.me, refused_by) and redirect.address:
+            return named, redirect.address
+        return None
+
+    # --- forwarding (receiver) --------------------------------------------------------
+
+    async def serve(
+        self, method: Method, entity_id: str, payload: bytes, metadata: MetadataPairs
+    ) -> Outcome | Any:
+        """Run a forwarded command if this member serves its shard (after a hand-off to
+        it, if one is under way); otherwise a `Redirect` to the owner under our map,
+        having run nothing."""
+        shard_map = self._map
+        if shard_map is None:
+            raise InvokeError(grpc.StatusCode.UNAVAILABLE, "the owner has no shard map yet")
+        shard = self.shard_of(method.component.entity_type, entity_id)
+        if await self._settled(shard) is ShardState.OWNED:
+            return await self._host.submit(method, entity_id, payload, metadata)
+        shard_map = self._map or shard_map
+        return wire.redirect_of(shard_map, shard_map.owner(shard))
+
+    async def refusal(self, view: Any, peer: str) -> tuple[grpc.StatusCode, str] | None:
+        """Why a call from `peer` (gRPC's `context.peer()`) with `view` must not be served:
+        no view, a sender that is not a member or not at a member's address, another
+        shard count. None: serve it."""
+        shard_map = self._map
+        if not view.sender or not view.fingerprint or view.version == 0:
+            return grpc.StatusCode.INVALID_ARGUMENT, "the call carries no shard-map view"
+        try:
+            check_shard_count(self.shard_count, view.shard_count, MemberId(view.sender))
+        except ShardCountMismatchError as e:
+            log.error("refused a call from %s: %s", view.sender, e)  # noqa: TRY400
+            return grpc.StatusCode.FAILED_PRECONDITION, str(e)
+        if shard_map is None:
+            return grpc.StatusCode.UNAVAILABLE, "this sidecar has no shard map yet"
+        member = shard_map.member(MemberId(view.sender))
+        if member is None:
+            return grpc.StatusCode.PERMISSION_DENIED, f"{view.sender!r} is not a member"
+        if _peer_ip(peer) not in await self._addresses(member):
+            return (
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the call comes from {peer}, not from member {member.id}'s address "
+                f"{member.address}",
+            )
+        return None
+
+    async def _addresses(self, member: Member) -> frozenset[str]:
+        host = member.address.rpartition(":")[0].strip("[]")
+        known = self._resolved.get(host)
+        if known is not None:
+            return known
+        try:
+            known = frozenset({str(ipaddress.ip_address(host))})
+        except ValueError:
+            try:
+                infos = await asyncio.wait_for(
+                    asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM),
+                    2.0,
+                )
+            except (OSError, TimeoutError):
+                return frozenset()
+            known = frozenset(str(info[4][0]) for info in infos)
+        self._resolved[host] = known
+        return known
+
+    async def serve_release(self, shards: Iterable[int]) -> Any:
+        """Answer a new owner's `Release`: STILL_OWNER while our map gives us any of the
+        shards (or our release of them outlasts the hand-off wait), else RELEASED once
+        the releases under way have finished."""
+        wanted = [ShardId(s) for s in shards if 0 <= s < self.shard_count]
+        if self._map is None or any(self.table.state(s) is ShardState.OWNED for s in wanted):
+            return self._release_reply(wire.STILL_OWNER)
+        pending = {self._releases[s] for s in wanted if s in self._releases}
+        if pending:
+            _, unfinished = await asyncio.wait(pending, timeout=self._handoff_wait)
+            if unfinished:
+                return self._release_reply(wire.STILL_OWNER)
+        return self._release_reply(wire.RELEASED)
+
+    def _release_reply(self, result: Any) -> Any:
+        shard_map = self._map
+        if shard_map is None:
+            return wire.ReleaseReply(result=result)
+        return wire.ReleaseReply(
+            result=result, version=shard_map.version, fingerprint=shard_map.membership.fingerprint
+        )
+
+    # --- following the membership -----------------------------------------------------
+
+    async def _follow(self) -> None:
+        async with contextlib.aclosing(self._source.snapshots()) as snapshots:
+            async for membership in snapshots:
+                self.apply(membership)
+                await self._transport.forget([m.address for m in membership.members])
+
+    def apply(self, membership: Membership) -> None:
+        """Make `membership` the current one: a new map, and the hand-offs it causes."""
+        new = ShardMap(membership, self.shard_count)
+        old = self._map
+        if old is not None and old.membership == membership:
+            return
+        if membership.get(self.me) is None:
+            log.warning(
+                "this sidecar (%s) is not in its membership v%d; it owns no shards",
+                self.me,
+                membership.version,
+            )
+        self._map = new
+        self._resolved.clear()
+        self._metrics.map_version.set(membership.version)
+        moves = self._first_moves(new) if old is None else old.moves_to(new)
+        started = asyncio.get_running_loop().time()
+        for move in moves:
+            if move.target == self.me:
+                self._gain(move.shards, move.source, started)
+            elif move.source == self.me:
+                self._lose(move.shards, started)
+            if old is not None:
+                log.info(
+                    "shards moved from %s to %s under membership v%d: %s",
+                    move.source or "nobody",
+                    move.target or "nobody",
+                    membership.version,
+                    clip(move.shards),
+                )
+        if old is None:
+            log.info(
+                "first shard map (membership v%d): %d of %d shards are this sidecar's (%s)",
+                membership.version,
+                len(new.shards_of(self.me)),
+                self.shard_count,
+                self.me,
+            )
+        self._first_map.set()
+        self._changed_now()
+
+    def _first_moves(self, new: ShardMap) -> list[ShardMove]:
+        """On the first map, this member's shards came from whoever owns them in the same
+        membership without this member: the owner before it joined, if any."""
+        without = Membership(
+            tuple(m for m in new.membership.members if m.id != self.me), new.version
+        )
+        previous = ShardMap(without, self.shard_count)
+        groups: dict[MemberId | None, list[ShardId]] = {}
+        for shard in new.shards_of(self.me):
+            groups.setdefault(previous.owner(shard), []).append(shard)
+        return [ShardMove(source, self.me, tuple(s)) for source, s in groups.items()]
+
+    # --- hand-off: gaining ------------------------------------------------------------
+
+    def _gain(self, shards: Sequence[ShardId], source: MemberId | None, started: float) -> None:
+        acquiring = []
+        for shard in shards:
+            if self.table.fire(shard, HandOffEvent.GAIN) is ShardState.ACQUIRING:
+                acquiring.append(shard)
+            else:  # RETURNING: acquired once our own release of it is done
+                self._returning_from[shard] = source
+        if acquiring:
+            self._acquire(acquiring, source, started)
+
+    def _acquire(self, shards: Sequence[ShardId], source: MemberId | None, started: float) -> None:
+        numbers = {s: self.table.acquisition(s) for s in shards}
+        shard_map = self._map
+        member = None if source is None or shard_map is None else shard_map.member(source)
+        if source is None or source == self.me or member is None:
+            self._confirm(shards, numbers, source, "none" if source is None else "gone", started)
+            return
+        self._spawn(self._ask(shards, numbers, member, started), f"acquire from {source}")
+
+    async def _ask(
+        self,
+        shards: Sequence[ShardId],
+        numbers: Mapping[ShardId, int],
+        source: Member,
+        started: float,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = started + self._handoff_wait
+        ending = "timeout"
+        delay = _BACKOFF[0]
+        while (remaining := deadline - loop.time()) > 0:
+            pending = [
+                s
+                for s in shards
+                if self.table.state(s) is ShardState.ACQUIRING
+                and self.table.acquisition(s) == numbers[s]
+            ]
+            shard_map = self._map
+            if not pending or shard_map is None:
+                return
+            if shard_map.member(source.id) is None:
+                ending = "gone"
+                break
+            request = wire.ReleaseRequest(view=wire.view_of(self.me, shard_map), shards=pending)
+            try:
+                reply = await asyncio.wait_for(
+                    self._transport.release(source.address, request), remaining
+                )
+            except (PeerUnavailable, TimeoutError) as e:
+                log.debug("asking %s to release shards: %s", source.id, e)
+            else:
+                if reply.result == wire.RELEASED:
+                    ending = "confirmed"
+                    break
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, _BACKOFF[1])
+        self._confirm(shards, numbers, source.id, ending, started)
+
+    def _confirm(
+        self,
+        shards: Sequence[ShardId],
+        numbers: Mapping[ShardId, int],
+        source: MemberId | None,
+        ending: str,
+        started: float,
+    ) -> None:
+        done = self.table.confirm(shards, numbers)
+        if not done:
+            return
+        elapsed = asyncio.get_running_loop().time() - started
+        self._metrics.handoffs.labels("in", ending).inc()
+        self._metrics.handoff_duration.labels("in").observe(elapsed)
+        how = {
+            "confirmed": "it confirmed the release",
+            "timeout": f"it did not confirm within {self._handoff_wait:g}s",
+            "gone": "it is no longer a member",
+            "none": "nobody owned them before",
+        }[ending]
+        log.log(
+            logging.WARNING if ending == "timeout" else logging.INFO,
+            "took over %d shards from %s after %.3fs (%s): %s",
+            len(done),
+            source or "nobody",
+            elapsed,
+            how,
+            clip(done),
+        )
+        self._changed_now()
+
+    # --- hand-off: losing -------------------------------------------------------------
+
+    def _lose(self, shards: Sequence[ShardId], started: float) -> None:
+        releasing = []
+        for shard in shards:
+            before = self.table.state(shard)
+            self.table.fire(shard, HandOffEvent.LOSE)
+            self._returning_from.pop(shard, None)
+            if before is ShardState.OWNED:
+                releasing.append(shard)
+        if releasing:
+            future = asyncio.get_running_loop().create_future()
+            for shard in releasing:
+                self._releases[shard] = future
+            self._spawn(self._release(releasing, future, started), "release")
+
+    async def _release(
+        self, shards: Sequence[ShardId], future: asyncio.Future[None], started: float
+    ) -> None:
+        selected = frozenset(shards)
+
+        def predicate(key: EntityKey) -> bool:
+            return self.shard_of(*key) in selected
+
+        passivated = 0
+        try:
+            passivated = await self._host.release(predicate)
+        finally:
+            # The router's own refusal (`_not_served`) keeps refusing them.
+            self._host.readmit(predicate)
+            for shard in shards:
+                if self._releases.get(shard) is future:
+                    del self._releases[shard]
+            if not future.done():
+                future.set_result(None)
+            returning: dict[MemberId | None, list[ShardId]] = {}
+            for shard in shards:
+                if self.table.fire(shard, HandOffEvent.RELEASED) is ShardState.ACQUIRING:
+                    returning.setdefault(self._returning_from.pop(shard, None), []).append(shard)
+            elapsed = asyncio.get_running_loop().time() - started
+            self._metrics.handoffs.labels("out", "released").inc()
+            self._metrics.handoff_duration.labels("out").observe(elapsed)
+            log.info(
+                "released %d shards in %.3fs (%d active entities passivated): %s",
+                len(shards),
+                elapsed,
+                passivated,
+                clip(shards),
+            )
+            loop_time = asyncio.get_running_loop().time()
+            for source, back in returning.items():
+                self._acquire(back, source, loop_time)
+            self._changed_now()
+
+    # --- tasks ------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, what: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("cluster task %r ended unexpectedly", what, exc_info=t.exception())
+
+        task.add_done_callback(finished)
+        return task
+
+
+def _shard_of(entity_type: str, entity_id: str, shard_count: int) -> ShardId:
+    return shard_of(entity_type, entity_id, shard_count)
+
+
+def _peer_ip(peer: str) -> str:
+    """The IP of gRPC's `context.peer()`: `ipv4:10.0.0.5:41234`, `ipv6:[::1]:41234`."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return ""
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return ""

@@ -1,0 +1,251 @@
+"""Forwarding between members (in-process, the real router and internal server
+handlers): commands run at the owner only, stale senders are redirected without
+running anything, loops stop, a peer that is gone fails fast, non-members are refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import wrappers_pb2
+from larder_sidecar.cluster import wire
+from larder_sidecar.cluster.sharded import MAX_PEER_HOPS, PeerOwner
+from larder_sidecar.invoke import InvokeError
+from larder_sidecar.model import Method
+from larder_sidecar.outcome import protocol_metadata
+
+from ..entities.fakes import es_method
+from .fakes import (
+    Aborted,
+    Cluster,
+    FakeContext,
+    Network,
+    address,
+    entity_owned_by,
+    eventually,
+    membership,
+    shard_map,
+)
+
+
+@pytest.fixture
+def method() -> Method:
+    return es_method()
+
+
+@pytest.fixture
+async def cluster(method: Method) -> AsyncIterator[Cluster]:
+    c = Cluster(Network(), method)
+    yield c
+    await c.close()
+
+
+async def _two(cluster: Cluster) -> None:
+    m = membership(1, "a", "b")
+    await cluster.start("a", m)
+    await cluster.start("b", m)
+    await cluster.settled()
+
+
+async def test_the_owner_runs_the_command_and_the_sender_gets_its_outcome(
+    cluster: Cluster, method: Method
+) -> None:
+    await _two(cluster)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
+    at_a = entity_owned_by(shard_map(membership(1, "a", "b")), "a")
+    assert isinstance(await a.router.owner("svc", at_b), PeerOwner)
+    assert await a.router.owner("svc", at_a) is a.host
+    outcome = await a.submit(method, at_b)
+    assert outcome.kind == "reply" and outcome.message.payload.value
+    await b.submit(method, at_b)
+    # Both commands ran at b, none at a; the second through a's forward saw the first.
+    assert b.ran() == [at_b, at_b] and a.ran() == []
+    ((sent_to, request),) = cluster.network.forwards
+    assert sent_to == address("b")
+    assert request.method == method.model.path and request.payload == at_b.encode()
+    assert request.hops == 0 and request.view.sender == "a" and request.view.version == 1
+    assert [e.key for e in request.metadata.entries] == ["k"]
+    assert a.sample("larder_forwarded_commands_out_total", result="ok") == 1
+    assert b.sample("larder_forwarded_commands_in_total", result="ok") == 1
+
+
+async def test_a_command_failure_at_the_owner_reaches_the_sender_as_that_error(
+    cluster: Cluster, method: Method
+) -> None:
+    await _two(cluster)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
+    await b.host.shutdown()
+    with pytest.raises(InvokeError) as info:
+        await a.submit(method, at_b)
+    assert info.value.code is grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in info.value.message
+    assert a.sample("larder_forwarded_commands_out_total", result="error") == 1
+
+
+async def test_a_sender_under_an_older_map_is_redirected_and_nothing_runs_twice(
+    cluster: Cluster, method: Method
+) -> None:
+    cluster.handoff_wait = 0.3
+    old, new = membership(1, "a", "b"), membership(2, "a", "b", "c")
+    # An entity b owns under the old map and c under the new one.
+    entity = next(
+        f"e{n}"
+        for n in range(10_000)
+        if shard_map(old).owner_of("svc", f"e{n}") == "b"
+        and shard_map(new).owner_of("svc", f"e{n}") == "c"
+    )
+    a = await cluster.start("a", old)
+    b = await cluster.start("b", new)
+    c = await cluster.start("c", new)
+    await cluster.settled()
+    outcome = await a.submit(method, entity)
+    assert outcome.kind == "reply"
+    assert b.ran() == [] and c.ran() == [entity] and a.ran() == []
+    first, second = cluster.network.forwards
+    assert first[0] == address("b") and first[1].hops == 0
+    # a's map did not change, so it followed the redirect to the owner b named.
+    assert second[0] == address("c") and second[1].hops == 1
+    assert b.sample("larder_forwarded_commands_in_total", result="redirect") == 1
+
+
+async def test_a_redirected_sender_retries_under_its_newer_map(
+    cluster: Cluster, method: Method
+) -> None:
+    cluster.redirect_wait = 5.0
+    # a and b disagree on a's first shards (their views differ): a's acquisitions wait.
+    cluster.handoff_wait = 0.3
+    old, new = membership(1, "a", "b"), membership(2, "a", "b", "c")
+    entity = next(
+        f"e{n}"
+        for n in range(10_000)
+        if shard_map(old).owner_of("svc", f"e{n}") == "b"
+        and shard_map(new).owner_of("svc", f"e{n}") == "c"
+    )
+    a = await cluster.start("a", old)
+    b = await cluster.start("b", new)
+    c = await cluster.start("c", new)
+    await cluster.settled()
+    call = asyncio.create_task(a.submit(method, entity))
+    await eventually(lambda: len(cluster.network.forwards) == 1)
+    assert not call.done()
+    await cluster.apply(a, new)
+    assert (await asyncio.wait_for(call, 5)).kind == "reply"
+    assert c.ran() == [entity] and b.ran() == []
+    assert [f[1].view.version for f in cluster.network.forwards] == [1, 2]
+
+
+async def test_members_that_disagree_stop_bouncing_a_command_after_the_hop_limit(
+    cluster: Cluster, method: Method
+) -> None:
+    # a believes b owns everything; b believes a does: each redirects to the other.
+    a = await cluster.start("a", membership(1, "a", "b", terminating=["a"]))
+    b = await cluster.start("b", membership(1, "a", "b", terminating=["b"]))
+    await cluster.settled()
+    with pytest.raises(InvokeError) as info:
+        await asyncio.wait_for(a.submit(method, "x"), 5)
+    assert info.value.code is grpc.StatusCode.UNAVAILABLE
+    assert "redirected" in info.value.message
+    assert len(cluster.network.forwards) == MAX_PEER_HOPS + 1
+    assert a.ran() == [] and b.ran() == []
+
+
+async def test_the_receiver_refuses_a_forward_past_the_hop_limit(
+    cluster: Cluster, method: Method
+) -> None:
+    await _two(cluster)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
+    request = _request(a, method, at_b, hops=MAX_PEER_HOPS + 1)
+    reply = await b.server._forward(request, _context("ipv4:127.0.0.1:1"))
+    assert reply.WhichOneof("result") == "error"
+    assert reply.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert b.ran() == []
+
+
+async def test_a_peer_that_is_gone_fails_the_command_fast_with_unavailable(
+    cluster: Cluster, method: Method
+) -> None:
+    await _two(cluster)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
+    cluster.network.down.add(b.address)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(InvokeError) as info:
+        await a.submit(method, at_b)
+    assert loop.time() - started < 1.0
+    assert info.value.code is grpc.StatusCode.UNAVAILABLE
+    assert "b at" in info.value.message and "did not answer" in info.value.message
+    assert b.ran() == []
+    assert a.sample("larder_forwarded_commands_out_total", result="unavailable") == 1
+
+
+def _context(peer: str) -> Any:
+    return FakeContext(peer)
+
+
+def _request(node: object, method: Method, entity_id: str, hops: int = 0) -> object:
+    router = node.router  # type: ignore[attr-defined]
+    return wire.ForwardRequest(
+        view=wire.view_of(router.me, router.map),
+        hops=hops,
+        entity_type="svc",
+        entity_id=entity_id,
+        method=method.model.path,
+        payload=b"",
+        metadata=protocol_metadata([]),
+    )
+
+
+async def test_calls_without_a_view_from_strangers_or_other_shard_counts_are_refused(
+    cluster: Cluster, method: Method
+) -> None:
+    await _two(cluster)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
+    good = _request(a, method, at_b)
+    no_view = wire.ForwardRequest(entity_type="svc", entity_id=at_b, method=method.model.path)
+    stranger = _request(a, method, at_b)
+    stranger.view.sender = "mallory"  # type: ignore[attr-defined]
+    other_count = _request(a, method, at_b)
+    other_count.view.shard_count = 128  # type: ignore[attr-defined]
+    cases = [
+        (no_view, "ipv4:127.0.0.1:1", grpc.StatusCode.INVALID_ARGUMENT),
+        (stranger, "ipv4:127.0.0.1:1", grpc.StatusCode.PERMISSION_DENIED),
+        (other_count, "ipv4:127.0.0.1:1", grpc.StatusCode.FAILED_PRECONDITION),
+        # A member's id, from an address that is not the member's.
+        (good, "ipv4:10.9.8.7:1", grpc.StatusCode.PERMISSION_DENIED),
+        (good, "unix:/tmp/x", grpc.StatusCode.PERMISSION_DENIED),
+    ]
+    for request, peer, code in cases:
+        with pytest.raises(Aborted) as info:
+            await b.server._forward(request, _context(peer))
+        assert info.value.code is code, (peer, info.value.details)
+    assert b.ran() == []
+    assert b.sample("larder_forwarded_commands_in_total", result="refused") == len(cases)
+    reply = await b.server._forward(good, _context("ipv4:127.0.0.1:1"))
+    assert reply.WhichOneof("result") == "outcome" and b.ran() == [at_b]
+
+
+async def test_commands_to_one_entity_are_forwarded_in_order_one_at_a_time(
+    cluster: Cluster, method: Method
+) -> None:
+    await _two(cluster)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
+    calls = [asyncio.create_task(a.submit(method, at_b)) for _ in range(5)]
+    outcomes = await asyncio.gather(*calls)
+    assert b.ran() == [at_b] * 5
+    # The fake user function answers with the command's id on the entity's stream: the
+    # n-th command submitted at a was the n-th to run at b.
+    answered = []
+    for outcome in outcomes:
+        value = wrappers_pb2.Int64Value()
+        outcome.message.payload.Unpack(value)
+        answered.append(value.value)
+    assert answered == [1, 2, 3, 4, 5]
