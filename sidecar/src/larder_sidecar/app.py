@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2
 
 from .admin import AdminServer
 from .cluster import LocalRouter, Router
+from .cluster.node import ClusterNode, clustered
 from .discovery import discover, proxy_terminated
 from .dispatch import Dispatcher
 from .entities import Command, EntityHost
@@ -37,15 +38,17 @@ class Sidecar:
         self,
         settings: Settings,
         journal: Journal | None = None,
-        router: Callable[[EntityHost], Router] = LocalRouter,
+        router: Callable[[EntityHost], Router] | None = None,
     ) -> None:
-        """`router` builds the router over this sidecar's entity host."""
+        """`router` builds the router over this sidecar's entity host; by default the
+        sharded one when membership is configured, else `LocalRouter`."""
         self.settings = settings
         self.eventing: Eventing | None = None
         self.metrics = Metrics()
         self.journal = journal if journal is not None else create_journal(settings)
         self._make_router = router
         self.router: Router | None = None
+        self.cluster: ClusterNode | None = None
         self.admin = AdminServer(self.metrics, self._readiness)
         self.journal_watch = JournalWatch(self.journal, settings.journal_unavailable_grace)
         self.model: UserFunctionModel | None = None
@@ -63,6 +66,8 @@ class Sidecar:
     async def _readiness(self) -> tuple[bool, str]:
         if not self._ready:
             return False, self._not_ready_reason
+        if self.cluster is not None and not self.cluster.ready:
+            return False, "starting: waiting for this sidecar's first shard map (membership)"
         return self.journal_watch.status()
 
     async def start_admin(self) -> None:
@@ -101,7 +106,11 @@ class Sidecar:
             s.passivation_timeout,
             reenter=self._reenter,
         )
-        self.router = self._make_router(self.entities)
+        if self._make_router is None and clustered(s):
+            self.cluster = ClusterNode(s, self.entities, model.methods, self.metrics.registry)
+            self.router = self.cluster.router
+        else:
+            self.router = (self._make_router or LocalRouter)(self.entities)
         self.eventing = Eventing.for_model(model, self.settings.kafka, self.metrics.registry)
         dispatcher_args = (model, self.router, self._channel, self.metrics)
         if self.eventing is None:
@@ -110,6 +119,9 @@ class Sidecar:
             # Its producer first: direct calls of `eventing.out` methods publish.
             await self.eventing.open()
             self.dispatcher = self.eventing.dispatcher(*dispatcher_args)
+        if self.cluster is not None:
+            # After the dispatcher: commands a released entity hands back re-enter there.
+            await self.cluster.start()
         # Requests too large for the user function are refused before they reach it.
         function_limit = FunctionLimit(s.user_function_max_message_bytes, s.max_entity_id_bytes)
         self._server, self._health = build_grpc_server(
@@ -161,6 +173,10 @@ class Sidecar:
         self._not_ready_reason = "shutting down"
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.cluster is not None:
+            # On Kubernetes membership marks this pod terminating: its shards move to the
+            # other members, and the hand-off finishes while every port still serves.
+            await self.cluster.leave(SHUTDOWN_GRACE)
         if self.eventing is not None:
             # Consumed records finish and their offsets are committed while the
             # entities and the journal are still there.
@@ -179,6 +195,8 @@ class Sidecar:
             await self.eventing.close()
         if self.entities is not None:
             await self.entities.shutdown()
+        if self.cluster is not None:
+            await self.cluster.close(SHUTDOWN_GRACE)
         if self._channel is not None:
             if self.model is not None:
                 await proxy_terminated(self._channel)

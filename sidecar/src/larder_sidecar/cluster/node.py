@@ -1,0 +1,82 @@
+"""This sidecar as a member of its function's cluster: membership, router, internal
+server and peer clients, started and stopped together (only when membership is set)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry
+
+from ..entities import EntityHost
+from ..model import Method
+from ..settings import Settings
+from .internal import InternalServer
+from .membership import MemberId, MembershipSource, StaticMembership
+from .metrics import ClusterMetrics
+from .peers import PeerClients
+from .sharded import ShardedRouter
+
+log = logging.getLogger("larder_sidecar.cluster")
+
+
+def clustered(settings: Settings) -> bool:
+    """Whether membership is configured (a static list or a Kubernetes Service)."""
+    return bool(settings.cluster.members or settings.cluster.service)
+
+
+def membership_source(settings: Settings) -> MembershipSource:
+    if settings.cluster.members:
+        return StaticMembership(settings.cluster.members)
+    # Imported here: the Kubernetes client is only needed on Kubernetes.
+    from .kube_membership import KubernetesMembership  # noqa: PLC0415
+
+    return KubernetesMembership(settings.pod.namespace, settings.cluster.service)
+
+
+class ClusterNode:
+    def __init__(
+        self,
+        settings: Settings,
+        host: EntityHost,
+        methods: Mapping[str, Method],
+        registry: CollectorRegistry,
+        source: MembershipSource | None = None,
+    ) -> None:
+        self._settings = settings
+        self.metrics = ClusterMetrics(registry)
+        self.peers = PeerClients(settings.max_message_bytes)
+        self.router = ShardedRouter(
+            host,
+            MemberId(settings.pod.name),
+            settings.cluster.shard_count,
+            source=source or membership_source(settings),
+            transport=self.peers,
+            metrics=self.metrics,
+        )
+        self.server = InternalServer(self.router, methods, self.metrics, settings.max_message_bytes)
+
+    @property
+    def ready(self) -> bool:
+        return self.router.ready
+
+    async def start(self) -> None:
+        """The internal port first (peers may ask as soon as they see this member), then
+        the membership and the hand-offs it starts."""
+        s = self._settings
+        port = await self.server.start(s.host, s.internal_port)
+        log.info("internal port %s:%d (member %s)", s.host, port, s.pod.name)
+        await self.router.start()
+
+    async def leave(self, within: float) -> bool:
+        """Wait until this member serves no shard (membership says it is terminating and
+        its hand-offs are done), at most `within` seconds. A static member list never
+        says so: then there is nothing to wait for (its shards stay with it)."""
+        if not self._settings.cluster.service:
+            return False
+        return await self.router.handed_off(within)
+
+    async def close(self, grace: float) -> None:
+        await self.router.close()
+        await self.server.stop(grace)
+        await self.peers.close()
