@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,6 +77,15 @@ class Kubectl:
         obj: dict[str, Any] = json.loads(result.stdout)
         return obj
 
+    def events(self, kind: str, name: str, namespace: str) -> list[dict[str, Any]]:
+        """The Events about one object, oldest first."""
+        out = self.run(
+            "get", "events", "-n", namespace, "-o", "json", "--field-selector",
+            f"involvedObject.kind={kind},involvedObject.name={name}",
+        )
+        items: list[dict[str, Any]] = json.loads(out)["items"]
+        return sorted(items, key=lambda e: e.get("eventTime") or e.get("lastTimestamp") or "")
+
 
 @pytest.fixture(scope="session")
 def kubectl(kube: KubeControlPlane) -> Kubectl:
@@ -131,6 +141,59 @@ def chart_rbac_kubeconfig(
     return path
 
 
+class OperatorProcess:
+    """``larder-operator`` as a subprocess appending to one log; stoppable and restartable,
+    so a test can see what the cluster does while the operator is down."""
+
+    def __init__(self, env: dict[str, str], log: Path, port: int) -> None:
+        self.env = env
+        self.log = log
+        self._port = port
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = Path(sys.executable).with_name("larder-operator")
+        with self.log.open("ab") as out:
+            proc = subprocess.Popen(
+                [str(exe)], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        self._proc = proc
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"larder-operator exited with {proc.returncode}:\n{self.log.read_text()}"
+                )
+            try:
+                url = f"http://127.0.0.1:{self._port}/healthz"
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for("the operator's /healthz", healthy, timeout=60)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The operator is down inside the block and running again after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+
 # Package scope: the operator watches every namespace, so it must stop with this tier's
 # tests; alive for the whole session it would also reconcile (with its test sidecar
 # image) the functions of later tiers sharing the API server, such as tests/e2e/cluster.
@@ -140,9 +203,8 @@ def operator_process(
     crds: None,
     chart_rbac_kubeconfig: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Path]:
-    """``larder-operator`` as a subprocess with short intervals, running with the chart's
-    RBAC; yields its log file."""
+) -> Iterator[OperatorProcess]:
+    """``larder-operator`` with short intervals, running with the chart's RBAC."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     port = free_port()
     env = {
@@ -158,31 +220,12 @@ def operator_process(
         "LARDER_LOG_LEVEL": "DEBUG",
     }
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    exe = Path(sys.executable).with_name("larder-operator")
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(exe)], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"larder-operator exited with {proc.returncode}:\n{log.read_text()}"
-            )
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
+    operator = OperatorProcess(env, log, port)
     try:
-        wait_for("the operator's /healthz", healthy, timeout=60)
-        yield log
+        operator.start()
+        yield operator
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        operator.stop()
         keep = ROOT / "test-logs" / "operator"
         keep.mkdir(parents=True, exist_ok=True)
         (keep / "operator.log").write_bytes(log.read_bytes())
@@ -199,7 +242,7 @@ def _rbac_denied(line: str) -> bool:
 
 
 @pytest.fixture
-def namespace(kubectl: Kubectl, operator_process: Path) -> Iterator[str]:
+def namespace(kubectl: Kubectl, operator_process: OperatorProcess) -> Iterator[str]:
     name = f"op-{uuid.uuid4().hex[:8]}"
     kubectl.run("create", "namespace", name)
     yield name
