@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from tests.integration.operator.conftest import Kubectl, OperatorProcess, wait_for
@@ -71,9 +73,33 @@ def test_a_journal_in_use_is_deleted_only_once_its_functions_are_gone(
     wait_for("a Warning naming the one left", lambda: in_use_warning("basket"))
     assert kubectl.get("journal", "main", namespace) is not None
 
-    kubectl.run("delete", "statefulfunction", "basket", "-n", namespace, "--wait=false")
+    # The last one moves to another Journal: that frees this one too.
+    kubectl.run(
+        "patch", "statefulfunction", "basket", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"journal": "elsewhere"}}',
+    )
     wait_for(
         "the Journal deleted once no function uses it",
         lambda: kubectl.get("journal", "main", namespace) is None,
         timeout=30,
     )
+
+
+def test_the_finalizer_of_earlier_versions_is_taken_off(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    old = "larder.dev/operator"
+    with_finalizer = {"metadata": {"finalizers": [old]}}
+    apply_ok(kubectl, JOURNAL + "---" + function("cart", journal=None), namespace)
+    for kind, name in [("statefulfunction", "cart"), ("journal", "main")]:
+        kubectl.run(
+            "patch", kind, name, "-n", namespace, "--type=merge", "-p", json.dumps(with_finalizer)
+        )
+    for kind, name in [("statefulfunction", "cart"), ("journal", "main")]:
+        wait_for(f"{old} taken off {kind}/{name}", _without(kubectl, kind, name, namespace, old))
+
+
+def _without(
+    kubectl: Kubectl, kind: str, name: str, namespace: str, finalizer: str
+) -> Callable[[], bool]:
+    return lambda: finalizer not in _finalizers(kubectl.get(kind, name, namespace))
