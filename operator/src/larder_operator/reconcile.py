@@ -166,7 +166,8 @@ async def reconcile_function(
             meta_child = child["metadata"]
             invalid = (
                 f"the API server rejected the {child['kind']} {meta_child['name']!r} made "
-                f"from this spec: {e.api_message}"
+                f"from this spec: {e.api_message} (fix that field in this StatefulFunction's "
+                "spec and apply it again)"
             )
             children = None
     if children is None:

@@ -158,7 +158,8 @@ async def test_a_child_the_api_server_rejects_makes_the_spec_invalid() -> None:
     outcome = await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
     assert outcome is not None
     assert outcome.invalid == (
-        f"the API server rejected the Deployment 'cart' made from this spec: {refusal}"
+        f"the API server rejected the Deployment 'cart' made from this spec: {refusal} "
+        "(fix that field in this StatefulFunction's spec and apply it again)"
     )
     ready = conditions(cluster)["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", Reason.INVALID_SPEC)
