@@ -301,6 +301,14 @@ def build_model(
         if c.WhichOneof("component_settings") == "entity":
             es = c.entity
             entity_type = es.entity_type or c.service_name
+            if "|" in entity_type:
+                # The journal's persistence id is `<entity type>|<entity id>`; a '|' in the
+                # type would make two entities' ids collide.
+                problems.append(
+                    f"{c.service_name}: entity type {entity_type!r} contains '|', which "
+                    "entity types may not contain (it separates type and id in the journal)"
+                )
+                continue
             forward_headers = es.forward_headers
             if es.passivation_strategy.WhichOneof("strategy") == "timeout":
                 ms = es.passivation_strategy.timeout.timeout

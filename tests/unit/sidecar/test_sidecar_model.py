@@ -146,3 +146,10 @@ def test_no_forward_headers_forward_nothing() -> None:
     )
     assert method is not None
     assert method.component.forwarded([("x-tenant", "acme")]) == ()
+
+
+def test_an_entity_type_with_the_journal_separator_is_refused() -> None:
+    spec = _spec(_file({"id": (1, F.TYPE_STRING)}))
+    spec.components[0].entity.entity_type = "carts|v2"
+    with pytest.raises(SpecError, match=r"entity type 'carts\|v2' contains '\|'"):
+        build_model(spec, {(0, 7)})

@@ -22,8 +22,9 @@ PersistenceId = NewType("PersistenceId", str)
 
 
 def persistence_id(entity_type: str, entity_id: str) -> PersistenceId:
-    # '|' cannot appear in a protobuf full name, so the split is unambiguous
-    # whatever the entity id contains.
+    # Discovery refuses an entity type containing '|' (the default type is the service's
+    # full name, which cannot contain one), so the first '|' splits type from id whatever
+    # the id contains.
     return PersistenceId(f"{entity_type}|{entity_id}")
 
 
