@@ -4,6 +4,13 @@ sqlite3 is a blocking C library, so every statement runs on one dedicated worker
 thread that owns the connection; the event loop only awaits futures. One thread
 also serialises writes, which is what SQLite wants anyway. WAL mode keeps readers
 from blocking the writer.
+
+Several processes may share one file (`larder dev --replicas N` runs N sidecars on it).
+SQLite lets one of them write at a time: another's `BEGIN IMMEDIATE` waits for the
+write lock (the busy timeout below) instead of failing at once with SQLITE_BUSY, and a
+write that still cannot start after it is `JournalUnavailable` (retryable). Fencing is
+unchanged: the sequence-number or revision check runs inside the write transaction, so
+a second writer of an entity, in this process or another, gets `ConcurrentWriteError`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,14 @@ from .base import (
 )
 
 _T = TypeVar("_T")
+
+BUSY_TIMEOUT_S = 5.0
+"""How long a statement waits for another connection's lock (another process's write
+transaction, a checkpoint's recovery) before it fails with SQLITE_BUSY. Writes here
+take milliseconds, so waiting this long means the file is stuck, not busy. Set
+explicitly rather than relying on the `sqlite3` module's default (also 5 s): with
+several processes on one file, a timeout of 0 would fail commands under plain
+contention."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -67,11 +82,18 @@ class SqliteJournal:
     """Implements `Journal` on one SQLite file."""
 
     def __init__(
-        self, path: str | Path, *, synchronous: Literal["normal", "full"] = "normal"
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["normal", "full"] = "normal",
+        busy_timeout: float = BUSY_TIMEOUT_S,
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise ValueError(f"synchronous={synchronous!r} is not 'normal' or 'full'")
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout={busy_timeout!r} is negative")
         self._path = str(path)
+        self._busy_timeout = busy_timeout
         # WAL with NORMAL syncs at checkpoints, not at every commit: a process crash loses
         # nothing, a machine crash or power loss can lose the last commits. FULL syncs the
         # WAL at every commit.
@@ -89,6 +111,11 @@ class SqliteJournal:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError):
+                if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                    raise JournalUnavailable(
+                        f"SQLite journal {self._path}: {e} (another process held its lock "
+                        f"for more than {self._busy_timeout:g}s); retry"
+                    ) from e
                 raise JournalUnavailable(f"SQLite journal {self._path}: {e}") from e
             raise JournalCorrupt(f"SQLite journal {self._path}: {e}") from e
 
@@ -101,7 +128,14 @@ class SqliteJournal:
         def connect() -> sqlite3.Connection:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             # autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            # `timeout` is SQLite's busy timeout (sqlite3_busy_timeout), which also covers
+            # the WAL switch and the schema below when processes start together.
+            conn = sqlite3.connect(
+                self._path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self._busy_timeout,
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             conn.executescript(_SCHEMA)
