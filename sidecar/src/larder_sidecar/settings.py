@@ -58,7 +58,7 @@ class PublicPortLimits:
     """Open connections on the public port; more are refused with 503."""
 
 
-# --- Cluster membership and shards (sharding; parsed and validated, not used yet) ---
+# --- Cluster membership and shards (`cluster/`) ---
 
 DEFAULT_SHARD_COUNT = 16384
 """Why this many: the docstring of cluster/shards.py."""
@@ -77,6 +77,9 @@ class ClusterSettings:
     service: str = ""
     """`LARDER_CLUSTER_SERVICE`: the headless Service whose EndpointSlices list the members,
     in the namespace `POD_NAMESPACE`."""
+    members_file: str = ""
+    """`LARDER_CLUSTER_MEMBERS_FILE`: a member list (as `members`, one may be marked
+    `terminating`) read again whenever it changes (`cluster/file_membership.py`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,7 @@ class Settings:
     port: int = 9000
     admin_port: int = 9603
     internal_port: int = 9604
-    """Sidecar-to-sidecar traffic (reserved for sharding)."""
+    """Sidecar-to-sidecar traffic (forwarded commands, hand-off); bound only with membership."""
     journal_type: JournalType = "memory"
     journal_sqlite_path: str = "larder-journal.sqlite3"
     journal_sqlite_synchronous: Literal["normal", "full"] = "normal"
@@ -118,7 +121,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     """Used only when the user function declares eventing."""
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
-    """Membership and shards (not used yet: every entity is served here)."""
+    """Membership and shards; without membership every entity is served here."""
 
     @property
     def user_function_target(self) -> str:
@@ -291,6 +294,19 @@ def _cluster(env: Mapping[str, str]) -> ClusterSettings:
             "LARDER_CLUSTER_MEMBERS and LARDER_CLUSTER_SERVICE are both set: membership is "
             "either a static list or watched on Kubernetes; unset one of them"
         )
+    members_file = env.get("LARDER_CLUSTER_MEMBERS_FILE", "").strip()
+    if members_file:
+        if raw_members or service:
+            raise SettingsError(
+                "LARDER_CLUSTER_MEMBERS_FILE is set together with LARDER_CLUSTER_MEMBERS or "
+                "LARDER_CLUSTER_SERVICE: membership has one source; unset the others"
+            )
+        if not pod_name:
+            raise SettingsError(
+                "LARDER_CLUSTER_MEMBERS_FILE is set but POD_NAME is empty: set it to this "
+                "sidecar's id"
+            )
+        return ClusterSettings(shard_count=shard_count, members_file=members_file)
     if not raw_members and not service:
         return ClusterSettings(shard_count=shard_count)
     if not pod_name:
@@ -313,8 +329,12 @@ def _cluster(env: Mapping[str, str]) -> ClusterSettings:
     return ClusterSettings(shard_count=shard_count, members=members)
 
 
-def _static_members(raw: str) -> tuple[tuple[str, str], ...]:
-    name = "LARDER_CLUSTER_MEMBERS"
+def parse_members(raw: str, name: str) -> tuple[tuple[str, str], ...]:
+    """`id=host:port,...` as (id, address) pairs; SettingsError names `name`."""
+    return _static_members(raw, name)
+
+
+def _static_members(raw: str, name: str = "LARDER_CLUSTER_MEMBERS") -> tuple[tuple[str, str], ...]:
     members: list[tuple[str, str]] = []
     seen_ids: set[str] = set()
     seen_addresses: set[str] = set()

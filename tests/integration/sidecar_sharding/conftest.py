@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol
 
 import pytest
 from larder_sidecar.cluster.membership import Member, MemberId, Membership
@@ -77,31 +78,47 @@ class ShardedCluster:
         raise AssertionError(f"no entity of {member}")
 
 
+class Launch(Protocol):
+    async def __call__(self, name: str, internal_port: int, cluster: dict[str, str]) -> Pod:
+        """Start a user function and a sidecar with these cluster variables; ready."""
+        ...
+
+
 @pytest.fixture
-async def sharded(
+async def launch(
     cassandra: CassandraServer,
     keyspace: str,  # noqa: F811
     ledger_protos: Path,  # noqa: F811
     pb: ModuleType,  # noqa: F811
     tmp_path: Path,
-) -> AsyncIterator[ShardedCluster]:
+) -> AsyncIterator[Launch]:
+    pods: list[Pod] = []
+
+    async def start(name: str, internal_port: int, cluster: dict[str, str]) -> Pod:
+        pod = await _start(
+            name, cassandra, keyspace, ledger_protos, pb, tmp_path, internal_port, cluster
+        )
+        pods.append(pod)
+        await pod.wait_ready()
+        return pod
+
+    yield start
+    for pod in pods:
+        await pod.stop()
+
+
+@pytest.fixture
+async def sharded(launch: Launch) -> ShardedCluster:
     names = ("s0", "s1", "s2")
     internal = {name: free_port() for name in names}
     members = tuple((name, f"127.0.0.1:{internal[name]}") for name in names)
     listed = ",".join(f"{name}={address}" for name, address in members)
     pods: dict[str, Pod] = {}
-    try:
-        # One after the other (the first creates the keyspace). A member serves its
-        # shards once the others confirm they do not hold them, or after a bounded wait.
-        for name in names:
-            pods[name] = await _start(
-                name, cassandra, keyspace, ledger_protos, pb, tmp_path, internal[name], listed
-            )
-            await pods[name].wait_ready()
-        yield ShardedCluster(pods, members)
-    finally:
-        for pod in pods.values():
-            await pod.stop()
+    # One after the other (the first creates the keyspace). A member serves its shards
+    # once the others confirm they do not hold them, or after a bounded wait.
+    for name in names:
+        pods[name] = await launch(name, internal[name], {"LARDER_CLUSTER_MEMBERS": listed})
+    return ShardedCluster(pods, members)
 
 
 async def _start(
@@ -112,7 +129,7 @@ async def _start(
     ledger: ModuleType,
     tmp_path: Path,
     internal_port: int,
-    members: str,
+    cluster: dict[str, str],
 ) -> Pod:
     function_log = tmp_path / f"{name}-function.log"
     sidecar_log = tmp_path / f"{name}-sidecar.log"
@@ -135,7 +152,7 @@ async def _start(
         "LARDER_PORT": str(port),
         "LARDER_ADMIN_PORT": str(admin),
         "LARDER_INTERNAL_PORT": str(internal_port),
-        "LARDER_CLUSTER_MEMBERS": members,
+        **cluster,
         "LARDER_SHARD_COUNT": str(SHARD_COUNT),
         "POD_NAME": name,
         "LARDER_JOURNAL_TYPE": "cassandra",

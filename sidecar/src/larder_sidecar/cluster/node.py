@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from ..entities import EntityHost
 from ..model import Method
 from ..settings import Settings
+from .file_membership import FileMembership
 from .internal import InternalServer
 from .membership import MemberId, MembershipSource, StaticMembership
 from .metrics import ClusterMetrics
@@ -21,13 +22,16 @@ log = logging.getLogger("larder_sidecar.cluster")
 
 
 def clustered(settings: Settings) -> bool:
-    """Whether membership is configured (a static list or a Kubernetes Service)."""
-    return bool(settings.cluster.members or settings.cluster.service)
+    """Whether membership is configured (a list, a list file or a Kubernetes Service)."""
+    c = settings.cluster
+    return bool(c.members or c.service or c.members_file)
 
 
 def membership_source(settings: Settings) -> MembershipSource:
     if settings.cluster.members:
         return StaticMembership(settings.cluster.members)
+    if settings.cluster.members_file:
+        return FileMembership(settings.cluster.members_file)
     # Imported here: the Kubernetes client is only needed on Kubernetes.
     from .kube_membership import KubernetesMembership  # noqa: PLC0415
 
@@ -72,7 +76,7 @@ class ClusterNode:
         """Wait until this member serves no shard (membership says it is terminating and
         its hand-offs are done), at most `within` seconds. A static member list never
         says so: then there is nothing to wait for (its shards stay with it)."""
-        if not self._settings.cluster.service:
+        if self._settings.cluster.members:
             return False
         return await self.router.handed_off(within)
 

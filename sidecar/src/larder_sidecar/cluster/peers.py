@@ -96,21 +96,23 @@ class PeerClients:
 
     async def _call(self, address: str, method: Any, request: Any, seconds: float) -> Any:
         channel = self._channels[address]
-        state = channel.get_state(try_to_connect=True)
-        if state is not grpc.ChannelConnectivity.READY:
-            # Not wait_for_ready on the call itself: that would wait out the whole
-            # deadline for a peer that is down.
-            try:
-                await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT)
-            except TimeoutError:
-                raise PeerUnavailable(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"no connection to {address} within {CONNECT_WAIT:g}s",
-                ) from None
         try:
+            if channel.get_state(try_to_connect=True) is not grpc.ChannelConnectivity.READY:
+                # Not wait_for_ready on the call itself: that would wait out the whole
+                # deadline for a peer that is down.
+                await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT)
             return await method(request, timeout=seconds)
+        except TimeoutError:
+            raise PeerUnavailable(
+                grpc.StatusCode.UNAVAILABLE, f"no connection to {address} within {CONNECT_WAIT:g}s"
+            ) from None
         except grpc.aio.AioRpcError as e:
             raise PeerUnavailable(e.code(), e.details() or "") from e
+        except grpc.aio.UsageError as e:
+            # `forget` closed the channel under this call: the member left.
+            raise PeerUnavailable(
+                grpc.StatusCode.UNAVAILABLE, f"the connection to {address} was closed: {e}"
+            ) from e
 
     async def forget(self, keep: Sequence[str]) -> None:
         """Close the channels of addresses no longer in the membership."""

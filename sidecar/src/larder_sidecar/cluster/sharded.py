@@ -60,6 +60,12 @@ the shard over anyway."""
 REDIRECT_WAIT = 1.0
 """Seconds a redirected sender waits for its own map to change before it follows the
 redirect to the owner the receiver named."""
+RELEASE_WAIT = 4.0
+"""Seconds a `Release` call waits here (for our map to give the shards away, then for
+our release of them) before answering STILL_OWNER; under the caller's 5 s deadline."""
+MEMBER_WAIT = 2.0
+"""Seconds a call from an unknown sender waits for this sidecar's map to name it (it may
+have joined a moment ago) before it is refused."""
 MAX_PEER_HOPS = 4
 """Redirects one command may follow; past it the command fails with UNAVAILABLE."""
 _BACKOFF = (0.05, 1.0)
@@ -347,7 +353,7 @@ class ShardedRouter:
             return grpc.StatusCode.FAILED_PRECONDITION, str(e)
         if shard_map is None:
             return grpc.StatusCode.UNAVAILABLE, "this sidecar has no shard map yet"
-        member = shard_map.member(MemberId(view.sender))
+        member = await self._member_soon(MemberId(view.sender))
         if member is None:
             return grpc.StatusCode.PERMISSION_DENIED, f"{view.sender!r} is not a member"
         if _peer_ip(peer) not in await self._addresses(member):
@@ -357,6 +363,21 @@ class ShardedRouter:
                 f"{member.address}",
             )
         return None
+
+    async def _member_soon(self, member_id: MemberId) -> Member | None:
+        """The member, waiting up to `MEMBER_WAIT` for a map that has it: a member that
+        just joined may call before this sidecar has seen it join."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MEMBER_WAIT
+        while True:
+            shard_map = self._map
+            member = None if shard_map is None else shard_map.member(member_id)
+            remaining = deadline - loop.time()
+            if member is not None or remaining <= 0:
+                return member
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
 
     async def _addresses(self, member: Member) -> frozenset[str]:
         host = member.address.rpartition(":")[0].strip("[]")
@@ -378,15 +399,24 @@ class ShardedRouter:
         return known
 
     async def serve_release(self, shards: Iterable[int]) -> Any:
-        """Answer a new owner's `Release`: STILL_OWNER while our map gives us any of the
-        shards (or our release of them outlasts the hand-off wait), else RELEASED once
-        the releases under way have finished."""
+        """Answer a new owner's `Release`: RELEASED once our map no longer gives us any of
+        the shards and our release of them has finished; STILL_OWNER if that does not
+        happen within `RELEASE_WAIT` (the new owner may have seen the change before us;
+        it asks again)."""
         wanted = [ShardId(s) for s in shards if 0 <= s < self.shard_count]
-        if self._map is None or any(self.table.state(s) is ShardState.OWNED for s in wanted):
-            return self._release_reply(wire.STILL_OWNER)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELEASE_WAIT
+        while self._map is None or any(self.table.state(s) is ShardState.OWNED for s in wanted):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return self._release_reply(wire.STILL_OWNER)
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
         pending = {self._releases[s] for s in wanted if s in self._releases}
         if pending:
-            _, unfinished = await asyncio.wait(pending, timeout=self._handoff_wait)
+            remaining = max(0.0, deadline - loop.time())
+            _, unfinished = await asyncio.wait(pending, timeout=remaining)
             if unfinished:
                 return self._release_reply(wire.STILL_OWNER)
         return self._release_reply(wire.RELEASED)
@@ -512,11 +542,18 @@ class ShardedRouter:
                 )
             except (PeerUnavailable, TimeoutError) as e:
                 log.debug("asking %s to release shards: %s", source.id, e)
+            except Exception:
+                # Whatever went wrong with one call, the shards must not wait forever.
+                log.exception("asking %s to release shards failed", source.id)
             else:
                 if reply.result == wire.RELEASED:
                     ending = "confirmed"
                     break
-            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            # Ask again after a pause, or sooner when our map changes (the source may
+            # have left).
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, _BACKOFF[1])
         self._confirm(shards, numbers, source.id, ending, started)
 

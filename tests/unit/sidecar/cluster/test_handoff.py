@@ -149,3 +149,49 @@ async def test_a_member_that_keeps_its_shards_does_not_wait_to_leave(cluster: Cl
     await cluster.start("b", both)
     await cluster.settled()
     assert not await a.router.handed_off(0.1)
+
+
+async def test_the_old_owner_answers_as_soon_as_it_sees_the_change_and_has_released(
+    cluster: Cluster, method: Method
+) -> None:
+    cluster.handoff_wait = 10.0
+    alone, both = membership(1, "a"), membership(2, "a", "b")
+    moving = entity_owned_by(shard_map(both), "b")
+    a = await cluster.start("a", alone)
+    await a.submit(method, moving)
+    b = await cluster.start("b", both)
+    # b asked a, which still owns the shards under its map: the call waits there.
+    await eventually(lambda: len(cluster.network.releases) == 1)
+    assert b.router.table.state(shard(moving)) is ShardState.ACQUIRING
+    await cluster.apply(a, both)
+    await cluster.settled()
+    # One call, answered once a had released: no asking again, no timeout.
+    assert len(cluster.network.releases) == 1
+    assert b.sample("larder_handoffs_total", direction="in", ending="confirmed") == 1
+    assert (await b.submit(method, moving)).kind == "reply"
+    assert b.ran() == [moving]
+
+
+async def test_a_failing_release_call_does_not_leave_the_shards_waiting(
+    cluster: Cluster, method: Method
+) -> None:
+    alone, both = membership(1, "a"), membership(2, "a", "b")
+    moving = entity_owned_by(shard_map(both), "b")
+    a = await cluster.start("a", alone)
+    original = a.server._release
+
+    async def broken(request: object, context: object) -> object:
+        raise RuntimeError("a bug in the call")
+
+    a.server._release = broken  # type: ignore[method-assign]
+    b = await cluster.start("b", both)
+    await cluster.apply(a, both)
+    # The calls keep failing; once a leaves the membership b takes over at once.
+    await eventually(lambda: len(cluster.network.releases) >= 2)
+    await cluster.apply(b, membership(3, "b"))
+    await cluster.settled()
+    # Both of b's acquisitions from a (its own shards, then a's) ended when a left.
+    assert b.sample("larder_handoffs_total", direction="in", ending="gone") == 2
+    assert b.sample("larder_handoffs_total", direction="in", ending="timeout") == 0
+    assert (await b.submit(method, moving)).kind == "reply"
+    a.server._release = original  # type: ignore[method-assign]

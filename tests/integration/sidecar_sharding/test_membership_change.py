@@ -1,0 +1,144 @@
+"""Membership changes under load, with real processes: a fourth sidecar joins and one
+leaves (marked terminating, then stopped) while clients keep sending commands through
+every serving sidecar. Orderly hand-offs: no client sees an error, every acknowledged
+command is in the journal exactly once, the journal never refuses a second writer."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import grpc.aio
+
+from tests.infra.process import free_port
+
+from ..sidecar_cassandra.conftest import JournalTables, Pod, counter_pid
+from .conftest import Launch, metrics
+
+ENTITIES = 24
+WORKERS = 6
+WAIT = 30.0
+
+
+@dataclass
+class Load:
+    """Clients sending `Add` commands with unique tags through the serving sidecars."""
+
+    serving: list[Pod]
+    acked: dict[str, str] = field(default_factory=dict)
+    """tag -> entity"""
+    errors: list[str] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: int = 0
+
+    async def worker(self, n: int) -> None:
+        for i in itertools.count():
+            if self.stop.is_set():
+                return
+            entity = f"moving-{(n * 7 + i) % ENTITIES}"
+            pod = self.serving[(n + i) % len(self.serving)]
+            tag = f"w{n}-{i}"
+            self.sent += 1
+            try:
+                await pod.add(entity, tag, 1, deadline=WAIT)
+            except grpc.aio.AioRpcError as e:
+                self.errors.append(f"{tag} via {pod.name}: {e.code().name} {e.details()}")
+            else:
+                self.acked[tag] = entity
+
+    async def until_more(self, commands: int) -> None:
+        """Until `commands` more were acknowledged (the load is really running)."""
+        target = len(self.acked) + commands
+        for _ in range(int(WAIT / 0.05)):
+            if len(self.acked) >= target:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the load stalled at {len(self.acked)} acknowledged commands")
+
+
+async def _owned(pod: Pod) -> float:
+    return (await metrics(pod))["larder_shards_owned"]
+
+
+async def _until_owned(pod: Pod, condition: str, check: object) -> None:
+    for _ in range(int(WAIT / 0.1)):
+        if check(await _owned(pod)):  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{pod.name} never owned {condition} shards\n{pod.log()}")
+
+
+async def test_a_member_joins_and_one_leaves_under_load_without_errors_or_lost_commands(
+    launch: Launch, tables: JournalTables, pb: ModuleType, tmp_path: Path
+) -> None:
+    names = ("s0", "s1", "s2", "s3")
+    address = {name: f"127.0.0.1:{free_port()}" for name in names}
+    members_file = tmp_path / "members"
+
+    def listing(*lines: str) -> None:
+        members_file.write_text("".join(f"{line}\n" for line in lines))
+
+    listing(*(f"{n}={address[n]}" for n in names[:3]))
+    cluster = {"LARDER_CLUSTER_MEMBERS_FILE": str(members_file)}
+    pods = {}
+    for name in names[:3]:
+        pods[name] = await launch(name, int(address[name].rpartition(":")[2]), cluster)
+
+    load = Load(serving=[pods["s0"], pods["s1"], pods["s2"]])
+    workers = [asyncio.create_task(load.worker(n)) for n in range(WORKERS)]
+    try:
+        await load.until_more(60)
+
+        # A fourth sidecar starts (not in the list yet: it owns nothing), then joins.
+        pods["s3"] = await launch("s3", int(address["s3"].rpartition(":")[2]), cluster)
+        listing(*(f"{n}={address[n]}" for n in names))
+        await _until_owned(pods["s3"], "some", lambda owned: owned > 0)
+        load.serving.append(pods["s3"])
+        await load.until_more(60)
+
+        # s1 leaves: terminating first (it hands its shards away), then stopped.
+        listing(*(f"{n}={address[n]}" + (" terminating" if n == "s1" else "") for n in names))
+        await _until_owned(pods["s1"], "no", lambda owned: owned == 0)
+        load.serving.remove(pods["s1"])
+        await load.until_more(30)
+        leaving = await metrics(pods["s1"])
+        await pods["s1"].stop()
+        listing(*(f"{n}={address[n]}" for n in names if n != "s1"))
+        await load.until_more(60)
+    finally:
+        load.stop.set()
+        await asyncio.wait_for(asyncio.gather(*workers), WAIT)
+
+    assert not load.errors, f"{len(load.errors)} client errors, e.g. {load.errors[:5]}"
+    assert len(load.acked) == load.sent
+
+    # Every acknowledged command is in the journal exactly once.
+    stored: collections.Counter[str] = collections.Counter()
+    for n in range(ENTITIES):
+        entity = f"moving-{n}"
+        events = await tables.events(counter_pid(entity))
+        assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
+        for _, payload in events:
+            tag = pb.Added.FromString(payload).tag
+            stored[tag] += 1
+            assert load.acked.get(tag, entity) == entity
+    assert set(stored) == set(load.acked)
+    assert max(stored.values()) == 1
+
+    # Orderly: hand-offs confirmed, none taken over by timeout, no second writer.
+    samples = {name: await metrics(pod) for name, pod in pods.items() if name != "s1"}
+    samples["s1"] = leaving
+    for name, s in samples.items():
+        rejected = sum(v for k, v in s.items() if k.startswith("larder_fencing_rejections"))
+        timeouts = s.get('larder_handoffs_total{direction="in",ending="timeout"}', 0.0)
+        assert (rejected, timeouts) == (0, 0), name
+    assert samples["s3"]['larder_handoffs_total{direction="in",ending="confirmed"}'] > 0
+    assert samples["s1"]['larder_handoffs_total{direction="out",ending="released"}'] > 0
+    assert sum(s["larder_shards_owned"] for n, s in samples.items() if n != "s1") == 256
+    with contextlib.suppress(KeyError):
+        assert samples["s1"]["larder_shards_owned"] == 0
