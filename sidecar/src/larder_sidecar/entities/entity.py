@@ -148,6 +148,10 @@ class Entity(abc.ABC):
 
     async def _one(self, command: Command) -> None:
         try:
+            if self.state is State.ACTIVE and self._call.done():
+                # The stream ended between commands (the user function restarted): this
+                # command has not been sent, so it goes to a new stream, not to an error.
+                self._restart("the user function ended the entity stream between commands")
             if self.state is State.INACTIVE:
                 await self._activate()
             self.lifecycle.fire(Event.HANDLE)

@@ -34,8 +34,19 @@ class FakeCall:
         self.sent: list[Any] = []
         self.out: asyncio.Queue[Any] = asyncio.Queue()
         self.cancelled = False
+        self.ended = False
+
+    def end(self) -> None:
+        """The user function ends the stream (it stopped): as a grpc.aio call, the call
+        is done and writes fail."""
+        self.ended = True
+
+    def done(self) -> bool:
+        return self.ended or self.cancelled
 
     async def write(self, msg: Any) -> None:
+        if self.done():
+            raise asyncio.InvalidStateError("the call is done")
         self.sent.append(msg)
         if msg.WhichOneof("message") == "command":
             self.out.put_nowait(await self.responder(msg.command))

@@ -220,3 +220,22 @@ async def test_only_the_last_snapshot_of_a_group_is_stored(method: Method) -> No
     assert recovery.snapshot.sequence_nr == 3
     assert recovery.snapshot.payload.value == event(103).value
     await manager.shutdown()
+
+
+async def test_a_stream_that_ended_between_commands_is_reopened_before_the_next(
+    method: Method,
+) -> None:
+    # The user function restarted while the entity was idle: the next command must reach
+    # a new stream, recovered from the journal, instead of failing on the dead one.
+    journal = MemoryJournal()
+    manager, stub = _manager(journal, emit_one)
+    await manager.enqueue(method, "a", b"", ())
+    stub.calls[0].end()
+    outcome = await manager.enqueue(method, "a", b"", ())
+    assert outcome.kind == "reply"
+    assert len(stub.calls) == 2
+    first, *rest = stub.calls[1].sent
+    assert first.init.entity_id == "a"
+    assert [m.event.sequence for m in rest if m.WhichOneof("message") == "event"] == [1]
+    assert (await journal.load(persistence_id("svc", "a"))).last_sequence_nr == 2
+    await manager.shutdown()
