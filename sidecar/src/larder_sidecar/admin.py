@@ -1,6 +1,7 @@
-"""The admin HTTP server: /healthz, /readyz and Prometheus /metrics.
+"""The admin HTTP server: /healthz, /readyz, Prometheus /metrics, and JSON routes given
+by the app (`/cluster`, `/cluster/owner`: `cluster/status.py`).
 
-Three GET endpoints do not justify a framework; this reads the request line and
+A few GET endpoints do not justify a framework; this reads the request line and
 headers with asyncio streams and answers with `Connection: close`.
 """
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,12 +21,17 @@ from .metrics import Metrics
 log = logging.getLogger("larder_sidecar.admin")
 
 ReadyCheck = Callable[[], Awaitable[tuple[bool, str]]]
+JsonRoute = Callable[[Mapping[str, str]], tuple[int, object]]
+"""Query parameters in, an HTTP status and a JSON-serialisable body out."""
 
 
 class AdminServer:
-    def __init__(self, metrics: Metrics, ready: ReadyCheck) -> None:
+    def __init__(
+        self, metrics: Metrics, ready: ReadyCheck, routes: Mapping[str, JsonRoute] | None = None
+    ) -> None:
         self._metrics = metrics
         self._ready = ready
+        self._routes = dict(routes or {})
         self._server: asyncio.Server | None = None
 
     @property
@@ -50,7 +58,7 @@ class AdminServer:
             if len(parts) < 2:
                 await self._respond(writer, 400, b"bad request\n")
                 return
-            method, path = parts[0], parts[1].split("?", 1)[0]
+            method, (path, _, query) = parts[0], parts[1].partition("?")
             if method not in ("GET", "HEAD"):
                 await self._respond(writer, 405, b"method not allowed\n")
             elif path == "/healthz":
@@ -62,6 +70,14 @@ class AdminServer:
                 await self._respond(
                     writer, 200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST
                 )
+            elif path in self._routes:
+                try:
+                    status, body = self._routes[path](dict(urllib.parse.parse_qsl(query)))
+                except Exception:
+                    log.exception("the admin route %s failed", path)
+                    status, body = 500, {"error": "internal error; see the sidecar's log"}
+                text = json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+                await self._respond(writer, status, text.encode(), "application/json")
             else:
                 await self._respond(writer, 404, b"not found\n")
         except (TimeoutError, ConnectionError):
@@ -83,6 +99,7 @@ class AdminServer:
             400: "Bad Request",
             404: "Not Found",
             405: "Method Not Allowed",
+            500: "Internal Server Error",
             503: "Service Unavailable",
         }[status]
         writer.write(

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2
 from .admin import AdminServer
 from .cluster import LocalRouter, Router
 from .cluster.node import ClusterNode, clustered
+from .cluster.status import ClusterView, cluster_routes
 from .discovery import discover, proxy_terminated
 from .dispatch import Dispatcher
 from .entities import Command, EntityHost
@@ -49,7 +50,7 @@ class Sidecar:
         self._make_router = router
         self.router: Router | None = None
         self.cluster: ClusterNode | None = None
-        self.admin = AdminServer(self.metrics, self._readiness)
+        self.admin = AdminServer(self.metrics, self._readiness, cluster_routes(self._cluster_view))
         self.journal_watch = JournalWatch(self.journal, settings.journal_unavailable_grace)
         self.model: UserFunctionModel | None = None
         self.dispatcher: Dispatcher | None = None
@@ -69,6 +70,15 @@ class Sidecar:
         if self.cluster is not None and not self.cluster.ready:
             return False, "starting: waiting for this sidecar's first shard map (membership)"
         return self.journal_watch.status()
+
+    def _cluster_view(self) -> ClusterView:
+        """For the admin port's `/cluster` answers."""
+        components = self.model.components.values() if self.model is not None else ()
+        return ClusterView(
+            configured=self._make_router is None and clustered(self.settings),
+            router=self.cluster.router if self.cluster is not None else None,
+            entity_types=sorted({c.entity_type for c in components if c.kind.is_entity}),
+        )
 
     async def start_admin(self) -> None:
         await self.admin.start(self.settings.host, self.settings.admin_port)
