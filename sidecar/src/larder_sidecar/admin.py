@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .metrics import Metrics
+from .ports import PortUnavailable
 
 log = logging.getLogger("larder_sidecar.admin")
 
@@ -42,7 +43,11 @@ class AdminServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port)
+        """Listen on `host:port`; raises PortUnavailable naming LARDER_ADMIN_PORT."""
+        try:
+            self._server = await asyncio.start_server(self._handle, host, port)
+        except OSError as e:
+            raise PortUnavailable.from_os_error("LARDER_ADMIN_PORT", host, port, e) from e
 
     async def close(self) -> None:
         if self._server is not None:

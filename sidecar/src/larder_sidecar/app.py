@@ -20,6 +20,7 @@ from .dispatch import Dispatcher
 from .entities import Command, EntityHost
 from .eventing import Eventing
 from .function_limit import FunctionLimit
+from .function_watch import UserFunctionWatch
 from .grpc_front import build_grpc_server
 from .http import PublicServer, start_public_server
 from .journal.base import Journal
@@ -27,11 +28,19 @@ from .journal.factory import create_journal
 from .journal_watch import JournalWatch
 from .metrics import Metrics
 from .model import UserFunctionModel
+from .ports import PortUnavailable, check_free
 from .settings import Settings
 
 log = logging.getLogger("larder_sidecar")
 
 SHUTDOWN_GRACE = 10.0
+# The user function is in this pod: after it restarts, reconnect within a second
+# rather than after gRPC's default back-off of up to two minutes.
+_USER_FUNCTION_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 class Sidecar:
@@ -52,6 +61,7 @@ class Sidecar:
         self.cluster: ClusterNode | None = None
         self.admin = AdminServer(self.metrics, self._readiness, cluster_routes(self._cluster_view))
         self.journal_watch = JournalWatch(self.journal, settings.journal_unavailable_grace)
+        self.function_watch: UserFunctionWatch | None = None
         self.model: UserFunctionModel | None = None
         self.dispatcher: Dispatcher | None = None
         self.entities: EntityHost | None = None
@@ -69,6 +79,10 @@ class Sidecar:
             return False, self._not_ready_reason
         if self.cluster is not None and not self.cluster.ready:
             return False, "starting: waiting for this sidecar's first shard map (membership)"
+        if self.function_watch is not None:
+            ok, why = self.function_watch.status()
+            if not ok:
+                return ok, why
         return self.journal_watch.status()
 
     def _cluster_view(self) -> ClusterView:
@@ -97,6 +111,7 @@ class Sidecar:
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
+                *_USER_FUNCTION_RECONNECT,
             ],
         )
         try:
@@ -109,6 +124,8 @@ class Sidecar:
         except Exception as e:
             self._not_ready_reason = f"not ready: {e}"
             raise
+        self.function_watch = UserFunctionWatch(self._channel, s.user_function_unavailable_grace)
+        self.function_watch.start()
         self.entities = EntityHost(
             self.journal,
             self._channel,
@@ -130,6 +147,8 @@ class Sidecar:
             await self.eventing.open()
             self.dispatcher = self.eventing.dispatcher(*dispatcher_args)
         if self.cluster is not None:
+            # grpc's own bind error does not say why (the internal server binds it).
+            check_free("LARDER_INTERNAL_PORT", s.host, s.internal_port)
             # After the dispatcher: commands a released entity hands back re-enter there.
             await self.cluster.start()
         # Requests too large for the user function are refused before they reach it.
@@ -145,17 +164,20 @@ class Sidecar:
         # socket measured no better, docs/performance.md) and serves HTTP/1.1 itself.
         internal = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()
-        self._public = await start_public_server(
-            s.host,
-            s.port,
-            f"127.0.0.1:{internal}",
-            self.dispatcher,
-            model.method_models,
-            max_message_bytes=s.max_message_bytes,
-            limits=s.public,
-            metrics=self.metrics,
-            function_limit=function_limit,
-        )
+        try:
+            self._public = await start_public_server(
+                s.host,
+                s.port,
+                f"127.0.0.1:{internal}",
+                self.dispatcher,
+                model.method_models,
+                max_message_bytes=s.max_message_bytes,
+                limits=s.public,
+                metrics=self.metrics,
+                function_limit=function_limit,
+            )
+        except OSError as e:
+            raise PortUnavailable.from_os_error("LARDER_PORT", s.host, s.port, e) from e
         self.public_port = self._public.port
         if self.eventing is not None:
             await self.eventing.start(self.dispatcher)
@@ -207,6 +229,8 @@ class Sidecar:
             await self.entities.shutdown()
         if self.cluster is not None:
             await self.cluster.close(SHUTDOWN_GRACE)
+        if self.function_watch is not None:
+            await self.function_watch.close()
         if self._channel is not None:
             if self.model is not None:
                 await proxy_terminated(self._channel)

@@ -13,6 +13,7 @@ from .discovery import DiscoveryFailed
 from .eventing import EventingError
 from .journal.base import JournalUnavailable
 from .model import SpecError
+from .ports import PortUnavailable
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("larder_sidecar")
@@ -24,7 +25,11 @@ async def run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     sidecar = Sidecar(settings)
-    await sidecar.start_admin()
+    try:
+        await sidecar.start_admin()
+    except PortUnavailable as e:
+        log.error("start-up failed: %s", e)  # noqa: TRY400 - the message says what to do
+        return 1
     code = 0
     try:
         await sidecar.start()
@@ -33,7 +38,7 @@ async def run(settings: Settings) -> int:
         # pod does not crash-loop on a spec that will not change by restarting.
         log.error("the user function's spec is invalid; not serving (see above)")  # noqa: TRY400
         code = 3
-    except (DiscoveryFailed, JournalUnavailable, EventingError) as e:
+    except (DiscoveryFailed, JournalUnavailable, EventingError, PortUnavailable) as e:
         log.error("start-up failed: %s", e)  # noqa: TRY400 - the message says what to do
         await sidecar.stop()
         return 1

@@ -102,6 +102,8 @@ class Settings:
     LARDER_JOURNAL_TYPE=cassandra."""
     journal_unavailable_grace: float = 10.0
     """Seconds the journal may not answer before readiness drops."""
+    user_function_unavailable_grace: float = 3.0
+    """Seconds the user function may not answer its health check before readiness drops."""
     passivation_timeout: float = 30.0
     """Seconds an entity may stay idle when discovery announces no timeout."""
     max_message_bytes: int = 12 * 1024 * 1024
@@ -244,6 +246,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         journal_cassandra=_cassandra(env) if journal_type == "cassandra" else None,
         journal_unavailable_grace=_seconds(env, "LARDER_JOURNAL_UNAVAILABLE_GRACE", 10.0),
+        user_function_unavailable_grace=_seconds(
+            env, "LARDER_USER_FUNCTION_UNAVAILABLE_GRACE", 3.0
+        ),
         passivation_timeout=_seconds(env, "LARDER_PASSIVATION_TIMEOUT", 30.0),
         max_message_bytes=max_bytes,
         user_function_max_message_bytes=_positive_int(
