@@ -14,6 +14,7 @@ server did not become ready), every started server's logs are copied to
   ``.env`` (environment with KUBECONFIG set and the provisioned kubectl first
   on PATH, for subprocesses).
 - ``helm_binary`` -> Path of a helm 3 executable.
+- ``grpcurl_binary`` -> Path of a grpcurl executable (a gRPC client using reflection).
 
 The servers are session-wide: a test that stops one must start it again
 (in a ``finally``). ``start()`` blocks until ready; from async code call it
@@ -35,6 +36,7 @@ from tests.infra.kafka import KafkaServer
 from tests.infra.kube import KubeControlPlane
 from tests.infra.logs import keep_logs
 from tests.infra.servers import Server, start_cassandra, start_kafka, start_kube
+from tests.infra.servers import grpcurl_binary as _grpcurl_binary
 from tests.infra.servers import helm_binary as _helm_binary
 
 S = TypeVar("S", bound=Server)
@@ -98,3 +100,8 @@ def kube(_infra_servers: _StartedServers) -> Iterator[KubeControlPlane]:
 @pytest.fixture(scope="session")
 def helm_binary() -> Path:
     return _helm_binary()
+
+
+@pytest.fixture(scope="session")
+def grpcurl_binary() -> Path:
+    return _grpcurl_binary()

@@ -113,19 +113,23 @@ def _build_etcd(staging: Path) -> None:
     gobuild.go_build(step, src, ["./etcd"], staging / "bin")
 
 
-def _build_helm(staging: Path) -> None:
-    program = versions.HELM
-    step = Step("helm", program.version)
-    src = staging / "src"
-    src.mkdir()
-    (src / "go.mod").write_text(
-        gobuild.render_go_mod(
-            "larder.dev/testinfra/helm",
-            versions.GO_MIN_VERSION,
-            [(program.module, program.version)],
+def _go_program_builder(name: str, program: versions.GoProgram) -> Callable[[Path], None]:
+    """Build one main package of a module into `bin/`, from a wrapper module."""
+
+    def build(staging: Path) -> None:
+        step = Step(name, program.version)
+        src = staging / "src"
+        src.mkdir()
+        (src / "go.mod").write_text(
+            gobuild.render_go_mod(
+                f"larder.dev/testinfra/{name}",
+                versions.GO_MIN_VERSION,
+                [(program.module, program.version)],
+            )
         )
-    )
-    gobuild.go_build(step, src, [program.package], staging / "bin")
+        gobuild.go_build(step, src, [program.package], staging / "bin")
+
+    return build
 
 
 _GO_FLAGS = f"go {versions.GO_MIN_VERSION} CGO_ENABLED=0 -mod=mod -trimpath"
@@ -153,7 +157,15 @@ COMPONENTS: dict[str, Component] = {
         _kubernetes_builder("kubectl", ("kubectl",)),
         f"{_KUBERNETES_RECIPE} kubectl",
     ),
-    "helm": Component("helm", versions.HELM.version, _build_helm, _GO_RECIPE),
+    "helm": Component(
+        "helm", versions.HELM.version, _go_program_builder("helm", versions.HELM), _GO_RECIPE
+    ),
+    "grpcurl": Component(
+        "grpcurl",
+        versions.GRPCURL.version,
+        _go_program_builder("grpcurl", versions.GRPCURL),
+        _GO_RECIPE,
+    ),
 }
 
 # What a user names on the command line -> the cache components it needs.
@@ -162,6 +174,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "kafka": ("kafka",),
     "kube": ("etcd", "kube", "kubectl"),
     "helm": ("helm",),
+    "grpcurl": ("grpcurl",),
 }
 
 

@@ -47,6 +47,10 @@ def helm_binary() -> Path:
     return installed("helm") / "bin" / "helm"
 
 
+def grpcurl_binary() -> Path:
+    return installed("grpcurl") / "bin" / "grpcurl"
+
+
 def launch(name: str, workdir: Path) -> Server:
     starters: dict[str, Callable[[Path], Server]] = {
         "cassandra": start_cassandra,

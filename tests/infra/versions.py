@@ -51,5 +51,9 @@ KUBERNETES = KubernetesRelease("v1.34.4", "v0.34.4")
 
 ETCD = GoProgram("go.etcd.io/etcd/server/v3", "v3.6.16", "go.etcd.io/etcd/server/v3/etcdmain")
 HELM = GoProgram("helm.sh/helm/v3", "v3.19.5", "helm.sh/helm/v3/cmd/helm")
+# A gRPC client that knows nothing of our protos: it learns them by reflection.
+GRPCURL = GoProgram(
+    "github.com/fullstorydev/grpcurl", "v1.9.3", "github.com/fullstorydev/grpcurl/cmd/grpcurl"
+)
 
 GO_MIN_VERSION = "1.24.0"
