@@ -11,14 +11,14 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2_grpc
 
 from .dispatch import Dispatcher, parse
 from .function_limit import FunctionLimit
 from .invoke import InvokeError, InvokeResult, MetadataPairs
 from .metrics import Metrics
 from .model import EntityIdTooLong, Method
+from .reflection import enable_reflection
 
 
 def client_metadata(context: grpc.aio.ServicerContext[Any, Any], method: Method) -> MetadataPairs:
@@ -157,10 +157,5 @@ def build_grpc_server(
     # grpc_health's asyncio servicer (health.aio) is missing from its type hints.
     health_servicer: Any = getattr(health, "aio").HealthServicer()  # noqa: B009
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [
-        *by_service,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    ]
-    reflection.enable_server_reflection(names, server, pool=dispatcher.model.pool)
+    enable_reflection(server, list(by_service), dispatcher.model.pool)
     return server, health_servicer

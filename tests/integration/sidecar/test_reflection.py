@@ -1,0 +1,87 @@
+"""gRPC reflection on the public port, as a client that has none of our protos sees it:
+the real grpcurl, and the v1 protocol asked directly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import grpc
+import grpc.aio
+from google.protobuf import descriptor_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+
+from .conftest import SidecarFactory
+from .user_function import UserFunction
+
+LISTED = {
+    "larder.test.Counter",
+    "larder.test.Register",
+    "larder.test.Echo",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
+
+
+async def grpcurl(binary: Path, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        str(binary),
+        "-plaintext",
+        "-max-time",
+        "20",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, f"grpcurl {' '.join(args)}: {err.decode()}"
+    return out.decode()
+
+
+async def test_grpcurl_lists_describes_and_calls(
+    grpcurl_binary: Path, user_function: UserFunction, start_sidecar: SidecarFactory
+) -> None:
+    sidecar = await start_sidecar(user_function)
+    address = f"127.0.0.1:{sidecar.public_port}"
+    listed = await grpcurl(grpcurl_binary, address, "list")
+    assert set(listed.split()) == LISTED
+    for service in sorted(LISTED):
+        described = await grpcurl(grpcurl_binary, address, "describe", service)
+        assert described.startswith(f"{service} is a service:"), described
+    described = await grpcurl(grpcurl_binary, address, "describe", "larder.test.AddRequest")
+    assert "int64 amount = 2;" in described
+    added = await grpcurl(
+        grpcurl_binary, "-d", '{"id": "curled", "amount": 5}', address, "larder.test.Counter/Add"
+    )
+    assert json.loads(added) == {"value": "5"}
+    health = await grpcurl(grpcurl_binary, address, "grpc.health.v1.Health/Check")
+    assert json.loads(health) == {"status": "SERVING"}
+
+
+async def test_reflection_v1_answers_with_the_v1_file(
+    user_function: UserFunction, start_sidecar: SidecarFactory
+) -> None:
+    # grpcurl falls back to v1alpha when v1 is missing; ask v1 by its own name.
+    sidecar = await start_sidecar(user_function)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.public_port}") as channel:
+        info = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="grpc.reflection.v1.ServerReflection"
+            ),
+        ]
+        listed, found = [r async for r in info(iter(requests), timeout=10)]
+    assert {s.name for s in listed.list_services_response.service} == LISTED
+    (file_bytes,) = found.file_descriptor_response.file_descriptor_proto
+    file = descriptor_pb2.FileDescriptorProto.FromString(file_bytes)
+    assert file.name == "grpc/reflection/v1/reflection.proto"
+    assert file.package == "grpc.reflection.v1"
+    (method,) = file.service[0].method
+    assert method.input_type == ".grpc.reflection.v1.ServerReflectionRequest"
