@@ -1,7 +1,9 @@
 """Membership changes under load, with real processes: a fourth sidecar joins and one
 leaves (marked terminating, then stopped) while clients keep sending commands through
 every serving sidecar. Orderly hand-offs: no client sees an error, every acknowledged
-command is in the journal exactly once, the journal never refuses a second writer."""
+command is in the journal exactly once, the journal never refuses a second writer. And
+a sidecar killed with SIGKILL: nothing acknowledged is lost, the commands that failed
+are stored whole or not at all, and the others take its shards once it leaves the list."""
 
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class Load:
     acked: dict[str, str] = field(default_factory=dict)
     """tag -> entity"""
     errors: list[str] = field(default_factory=list)
+    failed: dict[str, grpc.StatusCode] = field(default_factory=dict)
+    """tag -> status of a command that got no reply (it may or may not be stored)"""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
 
@@ -48,6 +52,9 @@ class Load:
                 await pod.add(entity, tag, 1, deadline=WAIT)
             except grpc.aio.AioRpcError as e:
                 self.errors.append(f"{tag} via {pod.name}: {e.code().name} {e.details()}")
+                self.failed[tag] = e.code()
+                # As a client would: a short pause before the next command.
+                await asyncio.sleep(0.05)
             else:
                 self.acked[tag] = entity
 
@@ -59,6 +66,17 @@ class Load:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"the load stalled at {len(self.acked)} acknowledged commands")
+
+
+async def _stored(tables: JournalTables, pb: ModuleType) -> collections.Counter[str]:
+    """How often each tag is in the journal (events in order, numbered without gaps)."""
+    stored: collections.Counter[str] = collections.Counter()
+    for n in range(ENTITIES):
+        events = await tables.events(counter_pid(f"moving-{n}"))
+        assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
+        for _, payload in events:
+            stored[pb.Added.FromString(payload).tag] += 1
+    return stored
 
 
 async def _owned(pod: Pod) -> float:
@@ -117,16 +135,7 @@ async def test_a_member_joins_and_one_leaves_under_load_without_errors_or_lost_c
     assert not load.errors, f"{len(load.errors)} client errors, e.g. {load.errors[:5]}"
     assert len(load.acked) == load.sent
 
-    # Every acknowledged command is in the journal exactly once.
-    stored: collections.Counter[str] = collections.Counter()
-    for n in range(ENTITIES):
-        entity = f"moving-{n}"
-        events = await tables.events(counter_pid(entity))
-        assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
-        for _, payload in events:
-            tag = pb.Added.FromString(payload).tag
-            stored[tag] += 1
-            assert load.acked.get(tag, entity) == entity
+    stored = await _stored(tables, pb)
     assert set(stored) == set(load.acked)
     assert max(stored.values()) == 1
 
@@ -142,3 +151,62 @@ async def test_a_member_joins_and_one_leaves_under_load_without_errors_or_lost_c
     assert sum(s["larder_shards_owned"] for n, s in samples.items() if n != "s1") == 256
     with contextlib.suppress(KeyError):
         assert samples["s1"]["larder_shards_owned"] == 0
+
+
+async def test_a_killed_member_loses_nothing_acknowledged_and_its_shards_move(
+    launch: Launch, tables: JournalTables, pb: ModuleType, tmp_path: Path
+) -> None:
+    names = ("s0", "s1", "s2")
+    address = {name: f"127.0.0.1:{free_port()}" for name in names}
+    members_file = tmp_path / "members"
+    members_file.write_text("".join(f"{n}={address[n]}\n" for n in names))
+    cluster = {"LARDER_CLUSTER_MEMBERS_FILE": str(members_file)}
+    pods = {}
+    for name in names:
+        pods[name] = await launch(name, int(address[name].rpartition(":")[2]), cluster)
+
+    # Clients talk to s0 and s2; s1's entities are reached by forwarding.
+    load = Load(serving=[pods["s0"], pods["s2"]])
+    workers = [asyncio.create_task(load.worker(n)) for n in range(WORKERS)]
+    try:
+        await load.until_more(60)
+        pods["s1"].sidecar.kill()
+        await pods["s1"].sidecar.wait()
+        await load.until_more(10)  # the others' entities keep working meanwhile
+        members_file.write_text("".join(f"{n}={address[n]}\n" for n in ("s0", "s2")))
+        for _ in range(int(WAIT / 0.1)):
+            if await _owned(pods["s0"]) + await _owned(pods["s2"]) == 256:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"s1's shards were not taken over\n{pods['s0'].log()}")
+        settled = len(load.errors)
+        await load.until_more(60)
+    finally:
+        load.stop.set()
+        await asyncio.wait_for(asyncio.gather(*workers), WAIT)
+
+    # Only s1's entities failed, fast and retryably, and only until it left the list.
+    assert load.failed, "killing s1 failed no command: the test did not test anything"
+    assert set(load.failed.values()) == {grpc.StatusCode.UNAVAILABLE}, load.errors[:5]
+    assert all("s1" in e for e in load.errors), load.errors[:5]
+    assert len(load.errors) - settled <= WORKERS  # at most the ones in flight at the move
+
+    stored = await _stored(tables, pb)
+    # Nothing acknowledged is lost or doubled; a failed command is stored once or not at all.
+    assert all(stored[tag] == 1 for tag in load.acked)
+    assert set(stored) <= set(load.acked) | set(load.failed)
+    assert max(stored.values()) == 1
+
+    samples = {name: await metrics(pods[name]) for name in ("s0", "s2")}
+    assert sum(s["larder_shards_owned"] for s in samples.values()) == 256
+    for s in samples.values():
+        assert sum(v for k, v in s.items() if k.startswith("larder_fencing_rejections")) == 0
+        assert s.get('larder_handoffs_total{direction="in",ending="timeout"}', 0.0) == 0
+    assert (
+        sum(
+            s.get('larder_handoffs_total{direction="in",ending="gone"}', 0.0)
+            for s in samples.values()
+        )
+        > 0
+    )
