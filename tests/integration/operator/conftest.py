@@ -95,10 +95,17 @@ def kubectl(kube: KubeControlPlane) -> Kubectl:
 @pytest.fixture(scope="session")
 def crds(kubectl: Kubectl) -> None:
     kubectl.run("apply", "--server-side", "-f", str(ROOT / "crds"))
-    kubectl.run(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/statefulfunctions.larder.dev", "crd/journals.larder.dev",
-    )
+
+    def established() -> bool:
+        # Not `kubectl wait`: it fails at once while a new CRD has no conditions yet.
+        out = kubectl.run(
+            "get", "crd", "statefulfunctions.larder.dev", "journals.larder.dev", "-o",
+            'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Established")].status}'
+            " {end}",
+        )
+        return out.split() == ["True", "True"]
+
+    wait_for("the CRDs to be established", established)
 
 
 # Cluster-scoped RBAC objects are named after the release: not "larder", which the chart
