@@ -35,8 +35,9 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{/* Rules the operator needs in every namespace it watches: exactly the calls it makes
-(kopf's watches, our reads, server-side applies, status patches, Events). It never deletes:
-the garbage collector removes a function's children through their owner references. */}}
+(kopf's watches, our reads, server-side applies, status patches, Events). It deletes only
+a PodDisruptionBudget a function no longer needs: the garbage collector removes a deleted
+function's children through their owner references. */}}
 {{- define "larder.namespacedRules" -}}
 - apiGroups: [larder.dev]
   resources: [statefulfunctions, journals]
@@ -57,12 +58,22 @@ the garbage collector removes a function's children through their owner referenc
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, create, patch]
+# Listed only when a Deployment reports a ReplicaFailure, to tell its current ReplicaSet's
+# failure (news for status) from an old one's.
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [list]
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [create, patch]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create, patch]
+# A PodDisruptionBudget for each function with more than one replica (server-side
+# applied); read, and deleted if the function owns it, when scaled to one replica or none.
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, create, patch, delete]
 # Held so the operator may grant it to the sidecars' Roles (RBAC forbids granting more):
 # membership watches the functions' EndpointSlices.
 - apiGroups: [discovery.k8s.io]

@@ -28,9 +28,17 @@ ADMIN_PORT = 9603
 INTERNAL_PORT = 9604
 RESERVED_PORTS = (PUBLIC_PORT, ADMIN_PORT, INTERNAL_PORT)
 DEFAULT_USER_PORT = 8080
+# Kubernetes' default of 30 s is shorter than what a stopping pod may need. Native sidecars
+# get SIGTERM only after the user containers have exited, and the sidecar's shutdown is
+# bounded step by step (app.py, SHUTDOWN_GRACE): hand-off of its shards (up to 10 s),
+# in-flight Kafka records (10 s grace), closing its servers (10 s), then draining commands
+# and passivating entities. 45 s covers those plus a user function that stops promptly.
+DEFAULT_TERMINATION_GRACE_SECONDS = 45
 
 FUNCTION_LABEL = "larder.dev/function"
 JOURNAL_HASH_ANNOTATION = "larder.dev/journal-hash"
+# Volumes the operator adds to every pod are named with this prefix; users' may not be.
+RESERVED_VOLUME_PREFIX = "larder-"
 MANAGED_BY = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
 
 _DEFAULT_SIDECAR_RESOURCES: dict[str, Any] = {
@@ -62,9 +70,12 @@ class Children:
     headless_service: dict[str, Any]
     service: dict[str, Any]
     deployment: dict[str, Any]
+    # Only with more than one replica; None means it must not exist.
+    disruption_budget: dict[str, Any] | None
 
     def in_apply_order(self) -> tuple[dict[str, Any], ...]:
         """RBAC and Services first, so the pods find what they need when they start."""
+        budget = () if self.disruption_budget is None else (self.disruption_budget,)
         return (
             self.service_account,
             self.role,
@@ -72,6 +83,7 @@ class Children:
             self.headless_service,
             self.service,
             self.deployment,
+            *budget,
         )
 
 
@@ -140,7 +152,27 @@ def render_children(
         headless_service=_headless_service(ref),
         service=_service(ref, spec),
         deployment=_deployment(ref, spec, journal, journal_spec, settings),
+        disruption_budget=_disruption_budget(ref, spec),
     )
+
+
+def _disruption_budget(ref: FunctionRef, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One pod at a time may be evicted (a node drain), so its shards move to the others.
+
+    With one replica a budget of one unavailable pod protects nothing, and
+    ``maxUnavailable: 0`` would block every drain: none then.
+    """
+    if int(spec.get("replicas", 1)) <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(ref, ref.name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(ref.name)},
+        },
+    }
 
 
 def _labels(ref: FunctionRef) -> dict[str, str]:
@@ -335,6 +367,9 @@ def _sidecar(
             "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
+            # Also set on the pod, unless spec.pod.securityContext says otherwise: the
+            # sidecar passes PodSecurity `restricted` whatever the pod's choice.
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
         # The root filesystem is read-only; Python and gRPC still want a scratch directory.
         "volumeMounts": [{"name": "larder-tmp", "mountPath": "/tmp"}, *kafka.mounts],
@@ -348,6 +383,29 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+# spec.pod fields copied into the pod spec as given (the CRD's schema validated them).
+_POD_FIELDS = (
+    "imagePullSecrets",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "topologySpreadConstraints",
+    "priorityClassName",
+)
+
+
+def _user_volumes(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    volumes = [copy.deepcopy(dict(v)) for v in pod.get("volumes") or ()]
+    for index, volume in enumerate(volumes):
+        if str(volume.get("name", "")).startswith(RESERVED_VOLUME_PREFIX):
+            raise InvalidSpecError(
+                f"spec.pod.volumes[{index}].name={volume.get('name')!r}: names starting with "
+                f"{RESERVED_VOLUME_PREFIX!r} are reserved for the volumes the operator adds; "
+                "rename it"
+            )
+    return volumes
+
+
 def _deployment(
     ref: FunctionRef,
     spec: Mapping[str, Any],
@@ -356,12 +414,32 @@ def _deployment(
     settings: OperatorSettings,
 ) -> dict[str, Any]:
     containers, user_port = _user_containers(spec)
+    pod = spec.get("pod") or {}
     pod_spec: dict[str, Any] = {
         "serviceAccountName": sidecar_account_name(ref.name),
         "initContainers": [_sidecar(ref.name, spec, journal, user_port, settings)],
         "containers": containers,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "volumes": [{"name": "larder-tmp", "emptyDir": {}}, *kafka_wiring(spec).volumes],
+        "securityContext": {
+            "seccompProfile": {"type": "RuntimeDefault"},
+            **copy.deepcopy(dict(pod.get("securityContext") or {})),
+        },
+        "terminationGracePeriodSeconds": int(
+            pod.get("terminationGracePeriodSeconds", DEFAULT_TERMINATION_GRACE_SECONDS)
+        ),
+        "volumes": [
+            {"name": "larder-tmp", "emptyDir": {}},
+            *kafka_wiring(spec).volumes,
+            *_user_volumes(pod),
+        ],
+    }
+    for key in _POD_FIELDS:
+        if pod.get(key):
+            pod_spec[key] = copy.deepcopy(pod[key])
+    # Ours win: the selector label and the Journal's hash must stay as the operator sets them.
+    labels = {**dict(pod.get("labels") or {}), **_labels(ref)}
+    annotations = {
+        **dict(pod.get("annotations") or {}),
+        JOURNAL_HASH_ANNOTATION: spec_hash(journal_spec),
     }
     return {
         "apiVersion": "apps/v1",
@@ -371,10 +449,7 @@ def _deployment(
             "replicas": int(spec.get("replicas", 1)),
             "selector": {"matchLabels": selector_labels(ref.name)},
             "template": {
-                "metadata": {
-                    "labels": _labels(ref),
-                    "annotations": {JOURNAL_HASH_ANNOTATION: spec_hash(journal_spec)},
-                },
+                "metadata": {"labels": labels, "annotations": annotations},
                 "spec": pod_spec,
             },
         },

@@ -20,6 +20,8 @@ _PLURALS = {
     "StatefulFunction": "statefulfunctions",
     "Journal": "journals",
     "Event": "events",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "ReplicaSet": "replicasets",
 }
 
 
@@ -100,11 +102,14 @@ class Cluster(Protocol):
         when the object changed meanwhile.
         """
 
-    async def list(self, path: str) -> list[dict[str, Any]]:
-        """The items of the collection at ``path``."""
+    async def list(self, path: str, label_selector: str = "") -> list[dict[str, Any]]:
+        """The items of the collection at ``path`` (those matching ``label_selector``)."""
 
     async def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Create ``obj`` in the collection at ``path``."""
+
+    async def delete(self, path: str, uid: str) -> None:
+        """Delete the object at ``path`` if it is still the one with ``uid``; gone is fine."""
 
 
 class ApiCluster:
@@ -192,9 +197,10 @@ class ApiCluster:
                 return None
             raise
 
-    async def list(self, path: str) -> list[dict[str, Any]]:
+    async def list(self, path: str, label_selector: str = "") -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else None
         try:
-            result = await self._call("GET", path)
+            result = await self._call("GET", path, query=query)
         except ApiException as e:
             # The namespace (or the CRD) is gone: nothing is in it.
             if e.status == 404:
@@ -207,3 +213,12 @@ class ApiCluster:
             return await self._call("POST", path, body=obj, content_type="application/json")
         except ApiException as e:
             raise ClusterError(f"creating in {path} failed with HTTP 404: {e.reason}") from e
+
+    async def delete(self, path: str, uid: str) -> None:
+        # The precondition: a same-named object created meanwhile is not ours to delete.
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            await self._call("DELETE", path, body=body, content_type="application/json")
+        except ApiException as e:
+            if e.status != 404:
+                raise

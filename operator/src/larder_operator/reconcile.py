@@ -28,6 +28,7 @@ from larder_operator.journals import (
 from larder_operator.kube import (
     Cluster,
     RejectedError,
+    collection_path,
     function_path,
     journal_path,
     object_path,
@@ -39,6 +40,7 @@ from larder_operator.status import (
     Condition,
     Reason,
     find_condition,
+    pods_failure,
     ready_condition,
     render_conditions,
     transitions,
@@ -130,6 +132,49 @@ async def _resolve_journal(
     )
 
 
+# The Deployment controller's annotation: the revision of a Deployment and of its ReplicaSets.
+_REVISION = "deployment.kubernetes.io/revision"
+
+
+async def _current_replica_set_conditions(
+    cluster: Cluster, deployment: Mapping[str, Any]
+) -> list[Mapping[str, Any]]:
+    """The conditions of the Deployment's ReplicaSet of its latest revision.
+
+    Read only when the Deployment reports a ReplicaFailure (it copies the failure of any of
+    its ReplicaSets), so a healthy function costs no call.
+    """
+    failure = find_condition((deployment.get("status") or {}).get("conditions") or (),
+                             "ReplicaFailure")
+    if failure is None or failure.get("status") != "True":
+        return []
+    meta = deployment["metadata"]
+    revision = (meta.get("annotations") or {}).get(_REVISION)
+    selector = ",".join(
+        f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items()
+    )
+    replica_sets = await cluster.list(
+        collection_path("apps/v1", "ReplicaSet", meta["namespace"]), selector
+    )
+    for rs in replica_sets:
+        rs_meta = rs.get("metadata") or {}
+        owned = any(o.get("uid") == meta.get("uid") for o in rs_meta.get("ownerReferences") or ())
+        if owned and (rs_meta.get("annotations") or {}).get(_REVISION) == revision:
+            return list((rs.get("status") or {}).get("conditions") or ())
+    return []
+
+
+async def _remove_disruption_budget(cluster: Cluster, ref: FunctionRef) -> None:
+    """Scaled to one pod or none: the budget this function had goes (only one it owns)."""
+    path = object_path("policy/v1", "PodDisruptionBudget", ref.namespace, ref.name)
+    budget = await cluster.get(path)
+    if budget is None:
+        return
+    owners = budget["metadata"].get("ownerReferences") or ()
+    if any(o.get("uid") == ref.uid and o.get("controller") for o in owners):
+        await cluster.delete(path, budget["metadata"]["uid"])
+
+
 async def reconcile_function(
     cluster: Cluster, settings: OperatorSettings, namespace: str, name: str, now: str
 ) -> Outcome | None:
@@ -160,6 +205,8 @@ async def reconcile_function(
                 service_exists = service_exists or child is children.service
                 if child is children.deployment:
                     deployment = live
+            if children.disruption_budget is None:
+                await _remove_disruption_budget(cluster, ref)
         except RejectedError as e:
             # The schema let the spec through but the API server refuses what it yields
             # (e.g. a volumeMount without a volume): only the user can fix it.
@@ -187,13 +234,24 @@ async def reconcile_function(
         fresh = (deployment or {}).get("metadata", {}).get("generation") == dstatus.get(
             "observedGeneration"
         )
+        selector = selector_string(name)
+        failure = None
+        # Conditions about an older spec say nothing about this one.
+        if fresh and deployment is not None:
+            failure = pods_failure(
+                dstatus.get("conditions") or (),
+                await _current_replica_set_conditions(cluster, deployment),
+                namespace=namespace,
+                selector=selector,
+            )
         ready = ready_condition(
             journal.condition,
             desired,
             int(dstatus.get("readyReplicas", 0)) if fresh else 0,
             int(dstatus.get("updatedReplicas", 0)) if fresh else 0,
             namespace=namespace,
-            selector=selector_string(name),
+            selector=selector,
+            failure=failure,
         )
     conditions = (ready, journal.condition)
     status: dict[str, Any] = {

@@ -18,6 +18,9 @@ class Reason(StrEnum):
     AVAILABLE = "Available"
     SCALED_TO_ZERO = "ScaledToZero"
     PODS_NOT_READY = "PodsNotReady"
+    # The Deployment's own failure conditions, for pods that are not even there:
+    POD_CREATION_FAILED = "PodCreationFailed"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     INVALID_SPEC = "InvalidSpec"
     IN_MEMORY = "InMemory"
     JOURNAL_READY = "JournalReady"
@@ -49,6 +52,52 @@ class Condition:
         return "True" if self.status else "False"
 
 
+@dataclass(frozen=True)
+class PodsFailure:
+    """Why the Deployment cannot bring its pods up, in its own words."""
+
+    reason: Reason
+    message: str
+
+
+def pods_failure(
+    deployment_conditions: Iterable[Mapping[str, Any]],
+    replica_set_conditions: Iterable[Mapping[str, Any]],
+    *,
+    namespace: str,
+    selector: str,
+) -> PodsFailure | None:
+    """Why pods are missing, from the conditions of the Deployment and of its current
+    ReplicaSet (the one of its latest revision), as a reason and a message with a hint.
+
+    ``ReplicaFailure`` is taken from that ReplicaSet only: the Deployment copies the failure
+    of any of its ReplicaSets, and an old one keeps failing (e.g. pods refused by
+    PodSecurity) until the new pods are ready, after the user has fixed the spec.
+    """
+    failure = find_condition(replica_set_conditions, "ReplicaFailure")
+    if failure is not None and failure.get("status") == "True":
+        return PodsFailure(
+            Reason.POD_CREATION_FAILED,
+            f"the ReplicaSet cannot create pods ({failure.get('reason') or 'ReplicaFailure'}): "
+            f"{failure.get('message') or 'no message'} (fix the spec accordingly, e.g. the "
+            f"containers' or spec.pod's securityContext; `kubectl describe rs -n {namespace} "
+            f"-l {selector}` shows the attempts)",
+        )
+    progressing = find_condition(deployment_conditions, "Progressing")
+    if (
+        progressing is not None
+        and progressing.get("status") == "False"
+        and progressing.get("reason") == "ProgressDeadlineExceeded"
+    ):
+        return PodsFailure(
+            Reason.PROGRESS_DEADLINE_EXCEEDED,
+            f"{progressing.get('message') or 'the Deployment made no progress'}: its new "
+            f"pods did not become ready in time; `kubectl get pods -n {namespace} -l "
+            f"{selector}` shows which are pending and why",
+        )
+    return None
+
+
 def ready_condition(
     journal: Condition,
     desired: int,
@@ -57,17 +106,21 @@ def ready_condition(
     *,
     namespace: str,
     selector: str,
+    failure: PodsFailure | None = None,
 ) -> Condition:
     """The function is Ready when its journal is and every desired pod is ready and current.
 
     ``namespace`` and ``selector`` (the pods' label selector) make the hint a command the
-    user can paste.
+    user can paste. ``failure`` (``pods_failure``) explains missing pods better than
+    a count.
     """
     if not journal.status:
         return Condition(READY, False, journal.reason, journal.message)
     if desired == 0:
         return Condition(READY, True, Reason.SCALED_TO_ZERO, "scaled to zero replicas")
     current = ready if updated is None else min(ready, updated)
+    if current < desired and failure is not None:
+        return Condition(READY, False, failure.reason, failure.message)
     if current < desired:
         return Condition(
             READY,

@@ -17,6 +17,7 @@ class FakeCluster:
         self.applied: list[str] = []
         self.created: list[tuple[str, dict[str, Any]]] = []
         self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.deleted: list[str] = []
         # Kind -> the API server's message, for applies the API server would refuse.
         self.reject: dict[str, str] = {}
         self._versions = itertools.count(1)
@@ -40,6 +41,16 @@ class FakeCluster:
         if old is not None:
             live["status"] = old.get("status", {})
             live["metadata"]["generation"] = old["metadata"].get("generation", 1)
+            # Fields other managers own stay, as with server-side apply (e.g. the uid, the
+            # Deployment controller's revision annotation).
+            if "uid" in old["metadata"]:
+                live["metadata"]["uid"] = old["metadata"]["uid"]
+            annotations = {
+                **old["metadata"].get("annotations", {}),
+                **live["metadata"].get("annotations", {}),
+            }
+            if annotations:
+                live["metadata"]["annotations"] = annotations
         self.put(path, live)
         self.applied.append(path)
         return copy.deepcopy(live)
@@ -65,14 +76,26 @@ class FakeCluster:
         self.patches.append((path, copy.deepcopy(patch)))
         return copy.deepcopy(obj)
 
-    async def list(self, path: str) -> list[dict[str, Any]]:
+    async def list(self, path: str, label_selector: str = "") -> list[dict[str, Any]]:
         prefix = path + "/"
+        # Equality selectors only (k=v,k2=v2): all the operator uses.
+        wanted = dict(t.split("=", 1) for t in label_selector.split(",") if t)
         return [
             copy.deepcopy(obj)
             for key, obj in sorted(self.objects.items())
             if key.startswith(prefix) and "/" not in key[len(prefix):]
+            and wanted.items() <= (obj.get("metadata", {}).get("labels") or {}).items()
         ]
 
     async def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
         self.created.append((path, copy.deepcopy(obj)))
         return copy.deepcopy(obj)
+
+    async def delete(self, path: str, uid: str) -> None:
+        obj = self.objects.get(path)
+        if obj is None:
+            return
+        if obj["metadata"].get("uid") != uid:
+            raise ConflictError(f"DELETE {path} failed with HTTP 409: the UID differs")
+        del self.objects[path]
+        self.deleted.append(path)

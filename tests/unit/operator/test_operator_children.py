@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from larder_operator.children import (
+    DEFAULT_TERMINATION_GRACE_SECONDS,
     FunctionRef,
     InvalidSpecError,
     passivation_seconds,
@@ -77,6 +78,8 @@ def test_sidecar_is_a_native_sidecar_with_ports_probes_and_secure_defaults() -> 
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
+        # Its own, so it passes PodSecurity `restricted` whatever the pod's profile.
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert template["serviceAccountName"] == "cart-larder"
     assert template["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -247,3 +250,84 @@ def test_invalid_specs_are_rejected_with_the_field_named(
 def test_bad_passivation_timeout_is_invalid() -> None:
     with pytest.raises(InvalidSpecError, match="passivationTimeout"):
         render(spec(passivationTimeout="soon"))
+
+
+POD: dict[str, Any] = {
+    "labels": {"team": "carts", "app.kubernetes.io/name": "mine"},
+    "annotations": {"prometheus.io/scrape": "true", "larder.dev/journal-hash": "mine"},
+    "imagePullSecrets": [{"name": "registry-login"}],
+    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "cart-data"}}],
+    "nodeSelector": {"disktype": "ssd"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "larder",
+                     "effect": "NoSchedule"}],
+    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                   "whenUnsatisfiable": "ScheduleAnyway"}],
+    "priorityClassName": "high",
+    "securityContext": {"runAsUser": 10001, "fsGroup": 10001},
+    "terminationGracePeriodSeconds": 90,
+}
+
+
+def test_pod_fields_are_rendered_into_the_pod_template() -> None:
+    template = render(spec(pod=POD)).deployment["spec"]["template"]
+    pod = template["spec"]
+    for key in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity",
+                "topologySpreadConstraints", "priorityClassName"):
+        assert pod[key] == POD[key], key
+    assert pod["terminationGracePeriodSeconds"] == 90
+    # The user's volume comes after the operator's own.
+    assert [v["name"] for v in pod["volumes"]] == ["larder-tmp", "data"]
+    assert pod["volumes"][1] == POD["volumes"][0]
+    # The pod's securityContext is the user's, with RuntimeDefault seccomp kept.
+    assert pod["securityContext"] == {
+        "seccompProfile": {"type": "RuntimeDefault"}, "runAsUser": 10001, "fsGroup": 10001,
+    }
+    # Labels and annotations are added; the operator's own win.
+    assert template["metadata"]["labels"]["team"] == "carts"
+    assert template["metadata"]["labels"]["app.kubernetes.io/name"] == "cart"
+    assert template["metadata"]["labels"]["larder.dev/function"] == "cart"
+    assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert template["metadata"]["annotations"]["larder.dev/journal-hash"] == spec_hash(None)
+
+
+def test_without_pod_fields_the_grace_period_fits_the_sidecars_shutdown() -> None:
+    pod = render(spec()).deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == DEFAULT_TERMINATION_GRACE_SECONDS == 45
+    for key in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity",
+                "topologySpreadConstraints", "priorityClassName"):
+        assert key not in pod, key
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def test_a_given_seccomp_profile_wins_on_the_pod_but_not_on_the_sidecar() -> None:
+    given = {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}
+    pod = render(spec(pod=given)).deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "Unconfined"}
+    (sidecar,) = pod["initContainers"]
+    assert sidecar["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_a_user_volume_may_not_take_a_reserved_name() -> None:
+    with pytest.raises(InvalidSpecError, match=r"spec.pod.volumes\[0\].name='larder-tmp'"):
+        render(spec(pod={"volumes": [{"name": "larder-tmp", "emptyDir": {}}]}))
+
+
+@pytest.mark.parametrize(("replicas", "budget"), [(0, False), (1, False), (2, True), (5, True)])
+def test_a_disruption_budget_only_with_more_than_one_replica(replicas: int, budget: bool) -> None:
+    children = render(spec(replicas=replicas))
+    if not budget:
+        assert children.disruption_budget is None
+        assert all(c["kind"] != "PodDisruptionBudget" for c in children.in_apply_order())
+        return
+    pdb = children.disruption_budget
+    assert pdb is not None
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["metadata"]["name"] == "cart"
+    assert pdb["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {"larder.dev/function": "cart"}},
+    }
+    # Applied after the Deployment whose pods it covers.
+    assert children.in_apply_order()[-1] is pdb

@@ -57,6 +57,7 @@ async def test_in_memory_function_builds_all_children_and_reports_pods_not_ready
     kinds = [p.split("/")[-2] for p in cluster.applied]
     assert kinds == [
         "serviceaccounts", "roles", "rolebindings", "services", "services", "deployments",
+        "poddisruptionbudgets",
     ]
     conds = conditions(cluster)
     assert conds["JournalReady"]["reason"] == Reason.IN_MEMORY
@@ -198,3 +199,91 @@ async def test_the_pods_hint_names_this_function() -> None:
     await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
     message = conditions(cluster)["Ready"]["message"]
     assert "`kubectl get pods -n ns -l larder.dev/function=cart`" in message
+
+
+def _deployment_status(cluster: FakeCluster, **status: Any) -> None:
+    deployment = cluster.objects[object_path("apps/v1", "Deployment", "ns", "cart")]
+    deployment["metadata"].update(
+        generation=2, uid="d1", annotations={"deployment.kubernetes.io/revision": "2"}
+    )
+    deployment["status"] = status
+
+
+def _replica_set(cluster: FakeCluster, name: str, revision: str, *conds: Any) -> None:
+    cluster.objects[object_path("apps/v1", "ReplicaSet", "ns", name)] = {
+        "metadata": {
+            "name": name,
+            "labels": {"larder.dev/function": "cart"},
+            "annotations": {"deployment.kubernetes.io/revision": revision},
+            "ownerReferences": [{"uid": "d1", "controller": True}],
+        },
+        "status": {"conditions": list(conds)},
+    }
+
+
+FAILURE = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+           "message": 'pods "cart-1" is forbidden: violates PodSecurity "restricted"'}
+
+
+async def test_pods_the_current_replicaset_cannot_create_are_the_ready_reason() -> None:
+    cluster = FakeCluster()
+    add_function(cluster, replicas=2)
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
+    _replica_set(cluster, "cart-new", "2", FAILURE)
+    # Conditions of an older generation are not about this spec.
+    _deployment_status(cluster, observedGeneration=1, conditions=[FAILURE])
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t2")
+    assert conditions(cluster)["Ready"]["reason"] == Reason.PODS_NOT_READY
+    _deployment_status(cluster, observedGeneration=2, conditions=[FAILURE])
+    outcome = await reconcile_function(cluster, SETTINGS, "ns", "cart", "t3")
+    assert outcome is not None
+    ready = conditions(cluster)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", Reason.POD_CREATION_FAILED)
+    assert "violates PodSecurity" in ready["message"]
+    # A change of reason: the caller posts a Warning Event for it.
+    assert [(c.type, c.reason) for c in outcome.changed] == [
+        ("Ready", Reason.POD_CREATION_FAILED)
+    ]
+
+
+async def test_an_old_replicasets_failure_is_not_the_ready_reason() -> None:
+    # The spec was fixed: the new ReplicaSet creates pods, the old one still fails to
+    # (it keeps its pods until the new ones are ready), and the Deployment copies that.
+    cluster = FakeCluster()
+    add_function(cluster, replicas=2)
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
+    _replica_set(cluster, "cart-old", "1", FAILURE)
+    _replica_set(cluster, "cart-new", "2")
+    _deployment_status(cluster, observedGeneration=2, conditions=[FAILURE])
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t2")
+    assert conditions(cluster)["Ready"]["reason"] == Reason.PODS_NOT_READY
+
+
+PDB = object_path("policy/v1", "PodDisruptionBudget", "ns", "cart")
+
+
+async def test_a_disruption_budget_while_more_than_one_replica_and_gone_when_scaled_down() -> None:
+    cluster = FakeCluster()
+    add_function(cluster, replicas=3)
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
+    assert cluster.applied[-1] == PDB
+    cluster.objects[PDB]["metadata"]["uid"] = "pdb-uid"
+    cluster.objects[function_path("ns", "cart")]["spec"]["replicas"] = 1
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t2")
+    assert cluster.deleted == [PDB]
+    assert PDB not in cluster.objects
+    # Nothing more to delete on the next run.
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t3")
+    assert cluster.deleted == [PDB]
+
+
+async def test_a_disruption_budget_the_function_does_not_own_is_left_alone() -> None:
+    cluster = FakeCluster()
+    add_function(cluster, replicas=1)
+    cluster.objects[PDB] = {
+        "metadata": {"name": "cart", "namespace": "ns", "uid": "theirs",
+                     "ownerReferences": [{"uid": "someone-else", "controller": True}]},
+    }
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", "t1")
+    assert cluster.deleted == []
+    assert PDB in cluster.objects

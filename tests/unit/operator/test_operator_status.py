@@ -7,6 +7,7 @@ from larder_operator.status import (
     READY,
     Condition,
     Reason,
+    pods_failure,
     ready_condition,
     render_conditions,
     transitions,
@@ -63,3 +64,60 @@ def test_events_only_for_changed_status_or_reason() -> None:
     assert transitions(rendered, [reworded]) == []
     other = Condition(READY, False, Reason.PODS_NOT_READY, "0/1")
     assert transitions(rendered, [JOURNAL_OK, other]) == [other]
+
+
+PSA = (
+    'pods "cart-5d9c-x" is forbidden: violates PodSecurity "restricted:latest": '
+    'allowPrivilegeEscalation != false (container "fn" must set '
+    "securityContext.allowPrivilegeEscalation=false)"
+)
+REPLICA_FAILURE = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                   "message": PSA}
+DEADLINE = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+            "message": 'ReplicaSet "cart-5d9c" has timed out progressing.'}
+PROGRESSING = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+
+
+def _failure(*conds: dict[str, str]) -> Condition:
+    """Ready with these conditions on both the Deployment and its current ReplicaSet."""
+    selector = "larder.dev/function=cart"
+    failure = pods_failure(conds, conds, namespace="shop", selector=selector)
+    return ready_condition(
+        JOURNAL_OK, 2, 0, 0, namespace="shop", selector=selector, failure=failure
+    )
+
+
+def test_pods_that_cannot_be_created_say_why_in_the_api_servers_words() -> None:
+    cond = _failure(PROGRESSING, REPLICA_FAILURE)
+    assert (cond.status, cond.reason) == (False, Reason.POD_CREATION_FAILED)
+    assert "(FailedCreate): " + PSA in cond.message
+    assert "`kubectl describe rs -n shop -l larder.dev/function=cart`" in cond.message
+
+
+def test_a_deployment_past_its_progress_deadline_says_so() -> None:
+    cond = _failure(DEADLINE)
+    assert (cond.status, cond.reason) == (False, Reason.PROGRESS_DEADLINE_EXCEEDED)
+    assert cond.message.startswith('ReplicaSet "cart-5d9c" has timed out progressing.')
+    # Pods that cannot be created are the more specific news.
+    assert _failure(DEADLINE, REPLICA_FAILURE).reason == Reason.POD_CREATION_FAILED
+
+
+def test_conditions_that_are_no_failure_leave_the_pod_count() -> None:
+    resolved = {**REPLICA_FAILURE, "status": "False"}
+    assert _failure(PROGRESSING, resolved).reason == Reason.PODS_NOT_READY
+    assert pods_failure([], [], namespace="shop", selector="a=b") is None
+    # The Deployment copies an old ReplicaSet's failure; only the current one's is news.
+    assert pods_failure([REPLICA_FAILURE], [], namespace="shop", selector="a=b") is None
+
+
+def test_a_failure_does_not_hide_a_function_that_is_ready_or_waits_for_its_journal() -> None:
+    failure = pods_failure([REPLICA_FAILURE], [REPLICA_FAILURE], namespace="shop",
+                           selector="a=b")
+    # A quota hit by a surge pod while every pod runs: still Available.
+    ready = ready_condition(JOURNAL_OK, 2, 2, 2, namespace="shop", selector="a=b",
+                            failure=failure)
+    assert ready.reason == Reason.AVAILABLE
+    missing = Condition(JOURNAL_READY, False, Reason.JOURNAL_MISSING, "no such journal")
+    blocked = ready_condition(missing, 2, 0, 0, namespace="shop", selector="a=b",
+                              failure=failure)
+    assert blocked.reason == Reason.JOURNAL_MISSING
