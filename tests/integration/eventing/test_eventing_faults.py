@@ -196,8 +196,14 @@ async def test_broker_stopped_longer_than_the_session_timeout_under_load(
     assert prober.failures == [], prober.failures[:5]
     assert prober.answers >= outage  # two per second during the outage alone
     text = sidecar.log()
-    assert text.count("no Kafka broker is reachable") == 1, text[-4000:]
-    assert text.count("Kafka is reachable again") == 1, text[-4000:]
+    # One warning per transition, not a flood. A restarting broker may accept a
+    # connection and drop it again before it serves (seen on a loaded machine), which is
+    # a second outage, honestly reported as one; the last word must be "reachable".
+    down = [line for line in text.splitlines() if "no Kafka broker is reachable" in line]
+    up = [line for line in text.splitlines() if "Kafka is reachable again" in line]
+    assert 1 <= len(down) <= 3, "\n".join(down) or text[-4000:]
+    assert len(up) == len(down), "\n".join(down + up)
+    assert text.rindex("Kafka is reachable again") > text.rindex("no Kafka broker is reachable")
     # librdkafka's own line for each reconnect attempt goes to DEBUG, not stderr.
     assert "|FAIL|rdkafka#consumer" not in text
     terminated = time.monotonic()
