@@ -4,7 +4,8 @@ The request is assembled as one JSON document (body, then path variables and que
 parameters set into it at their field paths) and parsed once with protobuf's
 canonical JSON mapping, so every input error is reported the same way. Replies are
 rendered the way Akka Serverless's proxy did: lowerCamelCase names, fields with
-default values included, no insignificant whitespace.
+default values included, no insignificant whitespace; fields in declaration order, as
+protobuf's canonical JSON prints them (`json_order.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
+from .json_order import JsonOrder
 from .path_template import PercentDecodingError, unquote_strict
 from .routes import TEXT_MESSAGE_TYPES, WRAPPER_TYPES, Bindings, Route
 
@@ -58,6 +60,9 @@ class Transcoder:
             method.output.fields_by_name[route.response_body] if route.response_body else None
         )
         self._http_body_reply = method.output.full_name == _HTTP_BODY
+        order = JsonOrder(self._pool)
+        field = self._response_field
+        self._reorder_reply = order.message(method.output) if field is None else order.field(field)
         self._query_fields: dict[str, tuple[FieldDescriptor, ...]] = {}
 
     def decode_request(self, bindings: Bindings, query: str | None, body: bytes) -> Message:
@@ -96,6 +101,7 @@ class Transcoder:
             rendered = self._to_dict(getattr(reply, field.name))
         else:
             rendered = self._to_dict(reply).get(field.json_name)
+        rendered = self._reorder_reply(rendered)
         text = json.dumps(rendered, separators=(",", ":"), ensure_ascii=False)
         return text.encode(), JSON_CONTENT_TYPE
 

@@ -160,3 +160,26 @@ def test_reply_that_is_not_the_output_type_is_reported(table: RouteTable) -> Non
     route, _ = table.match("GET", "/turkeys/t1")
     with pytest.raises(ReplyDecodeError, match=r"com\.example\.Turkey"):
         Transcoder(route).encode_reply(b"\xff\xff\xff")
+
+
+def test_reply_fields_are_in_declaration_order_at_every_depth(table: RouteTable) -> None:
+    # As protobuf's canonical JSON prints them: declaration order, whether a field is set
+    # or printed for its default value.
+    reply = {
+        "books": [{"pages": "10", "author": {"displayName": "Ann"}, "rating": 4.5}],
+        "curator": {"displayName": "Bo"},
+    }
+    route, _ = table.match("POST", "/com.example.Library/SearchBooks")
+    payload = reply_bytes(table, "POST", "/com.example.Library/SearchBooks", reply)
+    body, _ = Transcoder(route).encode_reply(payload)
+    assert body == (
+        b'{"books":[{"id":"","title":"","pages":"10","author":{"name":"","displayName":"Ann"},'
+        b'"tags":[],"genre":"GENRE_UNSPECIFIED","cover":"","rating":4.5,"labels":{}}],'
+        b'"nextPageToken":"","curator":{"name":"","displayName":"Bo"}}'
+    )
+    # Also the one field a response_body rule renders.
+    books = encode(table, "GET", "/v1/shelves/s/books", reply)
+    assert list(books[0]) == [
+        "id", "title", "pages", "author", "tags", "genre", "cover", "rating", "labels",
+    ]
+    assert list(encode(table, "GET", "/v1/curated/x", reply)) == ["name", "displayName"]
