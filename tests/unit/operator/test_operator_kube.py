@@ -75,6 +75,37 @@ async def test_a_stale_write_is_a_conflict() -> None:
 async def test_gone_is_none_or_empty_not_an_error() -> None:
     assert await _cluster(404, "not found").patch("/x", {"metadata": {}}) is None
     assert await _cluster(404, "not found").list("/x") == []
+    await _cluster(404, "not found").delete("/x", "uid-1")
+
+
+async def test_deleting_what_was_replaced_meanwhile_is_a_conflict() -> None:
+    with pytest.raises(ConflictError):
+        await _cluster(409, "Precondition failed: UID in precondition: uid-1").delete(
+            "/x", "uid-1"
+        )
+
+
+class _Recorder:
+    """Answers every call with an empty list and keeps what was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    async def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((args, kwargs))
+        return {"items": []}
+
+
+async def test_a_label_selector_is_a_query_parameter_and_delete_has_a_precondition() -> None:
+    client = _Recorder()
+    cluster = ApiCluster(client)  # type: ignore[arg-type]
+    await cluster.list("/apis/apps/v1/namespaces/ns/replicasets", "larder.dev/function=cart")
+    await cluster.delete("/apis/policy/v1/namespaces/ns/poddisruptionbudgets/cart", "uid-1")
+    (list_args, list_kwargs), (delete_args, delete_kwargs) = client.calls
+    assert list_args[:2] == ("/apis/apps/v1/namespaces/ns/replicasets", "GET")
+    assert list_kwargs["query_params"] == [("labelSelector", "larder.dev/function=cart")]
+    assert delete_args[1] == "DELETE"
+    assert delete_kwargs["body"]["preconditions"] == {"uid": "uid-1"}
 
 
 def test_collection_paths() -> None:
