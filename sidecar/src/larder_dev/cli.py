@@ -2,6 +2,7 @@
 
     larder dev samples/shopping-cart    # a directory with larder.toml, Procfile or package.json
     larder dev -- node index.js         # any start command; the function serves on $PORT
+    larder dev --replicas 3 samples/shopping-cart   # 3 sidecars sharding the entities
     larder inspect types --sqlite .larder/shopping-cart/journal.db   # read a journal
 
 Exit status: 0 after a clean Ctrl-C, 1 when something failed while running, 2 when the
@@ -31,6 +32,9 @@ DEFAULT_ADMIN_PORT = 9603
 DEFAULT_INTERNAL_PORT = 9604
 DEFAULT_DATA_DIR = Path(".larder")
 
+MAX_REPLICAS = 16
+"""Two processes each, on one machine: a typo should not start hundreds."""
+
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
@@ -42,6 +46,16 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+    return value
+
+
+def _replicas(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of replicas") from None
+    if not 1 <= value <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_REPLICAS}")
     return value
 
 
@@ -76,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the sidecar's admin port: /readyz, /metrics (default %(default)s)")
     dev.add_argument("--internal-port", type=_port, default=DEFAULT_INTERNAL_PORT,
                      help="the sidecar's sidecar-to-sidecar port (default %(default)s)")
+    dev.add_argument("--replicas", type=_replicas, default=1, metavar="N",
+                     help="run N sidecars, each with its own function process, sharing the "
+                     "journal: each entity lives on one of them and the others forward to it. "
+                     "Replica i gets the public port PORT+i; the other ports count up from "
+                     "their options too, skipping ports already given (default %(default)s)")
     dev.add_argument("--journal", choices=("sqlite", "memory"), default="sqlite",
                      help="where state lives: sqlite survives restarts (default), memory not")
     dev.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
@@ -149,6 +168,7 @@ def parse_dev_args(argv: Sequence[str], cwd: Path | None = None) -> DevSettings:
         sidecar_command=sidecar_command(),
         ready_timeout_s=args.ready_timeout,
         grace_s=args.grace,
+        replicas=args.replicas,
     )
 
 

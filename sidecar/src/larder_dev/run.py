@@ -1,11 +1,13 @@
-"""`larder dev`'s supervisor: a user function and a sidecar as two child processes.
+"""`larder dev`'s supervisor: a user function and a sidecar as two child processes, or
+with `--replicas N` N of each (`replicas.py`: their ports, names and membership).
 
 Each child runs in its own session (so a terminal's Ctrl-C reaches only us and we
 decide the stopping order) and gets `PR_SET_PDEATHSIG`, so even a `kill -9` of
 `larder dev` does not leave a function or sidecar behind. Stopping sends SIGTERM to
 the child's whole process group (a `npm start` wrapper and its node process alike),
 then SIGKILL after the grace period; every wait while stopping is bounded, so
-`larder dev` exits whatever a child does.
+`larder dev` exits whatever a child does. The sidecars stop first (together), then the
+functions (together), so stopping N replicas takes no longer than stopping one.
 
 A child's output goes to a pipe of our own rather than asyncio's: asyncio's
 `Process.wait()` also waits for its pipes to close, which a blocked relay or a
@@ -18,10 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import os
 import signal
-import socket
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -32,14 +32,23 @@ from typing import Literal, TextIO
 import grpc
 
 from larder_dev.examples import generic_examples, readme_examples, reflected_services
-from larder_dev.function import DevInputError, FunctionSpec
+from larder_dev.function import FunctionSpec
+from larder_dev.ports import ReplicaPorts, check_ports_free
 from larder_dev.relay import relay
+from larder_dev.replicas import (
+    CLUSTER_VARIABLES,
+    Replica,
+    admin_get,
+    cluster_env,
+    cluster_info,
+    own_share,
+    plan_replicas,
+)
 
 JournalKind = Literal["memory", "sqlite"]
 
 _PR_SET_PDEATHSIG = 1
 _READY_POLL_S = 0.2
-_PROBE_TIMEOUT_S = 2.0
 # After SIGKILL only a process stuck in the kernel takes longer than this to go.
 _KILLED_EXIT_S = 5.0
 # Once the children are gone, how long their last output gets to come through.
@@ -62,10 +71,18 @@ class DevSettings:
     sidecar_command: tuple[str, ...]
     ready_timeout_s: float = 120.0
     grace_s: float = 5.0
+    replicas: int = 1
+    """User function and sidecar pairs; more than one share the journal as a cluster."""
 
     @property
     def journal_path(self) -> Path:
         return self.data_dir / self.function.name / "journal.db"
+
+    @property
+    def first_ports(self) -> ReplicaPorts:
+        """The first replica's ports, as the options give them."""
+        return ReplicaPorts(public=self.public_port, function=self.function_port,
+                            admin=self.admin_port, internal=self.internal_port)
 
 
 def kafka_configured(env: Mapping[str, str]) -> bool:
@@ -73,29 +90,6 @@ def kafka_configured(env: Mapping[str, str]) -> bool:
     itself whether eventing is on."""
     return any(env.get(name, "").strip() for name in (
         "LARDER_KAFKA_BOOTSTRAP_SERVERS", "LARDER_KAFKA_PROPERTIES_FILE", "LARDER_EVENTING"))
-
-
-def check_ports_free(ports: Mapping[str, int]) -> None:
-    """Raise DevInputError naming the option to change when a port is taken."""
-    seen: dict[int, str] = {}
-    for option, port in ports.items():
-        if port in seen:
-            raise DevInputError(f"{option} and {seen[port]} are both {port}; give them "
-                                "different ports")
-        seen[port] = option
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            # Servers set SO_REUSEADDR, so a port in TIME_WAIT is usable for them
-            # too; only a live listener makes this bind fail.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE:
-                    raise
-                raise DevInputError(
-                    f"port {port} is already in use (another `larder dev` or server?); "
-                    f"stop it or pass a free port with {option}"
-                ) from e
 
 
 def _die_with_parent() -> Callable[[], None]:
@@ -111,10 +105,22 @@ def _die_with_parent() -> Callable[[], None]:
 
 @dataclass
 class _Child:
-    label: str
+    role: str
+    """`function` or `sidecar`."""
+    replica: Replica
     process: asyncio.subprocess.Process
     output: asyncio.ReadTransport
     relay: asyncio.Task[None]
+
+    @property
+    def label(self) -> str:
+        """The prefix of its lines: `sidecar`, or `sidecar-1` among several replicas."""
+        return self.replica.label(self.role)
+
+    @property
+    def title(self) -> str:
+        """For a sentence: `the sidecar`, or `sidecar-1`."""
+        return self.label if self.replica.numbered else f"the {self.role}"
 
     @property
     def running(self) -> bool:
@@ -122,11 +128,14 @@ class _Child:
 
 
 class DevRunner:
-    """Starts both processes, reports readiness, stops both; one instance per run."""
+    """Starts the processes, reports readiness, stops them all; one instance per run."""
 
     def __init__(self, settings: DevSettings, out: TextIO = sys.stdout) -> None:
         self._settings = settings
         self._out = out
+        self._replicas: tuple[Replica, ...] = ()
+        self._ready: set[int] = set()
+        """The replicas whose sidecar said it is ready."""
         self._children: list[_Child] = []
         self._stop = asyncio.Event()
         self._hurry = False
@@ -166,46 +175,64 @@ class DevRunner:
 
     async def _start(self) -> None:
         s = self._settings
-        check_ports_free({"--port": s.public_port, "--admin-port": s.admin_port,
-                          "--internal-port": s.internal_port,
-                          "--function-port": s.function_port})
+        self._replicas = plan_replicas(s.first_ports, s.replicas)
+        for replica in self._replicas:
+            check_ports_free(replica.ports.by_option(),
+                             replica.name if replica.numbered else None)
         if s.journal == "sqlite":
             s.journal_path.parent.mkdir(parents=True, exist_ok=True)
-        self.say(f"starting {s.function.name} ({s.function.source}): "
+        copies = f"{len(self._replicas)} replicas of " if len(self._replicas) > 1 else ""
+        self.say(f"starting {copies}{s.function.name} ({s.function.source}): "
                  f"{' '.join(s.function.command)}")
-        function_env = {
+        for replica in self._replicas:
+            await self._spawn("function", replica, s.function.command, s.function.cwd,
+                              self._function_env(replica))
+        for replica in self._replicas:
+            await self._spawn("sidecar", replica, s.sidecar_command, Path.cwd(),
+                              self._sidecar_env(replica))
+
+    def _function_env(self, replica: Replica) -> dict[str, str]:
+        return {
             **os.environ,
             # `python` in a start command means the interpreter larder runs on, as
             # in an activated virtualenv, so the SDK installed beside it is found.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent),
                                      os.environ.get("PATH", os.defpath)]),
             "PYTHONUNBUFFERED": "1",
-            **s.function.env,
+            **self._settings.function.env,
             "HOST": "127.0.0.1",
-            "PORT": str(s.function_port),
+            "PORT": str(replica.ports.function),
         }
-        await self._spawn("function", s.function.command, s.function.cwd, function_env)
-        sidecar_env = {
-            **os.environ,
+
+    def _sidecar_env(self, replica: Replica) -> dict[str, str]:
+        s = self._settings
+        inherited = dict(os.environ)
+        if replica.numbered:
+            for name in CLUSTER_VARIABLES:
+                inherited.pop(name, None)
+        env = {
+            **inherited,
             "PYTHONUNBUFFERED": "1",
             "USER_FUNCTION_HOST": "127.0.0.1",
-            "USER_FUNCTION_PORT": str(s.function_port),
-            "LARDER_PORT": str(s.public_port),
-            "LARDER_ADMIN_PORT": str(s.admin_port),
-            "LARDER_INTERNAL_PORT": str(s.internal_port),
+            "USER_FUNCTION_PORT": str(replica.ports.function),
+            "LARDER_PORT": str(replica.ports.public),
+            "LARDER_ADMIN_PORT": str(replica.ports.admin),
+            "LARDER_INTERNAL_PORT": str(replica.ports.internal),
             "LARDER_JOURNAL_TYPE": s.journal,
+            **cluster_env(self._replicas, replica),
         }
         if s.journal == "sqlite":
-            sidecar_env["LARDER_JOURNAL_SQLITE_PATH"] = str(s.journal_path)
+            env["LARDER_JOURNAL_SQLITE_PATH"] = str(s.journal_path)
         if not kafka_configured(os.environ):
             # Without Kafka, eventing methods are still served over gRPC/HTTP instead
             # of the sidecar refusing to start.
             # The sidecar logs which methods that concerns.
-            sidecar_env["LARDER_EVENTING"] = "off"
-        await self._spawn("sidecar", s.sidecar_command, Path.cwd(), sidecar_env)
+            env["LARDER_EVENTING"] = "off"
+        return env
 
-    async def _spawn(self, label: str, command: tuple[str, ...], cwd: Path,
+    async def _spawn(self, role: str, replica: Replica, command: tuple[str, ...], cwd: Path,
                      env: Mapping[str, str]) -> None:
+        label = replica.label(role)
         read_fd, write_fd = os.pipe()
         pipe = os.fdopen(read_fd, "rb", buffering=0)  # the transport closes it
         reader = asyncio.StreamReader()
@@ -225,11 +252,11 @@ class DevRunner:
             )
         except FileNotFoundError as e:
             output.close()
-            raise DevRunError(f"the {label} command `{command[0]}` was not found; install it "
+            raise DevRunError(f"the {role} command `{command[0]}` was not found; install it "
                               "or fix the start command") from e
         except PermissionError as e:
             output.close()
-            raise DevRunError(f"the {label} command `{command[0]}` is not executable") from e
+            raise DevRunError(f"the {role} command `{command[0]}` is not executable") from e
         except BaseException:
             output.close()
             raise
@@ -239,7 +266,7 @@ class DevRunner:
             os.close(write_fd)
         task = asyncio.create_task(relay(reader, self._out, f"[{label}] "),
                                    name=f"{label}-output")
-        child = _Child(label, process, output, task)
+        child = _Child(role, replica, process, output, task)
         task.add_done_callback(lambda _: self._relay_ended(child))
         self._children.append(child)
 
@@ -252,11 +279,12 @@ class DevRunner:
         error = child.relay.exception()
         if error is None or self._failure is not None:
             return
+        everything = "both processes" if len(self._replicas) < 2 else "every process"
         self._failure = DevRunError(
-            f"relaying the {child.label}'s output failed ({type(error).__name__}: {error}); "
-            "stopped both processes")
+            f"relaying {child.title}'s output failed ({type(error).__name__}: {error}); "
+            f"stopped {everything}")
         self._stop.set()
-        self.say(f"relaying the {child.label}'s output failed:\n"
+        self.say(f"relaying {child.title}'s output failed:\n"
                  + "".join(traceback.format_exception(error)).rstrip())
 
     async def _until_ready(self) -> bool:
@@ -281,56 +309,84 @@ class DevRunner:
         for task, child in exits.items():
             if task in done:
                 raise DevRunError(self._early_exit_message(child))
+        waiting = [r for r in self._replicas if r.index not in self._ready]
+        urls = ", ".join(f"http://127.0.0.1:{r.ports.admin}/readyz" for r in waiting)
+        lines = " and ".join(f"[{r.label('function')}] and [{r.label('sidecar')}]"
+                             for r in waiting)
         raise DevRunError(
-            f"not ready after {s.ready_timeout_s:.0f}s (http://127.0.0.1:{s.admin_port}/readyz); "
-            "see the [function] and [sidecar] lines above, or raise --ready-timeout"
+            f"not ready after {s.ready_timeout_s:.0f}s ({urls}); "
+            f"see the {lines} lines above, or raise --ready-timeout"
         )
 
     def _early_exit_message(self, child: _Child) -> str:
         code = child.process.returncode
-        if child.label == "function":
-            return (f"the user function exited with code {code} before it was ready; "
-                    "see the [function] lines above and fix its start command or its code")
-        return (f"the sidecar exited with code {code} before it was ready; "
-                "see the [sidecar] lines above")
+        of = f" of {child.replica.name}" if child.replica.numbered else ""
+        if child.role == "function":
+            return (f"the user function{of} exited with code {code} before it was ready; "
+                    f"see the [{child.label}] lines above and fix its start command or its code")
+        return (f"the sidecar{of} exited with code {code} before it was ready; "
+                f"see the [{child.label}] lines above")
 
     async def _poll_ready(self) -> None:
-        # Readiness lives in another process; asking again is the only way to learn it.
-        while not await self._probe_ready():  # noqa: ASYNC110
-            await asyncio.sleep(_READY_POLL_S)
-
-    async def _probe_ready(self) -> bool:
-        try:
-            async with asyncio.timeout(_PROBE_TIMEOUT_S):
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", self._settings.admin_port)
-                try:
-                    writer.write(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                    await writer.drain()
-                    status_line = await reader.readline()
-                finally:
-                    writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
-        except (OSError, TimeoutError):
-            return False
-        parts = status_line.split()
-        return len(parts) >= 2 and parts[1] == b"200"
+        # Readiness lives in other processes; asking again is the only way to learn it.
+        while len(self._ready) < len(self._replicas):
+            waiting = [r for r in self._replicas if r.index not in self._ready]
+            answers = await asyncio.gather(*(admin_get(r.ports.admin, "/readyz")
+                                             for r in waiting))
+            self._ready.update(r.index for r, answer in zip(waiting, answers, strict=True)
+                               if answer is not None and answer[0] == 200)
+            if len(self._ready) < len(self._replicas):
+                await asyncio.sleep(_READY_POLL_S)
 
     async def _announce(self) -> None:
         s = self._settings
-        self.say(f"{s.function.name} is ready at http://localhost:{s.public_port} "
-                 "(gRPC and HTTP/JSON)")
+        if len(self._replicas) > 1:
+            await self._announce_replicas()
+        else:
+            self.say(f"{s.function.name} is ready at http://localhost:{s.public_port} "
+                     "(gRPC and HTTP/JSON)")
+        shared = f", shared by the {len(self._replicas)} replicas" if s.replicas > 1 else ""
         if s.journal == "sqlite":
-            self.say(f"journal: sqlite at {_display(s.journal_path)} (survives restarts)")
+            self.say(f"journal: sqlite at {_display(s.journal_path)}{shared} "
+                     "(survives restarts)")
+        elif s.replicas > 1:
+            self.say("journal: in memory, one per replica, each holding the entities it owns "
+                     "(state is lost when you stop)")
         else:
             self.say("journal: in memory (state is lost when you stop)")
         examples = await self._examples()
         if examples:
             self.say("try:")
             for example in examples:
-                print(f"    {example}", file=self._out, flush=True)
-        self.say("Ctrl-C stops both processes")
+                self._show(example)
+        if s.replicas > 1:
+            self.say(f"Ctrl-C stops all {len(self._children)} processes")
+        else:
+            self.say("Ctrl-C stops both processes")
+
+    async def _announce_replicas(self) -> None:
+        """Each replica's address and share of the shards, and how to ask who owns what."""
+        replicas = self._replicas
+        infos = await asyncio.gather(*(cluster_info(r.ports.admin) for r in replicas))
+        first, last = replicas[0].ports.public, replicas[-1].ports.public
+        self.say(f"{self._settings.function.name} is ready at http://localhost:{first} to "
+                 f"http://localhost:{last} ({len(replicas)} replicas; gRPC and HTTP/JSON on each)")
+        for replica, info in zip(replicas, infos, strict=True):
+            share = f", owns {own_share(info)}" if info is not None else ""
+            p = replica.ports
+            self.say(f"{replica.name}: http://localhost:{p.public}{share} "
+                     f"(admin {p.admin}, internal {p.internal}, function {p.function})")
+        admin = replicas[0].ports.admin
+        self.say("each entity lives on one replica and the others forward to it; "
+                 "which one (every replica's admin port gives the same answer):")
+        types = infos[0].get("entity_types") if infos[0] is not None else None
+        for entity_type in types if isinstance(types, list) else []:
+            self._show(f"curl 'localhost:{admin}/cluster/owner?type={entity_type}&id=example-1'")
+        self._show(f"curl localhost:{admin}/cluster")
+
+    def _show(self, command: str) -> None:
+        with contextlib.suppress(OSError):
+            print(f"    {command}", file=self._out, flush=True)
 
     async def _examples(self) -> list[str]:
         s = self._settings
@@ -361,18 +417,20 @@ class DevRunner:
             return
         for task, child in exits.items():
             if task in done:
-                raise DevRunError(f"the {child.label} exited unexpectedly with code "
+                raise DevRunError(f"{child.title} exited unexpectedly with code "
                                   f"{child.process.returncode}; see the [{child.label}] lines "
                                   "above")
 
     async def _stop_all(self) -> None:
         """Stop every child and relay; each wait is bounded, so this always returns."""
-        # The sidecar first: it stops taking requests and finishes the ones in
-        # flight, which still need the function.
-        for child in sorted(self._children, key=lambda c: c.label != "sidecar"):
-            if child.running:
-                self.say(f"stopping the {child.label}")
-            await self._stop_child(child)
+        # The sidecars first: they stop taking requests and finish the ones in
+        # flight, which still need the functions.
+        for role in ("sidecar", "function"):
+            group = [child for child in self._children if child.role == role]
+            running = [child for child in group if child.running]
+            if running:
+                self.say("stopping " + ", ".join(child.title for child in running))
+            await asyncio.gather(*(self._stop_child(child) for child in group))
         relays = [child.relay for child in self._children]
         if relays:
             # Their last lines; a grandchild that left its session may hold a pipe open.
@@ -389,14 +447,14 @@ class DevRunner:
             try:
                 await asyncio.wait_for(process.wait(), timeout=self._settings.grace_s)
             except TimeoutError:
-                self.say(f"the {child.label} did not stop within {self._settings.grace_s:g}s; "
+                self.say(f"{child.title} did not stop within {self._settings.grace_s:g}s; "
                          "killing it")
         # Whatever is left of its group (helpers it started) goes too.
         _signal_group(process, signal.SIGKILL)
         try:
             await asyncio.wait_for(process.wait(), timeout=_KILLED_EXIT_S)
         except TimeoutError:
-            self.say(f"the {child.label} (pid {process.pid}) has not exited "
+            self.say(f"{child.title} (pid {process.pid}) has not exited "
                      f"{_KILLED_EXIT_S:.0f}s after SIGKILL; leaving it")
 
 

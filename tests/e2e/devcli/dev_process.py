@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -147,3 +148,28 @@ def http(method: str, url: str, body: object | None = None,
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def port_block_options(replicas: int) -> tuple[int, list[str]]:
+    """Options for `--replicas N` whose ports (each kind counting up from its option) are
+    one block of 4N consecutive ports, free when looked for."""
+    rng = random.Random()
+    for _ in range(200):
+        # Below the ephemeral range (32768-), where outgoing connections take ports.
+        base = rng.randrange(10_000, 32_000)
+        block = range(base, base + 4 * replicas)
+        if all(_free(port) for port in block):
+            n = replicas
+            return base, ["--port", str(base), "--function-port", str(base + n),
+                          "--admin-port", str(base + 2 * n),
+                          "--internal-port", str(base + 3 * n)]
+    raise AssertionError(f"no block of {4 * replicas} free ports found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -11,7 +11,7 @@ from google.protobuf import descriptor_pb2
 from larder_dev.cli import parse_dev_args
 from larder_dev.examples import ReflectedService, generic_examples, readme_examples
 from larder_dev.function import DevInputError, discover, parse_procfile, slug
-from larder_dev.run import check_ports_free
+from larder_dev.ports import check_ports_free
 
 REPO = Path(__file__).resolve().parents[3]
 

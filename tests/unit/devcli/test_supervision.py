@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import os
+import random
 import re
 import signal
 import socket
@@ -42,14 +44,16 @@ def free_ports(count: int) -> list[int]:
         return [s.getsockname()[1] for s in sockets]
 
 
-def settings(tmp_path: Path, function: str, sidecar: str, **timing: float) -> DevSettings:
+def settings(tmp_path: Path, function: str, sidecar: str, *, ready_timeout_s: float = 120.0,
+             grace_s: float = 5.0) -> DevSettings:
     public, admin, internal, function_port = free_ports(4)
     return DevSettings(
         function=FunctionSpec(name="stand-in", command=(sys.executable, "-c", function),
                               cwd=tmp_path),
         public_port=public, admin_port=admin, internal_port=internal,
         function_port=function_port, journal="memory", data_dir=tmp_path,
-        sidecar_command=(sys.executable, "-c", sidecar), **timing)
+        sidecar_command=(sys.executable, "-c", sidecar), ready_timeout_s=ready_timeout_s,
+        grace_s=grace_s)
 
 
 class Output(io.StringIO):
@@ -153,4 +157,70 @@ async def test_a_relay_that_fails_is_reported_and_stops_both_children(
     assert "[larder] relaying the function's output failed:\nTraceback" in text
     assert "[larder] stopping the sidecar" in text
     assert "[larder] stopping the function" in text
+    assert started.alive() == set()
+
+
+# Says who it is (as the runner's environment tells it), then ignores SIGTERM.
+STUBBORN_REPLICA = """
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+e = os.environ
+print("I am", e.get("POD_NAME", "-"), e.get("LARDER_PORT") or e["PORT"],
+      e.get("LARDER_CLUSTER_MEMBERS", "-"), flush=True)
+time.sleep(60)
+"""
+
+
+def free_block(replicas: int) -> tuple[int, int, int, int]:
+    """First ports of each kind such that every replica's ports (counting up) are free:
+    one block of 4 * replicas ports below the ephemeral range."""
+    rng = random.Random()
+    for _ in range(200):
+        start = rng.randrange(10_000, 32_000)
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(start, start + 4 * replicas):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return start, start + replicas, start + 2 * replicas, start + 3 * replicas
+    raise AssertionError("no block of free ports found")
+
+
+REPLICA_LINE = re.compile(r"^\[((?:function|sidecar)-\d)\] I am (\S+) (\d+) (\S+)$", re.MULTILINE)
+
+
+async def test_replicas_are_labelled_given_their_membership_and_stopped_together(
+    tmp_path: Path, started: Started
+) -> None:
+    out = Output()
+    public, function, admin, internal = free_block(3)
+    base = dataclasses.replace(
+        settings(tmp_path, STUBBORN_REPLICA, STUBBORN_REPLICA, grace_s=1.0),
+        public_port=public, function_port=function, admin_port=admin, internal_port=internal,
+        replicas=3)
+    runner = DevRunner(base, out)
+    run = asyncio.create_task(runner.run())
+    async with asyncio.timeout(60):
+        await out.until(lambda text: len(REPLICA_LINE.findall(text)) == 6)
+    said = {label: rest for label, *rest in REPLICA_LINE.findall(out.getvalue())}
+    for i in range(3):
+        assert said[f"function-{i}"] == ["-", str(base.function_port + i), "-"]
+        pod, port, members = said[f"sidecar-{i}"]
+        assert (pod, port) == (f"replica-{i}", str(base.public_port + i))
+        assert [m.split("=")[0] for m in members.split(",")] == [
+            "replica-0", "replica-1", "replica-2"]
+        assert members == said["sidecar-0"][2]
+    os.kill(os.getpid(), signal.SIGINT)
+    interrupted = time.monotonic()
+    async with asyncio.timeout(30):
+        assert await run == 0
+    # Six children that ignore SIGTERM: the sidecars together get 1s, then the functions
+    # together; one at a time would take 6s before the kills and the drain.
+    assert time.monotonic() - interrupted < 5.5, out.getvalue()
+    text = out.getvalue()
+    assert "[larder] stopping sidecar-0, sidecar-1, sidecar-2\n" in text
+    assert "[larder] stopping function-0, function-1, function-2\n" in text
+    assert "[larder] function-2 did not stop within 1s; killing it" in text
+    assert text.index("stopping sidecar-0") < text.index("stopping function-0")
     assert started.alive() == set()
