@@ -6,7 +6,11 @@ health check (`Discovery.HealthCheck`, which our SDK and the published ones answ
 every `interval`; the sidecar reports unready once the function has not answered for
 `grace` seconds, so a single slow answer does not pull the pod. Any answer counts,
 an error status included (a function whose SDK lacks the rpc still answers
-UNIMPLEMENTED): only silence (UNAVAILABLE, a missed deadline) means it is away.
+UNIMPLEMENTED). A missed deadline on a connection that is still up counts too: the
+function is alive but busy (the published Python SDK serves every entity stream on a
+thread of a pool as large as the CPU count, so its health check waits for a free
+one), and pulling a loaded pod would only load the others more. What makes the
+sidecar unready is a function that cannot be reached.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from .protocol import discovery_pb2_grpc
 log = logging.getLogger("larder_sidecar.function_watch")
 
 MAX_INTERVAL = 1.0
-_SILENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class UserFunctionWatch:
@@ -41,6 +44,7 @@ class UserFunctionWatch:
         interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._channel = channel
         self._stub: Any = discovery_pb2_grpc.DiscoveryStub(channel)
         self.grace = grace
         self.interval = interval if interval is not None else min(MAX_INTERVAL, grace / 4)
@@ -74,11 +78,15 @@ class UserFunctionWatch:
         )
 
     async def probe(self) -> bool:
-        """One health check: whether the user function answered at all."""
+        """One health check: whether the user function answered, or is connected."""
         try:
             await self._stub.HealthCheck(empty_pb2.Empty(), timeout=max(self.interval, 0.5))
         except grpc.aio.AioRpcError as e:
-            return e.code() not in _SILENT
+            if e.code() is grpc.StatusCode.UNAVAILABLE:
+                return False
+            if e.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                return self._channel.get_state() is grpc.ChannelConnectivity.READY
+            return True
         return True
 
     async def _run(self) -> None:

@@ -3,8 +3,10 @@ unready, and the setting is parsed with its name in the error."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -64,3 +66,34 @@ def test_grace_setting() -> None:
     assert load_settings(env).user_function_unavailable_grace == 0.5
     with pytest.raises(SettingsError, match="LARDER_USER_FUNCTION_UNAVAILABLE_GRACE"):
         load_settings({"LARDER_USER_FUNCTION_UNAVAILABLE_GRACE": "soon"})
+
+
+async def test_a_busy_function_that_is_connected_is_an_answer() -> None:
+    # A health check that waits for a free worker (the published Python SDK's thread
+    # pool) misses its deadline on a live connection: busy, not away.
+    release = asyncio.Event()
+
+    async def busy(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        await release.wait()
+        return b""
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "akkaserverless.protocol.Discovery",
+                {"HealthCheck": grpc.unary_unary_rpc_method_handler(busy)},
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = UserFunctionWatch(channel, 1.0)
+            assert await watch.probe()
+            await server.stop(None)
+            assert not await watch.probe()
+    finally:
+        release.set()
+        await server.stop(None)
