@@ -113,7 +113,9 @@ def _build_etcd(staging: Path) -> None:
     gobuild.go_build(step, src, ["./etcd"], staging / "bin")
 
 
-def _go_program_builder(name: str, program: versions.GoProgram) -> Callable[[Path], None]:
+def _go_program_builder(
+    name: str, program: versions.GoProgram, ldflags: tuple[str, ...] = ()
+) -> Callable[[Path], None]:
     """Build one main package of a module into `bin/`, from a wrapper module."""
 
     def build(staging: Path) -> None:
@@ -127,7 +129,7 @@ def _go_program_builder(name: str, program: versions.GoProgram) -> Callable[[Pat
                 [(program.module, program.version)],
             )
         )
-        gobuild.go_build(step, src, [program.package], staging / "bin")
+        gobuild.go_build(step, src, [program.package], staging / "bin", ldflags)
 
     return build
 
@@ -138,6 +140,8 @@ _KUBERNETES_LDFLAGS = gobuild.kubernetes_version_ldflags(versions.KUBERNETES.ver
 # The Kubernetes entries' recipe names the exact linker flags, so a change of
 # them (as when the version variables were added) makes new entries.
 _KUBERNETES_RECIPE = f"{_GO_FLAGS} {gobuild.ldflags_arg(_KUBERNETES_LDFLAGS)} {versions.KUBERNETES}"
+# grpcurl's releases set its version at link time; without it `-version` says "dev build".
+_GRPCURL_LDFLAGS = ("-X", f"main.version={versions.GRPCURL.version}")
 
 COMPONENTS: dict[str, Component] = {
     "cassandra": _maven_component("cassandra", versions.CASSANDRA),
@@ -163,8 +167,8 @@ COMPONENTS: dict[str, Component] = {
     "grpcurl": Component(
         "grpcurl",
         versions.GRPCURL.version,
-        _go_program_builder("grpcurl", versions.GRPCURL),
-        _GO_RECIPE,
+        _go_program_builder("grpcurl", versions.GRPCURL, _GRPCURL_LDFLAGS),
+        f"{_GO_FLAGS} {gobuild.ldflags_arg(_GRPCURL_LDFLAGS)}",
     ),
 }
 
