@@ -311,8 +311,8 @@ class DevRunner:
                 raise DevRunError(self._early_exit_message(child))
         waiting = [r for r in self._replicas if r.index not in self._ready]
         urls = ", ".join(f"http://127.0.0.1:{r.ports.admin}/readyz" for r in waiting)
-        lines = " and ".join(f"[{r.label('function')}] and [{r.label('sidecar')}]"
-                             for r in waiting)
+        labels = [f"[{r.label(role)}]" for r in waiting for role in ("function", "sidecar")]
+        lines = f"{', '.join(labels[:-1])} and {labels[-1]}"
         raise DevRunError(
             f"not ready after {s.ready_timeout_s:.0f}s ({urls}); "
             f"see the {lines} lines above, or raise --ready-timeout"

@@ -194,11 +194,7 @@ async def test_replicas_are_labelled_given_their_membership_and_stopped_together
     tmp_path: Path, started: Started
 ) -> None:
     out = Output()
-    public, function, admin, internal = free_block(3)
-    base = dataclasses.replace(
-        settings(tmp_path, STUBBORN_REPLICA, STUBBORN_REPLICA, grace_s=1.0),
-        public_port=public, function_port=function, admin_port=admin, internal_port=internal,
-        replicas=3)
+    base = replica_settings(tmp_path, STUBBORN_REPLICA, STUBBORN_REPLICA, 3, grace_s=1.0)
     runner = DevRunner(base, out)
     run = asyncio.create_task(runner.run())
     async with asyncio.timeout(60):
@@ -223,4 +219,48 @@ async def test_replicas_are_labelled_given_their_membership_and_stopped_together
     assert "[larder] stopping function-0, function-1, function-2\n" in text
     assert "[larder] function-2 did not stop within 1s; killing it" in text
     assert text.index("stopping sidecar-0") < text.index("stopping function-0")
+    assert started.alive() == set()
+
+
+def replica_settings(tmp_path: Path, function: str, sidecar: str, replicas: int,
+                     **timing: float) -> DevSettings:
+    public, function_port, admin, internal = free_block(replicas)
+    return dataclasses.replace(
+        settings(tmp_path, function, sidecar, **timing),
+        public_port=public, function_port=function_port, admin_port=admin,
+        internal_port=internal, replicas=replicas)
+
+
+async def test_a_replicas_function_that_exits_at_start_is_named_and_everything_stops(
+    tmp_path: Path, started: Started
+) -> None:
+    base = replica_settings(tmp_path, "", IDLE, 3, grace_s=2.0)
+    # Only replica-1's function fails (it is the one given the second function port).
+    failing = (f"import os, sys, time\nif os.environ['PORT'] == '{base.function_port + 1}':\n"
+               "    print('no config', flush=True); sys.exit(3)\ntime.sleep(60)\n")
+    out = Output()
+    runner = DevRunner(dataclasses.replace(
+        base, function=dataclasses.replace(base.function, command=(
+            sys.executable, "-c", failing))), out)
+    with pytest.raises(DevRunError) as failed:
+        async with asyncio.timeout(30):
+            await runner.run()
+    assert str(failed.value) == (
+        "the user function of replica-1 exited with code 3 before it was ready; see the "
+        "[function-1] lines above and fix its start command or its code")
+    assert "[function-1] no config\n" in out.getvalue()
+    assert started.alive() == set()
+
+
+async def test_replicas_not_ready_in_time_are_each_named(
+    tmp_path: Path, started: Started
+) -> None:
+    s = replica_settings(tmp_path, IDLE, IDLE, 2, ready_timeout_s=1.0, grace_s=2.0)
+    with pytest.raises(DevRunError) as failed:
+        async with asyncio.timeout(30):
+            await DevRunner(s, Output()).run()
+    assert str(failed.value) == (
+        f"not ready after 1s (http://127.0.0.1:{s.admin_port}/readyz, "
+        f"http://127.0.0.1:{s.admin_port + 1}/readyz); see the [function-0], [sidecar-0], "
+        "[function-1] and [sidecar-1] lines above, or raise --ready-timeout")
     assert started.alive() == set()

@@ -128,4 +128,3 @@ def _types(types: Sequence[str]) -> str:
     if not types:
         return "no entity types"
     return "entity types " + ", ".join(types)
-
