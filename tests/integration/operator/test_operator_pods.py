@@ -109,6 +109,21 @@ def test_pods_a_restricted_namespace_refuses_are_the_ready_reason(
         time.sleep(0.5)
 
 
+def test_a_deployment_past_its_progress_deadline_is_the_ready_reason(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    apply_ok(kubectl, _function("cart"), namespace)
+    wait_for("the Deployment", lambda: kubectl.get("deployment", "cart", namespace))
+    # No kubelet here, so the pod never becomes ready; a short deadline (a field the
+    # operator does not set, so its applies leave it) makes the controller give up soon.
+    kubectl.run("patch", "deployment", "cart", "-n", namespace, "--type=merge",
+                "-p", '{"spec": {"progressDeadlineSeconds": 2}}')
+    ready = _ready_reason(kubectl, "cart", namespace, "ProgressDeadlineExceeded")
+    assert "has timed out progressing" in ready["message"], ready
+    assert f"kubectl get pods -n {namespace} -l larder.dev/function=cart" in ready["message"]
+    _event(kubectl, "StatefulFunction", "cart", namespace, "Warning", "ProgressDeadlineExceeded")
+
+
 def _manifests(directory: str) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for path in sorted((ROOT / directory).glob("*.yaml")):
