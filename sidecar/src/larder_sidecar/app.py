@@ -38,7 +38,6 @@ SHUTDOWN_GRACE = 10.0
 # rather than after gRPC's default back-off of up to two minutes.
 _USER_FUNCTION_RECONNECT = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
