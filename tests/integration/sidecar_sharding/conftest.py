@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +39,23 @@ from ..sidecar_cassandra.conftest import (  # noqa: F401  (fixtures)
 
 SHARD_COUNT = 256
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+
+
+def internal_port() -> int:
+    """A free port for a member's internal server, below the ephemeral range.
+
+    The member list names every internal port before the sidecars start; a port from
+    the ephemeral range (what binding port 0 gives) may meanwhile become the local end
+    of some other process's outgoing connection, and the sidecar could not bind it."""
+    for _ in range(100):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 20000-32000")
 
 
 async def metrics(pod: Pod) -> dict[str, float]:
@@ -110,7 +129,7 @@ async def launch(
 @pytest.fixture
 async def sharded(launch: Launch) -> ShardedCluster:
     names = ("s0", "s1", "s2")
-    internal = {name: free_port() for name in names}
+    internal = {name: internal_port() for name in names}
     members = tuple((name, f"127.0.0.1:{internal[name]}") for name in names)
     listed = ",".join(f"{name}={address}" for name, address in members)
     pods: dict[str, Pod] = {}

@@ -64,6 +64,7 @@ class PeerClients:
         ]
         self._forward_timeout = forward_timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._calls: dict[str, tuple[Any, Any]] = {}
 
     def _methods(self, address: str) -> tuple[Any, Any]:
@@ -115,10 +116,22 @@ class PeerClients:
             ) from e
 
     async def forget(self, keep: Sequence[str]) -> None:
-        """Close the channels of addresses no longer in the membership."""
+        """Close the channels of addresses no longer in the membership, once the calls
+        still on them have finished (a forward already sent must get its answer)."""
         for address in [a for a in self._channels if a not in keep]:
             self._calls.pop(address, None)
-            await self._channels.pop(address).close(None)
+            channel = self._channels.pop(address)
+            task = asyncio.get_running_loop().create_task(channel.close(self._forward_timeout))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        await self.forget(())
+        """At shutdown: nothing is forwarded any more; give calls a second to finish."""
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._calls.clear()
+        for task in self._closing:
+            task.cancel()
+        await asyncio.gather(
+            *(c.close(1.0) for c in channels), *self._closing, return_exceptions=True
+        )

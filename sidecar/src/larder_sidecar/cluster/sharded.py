@@ -4,7 +4,7 @@
 (forwarding over the internal port) for the others; while a shard is being handed to
 this sidecar, callers wait (bounded). The router follows the membership source: each
 new snapshot is a new `ShardMap`, and the shards that changed hands go through the
-hand-off (the states and moves are in `handoff.py`):
+hand-off (the states and moves are in `handoff.py`, the steps in `handoff_manager.py`):
 
 - a shard that left this member is *released*: new commands go to the new owner at
   once (it holds them), the entity host finishes the shard's in-flight commands and
@@ -28,7 +28,7 @@ import functools
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -38,7 +38,8 @@ from ..invoke import InvokeError, MetadataPairs
 from ..model import Method
 from ..outcome import Outcome, protocol_metadata
 from . import wire
-from .handoff import SETTLING, HandOffEvent, ShardState, ShardTable
+from .handoff import SETTLING, ShardState
+from .handoff_manager import HANDOFF_WAIT, Changes, HandOffManager
 from .membership import Member, MemberId, Membership, MembershipSource
 from .metrics import ClusterMetrics
 from .peers import PeerTransport, PeerUnavailable
@@ -47,34 +48,20 @@ from .shards import (
     ShardCountMismatchError,
     ShardId,
     ShardMap,
-    ShardMove,
     check_shard_count,
     shard_of,
 )
 
 log = logging.getLogger("larder_sidecar.cluster")
 
-HANDOFF_WAIT = 10.0
-"""Seconds a new owner waits for the previous owner to confirm a release before it takes
-the shard over anyway."""
 REDIRECT_WAIT = 1.0
 """Seconds a redirected sender waits for its own map to change before it follows the
 redirect to the owner the receiver named."""
-RELEASE_WAIT = 4.0
-"""Seconds a `Release` call waits here (for our map to give the shards away, then for
-our release of them) before answering STILL_OWNER; under the caller's 5 s deadline."""
 MEMBER_WAIT = 2.0
 """Seconds a call from an unknown sender waits for this sidecar's map to name it (it may
 have joined a moment ago) before it is refused."""
 MAX_PEER_HOPS = 4
 """Redirects one command may follow; past it the command fails with UNAVAILABLE."""
-_BACKOFF = (0.05, 1.0)
-
-
-def clip(items: Sequence[Any], limit: int = 8) -> str:
-    """`3, 7, 12, … (5461 in all)` for a log line."""
-    shown = ", ".join(str(i) for i in items[:limit])
-    return f"{shown}, … ({len(items)} in all)" if len(items) > limit else shown
 
 
 def clip_id(entity_id: str, limit: int = 64) -> str:
@@ -140,19 +127,28 @@ class ShardedRouter:
         self._metrics = metrics
         self._handoff_wait = handoff_wait
         self._redirect_wait = redirect_wait
-        self.table = ShardTable(shard_count)
         self._map: ShardMap | None = None
         self._first_map = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._changes = Changes()
         self._peer = PeerOwner(self)
-        self._releases: dict[ShardId, asyncio.Future[None]] = {}
-        self._returning_from: dict[ShardId, MemberId | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._follower: asyncio.Task[None] | None = None
         self._resolved: dict[str, frozenset[str]] = {}
         self.shard_of: Callable[[str, str], ShardId] = functools.lru_cache(maxsize=65536)(
             functools.partial(_shard_of, shard_count=shard_count)
         )
+        self.handoffs = HandOffManager(
+            host,
+            me,
+            shard_count,
+            current_map=lambda: self._map,
+            shard_of=self.shard_of,
+            transport=transport,
+            metrics=metrics,
+            changes=self._changes,
+            handoff_wait=handoff_wait,
+        )
+        self.table = self.handoffs.table
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -175,19 +171,16 @@ class ShardedRouter:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.handoffs.close()
 
     async def handed_off(self, within: float) -> bool:
         """Wait (at most `within` seconds) until this member serves no shard and has
         finished releasing them: what a terminating member does before it exits."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while self.table.owned or self._releases or self.table.in_state(ShardState.ACQUIRING):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-        return True
+        return await self.handoffs.handed_off(within)
+
+    async def serve_release(self, shards: Iterable[int]) -> Any:
+        """A new owner's `Release` call (`HandOffManager.serve_release`)."""
+        return await self.handoffs.serve_release(shards)
 
     # --- the Router seam --------------------------------------------------------------
 
@@ -235,9 +228,12 @@ class ShardedRouter:
         """The host's refusal: every entity whose shard this member does not serve."""
         return self.table.state(self.shard_of(*key)) is not ShardState.OWNED
 
+    @property
+    def _changed(self) -> asyncio.Event:
+        return self._changes.event
+
     def _changed_now(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
         self._metrics.shards_owned.set(self.table.owned)
 
     # --- forwarding (sender) ----------------------------------------------------------
@@ -398,37 +394,6 @@ class ShardedRouter:
         self._resolved[host] = known
         return known
 
-    async def serve_release(self, shards: Iterable[int]) -> Any:
-        """Answer a new owner's `Release`: RELEASED once our map no longer gives us any of
-        the shards and our release of them has finished; STILL_OWNER if that does not
-        happen within `RELEASE_WAIT` (the new owner may have seen the change before us;
-        it asks again)."""
-        wanted = [ShardId(s) for s in shards if 0 <= s < self.shard_count]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RELEASE_WAIT
-        while self._map is None or any(self.table.state(s) is ShardState.OWNED for s in wanted):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return self._release_reply(wire.STILL_OWNER)
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
-        pending = {self._releases[s] for s in wanted if s in self._releases}
-        if pending:
-            remaining = max(0.0, deadline - loop.time())
-            _, unfinished = await asyncio.wait(pending, timeout=remaining)
-            if unfinished:
-                return self._release_reply(wire.STILL_OWNER)
-        return self._release_reply(wire.RELEASED)
-
-    def _release_reply(self, result: Any) -> Any:
-        shard_map = self._map
-        if shard_map is None:
-            return wire.ReleaseReply(result=result)
-        return wire.ReleaseReply(
-            result=result, version=shard_map.version, fingerprint=shard_map.membership.fingerprint
-        )
-
     # --- following the membership -----------------------------------------------------
 
     async def _follow(self) -> None:
@@ -452,21 +417,7 @@ class ShardedRouter:
         self._map = new
         self._resolved.clear()
         self._metrics.map_version.set(membership.version)
-        moves = self._first_moves(new) if old is None else old.moves_to(new)
-        started = asyncio.get_running_loop().time()
-        for move in moves:
-            if move.target == self.me:
-                self._gain(move.shards, move.source, started)
-            elif move.source == self.me:
-                self._lose(move.shards, started)
-            if old is not None:
-                log.info(
-                    "shards moved from %s to %s under membership v%d: %s",
-                    move.source or "nobody",
-                    move.target or "nobody",
-                    membership.version,
-                    clip(move.shards),
-                )
+        self.handoffs.apply(old, new)
         if old is None:
             log.info(
                 "first shard map (membership v%d): %d of %d shards are this sidecar's (%s)",
@@ -477,170 +428,6 @@ class ShardedRouter:
             )
         self._first_map.set()
         self._changed_now()
-
-    def _first_moves(self, new: ShardMap) -> list[ShardMove]:
-        """On the first map, this member's shards came from whoever owns them in the same
-        membership without this member: the owner before it joined, if any."""
-        without = Membership(
-            tuple(m for m in new.membership.members if m.id != self.me), new.version
-        )
-        previous = ShardMap(without, self.shard_count)
-        groups: dict[MemberId | None, list[ShardId]] = {}
-        for shard in new.shards_of(self.me):
-            groups.setdefault(previous.owner(shard), []).append(shard)
-        return [ShardMove(source, self.me, tuple(s)) for source, s in groups.items()]
-
-    # --- hand-off: gaining ------------------------------------------------------------
-
-    def _gain(self, shards: Sequence[ShardId], source: MemberId | None, started: float) -> None:
-        acquiring = []
-        for shard in shards:
-            if self.table.fire(shard, HandOffEvent.GAIN) is ShardState.ACQUIRING:
-                acquiring.append(shard)
-            else:  # RETURNING: acquired once our own release of it is done
-                self._returning_from[shard] = source
-        if acquiring:
-            self._acquire(acquiring, source, started)
-
-    def _acquire(self, shards: Sequence[ShardId], source: MemberId | None, started: float) -> None:
-        numbers = {s: self.table.acquisition(s) for s in shards}
-        shard_map = self._map
-        member = None if source is None or shard_map is None else shard_map.member(source)
-        if source is None or source == self.me or member is None:
-            self._confirm(shards, numbers, source, "none" if source is None else "gone", started)
-            return
-        self._spawn(self._ask(shards, numbers, member, started), f"acquire from {source}")
-
-    async def _ask(
-        self,
-        shards: Sequence[ShardId],
-        numbers: Mapping[ShardId, int],
-        source: Member,
-        started: float,
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = started + self._handoff_wait
-        ending = "timeout"
-        delay = _BACKOFF[0]
-        while (remaining := deadline - loop.time()) > 0:
-            pending = [
-                s
-                for s in shards
-                if self.table.state(s) is ShardState.ACQUIRING
-                and self.table.acquisition(s) == numbers[s]
-            ]
-            shard_map = self._map
-            if not pending or shard_map is None:
-                return
-            if shard_map.member(source.id) is None:
-                ending = "gone"
-                break
-            request = wire.ReleaseRequest(view=wire.view_of(self.me, shard_map), shards=pending)
-            try:
-                reply = await asyncio.wait_for(
-                    self._transport.release(source.address, request), remaining
-                )
-            except (PeerUnavailable, TimeoutError) as e:
-                log.debug("asking %s to release shards: %s", source.id, e)
-            except Exception:
-                # Whatever went wrong with one call, the shards must not wait forever.
-                log.exception("asking %s to release shards failed", source.id)
-            else:
-                if reply.result == wire.RELEASED:
-                    ending = "confirmed"
-                    break
-            # Ask again after a pause, or sooner when our map changes (the source may
-            # have left).
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(delay, max(0.0, deadline - loop.time())))
-            delay = min(delay * 2, _BACKOFF[1])
-        self._confirm(shards, numbers, source.id, ending, started)
-
-    def _confirm(
-        self,
-        shards: Sequence[ShardId],
-        numbers: Mapping[ShardId, int],
-        source: MemberId | None,
-        ending: str,
-        started: float,
-    ) -> None:
-        done = self.table.confirm(shards, numbers)
-        if not done:
-            return
-        elapsed = asyncio.get_running_loop().time() - started
-        self._metrics.handoffs.labels("in", ending).inc()
-        self._metrics.handoff_duration.labels("in").observe(elapsed)
-        how = {
-            "confirmed": "it confirmed the release",
-            "timeout": f"it did not confirm within {self._handoff_wait:g}s",
-            "gone": "it is no longer a member",
-            "none": "nobody owned them before",
-        }[ending]
-        log.log(
-            logging.WARNING if ending == "timeout" else logging.INFO,
-            "took over %d shards from %s after %.3fs (%s): %s",
-            len(done),
-            source or "nobody",
-            elapsed,
-            how,
-            clip(done),
-        )
-        self._changed_now()
-
-    # --- hand-off: losing -------------------------------------------------------------
-
-    def _lose(self, shards: Sequence[ShardId], started: float) -> None:
-        releasing = []
-        for shard in shards:
-            before = self.table.state(shard)
-            self.table.fire(shard, HandOffEvent.LOSE)
-            self._returning_from.pop(shard, None)
-            if before is ShardState.OWNED:
-                releasing.append(shard)
-        if releasing:
-            future = asyncio.get_running_loop().create_future()
-            for shard in releasing:
-                self._releases[shard] = future
-            self._spawn(self._release(releasing, future, started), "release")
-
-    async def _release(
-        self, shards: Sequence[ShardId], future: asyncio.Future[None], started: float
-    ) -> None:
-        selected = frozenset(shards)
-
-        def predicate(key: EntityKey) -> bool:
-            return self.shard_of(*key) in selected
-
-        passivated = 0
-        try:
-            passivated = await self._host.release(predicate)
-        finally:
-            # The router's own refusal (`_not_served`) keeps refusing them.
-            self._host.readmit(predicate)
-            for shard in shards:
-                if self._releases.get(shard) is future:
-                    del self._releases[shard]
-            if not future.done():
-                future.set_result(None)
-            returning: dict[MemberId | None, list[ShardId]] = {}
-            for shard in shards:
-                if self.table.fire(shard, HandOffEvent.RELEASED) is ShardState.ACQUIRING:
-                    returning.setdefault(self._returning_from.pop(shard, None), []).append(shard)
-            elapsed = asyncio.get_running_loop().time() - started
-            self._metrics.handoffs.labels("out", "released").inc()
-            self._metrics.handoff_duration.labels("out").observe(elapsed)
-            log.info(
-                "released %d shards in %.3fs (%d active entities passivated): %s",
-                len(shards),
-                elapsed,
-                passivated,
-                clip(shards),
-            )
-            loop_time = asyncio.get_running_loop().time()
-            for source, back in returning.items():
-                self._acquire(back, source, loop_time)
-            self._changed_now()
 
     # --- tasks ------------------------------------------------------------------------
 
