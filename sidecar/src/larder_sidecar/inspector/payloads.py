@@ -76,6 +76,9 @@ def _in_dependency_order(files: Sequence[_File]) -> Iterable[_File]:
         yield from visit(f)
 
 
+_WELL_KNOWN = "google.protobuf."
+
+
 class PayloadDecoder:
     """Decodes stored payloads with the message types of a FileDescriptorSet."""
 
@@ -147,7 +150,11 @@ class PayloadDecoder:
     def decode(self, payload: StoredPayload) -> Decoded:
         raw = base64.b64encode(payload.value).decode("ascii")
         name = payload.type_url.rpartition("/")[2]
-        pools = [p for p in (self._pool, descriptor_pool.Default()) if p is not None]
+        pools = [self._pool] if self._pool is not None else []
+        if name.startswith(_WELL_KNOWN):
+            # protobuf's own types are always in the default pool. Nothing else is looked
+            # up there: what else it holds depends on what this process happened to import.
+            pools.append(descriptor_pool.Default())
         for pool in pools:
             try:
                 descriptor = pool.FindMessageTypeByName(name)
