@@ -9,6 +9,8 @@ declare -A WANTED=(
   [wrk]=wrk
   [curl]=curl
   [openssl]=openssl
+  # lints scripts/kind-demo.sh (tests/integration/operator/test_kind_demo_script.py)
+  [shellcheck]=shellcheck
   # the local cluster for end-to-end tests (tests/infra/cluster)
   [buildah]=buildah
   [debootstrap]=debootstrap
