@@ -22,7 +22,7 @@ class ClusterMetrics:
         self.forwarded_out = Counter(
             "larder_forwarded_commands_out",
             "Commands sent to the sidecar that owns their entity, by result "
-            "(ok, error, redirect, unavailable)",
+            "(ok, error, redirect, unavailable; rerouted: never sent, and the map changed)",
             ["result"],
             registry=registry,
         )

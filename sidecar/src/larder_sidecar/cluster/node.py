@@ -3,6 +3,7 @@ server and peer clients, started and stopped together (only when membership is s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 
@@ -19,6 +20,10 @@ from .peers import PeerClients
 from .sharded import ShardedRouter
 
 log = logging.getLogger("larder_sidecar.cluster")
+
+LEAVE_NOTICE = 5.0
+"""Seconds a stopping sidecar waits for its membership to mark it terminating (on
+Kubernetes the endpoint says so within about a second of the pod's deletion)."""
 
 
 def clustered(settings: Settings) -> bool:
@@ -75,10 +80,19 @@ class ClusterNode:
     async def leave(self, within: float) -> bool:
         """Wait until this member serves no shard (membership says it is terminating and
         its hand-offs are done), at most `within` seconds. A static member list never
-        says so: then there is nothing to wait for (its shards stay with it)."""
+        says so, and a membership that has not said so within `LEAVE_NOTICE` seconds is
+        not going to soon: then there is nothing to wait for (its shards stay with it)."""
         if self._settings.cluster.members:
             return False
-        return await self.router.handed_off(within)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        if not await self.router.marked_leaving(min(LEAVE_NOTICE, within)):
+            log.info(
+                "membership does not mark this sidecar terminating; stopping with its shards "
+                "(their commands fail with UNAVAILABLE until membership moves them)"
+            )
+            return False
+        return await self.router.handed_off(max(0.0, deadline - loop.time()))
 
     async def close(self, grace: float) -> None:
         await self.router.close()

@@ -29,12 +29,17 @@ RELEASE_CALL_TIMEOUT = 5.0
 
 
 class PeerUnavailable(Exception):
-    """The peer could not be reached or failed the call itself (not the command)."""
+    """The peer could not be reached or failed the call itself (not the command).
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    `sent` is False when the request certainly never left this sidecar (no connection,
+    or the channel was closed before the call started): then sending it elsewhere cannot
+    run the command twice."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, *, sent: bool = True) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+        self.sent = sent
 
 
 class PeerTransport(Protocol):
@@ -102,18 +107,24 @@ class PeerClients:
                 # Not wait_for_ready on the call itself: that would wait out the whole
                 # deadline for a peer that is down.
                 await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT)
-            return await method(request, timeout=seconds)
+            call = method(request, timeout=seconds)
         except TimeoutError:
             raise PeerUnavailable(
-                grpc.StatusCode.UNAVAILABLE, f"no connection to {address} within {CONNECT_WAIT:g}s"
+                grpc.StatusCode.UNAVAILABLE,
+                f"no connection to {address} within {CONNECT_WAIT:g}s",
+                sent=False,
             ) from None
+        except grpc.aio.UsageError as e:
+            # `forget` closed the channel before the call started: the member left.
+            raise PeerUnavailable(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the connection to {address} was closed: {e}",
+                sent=False,
+            ) from e
+        try:
+            return await call
         except grpc.aio.AioRpcError as e:
             raise PeerUnavailable(e.code(), e.details() or "") from e
-        except grpc.aio.UsageError as e:
-            # `forget` closed the channel under this call: the member left.
-            raise PeerUnavailable(
-                grpc.StatusCode.UNAVAILABLE, f"the connection to {address} was closed: {e}"
-            ) from e
 
     async def forget(self, keep: Sequence[str]) -> None:
         """Close the channels of addresses no longer in the membership, once the calls

@@ -173,6 +173,21 @@ class ShardedRouter:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.handoffs.close()
 
+    async def marked_leaving(self, within: float) -> bool:
+        """Whether the membership marks this member terminating (or drops it), waiting
+        up to `within` seconds for it to say so."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            shard_map = self._map
+            me = None if shard_map is None else shard_map.member(self.me)
+            if shard_map is not None and (me is None or me.terminating):
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await self._changes.wait(remaining)
+
     async def handed_off(self, within: float) -> bool:
         """Wait (at most `within` seconds) until this member serves no shard and has
         finished releasing them: what a terminating member does before it exits."""
@@ -274,6 +289,13 @@ class ShardedRouter:
             try:
                 reply = await self._transport.forward(address, request)
             except PeerUnavailable as e:
+                if not e.sent and self._map is not shard_map and hops < MAX_PEER_HOPS:
+                    # Never sent, and our map changed meanwhile (the member may have left):
+                    # route it again under the new map.
+                    self._metrics.forwarded_out.labels("rerouted").inc()
+                    hops += 1
+                    target = None
+                    continue
                 self._metrics.forwarded_out.labels("unavailable").inc()
                 raise InvokeError(
                     grpc.StatusCode.UNAVAILABLE,

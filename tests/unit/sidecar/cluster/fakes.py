@@ -5,7 +5,7 @@ members' handlers directly (no sockets) and can take a member down."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,8 @@ class Network:
         self.forwards: list[tuple[str, Any]] = []
         self.releases: list[tuple[str, list[int]]] = []
         self.peer_ip = "127.0.0.1"
+        self.while_connecting: Callable[[], Awaitable[None]] | None = None
+        """Runs while a call to a member that is down waits to connect."""
 
     def transport(self) -> Transport:
         return Transport(self)
@@ -78,7 +80,10 @@ class Transport:
 
     async def _deliver(self, address: str, handler: str, request: Any) -> Any:
         if address in self._network.down or address not in self._network.servers:
-            raise PeerUnavailable(grpc.StatusCode.UNAVAILABLE, "connection refused")
+            if self._network.while_connecting is not None:
+                await self._network.while_connecting()
+            # Refused: the request never left.
+            raise PeerUnavailable(grpc.StatusCode.UNAVAILABLE, "connection refused", sent=False)
         server = self._network.servers[address]
         context = FakeContext(f"ipv4:{self._network.peer_ip}:40000")
         # A copy on the wire, as over gRPC.

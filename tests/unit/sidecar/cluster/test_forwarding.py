@@ -249,3 +249,23 @@ async def test_commands_to_one_entity_are_forwarded_in_order_one_at_a_time(
         outcome.message.payload.Unpack(value)
         answered.append(value.value)
     assert answered == [1, 2, 3, 4, 5]
+
+
+async def test_a_command_never_sent_to_a_member_that_left_meanwhile_is_routed_again(
+    cluster: Cluster, method: Method
+) -> None:
+    await _two(cluster)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
+    cluster.network.down.add(b.address)
+
+    async def b_leaves() -> None:
+        cluster.network.while_connecting = None
+        await cluster.apply(a, membership(2, "a"))
+
+    cluster.network.while_connecting = b_leaves
+    # b is gone and a learns it while trying to connect: the command runs at a instead.
+    assert (await a.submit(method, at_b)).kind == "reply"
+    assert a.ran() == [at_b] and b.ran() == []
+    assert a.sample("larder_forwarded_commands_out_total", result="rerouted") == 1
+    assert a.sample("larder_forwarded_commands_out_total", result="unavailable") == 0

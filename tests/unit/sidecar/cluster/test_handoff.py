@@ -195,3 +195,20 @@ async def test_a_failing_release_call_does_not_leave_the_shards_waiting(
     assert b.sample("larder_handoffs_total", direction="in", ending="timeout") == 0
     assert (await b.submit(method, moving)).kind == "reply"
     a.server._release = original  # type: ignore[method-assign]
+
+
+async def test_a_stopping_member_waits_only_briefly_to_be_marked_terminating(
+    cluster: Cluster,
+) -> None:
+    both = membership(1, "a", "b")
+    await cluster.start("a", both)
+    b = await cluster.start("b", both)
+    await cluster.settled()
+    assert not await b.router.marked_leaving(0.05)
+    waiting = asyncio.create_task(b.router.marked_leaving(5.0))
+    await cluster.apply(b, membership(2, "a", "b", terminating=["b"]))
+    assert await asyncio.wait_for(waiting, 1.0)
+    assert await b.router.handed_off(5.0)
+    # Dropped from the membership altogether counts too.
+    await cluster.apply(b, membership(3, "a"))
+    assert await b.router.marked_leaving(0.0)
