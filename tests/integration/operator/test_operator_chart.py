@@ -69,3 +69,23 @@ def test_chart_lints_renders_and_applies(
         # e2e tests), which will not adopt objects it did not create.
         if cluster_scoped:
             kubectl.run("delete", "--ignore-not-found", *sorted(cluster_scoped), check=False)
+
+
+def test_notes_say_the_default_image_is_a_placeholder_and_how_to_build_one(
+    helm_binary: Path, kubectl: Kubectl, crds: None
+) -> None:
+    # NOTES are rendered only by install/upgrade: a server-side dry run installs nothing.
+    def notes(*values: str) -> str:
+        out = helm(
+            helm_binary, "--kubeconfig", kubectl.env["KUBECONFIG"], "upgrade", "--install",
+            "larder-notes", str(CHART), "--namespace", f"notes-{uuid.uuid4().hex[:6]}",
+            "--dry-run=server", *values,
+        )
+        return out[out.index("NOTES:"):]
+
+    default = notes()
+    assert "ghcr.io/larder-dev/larder:0.1.0 is a placeholder" in default, default
+    assert "docker build -t <registry>/larder:dev ." in default
+    assert "--set image.repository=<registry>/larder --set image.tag=dev" in default
+    own = notes("--set", "image.repository=registry.example/larder", "--set", "image.tag=1")
+    assert "placeholder" not in own and "Watching: every namespace." in own
