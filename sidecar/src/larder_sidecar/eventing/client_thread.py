@@ -390,11 +390,11 @@ class ConsumerThread:
         thread serves the loop's requests, so nothing the loop does waits for it."""
         loop = self._loop
         assert loop is not None
+        coro = self._events.partitions_revoked(tps)
         try:
-            stopped = asyncio.run_coroutine_threadsafe(
-                self._events.partitions_revoked(tps), loop
-            )
+            stopped = asyncio.run_coroutine_threadsafe(coro, loop)
         except RuntimeError:
+            coro.close()  # never scheduled: say so to Python, not as a warning at exit
             return []  # the loop is closed
         deadline = time.monotonic() + self._revoke_timeout
         while True:
