@@ -79,7 +79,11 @@ function's children through their owner references. */}}
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch]
-# Only to read a Journal's Cassandra login for the reachability check; never listed.
+# Only to read a Journal's Cassandra login (the reachability check, and a function's check
+# that the Secret exists before its pods need it); get by name, never listed or watched.
+# Cluster-wide without watchNamespaces: resourceNames cannot follow the Journals' Secrets,
+# and RBAC forbids the operator granting itself per-Secret Roles it does not already hold
+# (docs/operator.md, "RBAC"). Kafka Secrets are never read: the kubelet mounts them.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

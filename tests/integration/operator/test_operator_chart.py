@@ -89,3 +89,26 @@ def test_notes_say_the_default_image_is_a_placeholder_and_how_to_build_one(
     assert "--set image.repository=<registry>/larder --set image.tag=dev" in default
     own = notes("--set", "image.repository=registry.example/larder", "--set", "image.tag=1")
     assert "placeholder" not in own and "Watching: every namespace." in own
+
+
+def test_secrets_are_only_read_by_name_in_the_watched_namespaces(helm_binary: Path) -> None:
+    # docs/operator.md "RBAC": why `get` on Secrets remains, and why nothing wider may.
+    for values, cluster_wide in (([], True),
+                                 (["--set", "operator.watchNamespaces={team-a,team-b}"], False)):
+        rendered = helm(
+            helm_binary, "template", "larder", str(CHART), "--namespace", "larder-system",
+            "--kube-version", KUBERNETES.version.lstrip("v"), *values,
+        )
+        secret_rules = [
+            (d["kind"], d["metadata"].get("namespace"), rule)
+            for d in yaml.safe_load_all(rendered)
+            if d and d["kind"] in ("ClusterRole", "Role")
+            for rule in d["rules"]
+            if {"secrets", "*"} & set(rule.get("resources", []))
+        ]
+        expected_rule = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+        if cluster_wide:
+            assert secret_rules == [("ClusterRole", None, expected_rule)]
+        else:
+            assert secret_rules == [("Role", "team-a", expected_rule),
+                                    ("Role", "team-b", expected_rule)]
