@@ -83,12 +83,19 @@ def test_notes_say_the_default_image_is_a_placeholder_and_how_to_build_one(
         )
         return out[out.index("NOTES:"):]
 
+    def paragraphs(notes: str) -> list[str]:
+        """The first word of each paragraph."""
+        return [p.split()[0] for p in notes.split("\n\n") if p.strip()]
+
     default = notes()
     assert "ghcr.io/larder-dev/larder:0.1.0 is a placeholder" in default, default
     assert "docker build -t <registry>/larder:dev ." in default
     assert "--set image.repository=<registry>/larder --set image.tag=dev" in default
     own = notes("--set", "image.repository=registry.example/larder", "--set", "image.tag=1")
     assert "placeholder" not in own and "Watching: every namespace." in own
+    # Each part its own paragraph, placeholder note or not.
+    assert paragraphs(default) == ["NOTES:", "Note:", "Watching:", "Next:"], default
+    assert paragraphs(own) == ["NOTES:", "Watching:", "Next:"], own
 
 
 def test_secrets_are_only_read_by_name_in_the_watched_namespaces(helm_binary: Path) -> None:
