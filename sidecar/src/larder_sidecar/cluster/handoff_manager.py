@@ -23,6 +23,7 @@ from .membership import Member, MemberId, Membership
 from .metrics import ClusterMetrics
 from .peers import PeerTransport, PeerUnavailable
 from .shards import ShardId, ShardMap, ShardMove
+from .tasks import OwnedTasks
 
 log = logging.getLogger("larder_sidecar.cluster")
 
@@ -84,7 +85,7 @@ class HandOffManager:
         self.table = ShardTable(shard_count)
         self._releases: dict[ShardId, asyncio.Future[None]] = {}
         self._returning_from: dict[ShardId, MemberId | None] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks()
 
     @property
     def _map(self) -> ShardMap | None:
@@ -99,10 +100,7 @@ class HandOffManager:
         self._metrics.shards_owned.set(self.table.owned)
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     def apply(self, old: ShardMap | None, new: ShardMap) -> None:
         """Start the hand-offs from `old` (None: this member's first map) to `new`."""
@@ -197,7 +195,7 @@ class HandOffManager:
         if source is None or source == self.me or member is None:
             self._confirm(shards, numbers, source, "none" if source is None else "gone", started)
             return
-        self._spawn(self._ask(shards, numbers, member, started), f"acquire from {source}")
+        self._tasks.spawn(self._ask(shards, numbers, member, started), f"acquire from {source}")
 
     async def _ask(
         self,
@@ -290,7 +288,7 @@ class HandOffManager:
             future = asyncio.get_running_loop().create_future()
             for shard in releasing:
                 self._releases[shard] = future
-            self._spawn(self._release(releasing, future, started), "release")
+            self._tasks.spawn(self._release(releasing, future, started), "release")
 
     async def _release(
         self, shards: Sequence[ShardId], future: asyncio.Future[None], started: float
@@ -330,14 +328,3 @@ class HandOffManager:
                 self._acquire(back, source, loop_time)
             self._changed_now()
 
-    def _spawn(self, coro: Any, what: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-
-        def finished(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("cluster task %r ended unexpectedly", what, exc_info=t.exception())
-
-        task.add_done_callback(finished)
-        return task

@@ -51,6 +51,7 @@ from .shards import (
     check_shard_count,
     shard_of,
 )
+from .tasks import OwnedTasks
 
 log = logging.getLogger("larder_sidecar.cluster")
 
@@ -131,7 +132,7 @@ class ShardedRouter:
         self._first_map = asyncio.Event()
         self._changes = Changes()
         self._peer = PeerOwner(self)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks()
         self._follower: asyncio.Task[None] | None = None
         self._resolved: dict[str, frozenset[str]] = {}
         self.shard_of: Callable[[str, str], ShardId] = functools.lru_cache(maxsize=65536)(
@@ -155,7 +156,7 @@ class ShardedRouter:
     async def start(self) -> None:
         """The host serves only the shards this member owns; then follow the membership."""
         await self._host.release(self._not_served)
-        self._follower = self._spawn(self._follow(), "membership")
+        self._follower = self._tasks.spawn(self._follow(), "membership")
 
     @property
     def map(self) -> ShardMap | None:
@@ -167,10 +168,7 @@ class ShardedRouter:
         return self._map is not None
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         await self.handoffs.close()
 
     async def marked_leaving(self, within: float) -> bool:
@@ -450,20 +448,6 @@ class ShardedRouter:
             )
         self._first_map.set()
         self._changed_now()
-
-    # --- tasks ------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any, what: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-
-        def finished(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("cluster task %r ended unexpectedly", what, exc_info=t.exception())
-
-        task.add_done_callback(finished)
-        return task
 
 
 def _shard_of(entity_type: str, entity_id: str, shard_count: int) -> ShardId:
