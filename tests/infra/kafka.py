@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +93,8 @@ def _jvm_options(config: KafkaConfig) -> list[str]:
 
 
 class KafkaServer:
-    """A running (or stopped) broker. `stop()`/`start()` keep its data and ports."""
+    """A running (or stopped) broker. `stop()`/`start()` keep its data and ports; so do
+    `kill()`/`start()` and `pause()`/`resume()`."""
 
     def __init__(self, lib: Path, workdir: Path) -> None:
         self.config = KafkaConfig(
@@ -122,6 +125,10 @@ class KafkaServer:
     def running(self) -> bool:
         return self._process.running
 
+    @property
+    def paused(self) -> bool:
+        return self._process.paused
+
     def details(self) -> dict[str, str]:
         return {"bootstrap_servers": self.bootstrap_servers}
 
@@ -133,10 +140,33 @@ class KafkaServer:
         self._process.wait_until(self._round_trips, timeout, "round-tripping a record")
 
     def stop(self) -> None:
+        """SIGTERM: a clean shutdown (clients see their connections closed)."""
         self._process.stop()
 
     def kill(self) -> None:
+        """SIGKILL: the broker crashes; `start()` recovers its log as after a power cut."""
         self._process.kill()
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP). Its sockets stay open and the kernel still
+        accepts connections and buffers requests, but nothing is answered, so clients
+        only notice through their own timeouts; after `resume()` the broker handles what
+        was buffered (and finds every consumer group session expired)."""
+        self._process.pause()
+
+    def resume(self) -> None:
+        """Let a paused broker run again (SIGCONT); harmless when it is not paused."""
+        self._process.resume()
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Paused for the block, and resumed however the block ends: the broker is
+        session-wide and other tests need it answering."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
 
     def close(self) -> None:
         self._process.stop()

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,10 @@ RATE = 100
 ENTITIES = 8
 SESSION_TIMEOUT_S = 10  # the sidecar's default session.timeout.ms
 ANSWER_WITHIN_S = 2.0
+OUTAGE_S = SESSION_TIMEOUT_S + 5.0
+"""How long each broker fault lasts: past the session timeout, so partitions are lost."""
+TERMINATE_WITHIN_S = 20.0
+"""SIGTERM's bound: 10 s grace for records in flight, 5 s for the final commit."""
 BACKLOG = 5000
 BACKLOG_ENTITIES = 300
 
@@ -150,65 +155,118 @@ async def probing(sidecar: SidecarProcess, entity: str) -> Any:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_broker_stopped_longer_than_the_session_timeout_under_load(
-    kafka: KafkaServer, counter: CounterProtos, sidecar_factory: Any, tmp_path: Path
-) -> None:
-    sidecar = sidecar_factory()
+@dataclass
+class Outage:
+    """What `outage_under_load` saw."""
+
+    sidecar: SidecarProcess
+    prober: Prober
+    total: int
+    tags: Counter[str]
+    text: str = ""
+    """The sidecar's log, read once every record was applied."""
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.tags.values())
+
+    def lines(self, text: str) -> list[str]:
+        return [line for line in self.text.splitlines() if text in line]
+
+
+async def outage_under_load(
+    kafka: KafkaServer, counter: CounterProtos, sidecar: SidecarProcess, journal: Path,
+    name: str, down: Callable[[], None], up: Callable[[], None],
+) -> Outage:
+    """One sidecar consuming RATE records/s for 20 s; `down()` the broker once some are
+    applied, `up()` it again after longer than the session timeout, then wait until every
+    record is applied, asking the sidecar throughout. Whatever happens, the broker is
+    running and not paused afterwards: it is session-wide."""
     await sidecar.start()
-    prefix = f"outage-{uuid.uuid4().hex[:6]}"
+    prefix = f"{name}-{uuid.uuid4().hex[:6]}"
     total = 20 * RATE
-    produced = [0]
-
-    def count(n: int) -> None:
-        produced[0] = n
-
     load = asyncio.create_task(asyncio.to_thread(
         produce_steadily, kafka.bootstrap_servers, counter.topic_in, counter, prefix, total,
-        count,
+        lambda n: None,
     ))
-    journal = tmp_path / "journal.sqlite3"
-    outage = SESSION_TIMEOUT_S + 5.0
     try:
         async with probing(sidecar, f"{prefix}-0") as prober:
             # Under load: some records applied before the broker goes away.
             await until_some_applied(journal, counter, prefix)
-            stopped_at = time.monotonic()
-            await asyncio.to_thread(kafka.stop)
-            log.info("broker stopped in %.1f s", time.monotonic() - stopped_at)
+            began = time.monotonic()
+            await asyncio.to_thread(down)
+            log.info("broker %s in %.1f s", name, time.monotonic() - began)
             # Down for longer than the session timeout, asking the sidecar meanwhile.
-            await asyncio.sleep(outage)
-            restarted_at = time.monotonic()
-            await asyncio.to_thread(kafka.start)
-            log.info("broker back in %.1f s", time.monotonic() - restarted_at)
+            await asyncio.sleep(OUTAGE_S)
+            began = time.monotonic()
+            await asyncio.to_thread(up)
+            log.info("broker back in %.1f s", time.monotonic() - began)
             await load
             tags = await until_applied(
                 journal, counter, prefix, tags_of(prefix, total), seconds=60
             )
     finally:
+        if kafka.paused:
+            kafka.resume()
         if not kafka.running:
             await asyncio.to_thread(kafka.start)
         load.cancel()
-    duplicates = sum(n - 1 for n in tags.values())
+    outage = Outage(sidecar, prober, total, tags, sidecar.log())
     log.info(
-        "%d records, %d applied twice or more; %d probe answers, slowest %.2f s",
-        total, duplicates, prober.answers, prober.slowest,
+        "%s: %d records, %d applied twice or more; %d probe answers, slowest %.2f s",
+        name, total, outage.duplicates, prober.answers, prober.slowest,
     )
     assert prober.failures == [], prober.failures[:5]
-    assert prober.answers >= outage  # two per second during the outage alone
-    text = sidecar.log()
-    # One warning per transition, not a flood. A restarting broker may accept a
-    # connection and drop it again before it serves (seen on a loaded machine), which is
-    # a second outage, honestly reported as one; the last word must be "reachable".
-    down = [line for line in text.splitlines() if "no Kafka broker is reachable" in line]
-    up = [line for line in text.splitlines() if "Kafka is reachable again" in line]
-    assert 1 <= len(down) <= 3, "\n".join(down) or text[-4000:]
+    assert prober.answers >= OUTAGE_S  # two per second during the outage alone
+    return outage
+
+
+async def terminates_promptly(sidecar: SidecarProcess) -> None:
+    """SIGTERM after the outage: exit 0, within the in-flight grace plus the final
+    commit's bound."""
+    began = time.monotonic()
+    assert await sidecar.terminate() == 0
+    took = time.monotonic() - began
+    log.info("SIGTERM took %.1f s", took)
+    assert took < TERMINATE_WITHIN_S
+
+
+def warned_down_then_up(outage: Outage) -> None:
+    """One warning per transition, not a flood. A restarting broker may accept a
+    connection and drop it again before it serves (seen on a loaded machine), which is
+    a second outage, honestly reported as one; the last word must be "reachable"."""
+    down = outage.lines("no Kafka broker is reachable")
+    up = outage.lines("Kafka is reachable again")
+    assert 1 <= len(down) <= 3, "\n".join(down) or outage.text[-4000:]
     assert len(up) == len(down), "\n".join(down + up)
+    text = outage.text
     assert text.rindex("Kafka is reachable again") > text.rindex("no Kafka broker is reachable")
     # librdkafka's own line for each reconnect attempt goes to DEBUG, not stderr.
     assert "|FAIL|rdkafka#consumer" not in text
-    terminated = time.monotonic()
-    assert await sidecar.terminate() == 0
-    log.info("SIGTERM took %.1f s", time.monotonic() - terminated)
+
+
+async def test_broker_stopped_longer_than_the_session_timeout_under_load(
+    kafka: KafkaServer, counter: CounterProtos, sidecar_factory: Any, tmp_path: Path
+) -> None:
+    outage = await outage_under_load(
+        kafka, counter, sidecar_factory(), tmp_path / "journal.sqlite3", "stopped",
+        kafka.stop, kafka.start,
+    )
+    warned_down_then_up(outage)
+    await terminates_promptly(outage.sidecar)
+
+
+async def test_broker_killed_longer_than_the_session_timeout_under_load(
+    kafka: KafkaServer, counter: CounterProtos, sidecar_factory: Any, tmp_path: Path
+) -> None:
+    """kill -9: the broker's sockets are reset by the kernel, as with a clean stop, but
+    nothing is said to the clients first (no leaving the group, no final fetch)."""
+    outage = await outage_under_load(
+        kafka, counter, sidecar_factory(), tmp_path / "journal.sqlite3", "killed",
+        kafka.kill, kafka.start,
+    )
+    warned_down_then_up(outage)
+    await terminates_promptly(outage.sidecar)
 
 
 async def until_some_applied(journal: Path, counter: CounterProtos, prefix: str) -> None:
@@ -268,3 +326,28 @@ async def until_log(sidecar: SidecarProcess, text: str, seconds: float = 30.0) -
     while text not in sidecar.log():
         assert time.monotonic() < deadline, f"{text!r} not logged in {seconds} s"
         await asyncio.sleep(0.1)
+
+
+async def test_broker_paused_longer_than_the_session_timeout_under_load(
+    kafka: KafkaServer, counter: CounterProtos, sidecar_factory: Any, tmp_path: Path
+) -> None:
+    """SIGSTOP: the broker's sockets stay open and its connections up, so the client only
+    notices through its own timeouts: no "no Kafka broker is reachable" (no broker is
+    reported down), but the group session times out and the partitions are lost. After
+    SIGCONT the single node fences and unfences itself (its own broker session timed out
+    at its controller) and reloads its group coordinator. The client may meanwhile drop
+    the broker, which the fenced node's metadata no longer lists, and know none: it goes
+    back to `bootstrap.servers` after 10 s (`REBOOTSTRAP`; librdkafka's default is 5
+    minutes, which this test caught as a sidecar consuming nothing) and rejoins."""
+    outage = await outage_under_load(
+        kafka, counter, sidecar_factory(), tmp_path / "journal.sqlite3", "paused",
+        kafka.pause, kafka.resume,
+    )
+    lost = outage.lines(": lost counter-add")
+    assert lost, outage.text[-4000:]
+    assert outage.lines("Consumer group session timed out"), outage.text[-4000:]
+    # Partitions assigned again after they were lost, and no flood of warnings.
+    assert outage.text.rindex(": assigned counter-add") > outage.text.index(": lost ")
+    assert len(lost) <= 3, "\n".join(lost)
+    assert "|FAIL|rdkafka#consumer" not in outage.text
+    await terminates_promptly(outage.sidecar)

@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from .client_thread import TP, ConsumerThread
 from .processing import Prepared
-from .settings import KafkaSettings
+from .settings import REBOOTSTRAP, KafkaSettings
 from .spec import Subscription
 
 log = logging.getLogger("larder_sidecar.eventing")
@@ -151,6 +151,7 @@ class GroupConsumer:
             # A subscribed topic created after the sidecar started is found at the next
             # metadata refresh: within 5 s instead of librdkafka's default 5 minutes.
             "topic.metadata.refresh.interval.ms": 5000,
+            **REBOOTSTRAP,
             **settings.client_config(),
             "group.id": group,
             "enable.auto.commit": False,

@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from .settings import KafkaSettings
+from .settings import REBOOTSTRAP, KafkaSettings
 
 log = logging.getLogger("larder_sidecar.eventing")
 
@@ -28,6 +28,7 @@ class PublishFailed(Exception):
 class AsyncProducer:
     def __init__(self, settings: KafkaSettings) -> None:
         config: dict[str, Any] = {
+            **REBOOTSTRAP,
             **settings.client_config(),
             "enable.idempotence": True,
             "acks": "all",

@@ -28,6 +28,13 @@ _NAMED = (
 )
 _KNOWN = {prop for _, prop in _NAMED}
 # The consumer and producer set these themselves; a file must not weaken the guarantees.
+REBOOTSTRAP = {"metadata.recovery.rebootstrap.trigger.ms": 10000}
+"""A default of both clients (a properties file may change it). When every broker the
+client knows is removed from the cluster's metadata (e.g. a single node fencing itself
+after a long pause: SIGSTOP, a hung host, a long GC) librdkafka has no broker left to ask
+and, by default, only goes back to `bootstrap.servers` after 5 minutes, consuming and
+publishing nothing meanwhile; with this it does so after 10 s."""
+
 _RESERVED = {"enable.auto.commit", "enable.idempotence", "acks", "group.id"}
 
 
