@@ -177,3 +177,21 @@ class SqliteReader:
         revision, type_url, value = rows[0]
         payload = StoredPayload(type_url, bytes(value)) if type_url is not None else None
         return StoredValue(revision, payload, None)
+
+    def value_revisions(self, entity_type: str) -> dict[PersistenceId, int]:
+        """The current revision of every value entity of `entity_type` (deleted ones
+        included): what view catch-up compares with the revisions a view applied."""
+        low, high = type_range(entity_type)
+        rows = self._query(
+            "SELECT pid, revision FROM value_state WHERE pid >= ? AND pid < ?", (low, high)
+        )
+        return {PersistenceId(pid): int(revision) for pid, revision in rows}
+
+    def event_heads(self, entity_type: str) -> dict[PersistenceId, int]:
+        """The last sequence number of every event-sourced entity of `entity_type`."""
+        low, high = type_range(entity_type)
+        rows = self._query(
+            "SELECT pid, MAX(seq) FROM events WHERE pid >= ? AND pid < ? GROUP BY pid",
+            (low, high),
+        )
+        return {PersistenceId(pid): int(seq) for pid, seq in rows}
