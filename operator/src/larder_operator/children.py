@@ -242,7 +242,15 @@ def _headless_service(ref: FunctionRef) -> dict[str, Any]:
                     "port": INTERNAL_PORT,
                     "targetPort": "internal",
                     "protocol": "TCP",
-                }
+                },
+                # Listed so the EndpointSlices say where each pod's admin port is: the
+                # operator reads every ready pod's shard map there (pod_views.py).
+                {
+                    "name": "admin",
+                    "port": ADMIN_PORT,
+                    "targetPort": "admin",
+                    "protocol": "TCP",
+                },
             ],
         },
     }

@@ -27,6 +27,8 @@ from larder_operator.journal_check import CheckResult, check_journal
 from larder_operator.journal_protection import JournalGuard
 from larder_operator.journals import CassandraJournal, InvalidJournalError, parse_journal
 from larder_operator.kube import ApiCluster, Cluster, ClusterError, journal_path
+from larder_operator.map_check import record_shard_map
+from larder_operator.pod_views import HttpViewReader, read_pod_views
 from larder_operator.reconcile import Outcome, reconcile_function
 from larder_operator.resync import Periodic, for_each
 from larder_operator.settings import OperatorSettings
@@ -110,23 +112,43 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         weakref.WeakValueDictionary()
     )
     background: list[Periodic] = []
+    reader = HttpViewReader(settings.shard_map_timeout)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # The same sources as our own client: in-cluster service account, else KUBECONFIG.
         return await kopf.login_via_async_client(**kwargs)
 
-    async def reconcile(namespace: str, name: str) -> Outcome | None:
+    def lock_of(namespace: str, name: str) -> asyncio.Lock:
         lock = locks.get((namespace, name))
         if lock is None:
             lock = locks[(namespace, name)] = asyncio.Lock()
-        async with lock:
+        return lock
+
+    async def reconcile(namespace: str, name: str) -> Outcome | None:
+        async with lock_of(namespace, name):
             outcome = await reconcile_function(
                 connection.cluster, settings, namespace, name, _now()
             )
             if outcome is not None:
                 await connection.events.transitions(outcome.body, outcome.changed, _now())
         return outcome
+
+    async def check_map(namespace: str, name: str) -> None:
+        # The pods are asked outside the lock (a silent one takes its timeout); the status
+        # is written under it, because reconcile rewrites the conditions list too.
+        views = await read_pod_views(connection.cluster, reader, namespace, name)
+        async with lock_of(namespace, name):
+            found = await record_shard_map(
+                connection.cluster,
+                views,
+                grace=settings.shard_map_grace,
+                namespace=namespace,
+                name=name,
+                now=_now(),
+            )
+            if found is not None:
+                await connection.events.transitions(found.body, found.changed, _now())
 
     async def protect(
         namespace: str,
@@ -169,6 +191,12 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             except ClusterError as e:
                 logger.warning(f"resync of {key[0]}/{key[1]}: {e}")
 
+        async def map_check_one(key: tuple[str, str]) -> None:
+            try:
+                await check_map(*key)
+            except ClusterError as e:
+                logger.warning(f"shard-map check of {key[0]}/{key[1]}: {e}")
+
         async def recheck_one(key: tuple[str, str]) -> None:
             namespace, name = key
             try:
@@ -192,6 +220,14 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
                 "journal recheck",
                 settings.journal_check_interval,
                 lambda: for_each(_keys(journals), recheck_one, _PARALLEL),
+            )
+        )
+        # Whether each function's ready pods agree on their shard map (map_check.py).
+        background.append(
+            Periodic(
+                "shard-map check",
+                settings.shard_map_interval,
+                lambda: for_each(_keys(functions), map_check_one, _PARALLEL),
             )
         )
         for task in background:

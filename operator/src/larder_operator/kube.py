@@ -22,6 +22,7 @@ _PLURALS = {
     "Event": "events",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "ReplicaSet": "replicasets",
+    "EndpointSlice": "endpointslices",
 }
 
 

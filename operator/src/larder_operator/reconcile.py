@@ -37,6 +37,7 @@ from larder_operator.settings import OperatorSettings
 from larder_operator.status import (
     JOURNAL_READY,
     READY,
+    SHARD_MAP_AGREED,
     Condition,
     Reason,
     find_condition,
@@ -255,7 +256,9 @@ async def reconcile_function(
         )
     conditions = (ready, journal.condition)
     status: dict[str, Any] = {
-        "conditions": render_conditions(previous, conditions, meta.get("generation"), now),
+        # ShardMapAgreed is the shard-map check's (map_check.py): kept as it was.
+        "conditions": render_conditions(previous, conditions, meta.get("generation"), now)
+        + [c for c in previous if c.get("type") == SHARD_MAP_AGREED],
         "observedGeneration": meta.get("generation"),
         "replicas": int(dstatus.get("replicas", 0)),
         "readyReplicas": int(dstatus.get("readyReplicas", 0)),

@@ -29,6 +29,11 @@ class OperatorSettings:
     resync_interval: float = 60.0
     journal_check_interval: float = 30.0
     journal_check_timeout: float = 5.0
+    # How often every function's ready pods are asked for their shard map, how long each
+    # may take to answer, and how long they may disagree before it is reported.
+    shard_map_interval: float = 15.0
+    shard_map_timeout: float = 2.0
+    shard_map_grace: float = 30.0
     # All interfaces by default: the kubelet probes the pod's IP.
     health_host: str = "0.0.0.0"
     health_port: int = 8081
@@ -72,6 +77,9 @@ class OperatorSettings:
             resync_interval=_positive(env, "LARDER_RESYNC_INTERVAL", 60.0),
             journal_check_interval=_positive(env, "LARDER_JOURNAL_CHECK_INTERVAL", 30.0),
             journal_check_timeout=_positive(env, "LARDER_JOURNAL_CHECK_TIMEOUT", 5.0),
+            shard_map_interval=_positive(env, "LARDER_SHARD_MAP_INTERVAL", 15.0),
+            shard_map_timeout=_positive(env, "LARDER_SHARD_MAP_TIMEOUT", 2.0),
+            shard_map_grace=_positive(env, "LARDER_SHARD_MAP_GRACE", 30.0),
             health_host=env.get("LARDER_OPERATOR_HEALTH_HOST", "").strip() or "0.0.0.0",
             health_port=int(_positive(env, "LARDER_OPERATOR_HEALTH_PORT", 8081)),
             log_level=level,

@@ -10,6 +10,8 @@ from typing import Any
 READY = "Ready"
 JOURNAL_READY = "JournalReady"
 DURABLE = "Durable"
+# Whether a function's ready pods have the same shard map (map_agreement.py).
+SHARD_MAP_AGREED = "ShardMapAgreed"
 
 
 class Reason(StrEnum):
@@ -38,6 +40,13 @@ class Reason(StrEnum):
     REPLICATED = "Replicated"
     UNSYNCED_SINGLE_COPY = "UnsyncedSingleCopy"
     DURABILITY_UNKNOWN = "DurabilityUnknown"
+    # A function's ShardMapAgreed condition (map_agreement.py):
+    MAPS_AGREE = "MapsAgree"
+    NO_READY_PODS = "NoReadyPods"
+    CONVERGING = "Converging"
+    MAPS_DISAGREE = "MapsDisagree"
+    PODS_UNREACHABLE = "PodsUnreachable"
+    CONFIG_DRIFT = "ConfigDrift"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2
 from .admin import AdminServer
 from .cluster import LocalRouter, Router
 from .cluster.node import ClusterNode, clustered
-from .cluster.status import ClusterView, cluster_routes
+from .cluster.status import ClusterView, cluster_routes, journal_identity
 from .discovery import discover, proxy_terminated
 from .dispatch import Dispatcher
 from .entities import Command, EntityHost
@@ -91,6 +91,7 @@ class Sidecar:
             configured=self._make_router is None and clustered(self.settings),
             router=self.cluster.router if self.cluster is not None else None,
             entity_types=sorted({c.entity_type for c in components if c.kind.is_entity}),
+            journal=journal_identity(self.settings),
         )
 
     async def start_admin(self) -> None:

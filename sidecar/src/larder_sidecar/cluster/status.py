@@ -1,12 +1,17 @@
 """What a sidecar tells a person about its cluster, on the admin port:
 
-- `GET /cluster`: this member, the shard count, its map (version and fingerprint), and
-  every member with its address and the number of shards it owns under that map;
+- `GET /cluster`: this member, the shard count, the journal it writes to, its map
+  (version and fingerprint), and every member with its address and the number of shards
+  it owns under that map;
 - `GET /cluster/owner?type=T&id=I`: the member that owns entity (T, I), and its shard.
   `type` may be left out when the function has one entity type.
 
 Both answer from this sidecar's current map, so members that see the same membership
 (equal fingerprints) name the same owner. No I/O here: the admin server serves them.
+
+The Kubernetes operator reads `/cluster` of every ready pod to report in the
+StatefulFunction's status how many agree on the map, and config drift between them: a
+different shard count or journal (docs/operator.md, "Shard map").
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..settings import Settings
 from .sharded import ShardedRouter
 from .shards import ShardMap
 
@@ -31,6 +37,21 @@ class ClusterView:
     """None until the sidecar has discovered its function and started its router."""
     entity_types: Sequence[str]
     """The function's entity types, sorted; empty until discovery."""
+    journal: str = ""
+    """Which journal this sidecar writes to (`journal_identity`): pods of one function
+    that name different journals do not fence each other."""
+
+
+def journal_identity(settings: Settings) -> str:
+    """The journal's type and where it is, without credentials: `memory` (one per
+    sidecar), `sqlite:PATH`, or `cassandra:KEYSPACE@HOST,...:PORT`."""
+    if settings.journal_type == "sqlite":
+        return f"sqlite:{settings.journal_sqlite_path}"
+    if settings.journal_type == "cassandra" and settings.journal_cassandra is not None:
+        cassandra = settings.journal_cassandra
+        hosts = ",".join(sorted(cassandra.contact_points))
+        return f"cassandra:{cassandra.keyspace}@{hosts}:{cassandra.port}"
+    return str(settings.journal_type)
 
 
 _NOT_CLUSTERED = (
@@ -56,6 +77,7 @@ def describe_cluster(view: ClusterView) -> JsonAnswer:
     return 200, {
         "member": router.me,
         "shard_count": router.shard_count,
+        "journal": view.journal,
         "map_version": shard_map.version,
         "fingerprint": shard_map.membership.fingerprint,
         "shards_served_here": router.table.owned,

@@ -13,10 +13,13 @@ from larder_sidecar.cluster.membership import MemberId
 from larder_sidecar.cluster.status import (
     ClusterView,
     cluster_routes,
+    journal_identity,
     describe_cluster,
     describe_owner,
 )
+from larder_sidecar.journal.cassandra_settings import CassandraSettings
 from larder_sidecar.metrics import Metrics
+from larder_sidecar.settings import Settings
 from larder_sidecar.model import Method
 
 from ..entities.fakes import es_method
@@ -63,7 +66,7 @@ async def test_every_member_names_the_same_owner_and_the_shares_add_up(
                 "map_version": 1,
                 "fingerprint": three.fingerprint,
             }
-    status, body = describe_cluster(ClusterView(True, nodes[1].router, TYPES))
+    status, body = describe_cluster(ClusterView(True, nodes[1].router, TYPES, "memory"))
     assert status == 200
     members = body["members"]
     assert isinstance(members, list)
@@ -72,6 +75,19 @@ async def test_every_member_names_the_same_owner_and_the_shares_add_up(
     b_shards = next(m["shards"] for m in members if m["id"] == "b")
     assert body["shards_served_here"] == b_shards == len(shard_map(three).shards_of(MemberId("b")))
     assert (body["member"], body["shard_count"], body["entity_types"]) == ("b", SHARDS, ["svc"])
+    assert body["journal"] == "memory"
+
+
+def test_the_journal_is_named_by_its_place_without_credentials() -> None:
+    cassandra = CassandraSettings(contact_points=("10.0.0.2", "10.0.0.1"), port=9142,
+                                  keyspace="shop", username="u", password="secret")
+    assert journal_identity(Settings(journal_type="cassandra", journal_cassandra=cassandra)) == (
+        "cassandra:shop@10.0.0.1,10.0.0.2:9142"
+    )
+    assert journal_identity(Settings(journal_type="sqlite", journal_sqlite_path="/d/j.db")) == (
+        "sqlite:/d/j.db"
+    )
+    assert journal_identity(Settings()) == "memory"
 
 
 async def test_the_type_may_be_left_out_with_one_entity_type_and_mistakes_are_named(
