@@ -28,6 +28,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -219,6 +220,8 @@ class ShardedRouter:
         if state not in SETTLING:
             return state
         loop = asyncio.get_running_loop()
+        # perf_counter for the histogram: uvloop's clock has millisecond steps.
+        started = time.perf_counter()
         # The acquisition itself gives up after `handoff_wait`; this is a safety net.
         deadline = loop.time() + self._handoff_wait + 2.0
         self._metrics.waiting.inc()
@@ -226,6 +229,7 @@ class ShardedRouter:
             while state in SETTLING:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
+                    self._metrics.handoff_wait_timeouts.inc()
                     raise InvokeError(
                         grpc.StatusCode.UNAVAILABLE,
                         f"shard {shard} is still being handed over to this sidecar; retry",
@@ -236,6 +240,8 @@ class ShardedRouter:
             return state
         finally:
             self._metrics.waiting.dec()
+            # However the wait ended (served, timed out, the caller gone): it was waited.
+            self._metrics.handoff_wait.observe(time.perf_counter() - started)
 
     def _not_served(self, key: EntityKey) -> bool:
         """The host's refusal: every entity whose shard this member does not serve."""
