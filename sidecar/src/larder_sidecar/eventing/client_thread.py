@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from .librdkafka_log import LibrdkafkaLog
+
 log = logging.getLogger("larder_sidecar.eventing")
 
 TP = tuple[str, int]
@@ -57,21 +59,6 @@ _CONNECTION_ERRORS = frozenset(
 _LOGGED_BY_US = frozenset({"FAIL"})
 """librdkafka log facilities the error callback already reports (once per outage):
 a connection failing, logged again on every reconnect attempt."""
-
-
-class _LibrdkafkaLog:
-    """librdkafka's own log lines (confluent-kafka's `logger`), into the sidecar's log
-    instead of stderr; served on the consumer thread, inside `consume()`."""
-
-    def __init__(self, group: str) -> None:
-        self._log = logging.getLogger("larder_sidecar.eventing.librdkafka")
-        self._group = group
-
-    def log(self, level: int, message: str, *args: Any) -> None:
-        facility = args[0] if args else ""
-        if facility in _LOGGED_BY_US:
-            level = logging.DEBUG
-        self._log.log(level, "group %s: " + message, self._group, *args)
 
 
 class ClientEvents(Protocol):
@@ -162,7 +149,7 @@ class ConsumerThread:
                 "on_commit": self._on_commit,
                 "error_cb": self._on_error,
                 "stats_cb": self._on_stats,
-                "logger": _LibrdkafkaLog(group),
+                "logger": LibrdkafkaLog(f"group {group}", quiet=_LOGGED_BY_US),
             }
         )
         self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()

@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from .librdkafka_log import LibrdkafkaLog
 from .settings import REBOOTSTRAP, KafkaSettings
 
 log = logging.getLogger("larder_sidecar.eventing")
@@ -35,6 +36,7 @@ class AsyncProducer:
             # Records wait at most this long for company; latency stays low and
             # bursts still travel in batches.
             "linger.ms": 2,
+            "logger": LibrdkafkaLog("producer"),
         }
         try:
             self._producer = Producer(config)
