@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
 
 import yaml
+from larder_operator.children import ADMIN_PORT, FunctionRef, render_children
+from larder_operator.settings import OperatorSettings
 
 from tests.infra.versions import KUBERNETES
 from tests.integration.operator.conftest import ROOT, Kubectl
@@ -119,3 +122,59 @@ def test_secrets_are_only_read_by_name_in_the_watched_namespaces(helm_binary: Pa
         else:
             assert secret_rules == [("Role", "team-a", expected_rule),
                                     ("Role", "team-b", expected_rule)]
+
+
+def test_monitoring_scrapes_the_sidecars_admin_port_and_ships_the_dashboard(
+    helm_binary: Path, kubectl: Kubectl
+) -> None:
+    # Off by default: the PodMonitor kind exists only where the Prometheus Operator runs.
+    plain = helm(helm_binary, "template", "larder", str(CHART),
+                 "--kube-version", KUBERNETES.version.lstrip("v"))
+    assert {d["kind"] for d in yaml.safe_load_all(plain) if d}.isdisjoint({"PodMonitor"})
+    namespace = f"monitoring-{uuid.uuid4().hex[:6]}"
+    rendered = helm(
+        helm_binary, "template", "larder", str(CHART), "--namespace", namespace,
+        "--kube-version", KUBERNETES.version.lstrip("v"),
+        "--set", "monitoring.podMonitor.enabled=true", "--set", "monitoring.dashboard.enabled=true",
+        "--set", "monitoring.podMonitor.labels.release=kube-prometheus-stack",
+    )
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    monitor = next(d for d in docs if d["kind"] == "PodMonitor")
+    dashboard = next(d for d in docs if d["kind"] == "ConfigMap")
+
+    # The monitor selects the pods the operator really creates, on the port the sidecar
+    # really names `admin`, where /metrics is served.
+    function = render_children(
+        FunctionRef(name="cart", namespace="shop", uid="u"),
+        {"containers": [{"name": "fn", "image": "example/cart:1"}]},
+        None, None, OperatorSettings(sidecar_image="larder:test"),
+    ).deployment["spec"]["template"]
+    pod_labels = function["metadata"]["labels"]
+    ports = {
+        port["name"]: port["containerPort"]
+        for container in function["spec"].get("initContainers", []) + function["spec"]["containers"]
+        for port in container.get("ports", [])
+    }
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    [expression] = monitor["spec"]["selector"]["matchExpressions"]
+    assert expression["operator"] == "Exists" and expression["key"] in pod_labels
+    assert monitor["spec"]["podTargetLabels"] == [expression["key"]]
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert ports[endpoint["port"]] == ADMIN_PORT and endpoint["path"] == "/metrics"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+
+    # The dashboard's ConfigMap carries the JSON file unchanged, with Grafana's label, and
+    # the API server takes it.
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(dashboard["data"]["larder.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "larder.json").read_text())
+    kubectl.run("create", "namespace", namespace)
+    try:
+        result = kubectl.apply(yaml.safe_dump(dashboard), namespace)
+        assert result.returncode == 0, result.stderr
+        stored = kubectl.get("configmap", dashboard["metadata"]["name"], namespace)
+        assert stored is not None
+        assert json.loads(stored["data"]["larder.json"]) == shipped
+    finally:
+        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
