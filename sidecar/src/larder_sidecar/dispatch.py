@@ -20,6 +20,8 @@ from google.protobuf.message import DecodeError, Message
 
 from .cluster import Router
 from .entities import Command
+from .entities.idempotency import HEADER as IDEMPOTENCY_KEY
+from .entities.idempotency import command_key
 from .invoke import InvokeError, InvokeResult, MetadataPairs, MethodModel
 from .metrics import Metrics
 from .model import KeyError_, Kind, Method, UserFunctionModel
@@ -68,8 +70,13 @@ class Dispatcher:
         m = self.model.methods.get(method.path)
         if m is None:
             raise InvokeError(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method.path}")
-        # The HTTP front passes every request header; the component gets the ones it asked for.
-        headers = m.component.forwarded(metadata)
+        # The HTTP front passes every request header; the component gets the ones it asked
+        # for, and the idempotency key, which the entity itself reads.
+        headers = [
+            *m.component.forwarded(metadata),
+            *((k, v) for k, v in metadata if k == IDEMPOTENCY_KEY and k not in
+              m.component.forward_headers),
+        ]
         return await self.call(m, request.SerializeToString(), headers, parsed=request)
 
     async def call(
@@ -83,6 +90,9 @@ class Dispatcher:
         started = time.perf_counter()
         outcome_label = "ok"
         try:
+            # Refused here for every method: an action ignores a key (it stores nothing
+            # to remember it in), but a malformed one is the client's bug either way.
+            command_key(metadata)
             return await self._call(method, payload, metadata, parsed, 0)
         except InvokeError as e:
             outcome_label = e.code.name.lower()

@@ -14,6 +14,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2_grpc
 
 from .dispatch import Dispatcher, parse
+from .entities.idempotency import HEADER as IDEMPOTENCY_KEY
 from .function_limit import FunctionLimit
 from .invoke import InvokeError, InvokeResult, MetadataPairs
 from .metrics import Metrics
@@ -23,10 +24,9 @@ from .reflection import enable_reflection
 
 def client_metadata(context: grpc.aio.ServicerContext[Any, Any], method: Method) -> MetadataPairs:
     """The caller's string headers that the method's component asked for in discovery
-    (`forward_headers`); gRPC's own and binary (`-bin`) headers never travel."""
-    wanted = method.component.forward_headers
-    if not wanted:
-        return ()
+    (`forward_headers`), and the idempotency key (the entity reads it); gRPC's own and
+    binary (`-bin`) headers never travel."""
+    wanted = {*method.component.forward_headers, IDEMPOTENCY_KEY}
     return [
         (k, v)
         for k, v in context.invocation_metadata() or ()

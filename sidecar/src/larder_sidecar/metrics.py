@@ -52,6 +52,13 @@ class Metrics:
             ["entity_type"],
             registry=self.registry,
         )
+        self.idempotent_replays = Counter(
+            "larder_idempotent_replays",
+            "Commands answered with the stored reply of an earlier command with the same "
+            "idempotency key (not run again)",
+            ["entity_type"],
+            registry=self.registry,
+        )
         self.public_connections = Gauge(
             "larder_public_connections",
             "Open connections on the public port",

@@ -18,7 +18,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -27,6 +28,7 @@ import grpc.aio
 from ..invoke import InvokeError
 from ..journal.base import (
     ConcurrentWriteError,
+    IdempotencyRecord,
     JournalError,
     JournalUnavailable,
     PersistenceId,
@@ -38,6 +40,16 @@ from ..outcome import Outcome, protocol_metadata
 from ..protocol import entity_pb2
 from .command import Command, EntityKey, settle_error
 from .environment import EntityEnvironment
+from .idempotency import (
+    HEADER,
+    Records,
+    command_key,
+    decode,
+    encode,
+    fingerprint,
+    forward_key,
+    reused,
+)
 from .lifecycle import Event, Lifecycle, State
 
 log = logging.getLogger("larder_sidecar.entities")
@@ -48,10 +60,31 @@ _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stub
 class StreamBroken(Exception):
     """The protocol stream cannot be used any more; the entity must restart."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        records: Mapping[str, IdempotencyRecord] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.records = records or {}
+        """After a refused write: the idempotency records the journal holds now. A
+        command of the refused write that one of them names was stored by an earlier
+        write (our own, whose outcome was unknown): its stored reply is its answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class InDoubt:
+    """A write of this entity whose outcome was unknown: it may still land."""
+
+    position: int
+    """The sequence number (or revision) it was to follow."""
+    payloads: Sequence[bytes | None]
+    """What it stored (event payloads, or the new state; None for a delete)."""
+    keys: frozenset[str]
+    """The idempotency keys it carried."""
 
 
 class Entity(abc.ABC):
@@ -73,6 +106,11 @@ class Entity(abc.ABC):
         self._idle: asyncio.TimerHandle | None = None
         self._call: Any = None
         self._command_id = 0
+        self.records = Records(env.idempotency)
+        # Keys of commands handled but not stored yet (a write in flight).
+        self._unstored_keys: set[str] = set()
+        # Writes whose outcome was unknown; a later refused write may be their doing.
+        self._in_doubt: list[InDoubt] = []
         self._log_extra = {"entity_type": env.entity_type, "entity_id": entity_id}
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"entity {env.entity_type}/{entity_id}"
@@ -147,20 +185,32 @@ class Entity(abc.ABC):
             self.lifecycle.fire(Event.STOP)
 
     async def _one(self, command: Command) -> None:
+        key: str | None = None
         try:
+            key = command_key(command.metadata)
+            if key is not None and key in self._unstored_keys:
+                # A retry while the first command with this key is being stored: that
+                # write's outcome decides (a failed write restarts the entity, which
+                # then reloads whatever landed).
+                await self._drain()
             if self.state is State.ACTIVE and self._call.done():
                 # The stream ended between commands (the user function restarted): this
                 # command has not been sent, so it goes to a new stream, not to an error.
                 self._restart("the user function ended the entity stream between commands")
             if self.state is State.INACTIVE:
                 await self._activate()
+            if key is not None and self._replay(command, key, self.records.get(key)):
+                return
             self.lifecycle.fire(Event.HANDLE)
             reply, outcome = await self._exchange(command)
-            await self._complete(command, reply, outcome)
+            if key is not None and outcome.kind == "forward":
+                _mark_forward(outcome.message, forward_key(self.pid, key))
+            await self._complete(command, reply, outcome, key)
             self.lifecycle.fire(Event.DONE)
         except StreamBroken as e:
             self._restart(e.message)
-            settle_error(command.future, InvokeError(e.code, e.message))
+            if key is None or not self._replay(command, key, e.records.get(key)):
+                settle_error(command.future, InvokeError(e.code, e.message))
         except InvokeError as e:
             settle_error(command.future, e)
         except Exception as e:
@@ -179,9 +229,37 @@ class Entity(abc.ABC):
             )
 
     @abc.abstractmethod
-    async def _complete(self, command: Command, reply: Any, outcome: Outcome) -> None:
-        """Store what the reply emitted; release the reply (settle the command's
-        future) only once that, and everything it may have seen, is stored."""
+    async def _complete(
+        self, command: Command, reply: Any, outcome: Outcome, key: str | None
+    ) -> None:
+        """Store what the reply emitted (and the idempotency record of a command with
+        a `key`, in the same write); release the reply (settle the command's future)
+        only once that, and everything it may have seen, is stored."""
+
+    def _replay(self, command: Command, key: str, record: IdempotencyRecord | None) -> bool:
+        """Answer a command from the record of an earlier one with its key, if any.
+
+        The stored outcome carries no side effects: they ran with the first command.
+        """
+        if record is None:
+            return False
+        stored = decode(record)
+        if stored.fingerprint != fingerprint(command.method, command.payload):
+            settle_error(command.future, reused(key, command.method))
+            return True
+        self.env.metrics.idempotent_replays.labels(self.entity_type).inc()
+        if not command.future.done():
+            command.future.set_result(stored.outcome)
+        return True
+
+    def _record(self, command: Command, key: str, outcome: Outcome) -> IdempotencyRecord:
+        data = encode(fingerprint(command.method, command.payload), outcome)
+        return IdempotencyRecord(key, time.time(), data)
+
+    async def _reloaded_in_doubt(self) -> tuple[bool, dict[str, IdempotencyRecord]]:
+        """Whether a write of this entity whose outcome was unknown is in the journal
+        now, and the idempotency records it holds."""
+        return False, {}
 
     async def _drain(self) -> None:
         """Wait until no journal write of this entity is in flight."""
@@ -278,12 +356,30 @@ class Entity(abc.ABC):
     def _command_in(self, command: Any) -> Any:
         """Wrap a Command in the component type's stream message."""
 
-    async def _journal_write(self, write: Callable[[], Any]) -> Any:
+    async def _journal_write(self, write: Callable[[], Any], in_doubt: InDoubt) -> Any:
         started = time.perf_counter()
         try:
-            return await write()
+            result = await write()
         except ConcurrentWriteError as e:
             self.env.metrics.fencing_rejections.labels(self.entity_type).inc()
+            ours, records = await self._reloaded_in_doubt() if self._in_doubt else (False, {})
+            if ours:
+                self._in_doubt.clear()
+                log.warning(
+                    "the journal refused a write of %s/%s: this entity's own earlier write, "
+                    "whose outcome was unknown, has landed since (%s)",
+                    self.entity_type,
+                    self.entity_id,
+                    e,
+                    extra=self._log_extra,
+                )
+                raise StreamBroken(
+                    grpc.StatusCode.ABORTED,
+                    "this entity's own earlier journal write, whose outcome was unknown when "
+                    "it timed out, has landed since; this command was handled before that "
+                    f"was known and was not stored ({e}); retry the command",
+                    records,
+                ) from e
             log.warning(
                 "the journal refused a write of %s/%s: another writer got there first (%s)",
                 self.entity_type,
@@ -294,10 +390,12 @@ class Entity(abc.ABC):
             raise StreamBroken(
                 grpc.StatusCode.ABORTED,
                 f"another writer changed this entity ({e}); retry the command",
+                records,
             ) from e
         except WriteOutcomeUnknown as e:
             # Not retried here: the write may have landed. The restart reloads the
             # entity, so its next command sees whatever the journal holds.
+            self._in_doubt.append(in_doubt)
             raise StreamBroken(
                 grpc.StatusCode.UNAVAILABLE,
                 f"journal write outcome unknown, the command may or may not be stored: {e}",
@@ -308,6 +406,11 @@ class Entity(abc.ABC):
             ) from e
         except JournalError as e:
             raise StreamBroken(grpc.StatusCode.INTERNAL, f"journal error: {e}") from e
+        else:
+            # Fenced on the position the doubtful writes were to take: now taken, they
+            # can no longer land.
+            self._in_doubt.clear()
+            return result
         finally:
             self.env.metrics.journal_latency.labels("write").observe(time.perf_counter() - started)
 
@@ -353,6 +456,14 @@ class Entity(abc.ABC):
             reason,
             extra=self._log_extra,
         )
+
+
+def _mark_forward(forward: Any, key: str) -> None:
+    """Give a forward of a command with an idempotency key a key of its own (unless the
+    user function set one): a replayed forward then reaches its target as a retry."""
+    entries = forward.metadata.entries
+    if not any(entry.key == HEADER for entry in entries):
+        entries.add(key=HEADER, string_value=key)
 
 
 def log_unexpected_exit(task: asyncio.Task[None]) -> None:

@@ -8,12 +8,13 @@ named things, and tests can hand it fakes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..journal.base import Journal
 from ..metrics import Metrics
 from .command import Command, EntityKey
+from .idempotency import IdempotencyPolicy
 
 if TYPE_CHECKING:
     from .entity import Entity
@@ -37,3 +38,5 @@ class EntityEnvironment:
     exited: Callable[[Entity, Sequence[Command]], None]
     """Called once the entity's journal writes are done: the host forgets it and sends
     the commands that reached it too late on again."""
+    idempotency: IdempotencyPolicy = field(default_factory=IdempotencyPolicy)
+    """How long, and how many, idempotency records an entity keeps."""

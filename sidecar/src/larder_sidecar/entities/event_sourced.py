@@ -19,12 +19,12 @@ from typing import Any
 import grpc
 
 from ..invoke import InvokeError
-from ..journal.base import StoredPayload
+from ..journal.base import IdempotencyRecord, JournalError, StoredPayload
 from ..model import Kind
 from ..outcome import Outcome
 from ..protocol import event_sourced_entity_pb2 as es_pb2
 from .command import Command, settle_error
-from .entity import Entity, StreamBroken
+from .entity import Entity, InDoubt, StreamBroken
 from .environment import EntityEnvironment
 from .lifecycle import Event, State
 
@@ -47,6 +47,8 @@ class _Unstored:
     events: list[StoredPayload]
     snapshot: StoredPayload | None
     size: int
+    record: IdempotencyRecord | None
+    """Stored with the events, for a command with an idempotency key."""
 
 
 class EventSourcedEntity(Entity):
@@ -83,11 +85,14 @@ class EventSourcedEntity(Entity):
                 )
             )
         self._sequence_nr = recovery.last_sequence_nr
+        self.records.load(recovery.idempotency)
 
     def _command_in(self, command: Any) -> Any:
         return es_pb2.EventSourcedStreamIn(command=command)
 
-    async def _complete(self, command: Command, reply: Any, outcome: Outcome) -> None:
+    async def _complete(
+        self, command: Command, reply: Any, outcome: Outcome, key: str | None
+    ) -> None:
         if self._failed is not None:
             # The user function handled this command on top of events that were not
             # stored: its reply describes a state that does not exist.
@@ -107,7 +112,12 @@ class EventSourcedEntity(Entity):
                 command.future.set_result(outcome)
             return
         size = sum(len(e.value) for e in events) + (len(snapshot.value) if snapshot else 0)
-        self._unstored.append(_Unstored(command, outcome, events, snapshot, size))
+        # Only a command that stores events leaves a record: the record goes in the
+        # events' write, and a command that changed nothing can simply run again.
+        record = self._record(command, key, outcome) if key is not None and events else None
+        if record is not None:
+            self._unstored_keys.add(record.key)
+        self._unstored.append(_Unstored(command, outcome, events, snapshot, size, record))
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(
                 self._write_behind(), name=f"journal writes {self.entity_type}/{self.entity_id}"
@@ -129,23 +139,42 @@ class EventSourcedEntity(Entity):
                 # dropped: the next snapshot comes a few events later.
                 snapshot = group[-1].snapshot
                 if events or snapshot is not None:
+                    new = [u.record for u in group if u.record is not None]
+                    change = self.records.write(new) if events else None
+                    in_doubt = InDoubt(
+                        self._sequence_nr,
+                        [e.value for e in events],
+                        frozenset(r.key for r in new),
+                    )
                     write = functools.partial(
-                        self.env.journal.append, self.pid, self._sequence_nr, events, snapshot
+                        self.env.journal.append,
+                        self.pid,
+                        self._sequence_nr,
+                        events,
+                        snapshot,
+                        change,
                     )
                     try:
-                        self._sequence_nr = await self._journal_write(write)
+                        self._sequence_nr = await self._journal_write(write, in_doubt)
                     except StreamBroken as e:
                         self._failed = e
                         error = InvokeError(e.code, e.message)
                         for u in group:
-                            settle_error(u.command.future, error)
+                            key = u.record.key if u.record is not None else None
+                            if key is None or not self._replay(u.command, key, e.records.get(key)):
+                                settle_error(u.command.future, error)
                         later, self._unstored = self._unstored, []
                         for u in later:
                             settle_error(u.command.future, _not_stored(e))
+                        self._unstored_keys.clear()
                         if self.state is not State.HANDLING:
                             # Otherwise the command being handled fails and restarts.
                             self._restart(e.message)
                         return
+                    if change is not None:
+                        self.records.stored(change)
+                    for r in new:
+                        self._unstored_keys.discard(r.key)
                 if len(group) > 1:
                     self.env.metrics.group_commits.labels(self.entity_type).inc()
                 for u in group:
@@ -164,6 +193,28 @@ class EventSourcedEntity(Entity):
             count += 1
         group, self._unstored = self._unstored[:count], self._unstored[count:]
         return group
+
+    async def _reloaded_in_doubt(self) -> tuple[bool, dict[str, IdempotencyRecord]]:
+        try:
+            recovery = await self.env.journal.load(self.pid)
+        except JournalError:
+            return False, {}
+        records = {r.key: r for r in recovery.idempotency}
+        after = recovery.snapshot.sequence_nr if recovery.snapshot is not None else 0
+        for doubt in self._in_doubt:
+            if recovery.last_sequence_nr < doubt.position + len(doubt.payloads):
+                continue
+            if doubt.keys:
+                if doubt.keys <= records.keys():
+                    return True, records
+                continue
+            # Without a key, the same events at the numbers it was to take are the best
+            # evidence there is (unless a snapshot covers them: then nothing tells).
+            start = doubt.position - after
+            stored = [e.value for e in recovery.events[start : start + len(doubt.payloads)]]
+            if start >= 0 and stored == list(doubt.payloads):
+                return True, records
+        return False, records
 
     async def _drain(self) -> None:
         writer = self._writer

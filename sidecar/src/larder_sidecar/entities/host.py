@@ -22,6 +22,7 @@ from ..outcome import Outcome
 from .command import Command, EntityKey, settle_error
 from .entity import Entity
 from .environment import EntityEnvironment
+from .idempotency import IdempotencyPolicy
 from .kinds import KINDS, EntityKind
 from .lifecycle import State
 
@@ -57,6 +58,7 @@ class EntityHost:
         *,
         reenter: Reenter | None = None,
         kinds: Mapping[Kind, EntityKind] = KINDS,
+        idempotency: IdempotencyPolicy | None = None,
     ) -> None:
         """`reenter` routes the commands a stopping entity did not handle (the sidecar
         passes its router's path); without it they come straight back here."""
@@ -66,6 +68,7 @@ class EntityHost:
         self._default_passivation = default_passivation
         self._reenter = reenter or self._enqueue
         self._kinds = kinds
+        self._idempotency = idempotency or IdempotencyPolicy()
         # One stub per component type, shared by its entities.
         self._stubs = {kind: k.stub(channel) for kind, k in kinds.items()}
         self._environments: dict[str, EntityEnvironment] = {}
@@ -147,6 +150,7 @@ class EntityHost:
                 user_function_ready=self.user_function_ready,
                 admits=self._admits,
                 exited=self._exited,
+                idempotency=self._idempotency,
             )
         return env
 

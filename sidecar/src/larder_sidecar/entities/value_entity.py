@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..journal.base import StoredPayload
+from ..journal.base import IdempotencyRecord, JournalError, StoredPayload
 from ..model import Kind
 from ..outcome import Outcome
 from ..protocol import value_entity_pb2 as ve_pb2
 from .command import Command
-from .entity import Entity
+from .entity import Entity, InDoubt
 from .lifecycle import Event
 
 
@@ -30,21 +30,25 @@ class ValueEntity(Entity):
             init.state.value.value = state.payload.value
         await call.write(ve_pb2.ValueEntityStreamIn(init=init))
         self._revision = state.revision
+        self.records.load(state.idempotency)
 
     def _command_in(self, command: Any) -> Any:
         return ve_pb2.ValueEntityStreamIn(command=command)
 
-    async def _complete(self, command: Command, reply: Any, outcome: Outcome) -> None:
+    async def _complete(
+        self, command: Command, reply: Any, outcome: Outcome, key: str | None
+    ) -> None:
         # Each update is stored before the next command: only a failure reply or one
-        # without a state action skips the journal.
+        # without a state action skips the journal (and stores no idempotency record).
         which = None if outcome.kind == "failure" else reply.state_action.WhichOneof("action")
         if which is not None:
             self.lifecycle.fire(Event.WRITE)
-            await self._store(reply, which)
+            record = self._record(command, key, outcome) if key is not None else None
+            await self._store(reply, which, record)
         if not command.future.done():
             command.future.set_result(outcome)
 
-    async def _store(self, reply: Any, which: str) -> None:
+    async def _store(self, reply: Any, which: str, record: IdempotencyRecord | None) -> None:
         payload = (
             StoredPayload(
                 reply.state_action.update.value.type_url, reply.state_action.update.value.value
@@ -53,6 +57,33 @@ class ValueEntity(Entity):
             else None
         )
         journal = self.env.journal
-        self._revision = await self._journal_write(
-            lambda: journal.put_value(self.pid, self._revision, payload)
+        change = self.records.write([record] if record is not None else [])
+        in_doubt = InDoubt(
+            self._revision,
+            [payload.value if payload is not None else None],
+            frozenset([record.key] if record is not None else []),
         )
+        self._revision = await self._journal_write(
+            lambda: journal.put_value(self.pid, self._revision, payload, change), in_doubt
+        )
+        if change is not None:
+            self.records.stored(change)
+
+    async def _reloaded_in_doubt(self) -> tuple[bool, dict[str, IdempotencyRecord]]:
+        try:
+            state = await self.env.journal.load_value(self.pid)
+        except JournalError:
+            return False, {}
+        records = {r.key: r for r in state.idempotency}
+        stored = state.payload.value if state.payload is not None else None
+        for doubt in self._in_doubt:
+            if state.revision <= doubt.position:
+                continue
+            if doubt.keys:
+                if doubt.keys <= records.keys():
+                    return True, records
+            elif state.revision == doubt.position + 1 and [stored] == list(doubt.payloads):
+                # Without a key, the same state at the revision it was to take is
+                # the best evidence there is.
+                return True, records
+        return False, records

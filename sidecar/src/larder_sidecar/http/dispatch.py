@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
+from larder_sidecar.entities.idempotency import is_key_reused
 from larder_sidecar.function_limit import FunctionLimit
 from larder_sidecar.invoke import InvokeError, Invoker
 from larder_sidecar.logs import clip
@@ -142,7 +143,10 @@ class Dispatcher:
         except InvokeError as e:
             if isinstance(e.__cause__, EntityIdTooLong):
                 self._metrics.limit_refusals.labels("entity_id_bytes").inc()
-            return error_response(http_status(e.code), e.code, e.message)
+            # A reused idempotency key: the request is well-formed but cannot be
+            # processed (422, as the IETF Idempotency-Key draft says), not a bad request.
+            status = 422 if is_key_reused(e) else http_status(e.code)
+            return error_response(status, e.code, e.message)
         except Exception:
             log.exception("calling %s for HTTP %s %s failed", route.method.path,
                           request.method, clip(request.path))

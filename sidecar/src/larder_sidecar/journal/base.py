@@ -44,6 +44,37 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """What an entity remembers of one command a client sent with an idempotency key.
+
+    Stored by the same write as the command's events or state, so a record exists
+    exactly when the command's effects do. `data` is opaque to the journal (the entity
+    layer encodes the request's fingerprint and the reply in it:
+    `entities/idempotency.py`)."""
+
+    key: str
+    stored_at: float
+    """Wall-clock seconds since the epoch when the command was handled."""
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyWrite:
+    """How one write changes an entity's idempotency records."""
+
+    put: Sequence[IdempotencyRecord]
+    """Records of the commands this write stores."""
+    drop: Sequence[str]
+    """Keys to forget: expired, or the oldest beyond the bound per entity."""
+    live: Sequence[IdempotencyRecord]
+    """Every record the entity keeps after this write (`put` included). A store that
+    keeps the records next to the write's data where the data moves on (Cassandra's
+    event partitions) copies them over; the others ignore it."""
+    window: float
+    """Seconds a record is kept after `stored_at`; a store may expire it by itself."""
+
+
+@dataclass(frozen=True, slots=True)
 class Recovery:
     """What an event-sourced entity is activated from."""
 
@@ -52,6 +83,8 @@ class Recovery:
     """Events after the snapshot, in order."""
     last_sequence_nr: int
     """Highest stored sequence number (0 for a new entity)."""
+    idempotency: Sequence[IdempotencyRecord] = ()
+    """The records stored with the entity's writes (expired ones may be among them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +93,8 @@ class ValueState:
     """None when the entity has no state (never written, or deleted)."""
     revision: int
     """Bumped on every write and delete; 0 for an entity never written."""
+    idempotency: Sequence[IdempotencyRecord] = ()
+    """The records stored with the entity's writes (expired ones may be among them)."""
 
 
 class JournalError(Exception):
@@ -105,19 +140,27 @@ class Journal(Protocol):
         expected_sequence_nr: int,
         events: Sequence[StoredPayload],
         snapshot: StoredPayload | None = None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
         """Store `events` after `expected_sequence_nr` (the entity's current last number).
 
-        `snapshot`, if given, is the state after the last of `events`. Returns the new
-        last sequence number. Raises ConcurrentWriteError if any of the numbers exists.
+        `snapshot`, if given, is the state after the last of `events`. `idempotency`
+        changes the entity's records in the same atomic, fenced write (only with
+        events). Returns the new last sequence number. Raises ConcurrentWriteError if
+        any of the numbers exists.
         """
 
     async def load_value(self, pid: PersistenceId) -> ValueState: ...
 
     async def put_value(
-        self, pid: PersistenceId, expected_revision: int, payload: StoredPayload | None
+        self,
+        pid: PersistenceId,
+        expected_revision: int,
+        payload: StoredPayload | None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
-        """Replace (or with None, delete) the state if the revision still matches.
+        """Replace (or with None, delete) the state if the revision still matches, and
+        change the entity's idempotency records in the same write.
 
         Returns the new revision. Raises ConcurrentWriteError on a mismatch.
         """

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import time
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -34,6 +36,8 @@ from cassandra.query import (
 from . import cassandra_aio as aio
 from .base import (
     ConcurrentWriteError,
+    IdempotencyRecord,
+    IdempotencyWrite,
     JournalCorrupt,
     JournalError,
     JournalUnavailable,
@@ -45,7 +49,7 @@ from .base import (
 )
 from .cassandra_errors import DRIVER_ERRORS, JournalRetryPolicy, translate
 from .cassandra_loop import LoopConnection
-from .cassandra_schema import TABLES, Statements, schema_cql
+from .cassandra_schema import ADDED_COLUMNS, TABLES, Statements, add_column_cql, schema_cql
 from .cassandra_settings import PREFIX, CassandraSettings
 
 log = logging.getLogger(__name__)
@@ -97,6 +101,7 @@ class CassandraJournal:
             if s.create_schema:
                 for cql in schema_cql(s.keyspace, s.replication):
                     await self._run(cql, None, what="create the journal schema", ddl=True)
+                await self._add_columns()
             else:
                 self._check_schema()
             self._prepared = await asyncio.to_thread(self._prepare_all)
@@ -158,6 +163,41 @@ class CassandraJournal:
         missing = [t for t in TABLES if t not in keyspace.tables]
         if missing:
             raise SchemaMissing(f"keyspace {ks!r} has no table {', '.join(missing)} and {hint}")
+        columns = [
+            f"{table}.{column}"
+            for table, column, _ in ADDED_COLUMNS
+            if column not in keyspace.tables[table].columns
+        ]
+        if columns:
+            raise SchemaMissing(
+                f"keyspace {ks!r} has no column {', '.join(columns)} (added by this version "
+                f"of Larder) and {hint}"
+            )
+
+    async def _add_columns(self) -> None:
+        """Add the columns a keyspace created by an older version lacks."""
+        assert self._cluster is not None
+        ks = self._settings.keyspace
+        keyspace = self._cluster.metadata.keyspaces.get(ks)
+        for table, column, kind in ADDED_COLUMNS:
+            known = keyspace.tables.get(table) if keyspace is not None else None
+            if known is not None and column in known.columns:
+                continue
+            try:
+                await self._run(
+                    add_column_cql(ks, table, column, kind),
+                    None,
+                    what=f"add the column {column} to {ks}.{table}",
+                    ddl=True,
+                )
+            except JournalUnavailable as e:
+                # Another sidecar starting at the same moment added it first, or the
+                # driver's schema metadata was older than the table.
+                text = str(e)
+                if "already exists" not in text and "conflicts with an existing" not in text:
+                    raise
+            else:
+                log.info("added the column %s to %s.%s", column, ks, table)
 
     def _prepare_all(self) -> dict[str, PreparedStatement]:
         assert self._session is not None
@@ -230,16 +270,32 @@ class CassandraJournal:
         events: list[StoredPayload] = []
         size = self._settings.partition_size
         partition = (last + 1) // size
+        # The partition of the entity's last append: its static column holds the
+        # entity's idempotency records.
+        last_written: int | None = None
         while True:
             before = last
             last = await self._read_partition(pid, partition, last, events)
+            if last != before:
+                last_written = partition
             after_next = (last + 1) // size
             # An append stores its events in the partition of its first number, so
             # the event after `last`, if any, is in partition (last + 1) // size.
             if last == before or after_next == partition:
                 break
             partition = after_next
-        return Recovery(snapshot=snapshot, events=tuple(events), last_sequence_nr=last)
+        records: tuple[IdempotencyRecord, ...] = ()
+        if last_written is not None:
+            row = await self._highest_below(pid, last_written + 1, "select_records", width=1)
+            records = _records(pid, row[2] if row else None)
+        elif last > 0:
+            # The snapshot covers every event: the last append's partition is the
+            # highest non-empty one up to the snapshot's.
+            row = await self._highest_below(pid, last // size + 1, "select_records")
+            records = _records(pid, row[2] if row else None)
+        return Recovery(
+            snapshot=snapshot, events=tuple(events), last_sequence_nr=last, idempotency=records
+        )
 
     async def _read_partition(
         self, pid: PersistenceId, partition: int, last: int, into: list[StoredPayload]
@@ -279,6 +335,7 @@ class CassandraJournal:
         expected_sequence_nr: int,
         events: Sequence[StoredPayload],
         snapshot: StoredPayload | None = None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
         expected = expected_sequence_nr
         if expected < 0:
@@ -290,8 +347,8 @@ class CassandraJournal:
         last = expected + len(events)
         partition = (expected + 1) // self._settings.partition_size
         if self._fenced:
-            await self._append_fenced(pid, expected, partition, events)
-        elif len(events) == 1:
+            await self._append_fenced(pid, expected, partition, events, idempotency)
+        elif idempotency is None and len(events) == 1:
             await self._run(
                 self._stmt("append_one"),
                 self._one_event(pid, expected, partition, events[0]),
@@ -301,6 +358,12 @@ class CassandraJournal:
         else:
             batch = self._event_batch(pid, expected, partition, events)
             batch.add(self._stmt("set_head"), (last, pid, partition))
+            if idempotency is not None:
+                # Unfenced, the partition of the entity's last append is not checked:
+                # an append after one that straddled a partition boundary is taken
+                # for one in the same partition, and does not copy the records.
+                new = expected == 0 or expected // self._settings.partition_size != partition
+                self._add_records(batch, idempotency, (pid, partition), new_partition=new)
             await self._run(batch, None, what=f"append events to {pid}", write=True)
         if snapshot is not None:
             await self._store_snapshot(pid, last, snapshot)
@@ -312,6 +375,7 @@ class CassandraJournal:
         expected: int,
         partition: int,
         events: Sequence[StoredPayload],
+        idempotency: IdempotencyWrite | None,
     ) -> None:
         what = f"append events {expected + 1}..{expected + len(events)} to {pid}"
         # Usually the partition already holds the entity's last event; it is empty
@@ -319,7 +383,7 @@ class CassandraJournal:
         likely_new = expected == 0 or expected // self._settings.partition_size != partition
         if not likely_new:
             row = await self._fenced_batch(
-                pid, expected, partition, events, condition=expected, what=what
+                pid, expected, partition, events, idempotency, condition=expected, what=what
             )
             if row["[applied]"]:
                 return
@@ -330,7 +394,9 @@ class CassandraJournal:
         head = await self._head_below(pid, partition) if expected > 0 else 0
         if head != expected:
             raise _conflict(pid, expected, head)
-        row = await self._fenced_batch(pid, expected, partition, events, condition=None, what=what)
+        row = await self._fenced_batch(
+            pid, expected, partition, events, idempotency, condition=None, what=what
+        )
         if not row["[applied]"]:
             raise _conflict(pid, expected, row.get("head"))
 
@@ -340,17 +406,51 @@ class CassandraJournal:
         expected: int,
         partition: int,
         events: Sequence[StoredPayload],
+        idempotency: IdempotencyWrite | None,
         *,
         condition: int | None,
         what: str,
     ) -> dict[str, Any]:
-        if len(events) == 1:
+        # A null condition means the partition is new to the entity: the records the
+        # entity keeps move into it, so the partition of the last append has them all.
+        new_partition = condition is None
+        with_records = idempotency is not None and bool(
+            idempotency.put or idempotency.drop or (new_partition and idempotency.live)
+        )
+        if len(events) == 1 and not with_records:
             values = (*self._one_event(pid, expected, partition, events[0]), condition)
             return await self._conditional(self._stmt("append_one_fenced"), values, what=what)
         batch = self._event_batch(pid, expected, partition, events)
         last = expected + len(events)
         batch.add(self._stmt("fence_head"), (last, pid, partition, condition))
+        if idempotency is not None:
+            self._add_records(batch, idempotency, (pid, partition), new_partition=new_partition)
         return await self._conditional(batch, None, what=what)
+
+    def _add_records(
+        self,
+        batch: BatchStatement,
+        change: IdempotencyWrite,
+        where: tuple[Any, ...],
+        *,
+        new_partition: bool,
+        value_row: bool = False,
+    ) -> None:
+        """Add the statements that change the records (in the row `where` names)."""
+        put = self._stmt("put_value_record" if value_row else "put_record")
+        drop = self._stmt("drop_value_record" if value_row else "drop_record")
+        now = time.time()
+        records = change.live if new_partition else change.put
+        keys = {r.key for r in records}
+        for record in records:
+            # Each record expires by itself when its window ends.
+            ttl = int(record.stored_at + change.window - now) + 1
+            if ttl > 0:
+                batch.add(put, (ttl, record.key, _record_blob(record), *where))
+        if not new_partition:
+            for key in change.drop:
+                if key not in keys:
+                    batch.add(drop, (key, *where))
 
     @staticmethod
     def _one_event(
@@ -380,18 +480,28 @@ class CassandraJournal:
 
     async def _head_below(self, pid: PersistenceId, partition: int) -> int | None:
         """The head of the highest non-empty partition below `partition`, None if none."""
+        row = await self._highest_below(pid, partition, "select_heads")
+        if row is None:
+            return None
+        head: int = row[1]
+        return head
+
+    async def _highest_below(
+        self, pid: PersistenceId, partition: int, statement: str, width: int = _HEAD_SCAN_WIDTH
+    ) -> tuple[Any, ...] | None:
+        """The row (partition_nr, head, ...) of the highest non-empty partition below
+        `partition`, None if none."""
         top = partition
         while top > 0:
-            low = max(0, top - _HEAD_SCAN_WIDTH)
+            low = max(0, top - width)
             rows = await self._run(
-                self._stmt("select_heads"),
+                self._stmt(statement),
                 (pid, list(range(low, top))),
                 what=f"find the last event of {pid}",
             )
-            heads = {nr: head for nr, head in rows if head is not None}
-            if heads:
-                head: int = heads[max(heads)]
-                return head
+            found: list[tuple[Any, ...]] = [tuple(row) for row in rows if row[1] is not None]
+            if found:
+                return max(found, key=lambda row: row[0])
             top = low
         return None
 
@@ -425,17 +535,28 @@ class CassandraJournal:
         rows = await self._run(self._stmt("select_value"), (pid,), what=f"read the state of {pid}")
         if not rows:
             return ValueState(payload=None, revision=0)
-        revision, type_url, payload = rows[0]
+        revision, type_url, payload, stored_records = rows[0]
+        records = _records(pid, stored_records)
+        if revision is None and type_url is None and payload is None:
+            # Only records left of a row whose state cells were never written: cannot
+            # happen (a record is written with the state), but reads as no state.
+            return ValueState(payload=None, revision=0, idempotency=records)
         if not isinstance(revision, int) or revision < 1:
             raise JournalCorrupt(f"{pid}: value state has revision {revision!r}")
         if type_url is None and payload is None:
-            return ValueState(payload=None, revision=revision)
+            return ValueState(payload=None, revision=revision, idempotency=records)
         return ValueState(
-            payload=_payload(pid, "value state", type_url, payload), revision=revision
+            payload=_payload(pid, "value state", type_url, payload),
+            revision=revision,
+            idempotency=records,
         )
 
     async def put_value(
-        self, pid: PersistenceId, expected_revision: int, payload: StoredPayload | None
+        self,
+        pid: PersistenceId,
+        expected_revision: int,
+        payload: StoredPayload | None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
         if expected_revision < 0:
             raise ValueError(f"expected_revision must not be negative, got {expected_revision}")
@@ -444,26 +565,27 @@ class CassandraJournal:
         value = payload.value if payload is not None else None
         now = datetime.now(UTC)
         what = f"store revision {revision} of {pid}"
+        with_records = idempotency is not None and bool(idempotency.put or idempotency.drop)
         if not self._fenced:
-            await self._run(
-                self._stmt("write_value"),
-                (revision, type_url, value, now, pid),
-                what=what,
-                write=True,
-            )
-            return revision
-        if expected_revision == 0:
-            row = await self._conditional(
-                self._stmt("insert_value_if_absent"),
-                (pid, revision, type_url, value, now),
-                what=what,
-            )
+            statement: Any = self._stmt("write_value")
+            values: Any = (revision, type_url, value, now, pid)
+        elif expected_revision == 0:
+            statement = self._stmt("insert_value_if_absent")
+            values = (pid, revision, type_url, value, now)
         else:
-            row = await self._conditional(
-                self._stmt("update_value_if_revision"),
-                (revision, type_url, value, now, pid, expected_revision),
-                what=what,
-            )
+            statement = self._stmt("update_value_if_revision")
+            values = (revision, type_url, value, now, pid, expected_revision)
+        if with_records:
+            assert idempotency is not None
+            # One row: the batch is as atomic (and as conditional) as the update alone.
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            batch.add(statement, values)
+            self._add_records(batch, idempotency, (pid,), new_partition=False, value_row=True)
+            statement, values = batch, None
+        if not self._fenced:
+            await self._run(statement, values, what=what, write=True)
+            return revision
+        row = await self._conditional(statement, values, what=what)
         if not row["[applied]"]:
             current = row.get("revision") or 0
             raise ConcurrentWriteError(
@@ -480,6 +602,29 @@ def _conflict(pid: PersistenceId, expected: int, found: int | None) -> Concurren
         f"{seen} there; another writer appended first (or the entity was loaded from "
         "stale data)"
     )
+
+
+_STORED_AT = struct.Struct(">d")
+
+
+def _record_blob(record: IdempotencyRecord) -> bytes:
+    return _STORED_AT.pack(record.stored_at) + record.data
+
+
+def _records(pid: PersistenceId, stored: Any) -> tuple[IdempotencyRecord, ...]:
+    """The records of an `idempotency` map as read (None when empty)."""
+    if not stored:
+        return ()
+    records = []
+    for key, blob in stored.items():
+        if not isinstance(key, str) or not isinstance(blob, bytes) or len(blob) < 8:
+            raise JournalCorrupt(
+                f"{pid}: idempotency record {key!r} is not text -> 8 bytes of time and the "
+                "record"
+            )
+        (stored_at,) = _STORED_AT.unpack_from(blob)
+        records.append(IdempotencyRecord(key, stored_at, blob[_STORED_AT.size :]))
+    return tuple(records)
 
 
 def _event(pid: PersistenceId, row: Any, last: int) -> StoredPayload:

@@ -15,6 +15,19 @@ from .cassandra_settings import CassandraSettings, Replication
 
 TABLES = ("events", "snapshots", "value_states")
 
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (table, column, type): columns added after the tables were first released. The
+    # journal adds a missing one at start-up (`ALTER TABLE ... ADD`), so a keyspace
+    # created by an older version keeps working.
+    #
+    # An entity's idempotency records (docs/http.md): key -> stored_at (8-byte float)
+    # + the record. A static column of the event partition the entity's last append
+    # wrote, so the records go in the same conditional batch as the events; a column
+    # of the value row, so they go in the same conditional update as the state.
+    ("events", "idempotency", "map<text, blob> static"),
+    ("value_states", "idempotency", "map<text, blob>"),
+)
+
 
 def schema_cql(keyspace: str, replication: Replication) -> list[str]:
     """CREATE statements for everything the journal needs, idempotent."""
@@ -27,6 +40,7 @@ def schema_cql(keyspace: str, replication: Replication) -> list[str]:
     partition_nr bigint,
     sequence_nr bigint,
     head bigint static,
+    idempotency map<text, blob> static,
     type_url text,
     payload blob,
     written_at timestamp,
@@ -44,9 +58,14 @@ def schema_cql(keyspace: str, replication: Replication) -> list[str]:
     revision bigint,
     type_url text,
     payload blob,
-    written_at timestamp
+    written_at timestamp,
+    idempotency map<text, blob>
 )""",
     ]
+
+
+def add_column_cql(keyspace: str, table: str, column: str, kind: str) -> str:
+    return f"ALTER TABLE {keyspace}.{table} ADD {column} {kind}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +81,12 @@ class Statements:
     insert_event: str
     select_snapshot: str
     insert_snapshot: str
+    select_records: str
+    put_record: str
+    drop_record: str
     select_value: str
+    put_value_record: str
+    drop_value_record: str
     insert_value_if_absent: str
     update_value_if_revision: str
     write_value: str
@@ -113,9 +137,31 @@ class Statements:
                 "(persistence_id, sequence_nr, type_url, payload, written_at) "
                 "VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
             ),
+            # The idempotency records of the partitions that hold an entity's last
+            # append (the one with the highest non-null head).
+            select_records=(
+                f"SELECT partition_nr, head, idempotency FROM {ks}.events "
+                "WHERE persistence_id = ? AND partition_nr IN ? PER PARTITION LIMIT 1"
+            ),
+            # Each record expires by itself (TTL) after the idempotency window.
+            put_record=(
+                f"UPDATE {ks}.events USING TTL ? SET idempotency[?] = ? "
+                "WHERE persistence_id = ? AND partition_nr = ?"
+            ),
+            drop_record=(
+                f"DELETE idempotency[?] FROM {ks}.events "
+                "WHERE persistence_id = ? AND partition_nr = ?"
+            ),
             select_value=(
-                f"SELECT revision, type_url, payload FROM {ks}.value_states "
+                f"SELECT revision, type_url, payload, idempotency FROM {ks}.value_states "
                 "WHERE persistence_id = ?"
+            ),
+            put_value_record=(
+                f"UPDATE {ks}.value_states USING TTL ? SET idempotency[?] = ? "
+                "WHERE persistence_id = ?"
+            ),
+            drop_value_record=(
+                f"DELETE idempotency[?] FROM {ks}.value_states WHERE persistence_id = ?"
             ),
             insert_value_if_absent=(
                 f"INSERT INTO {ks}.value_states "
@@ -134,6 +180,12 @@ def main() -> None:
     settings = CassandraSettings.from_env(os.environ)
     for statement in schema_cql(settings.keyspace, settings.replication):
         sys.stdout.write(statement + ";\n\n")
+    sys.stdout.write(
+        "-- A keyspace created by an older Larder lacks these columns (an error for a\n"
+        "-- column that exists already is harmless):\n"
+    )
+    for table, column, kind in ADDED_COLUMNS:
+        sys.stdout.write(add_column_cql(settings.keyspace, table, column, kind) + ";\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from .base import (
     ConcurrentWriteError,
+    IdempotencyRecord,
+    IdempotencyWrite,
     PersistenceId,
     Recovery,
     Snapshot,
@@ -27,6 +29,19 @@ class MemoryJournal:
     def __init__(self) -> None:
         self._streams: dict[PersistenceId, _Stream] = {}
         self._values: dict[PersistenceId, ValueState] = {}
+        self._records: dict[PersistenceId, dict[str, IdempotencyRecord]] = {}
+
+    def _records_of(self, pid: PersistenceId) -> tuple[IdempotencyRecord, ...]:
+        return tuple(self._records.get(pid, {}).values())
+
+    def _change_records(self, pid: PersistenceId, change: IdempotencyWrite | None) -> None:
+        if change is None:
+            return
+        records = self._records.setdefault(pid, {})
+        for key in change.drop:
+            records.pop(key, None)
+        for record in change.put:
+            records[record.key] = record
 
     async def start(self) -> None:
         return None
@@ -46,6 +61,7 @@ class MemoryJournal:
             snapshot=stream.snapshot,
             events=tuple(stream.events[after:]),
             last_sequence_nr=len(stream.events),
+            idempotency=self._records_of(pid),
         )
 
     async def append(
@@ -54,6 +70,7 @@ class MemoryJournal:
         expected_sequence_nr: int,
         events: Sequence[StoredPayload],
         snapshot: StoredPayload | None = None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
         stream = self._streams.setdefault(pid, _Stream())
         if expected_sequence_nr != len(stream.events):
@@ -62,16 +79,23 @@ class MemoryJournal:
                 f"the journal holds {len(stream.events)}; another writer owns this entity"
             )
         stream.events.extend(events)
+        if events:
+            self._change_records(pid, idempotency)
         last = len(stream.events)
         if snapshot is not None:
             stream.snapshot = Snapshot(sequence_nr=last, payload=snapshot)
         return last
 
     async def load_value(self, pid: PersistenceId) -> ValueState:
-        return self._values.get(pid, ValueState(payload=None, revision=0))
+        state = self._values.get(pid, ValueState(payload=None, revision=0))
+        return ValueState(state.payload, state.revision, self._records_of(pid))
 
     async def put_value(
-        self, pid: PersistenceId, expected_revision: int, payload: StoredPayload | None
+        self,
+        pid: PersistenceId,
+        expected_revision: int,
+        payload: StoredPayload | None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
         current = self._values.get(pid, ValueState(payload=None, revision=0))
         if current.revision != expected_revision:
@@ -80,4 +104,5 @@ class MemoryJournal:
                 f"{current.revision}; another writer owns this entity"
             )
         self._values[pid] = ValueState(payload=payload, revision=current.revision + 1)
+        self._change_records(pid, idempotency)
         return current.revision + 1

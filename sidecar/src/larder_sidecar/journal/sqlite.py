@@ -25,6 +25,8 @@ from typing import Literal, TypeVar
 
 from .base import (
     ConcurrentWriteError,
+    IdempotencyRecord,
+    IdempotencyWrite,
     JournalCorrupt,
     JournalUnavailable,
     PersistenceId,
@@ -55,7 +57,35 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS value_state (
     pid TEXT PRIMARY KEY, revision INTEGER NOT NULL, type_url TEXT, value BLOB
 );
+-- An entity's idempotency records (docs/http.md), written in the transaction of the
+-- command's events or state. Added later: CREATE IF NOT EXISTS adds it to old files.
+CREATE TABLE IF NOT EXISTS idempotency (
+    pid TEXT NOT NULL, key TEXT NOT NULL, stored_at REAL NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (pid, key)
+) WITHOUT ROWID;
 """
+
+
+def _load_records(conn: sqlite3.Connection, pid: PersistenceId) -> tuple[IdempotencyRecord, ...]:
+    rows = conn.execute(
+        "SELECT key, stored_at, data FROM idempotency WHERE pid = ?", (pid,)
+    ).fetchall()
+    return tuple(IdempotencyRecord(r[0], float(r[1]), bytes(r[2])) for r in rows)
+
+
+def _change_records(
+    conn: sqlite3.Connection, pid: PersistenceId, change: IdempotencyWrite | None
+) -> None:
+    """Inside the write's transaction."""
+    if change is None:
+        return
+    conn.executemany(
+        "DELETE FROM idempotency WHERE pid = ? AND key = ?", [(pid, k) for k in change.drop]
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
+        [(pid, r.key, r.stored_at, r.data) for r in change.put],
+    )
 
 
 @contextmanager
@@ -186,7 +216,12 @@ class SqliteJournal:
             if rows and (rows[0][0] != after + 1 or last - after != len(rows)):
                 raise JournalCorrupt(f"{pid}: the stored event sequence numbers have gaps")
             events = tuple(StoredPayload(r[1], bytes(r[2])) for r in rows)
-            return Recovery(snapshot=snapshot, events=events, last_sequence_nr=last)
+            return Recovery(
+                snapshot=snapshot,
+                events=events,
+                last_sequence_nr=last,
+                idempotency=_load_records(conn, pid),
+            )
 
         return await self._run(load)
 
@@ -196,6 +231,7 @@ class SqliteJournal:
         expected_sequence_nr: int,
         events: Sequence[StoredPayload],
         snapshot: StoredPayload | None = None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
         def append(conn: sqlite3.Connection) -> int:
             with _immediate(conn):
@@ -210,6 +246,8 @@ class SqliteJournal:
                     seq += 1
                     rows.append((pid, seq, event.type_url, event.value))
                 conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+                if rows:
+                    _change_records(conn, pid, idempotency)
                 if snapshot is not None:
                     conn.execute(
                         "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)",
@@ -227,12 +265,18 @@ class SqliteJournal:
             if row is None:
                 return ValueState(payload=None, revision=0)
             payload = StoredPayload(row[1], bytes(row[2])) if row[1] is not None else None
-            return ValueState(payload=payload, revision=row[0])
+            return ValueState(
+                payload=payload, revision=row[0], idempotency=_load_records(conn, pid)
+            )
 
         return await self._run(load)
 
     async def put_value(
-        self, pid: PersistenceId, expected_revision: int, payload: StoredPayload | None
+        self,
+        pid: PersistenceId,
+        expected_revision: int,
+        payload: StoredPayload | None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
         def put(conn: sqlite3.Connection) -> int:
             with _immediate(conn):
@@ -248,6 +292,7 @@ class SqliteJournal:
                     "INSERT OR REPLACE INTO value_state VALUES (?, ?, ?, ?)",
                     (pid, current + 1, type_url, value),
                 )
+                _change_records(conn, pid, idempotency)
             return int(current + 1)
 
         return await self._run(put)

@@ -14,7 +14,12 @@ from larder_protocol import EVENT_SOURCED_ENTITY
 from larder_sidecar.entities import EntityHost, Reenter
 from larder_sidecar.entities.event_sourced import EventSourcedEntity
 from larder_sidecar.entities.kinds import EntityKind
-from larder_sidecar.journal.base import JournalError, PersistenceId, StoredPayload
+from larder_sidecar.journal.base import (
+    IdempotencyWrite,
+    JournalError,
+    PersistenceId,
+    StoredPayload,
+)
 from larder_sidecar.journal.memory import MemoryJournal
 from larder_sidecar.metrics import Metrics
 from larder_sidecar.model import Kind, Method, build_model
@@ -95,11 +100,12 @@ class FlakyJournal(MemoryJournal):
         expected_sequence_nr: int,
         events: Sequence[StoredPayload],
         snapshot: StoredPayload | None = None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
-        return await super().append(pid, expected_sequence_nr, events, snapshot)
+        return await super().append(pid, expected_sequence_nr, events, snapshot, idempotency)
 
 
 def event(n: int) -> any_pb2.Any:
@@ -150,11 +156,12 @@ class GatedJournal(FlakyJournal):
         expected_sequence_nr: int,
         events: Sequence[StoredPayload],
         snapshot: StoredPayload | None = None,
+        idempotency: IdempotencyWrite | None = None,
     ) -> int:
         self.appends.append((expected_sequence_nr, len(events), snapshot is not None))
         self.waiting.set()
         await self.gate.wait()
-        return await super().append(pid, expected_sequence_nr, events, snapshot)
+        return await super().append(pid, expected_sequence_nr, events, snapshot, idempotency)
 
 
 async def until(condition: Callable[[], bool]) -> None:
