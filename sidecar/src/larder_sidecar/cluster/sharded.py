@@ -106,6 +106,21 @@ class _Turn:
         self.users = 0
 
 
+class _ForwardedOut:
+    """`larder_forwarded_commands_out`'s children, bound once (`labels()` is a lookup
+    under a lock, per forwarded command)."""
+
+    __slots__ = ("error", "ok", "redirect", "rerouted", "unavailable")
+
+    def __init__(self, metrics: ClusterMetrics) -> None:
+        counter = metrics.forwarded_out
+        self.ok = counter.labels("ok")
+        self.error = counter.labels("error")
+        self.redirect = counter.labels("redirect")
+        self.unavailable = counter.labels("unavailable")
+        self.rerouted = counter.labels("rerouted")
+
+
 class ShardedRouter:
     """Implements `Router` over a membership source and the shard map."""
 
@@ -257,6 +272,10 @@ class ShardedRouter:
 
     # --- forwarding (sender) ----------------------------------------------------------
 
+    @functools.cached_property
+    def _forwarded_out(self) -> _ForwardedOut:
+        return _ForwardedOut(self._metrics)
+
     async def forward(
         self, method: Method, entity_id: str, payload: bytes, metadata: MetadataPairs
     ) -> Outcome:
@@ -264,6 +283,7 @@ class ShardedRouter:
         the owner under this member's map, following redirects up to `MAX_PEER_HOPS`."""
         entity_type = method.component.entity_type
         shard = self.shard_of(entity_type, entity_id)
+        out = self._forwarded_out
         hops = 0
         target: tuple[MemberId, str] | None = None
         while True:
@@ -282,25 +302,27 @@ class ShardedRouter:
                 target = (owner, member.address)
             owner, address = target
             request = wire.ForwardRequest(
-                view=wire.view_of(self.me, shard_map),
                 hops=hops,
                 entity_type=entity_type,
                 entity_id=entity_id,
                 method=method.model.path,
                 payload=payload,
                 metadata=protocol_metadata(metadata),
+                map_version=shard_map.version,
             )
             try:
-                reply = await self._transport.forward(address, request)
+                reply = await self._transport.forward(
+                    address, wire.view_of(self.me, shard_map), request
+                )
             except PeerUnavailable as e:
                 if not e.sent and self._map is not shard_map and hops < MAX_PEER_HOPS:
                     # Never sent, and our map changed meanwhile (the member may have left):
                     # route it again under the new map.
-                    self._metrics.forwarded_out.labels("rerouted").inc()
+                    out.rerouted.inc()
                     hops += 1
                     target = None
                     continue
-                self._metrics.forwarded_out.labels("unavailable").inc()
+                out.unavailable.inc()
                 raise InvokeError(
                     grpc.StatusCode.UNAVAILABLE,
                     f"the sidecar that owns {entity_type}/{clip_id(entity_id)}, {owner} at "
@@ -310,12 +332,12 @@ class ShardedRouter:
                 ) from e
             result = reply.WhichOneof("result")
             if result == "outcome":
-                self._metrics.forwarded_out.labels("ok").inc()
+                out.ok.inc()
                 return wire.outcome_of(reply.outcome)
             if result == "error":
-                self._metrics.forwarded_out.labels("error").inc()
+                out.error.inc()
                 raise wire.error_of(reply.error)
-            self._metrics.forwarded_out.labels("redirect").inc()
+            out.redirect.inc()
             hops += 1
             if hops > MAX_PEER_HOPS:
                 raise InvokeError(
@@ -361,10 +383,10 @@ class ShardedRouter:
         shard_map = self._map or shard_map
         return wire.redirect_of(shard_map, shard_map.owner(shard))
 
-    async def refusal(self, view: Any, peer: str) -> tuple[grpc.StatusCode, str] | None:
-        """Why a call from `peer` (gRPC's `context.peer()`) with `view` must not be served:
-        no view, a sender that is not a member or not at a member's address, another
-        shard count. None: serve it."""
+    async def refusal(self, view: Any, peer_ip: str) -> tuple[grpc.StatusCode, str] | None:
+        """Why calls from `peer_ip` under the sender's map `view` must not be served: no
+        view, a sender that is not a member or not at a member's address, another shard
+        count. None: serve them."""
         shard_map = self._map
         if not view.sender or not view.fingerprint or view.version == 0:
             return grpc.StatusCode.INVALID_ARGUMENT, "the call carries no shard-map view"
@@ -378,11 +400,11 @@ class ShardedRouter:
         member = await self._member_soon(MemberId(view.sender))
         if member is None:
             return grpc.StatusCode.PERMISSION_DENIED, f"{view.sender!r} is not a member"
-        if _peer_ip(peer) not in await self._addresses(member):
+        if _peer_ip(peer_ip) not in await self._addresses(member):
             return (
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"the call comes from {peer}, not from member {member.id}'s address "
-                f"{member.address}",
+                f"the call comes from {peer_ip or 'an unknown address'}, not from member "
+                f"{member.id}'s address {member.address}",
             )
         return None
 
@@ -460,12 +482,8 @@ def _shard_of(entity_type: str, entity_id: str, shard_count: int) -> ShardId:
     return shard_of(entity_type, entity_id, shard_count)
 
 
-def _peer_ip(peer: str) -> str:
-    """The IP of gRPC's `context.peer()`: `ipv4:10.0.0.5:41234`, `ipv6:[::1]:41234`."""
-    kind, _, rest = peer.partition(":")
-    if kind not in ("ipv4", "ipv6"):
-        return ""
-    host = rest.rpartition(":")[0].strip("[]")
+def _peer_ip(host: str) -> str:
+    """`host` as the canonical text of an IP address ("" if it is none)."""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:

@@ -1,8 +1,6 @@
 """The internal protocol's messages (`protocol/proto/larder_internal/v1/peer.proto`) and
-their conversions; the one module of the sidecar that imports the generated code.
-
-Both ends use gRPC's generic handlers with these messages' own (de)serializers, so the
-typed `_pb2` stubs are all the generated code the sidecar needs.
+their conversions; the one module of the sidecar that imports the generated code. How
+they travel: `frames.py`.
 """
 
 from __future__ import annotations
@@ -17,49 +15,41 @@ from ..outcome import Outcome
 from .membership import MemberId
 from .shards import ShardMap
 
-SERVICE = "larder.internal.v1.Peer"
-FORWARD = f"/{SERVICE}/Forward"
-RELEASE = f"/{SERVICE}/Release"
-
 ForwardRequest = peer_pb2.ForwardRequest
 ForwardReply = peer_pb2.ForwardReply
 ReleaseRequest = peer_pb2.ReleaseRequest
 ReleaseReply = peer_pb2.ReleaseReply
 Redirect = peer_pb2.Redirect
 MapView = peer_pb2.MapView
+Status = peer_pb2.Status
 
 RELEASED = peer_pb2.ReleaseReply.RELEASED
 STILL_OWNER = peer_pb2.ReleaseReply.STILL_OWNER
 
-# Keepalive pings on busy connections notice a peer that went silent mid-call (its pod
-# vanished without closing the connection) within seconds instead of the OS's TCP
-# timeout; the server allows them.
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.keepalive_time_ms", 5_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 0),
-    ("grpc.http2.max_pings_without_data", 0),
-    # A peer that (re)started is reached within CONNECT_WAIT (peers.py): the channel
-    # tries to connect again at least twice a second.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 400),
-]
-SERVER_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
-    ("grpc.http2.max_ping_strikes", 0),
-]
+_views: dict[MemberId, tuple[ShardMap, Any]] = {}
 
 
 def view_of(me: MemberId, shard_map: ShardMap) -> Any:
-    """This member's `MapView`, sent with every call."""
+    """This member's `MapView` of `shard_map`: one object per map (the fingerprint is a
+    hash over every member; the transport sends a view again only when the object
+    differs). Treat it as read-only."""
+    last = _views.get(me)
+    if last is not None and last[0] is shard_map:
+        return last[1]
     membership = shard_map.membership
-    return MapView(
+    view = MapView(
         sender=me,
         version=membership.version,
         fingerprint=membership.fingerprint,
         shard_count=shard_map.shard_count,
     )
+    _views[me] = (shard_map, view)
+    return view
+
+
+def view_key(view: Any) -> tuple[Any, ...]:
+    """What makes two `MapView`s the same view."""
+    return (view.sender, view.version, view.fingerprint, view.shard_count)
 
 
 def outcome_message(outcome: Outcome) -> Any:

@@ -1,6 +1,7 @@
 """Members of a cluster in one process: each a fake entity host, the real sharded router
-and the real internal server's handlers, wired by a transport that calls the other
-members' handlers directly (no sockets) and can take a member down."""
+and the real internal server's sessions (what a connection does with its frames), wired
+by a transport that calls the other members' sessions directly (no sockets) and can take
+a member down. The framing and the sockets are tested in test_peer_transport.py."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from larder_sidecar.cluster import wire
 from larder_sidecar.cluster.handoff import ShardState
-from larder_sidecar.cluster.internal import InternalServer
+from larder_sidecar.cluster.internal import InternalServer, PeerSession, Refused
 from larder_sidecar.cluster.membership import Member, MemberId, Membership
 from larder_sidecar.cluster.metrics import ClusterMetrics
 from larder_sidecar.cluster.peers import PeerUnavailable
@@ -27,24 +29,6 @@ from ..entities.fakes import FakeStub, emit_one, make_host
 
 SHARDS = 64
 _MOVING = (ShardState.ACQUIRING, ShardState.RELEASING, ShardState.RETURNING)
-
-
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
-class FakeContext:
-    def __init__(self, peer: str) -> None:
-        self._peer = peer
-
-    def peer(self) -> str:
-        return self._peer
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise Aborted(code, details)
 
 
 class Source:
@@ -65,6 +49,8 @@ class Network:
         self.servers: dict[str, InternalServer] = {}
         self.down: set[str] = set()
         self.forwards: list[tuple[str, Any]] = []
+        self.views: list[tuple[str, Any]] = []
+        """The map views sent, as a connection sends them: once, then on each change."""
         self.releases: list[tuple[str, list[int]]] = []
         self.peer_ip = "127.0.0.1"
         self.while_connecting: Callable[[], Awaitable[None]] | None = None
@@ -74,33 +60,46 @@ class Network:
         return Transport(self)
 
 
+def _copy(message: Any) -> Any:
+    """A copy on the wire."""
+    return type(message).FromString(message.SerializeToString())
+
+
 class Transport:
     def __init__(self, network: Network) -> None:
         self._network = network
+        self._sessions: dict[tuple[int, str], tuple[PeerSession, list[Any]]] = {}
 
-    async def _deliver(self, address: str, handler: str, request: Any) -> Any:
+    async def _deliver(self, address: str, handler: str, view: Any, request: Any) -> Any:
         if address in self._network.down or address not in self._network.servers:
             if self._network.while_connecting is not None:
                 await self._network.while_connecting()
             # Refused: the request never left.
             raise PeerUnavailable(grpc.StatusCode.UNAVAILABLE, "connection refused", sent=False)
         server = self._network.servers[address]
-        context = FakeContext(f"ipv4:{self._network.peer_ip}:40000")
-        # A copy on the wire, as over gRPC.
-        request = type(request).FromString(request.SerializeToString())
+        # One session per connection: per server and the address the calls come from.
+        key = (id(server), self._network.peer_ip)
+        if key not in self._sessions:
+            self._sessions[key] = (server.session(self._network.peer_ip), [None])
+        session, sent = self._sessions[key]
+        if sent[0] != wire.view_key(view):
+            sent[0] = wire.view_key(view)
+            self._network.views.append((address, _copy(view)))
+            session.set_view(_copy(view))
         try:
-            reply = await getattr(server, handler)(request, context)
-        except Aborted as e:
+            reply = await getattr(session, handler)(_copy(request), session.current)
+        except Refused as e:
             raise PeerUnavailable(e.code, e.details) from e
-        return type(reply).FromString(reply.SerializeToString())
+        return _copy(reply)
 
-    async def forward(self, address: str, request: Any) -> Any:
+    async def forward(self, address: str, view: Any, request: Any) -> Any:
         self._network.forwards.append((address, request))
-        return await self._deliver(address, "_forward", request)
+        return await self._deliver(address, "forward", view, request)
 
     async def release(self, address: str, request: Any) -> Any:
         self._network.releases.append((address, list(request.shards)))
-        return await self._deliver(address, "_release", request)
+        body = wire.ReleaseRequest(shards=request.shards, map_version=request.view.version)
+        return await self._deliver(address, "release", request.view, body)
 
     async def forget(self, keep: Iterable[str]) -> None:
         return None

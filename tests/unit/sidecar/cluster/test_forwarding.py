@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf import wrappers_pb2
 from larder_sidecar.cluster import wire
+from larder_sidecar.cluster.internal import Refused
 from larder_sidecar.cluster.sharded import MAX_PEER_HOPS, PeerOwner
 from larder_sidecar.invoke import InvokeError
 from larder_sidecar.model import Method
@@ -19,9 +20,7 @@ from larder_sidecar.outcome import protocol_metadata
 
 from ..entities.fakes import es_method
 from .fakes import (
-    Aborted,
     Cluster,
-    FakeContext,
     Network,
     address,
     entity_owned_by,
@@ -67,7 +66,10 @@ async def test_the_owner_runs_the_command_and_the_sender_gets_its_outcome(
     ((sent_to, request),) = cluster.network.forwards
     assert sent_to == address("b")
     assert request.method == method.model.path and request.payload == at_b.encode()
-    assert request.hops == 0 and request.view.sender == "a" and request.view.version == 1
+    assert request.hops == 0 and request.map_version == 1
+    # a's view went to b once (with a's first call there, a forward or a Release).
+    ((view_to, view),) = [(to, v) for to, v in cluster.network.views if v.sender == "a"]
+    assert view_to == address("b") and view.version == 1
     assert [e.key for e in request.metadata.entries] == ["k"]
     assert a.sample("larder_forwarded_commands_out_total", result="ok") == 1
     assert b.sample("larder_forwarded_commands_in_total", result="ok") == 1
@@ -136,7 +138,12 @@ async def test_a_redirected_sender_retries_under_its_newer_map(
     await cluster.apply(a, new)
     assert (await asyncio.wait_for(call, 5)).kind == "reply"
     assert c.ran() == [entity] and b.ran() == []
-    assert [f[1].view.version for f in cluster.network.forwards] == [1, 2]
+    assert [f[1].map_version for f in cluster.network.forwards] == [1, 2]
+    # The view went again only when it changed.
+    assert [(to, v.version) for to, v in cluster.network.views if v.sender == "a"] == [
+        (address("b"), 1),
+        (address("c"), 2),
+    ]
 
 
 async def test_members_that_disagree_stop_bouncing_a_command_after_the_hop_limit(
@@ -161,7 +168,9 @@ async def test_the_receiver_refuses_a_forward_past_the_hop_limit(
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
     request = _request(a, method, at_b, hops=MAX_PEER_HOPS + 1)
-    reply = await b.server._forward(request, _context("ipv4:127.0.0.1:1"))
+    session = b.server.session("127.0.0.1")
+    session.set_view(_view(a))
+    reply = await session.forward(request, session.current)
     assert reply.WhichOneof("result") == "error"
     assert reply.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert b.ran() == []
@@ -185,20 +194,23 @@ async def test_a_peer_that_is_gone_fails_the_command_fast_with_unavailable(
     assert a.sample("larder_forwarded_commands_out_total", result="unavailable") == 1
 
 
-def _context(peer: str) -> Any:
-    return FakeContext(peer)
+def _view(node: object) -> Any:
+    router = node.router  # type: ignore[attr-defined]
+    view = wire.MapView()
+    view.CopyFrom(wire.view_of(router.me, router.map))
+    return view
 
 
-def _request(node: object, method: Method, entity_id: str, hops: int = 0) -> object:
+def _request(node: object, method: Method, entity_id: str, hops: int = 0) -> Any:
     router = node.router  # type: ignore[attr-defined]
     return wire.ForwardRequest(
-        view=wire.view_of(router.me, router.map),
         hops=hops,
         entity_type="svc",
         entity_id=entity_id,
         method=method.model.path,
         payload=b"",
         metadata=protocol_metadata([]),
+        map_version=router.map.version,
     )
 
 
@@ -208,28 +220,60 @@ async def test_calls_without_a_view_from_strangers_or_other_shard_counts_are_ref
     await _two(cluster)
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
-    good = _request(a, method, at_b)
-    no_view = wire.ForwardRequest(entity_type="svc", entity_id=at_b, method=method.model.path)
-    stranger = _request(a, method, at_b)
-    stranger.view.sender = "mallory"  # type: ignore[attr-defined]
-    other_count = _request(a, method, at_b)
-    other_count.view.shard_count = 128  # type: ignore[attr-defined]
+    good = _view(a)
+    empty = wire.MapView()
+    stranger = _view(a)
+    stranger.sender = "mallory"
+    other_count = _view(a)
+    other_count.shard_count = 128
     cases = [
-        (no_view, "ipv4:127.0.0.1:1", grpc.StatusCode.INVALID_ARGUMENT),
-        (stranger, "ipv4:127.0.0.1:1", grpc.StatusCode.PERMISSION_DENIED),
-        (other_count, "ipv4:127.0.0.1:1", grpc.StatusCode.FAILED_PRECONDITION),
+        (None, "127.0.0.1", grpc.StatusCode.INVALID_ARGUMENT),
+        (empty, "127.0.0.1", grpc.StatusCode.INVALID_ARGUMENT),
+        (stranger, "127.0.0.1", grpc.StatusCode.PERMISSION_DENIED),
+        (other_count, "127.0.0.1", grpc.StatusCode.FAILED_PRECONDITION),
         # A member's id, from an address that is not the member's.
-        (good, "ipv4:10.9.8.7:1", grpc.StatusCode.PERMISSION_DENIED),
-        (good, "unix:/tmp/x", grpc.StatusCode.PERMISSION_DENIED),
+        (good, "10.9.8.7", grpc.StatusCode.PERMISSION_DENIED),
+        (good, "", grpc.StatusCode.PERMISSION_DENIED),
     ]
-    for request, peer, code in cases:
-        with pytest.raises(Aborted) as info:
-            await b.server._forward(request, _context(peer))
+    for view, peer, code in cases:
+        session = b.server.session(peer)
+        if view is not None:
+            session.set_view(view)
+        with pytest.raises(Refused) as info:
+            await session.forward(_request(a, method, at_b), session.current)
         assert info.value.code is code, (peer, info.value.details)
+    # A good view, but the call says it was routed under another map version.
+    session = b.server.session("127.0.0.1")
+    session.set_view(good)
+    stale = _request(a, method, at_b)
+    stale.map_version = 7
+    with pytest.raises(Refused) as info:
+        await session.forward(stale, session.current)
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "version 7" in info.value.details
     assert b.ran() == []
-    assert b.sample("larder_forwarded_commands_in_total", result="refused") == len(cases)
-    reply = await b.server._forward(good, _context("ipv4:127.0.0.1:1"))
+    assert b.sample("larder_forwarded_commands_in_total", result="refused") == len(cases) + 1
+    reply = await session.forward(_request(a, method, at_b), session.current)
     assert reply.WhichOneof("result") == "outcome" and b.ran() == [at_b]
+
+
+async def test_a_view_is_judged_again_when_the_receivers_map_changes(
+    cluster: Cluster, method: Method
+) -> None:
+    await _two(cluster)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    at_b = entity_owned_by(shard_map(membership(1, "a", "b")), "b")
+    session = b.server.session("127.0.0.1")
+    session.set_view(_view(a))
+    assert (await session.forward(_request(a, method, at_b), session.current)).outcome
+    assert not session.stale()
+    # b's map drops a: the same view, on the same connection, is now a stranger's.
+    await cluster.apply(b, membership(2, "b"))
+    assert session.stale()
+    with pytest.raises(Refused) as info:
+        await session.forward(_request(a, method, at_b), session.current)
+    assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert b.ran() == [at_b]
 
 
 async def test_commands_to_one_entity_are_forwarded_in_order_one_at_a_time(

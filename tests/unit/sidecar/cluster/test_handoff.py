@@ -178,12 +178,12 @@ async def test_a_failing_release_call_does_not_leave_the_shards_waiting(
     alone, both = membership(1, "a"), membership(2, "a", "b")
     moving = entity_owned_by(shard_map(both), "b")
     a = await cluster.start("a", alone)
-    original = a.server._release
+    original = a.server.serve_release
 
-    async def broken(request: object, context: object) -> object:
+    async def broken(request: object) -> object:
         raise RuntimeError("a bug in the call")
 
-    a.server._release = broken  # type: ignore[method-assign]
+    a.server.serve_release = broken  # type: ignore[method-assign]
     b = await cluster.start("b", both)
     await cluster.apply(a, both)
     # The calls keep failing; once a leaves the membership b takes over at once.
@@ -194,7 +194,7 @@ async def test_a_failing_release_call_does_not_leave_the_shards_waiting(
     assert b.sample("larder_handoffs_total", direction="in", ending="gone") == 2
     assert b.sample("larder_handoffs_total", direction="in", ending="timeout") == 0
     assert (await b.submit(method, moving)).kind == "reply"
-    a.server._release = original  # type: ignore[method-assign]
+    a.server.serve_release = original  # type: ignore[method-assign]
 
 
 async def test_a_stopping_member_waits_only_briefly_to_be_marked_terminating(
