@@ -18,6 +18,7 @@ from .cluster.status import ClusterView, cluster_routes, journal_identity
 from .discovery import discover, proxy_terminated
 from .dispatch import Dispatcher
 from .entities import Command, EntityHost
+from .entities.idempotency import IdempotencyPolicy
 from .eventing import Eventing
 from .function_limit import FunctionLimit
 from .function_watch import UserFunctionWatch
@@ -132,6 +133,7 @@ class Sidecar:
             self.metrics,
             s.passivation_timeout,
             reenter=self._reenter,
+            idempotency=IdempotencyPolicy(s.idempotency_window, s.idempotency_max_keys),
         )
         if self._make_router is None and clustered(s):
             self.cluster = ClusterNode(s, self.entities, model.methods, self.metrics.registry)

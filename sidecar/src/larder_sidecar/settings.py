@@ -106,6 +106,10 @@ class Settings:
     """Seconds the user function may not answer its health check before readiness drops."""
     passivation_timeout: float = 30.0
     """Seconds an entity may stay idle when discovery announces no timeout."""
+    idempotency_window: float = 24 * 3600.0
+    """Seconds an entity keeps the record of a command sent with an idempotency key."""
+    idempotency_max_keys: int = 100
+    """Idempotency records kept per entity; beyond it the oldest are forgotten."""
     max_message_bytes: int = 12 * 1024 * 1024
     user_function_max_message_bytes: int = 4 * 1024 * 1024
     """The largest message the user function accepts (its gRPC server's receive limit;
@@ -250,6 +254,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "LARDER_USER_FUNCTION_UNAVAILABLE_GRACE", 3.0
         ),
         passivation_timeout=_seconds(env, "LARDER_PASSIVATION_TIMEOUT", 30.0),
+        idempotency_window=_seconds(env, "LARDER_IDEMPOTENCY_WINDOW", 24 * 3600.0),
+        idempotency_max_keys=_positive_int(env, "LARDER_IDEMPOTENCY_MAX_KEYS", 100),
         max_message_bytes=max_bytes,
         user_function_max_message_bytes=_positive_int(
             env, "LARDER_USER_FUNCTION_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024

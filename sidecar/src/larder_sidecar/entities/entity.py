@@ -375,9 +375,10 @@ class Entity(abc.ABC):
                 )
                 raise StreamBroken(
                     grpc.StatusCode.ABORTED,
+                    # Not the journal's words: they blame another writer.
                     "this entity's own earlier journal write, whose outcome was unknown when "
-                    "it timed out, has landed since; this command was handled before that "
-                    f"was known and was not stored ({e}); retry the command",
+                    "it timed out, has landed since (the journal holds it now); this command "
+                    "was handled before that was known and was not stored; retry the command",
                     records,
                 ) from e
             log.warning(

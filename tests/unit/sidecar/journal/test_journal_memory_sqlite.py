@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from larder_sidecar.journal.base import Journal, JournalUnavailable, PersistenceId
+from larder_sidecar.journal.base import (
+    Journal,
+    JournalUnavailable,
+    PersistenceId,
+    StoredPayload,
+)
 from larder_sidecar.journal.memory import MemoryJournal
 from larder_sidecar.journal.sqlite import SqliteJournal
 
+from .idempotency_contract import IdempotencyContract, change, record
 from .journal_contract import JournalContract
 
 
@@ -51,3 +58,56 @@ async def test_sqlite_not_started_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(JournalUnavailable, match="not started"):
         await j.load(PersistenceId("x|y"))
     assert not await j.ready()
+
+
+class TestMemoryIdempotency(IdempotencyContract):
+    @pytest.fixture
+    async def journal(self) -> AsyncIterator[Journal]:
+        j = MemoryJournal()
+        await j.start()
+        yield j
+        await j.close()
+
+
+class TestSqliteIdempotency(IdempotencyContract):
+    @pytest.fixture
+    async def journal(self, tmp_path: Path) -> AsyncIterator[Journal]:
+        self.path = tmp_path / "journal.sqlite3"
+        j = SqliteJournal(self.path)
+        await j.start()
+        yield j
+        await j.close()
+
+    async def reopen(self, journal: Journal) -> Journal | None:
+        await journal.close()
+        other = SqliteJournal(self.path)
+        await other.start()
+        return other
+
+
+async def test_sqlite_file_of_an_older_version_gets_the_records_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE events (pid TEXT NOT NULL, seq INTEGER NOT NULL, type_url TEXT NOT NULL,"
+        " value BLOB NOT NULL, PRIMARY KEY (pid, seq)) WITHOUT ROWID;"
+        "CREATE TABLE snapshots (pid TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
+        " type_url TEXT NOT NULL, value BLOB NOT NULL);"
+        "CREATE TABLE value_state (pid TEXT PRIMARY KEY, revision INTEGER NOT NULL,"
+        " type_url TEXT, value BLOB);"
+        "INSERT INTO events VALUES ('t|a', 1, 'type.googleapis.com/E', x'01');"
+    )
+    conn.commit()
+    conn.close()
+    j = SqliteJournal(path)
+    await j.start()
+    try:
+        pid = PersistenceId("t|a")
+        kept = record("k")
+        await j.append(pid, 1, [StoredPayload("type.googleapis.com/E", b"\x02")], None,
+                       change([kept]))
+        recovery = await j.load(pid)
+        assert recovery.last_sequence_nr == 2
+        assert list(recovery.idempotency) == [kept]
+    finally:
+        await j.close()
