@@ -33,6 +33,11 @@ the shard over anyway."""
 RELEASE_WAIT = 4.0
 """Seconds a `Release` call waits here (for our map to give the shards away, then for
 our release of them) before answering STILL_OWNER; under the caller's 5 s deadline."""
+CLAIM_WAIT = 3.0
+"""Seconds a leaving member, once it has released all its shards, waits for their new
+owners to ask for them (`Release`). A new owner that sees the change after the leaving
+member has exited could not reach it: it would hold the shards' commands until the
+membership drops that member, and its forwards meanwhile would meet a closed port."""
 _BACKOFF = (0.05, 1.0)
 
 
@@ -85,6 +90,8 @@ class HandOffManager:
         self.table = ShardTable(shard_count)
         self._releases: dict[ShardId, asyncio.Future[None]] = {}
         self._returning_from: dict[ShardId, MemberId | None] = {}
+        self._unclaimed: dict[ShardId, MemberId] = {}
+        """Shards this member gave up, and the new owner that has not asked for them."""
         self._tasks = OwnedTasks()
 
     @property
@@ -110,7 +117,7 @@ class HandOffManager:
             if move.target == self.me:
                 self._gain(move.shards, move.source, started)
             elif move.source == self.me:
-                self._lose(move.shards, started)
+                self._lose(move.shards, move.target, started)
             if old is not None:
                 log.info(
                     "shards moved from %s to %s under membership v%d: %s",
@@ -122,7 +129,9 @@ class HandOffManager:
 
     async def handed_off(self, within: float) -> bool:
         """Wait (at most `within` seconds) until this member serves no shard and has
-        finished releasing them: what a terminating member does before it exits."""
+        finished releasing them, then (at most `CLAIM_WAIT` more) until their new owners
+        have asked for them: what a terminating member does before it exits. False if
+        the release itself did not finish in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while self.table.owned or self._releases or self.table.in_state(ShardState.ACQUIRING):
@@ -131,7 +140,33 @@ class HandOffManager:
                 return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
+        deadline = min(deadline, loop.time() + CLAIM_WAIT)
+        while unclaimed := self._awaiting_claims():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                owners = sorted({self._unclaimed[s] for s in unclaimed})
+                log.info(
+                    "stopping before %s asked for %d of the shards it released (%s); they "
+                    "take them over once this member leaves the membership",
+                    ", ".join(owners),
+                    len(unclaimed),
+                    clip(unclaimed),
+                )
+                break
+            await self._changes.wait(remaining)
         return True
+
+    def _awaiting_claims(self) -> list[ShardId]:
+        """Released shards whose new owner, still their owner and a member, has not asked
+        for them yet."""
+        shard_map = self._map
+        if shard_map is None:
+            return []
+        return sorted(
+            s
+            for s, owner in self._unclaimed.items()
+            if owner != self.me and shard_map.owner(s) == owner and shard_map.member(owner)
+        )
 
     async def serve_release(self, shards: Iterable[int]) -> Any:
         """Answer a new owner's `Release`: RELEASED once our map no longer gives us any of
@@ -154,6 +189,9 @@ class HandOffManager:
             _, unfinished = await asyncio.wait(pending, timeout=remaining)
             if unfinished:
                 return self._release_reply(wire.STILL_OWNER)
+        claimed = [s for s in wanted if self._unclaimed.pop(s, None) is not None]
+        if claimed:
+            self._changes.notify()  # a leaving member may be waiting for these claims
         return self._release_reply(wire.RELEASED)
 
     def _release_reply(self, result: Any) -> Any:
@@ -181,6 +219,7 @@ class HandOffManager:
     def _gain(self, shards: Sequence[ShardId], source: MemberId | None, started: float) -> None:
         acquiring = []
         for shard in shards:
+            self._unclaimed.pop(shard, None)
             if self.table.fire(shard, HandOffEvent.GAIN) is ShardState.ACQUIRING:
                 acquiring.append(shard)
             else:  # RETURNING: acquired once our own release of it is done
@@ -276,12 +315,17 @@ class HandOffManager:
 
     # --- hand-off: losing -------------------------------------------------------------
 
-    def _lose(self, shards: Sequence[ShardId], started: float) -> None:
+    def _lose(self, shards: Sequence[ShardId], target: MemberId | None, started: float) -> None:
         releasing = []
         for shard in shards:
             before = self.table.state(shard)
             self.table.fire(shard, HandOffEvent.LOSE)
             self._returning_from.pop(shard, None)
+            # Its new owner will ask this member (its previous owner) to release it.
+            if target is None:
+                self._unclaimed.pop(shard, None)
+            else:
+                self._unclaimed[shard] = target
             if before is ShardState.OWNED:
                 releasing.append(shard)
         if releasing:
@@ -327,4 +371,3 @@ class HandOffManager:
             for source, back in returning.items():
                 self._acquire(back, source, loop_time)
             self._changed_now()
-
