@@ -24,6 +24,7 @@ from .function_limit import FunctionLimit
 from .function_watch import UserFunctionWatch
 from .grpc_front import build_grpc_server
 from .http import PublicServer, start_public_server
+from .inspection import JournalInspection, reader_factory
 from .journal.base import Journal
 from .journal.factory import create_journal
 from .journal_watch import JournalWatch
@@ -59,7 +60,17 @@ class Sidecar:
         self._make_router = router
         self.router: Router | None = None
         self.cluster: ClusterNode | None = None
-        self.admin = AdminServer(self.metrics, self._readiness, cluster_routes(self._cluster_view))
+        self.inspection = JournalInspection(
+            reader_factory(settings),
+            lambda: self.model.file_set if self.model is not None else None,
+        )
+        self.admin = AdminServer(
+            self.metrics,
+            self._readiness,
+            cluster_routes(self._cluster_view),
+            guarded=self.inspection.routes(),
+            token=settings.admin_token,
+        )
         self.journal_watch = JournalWatch(self.journal, settings.journal_unavailable_grace)
         self.function_watch: UserFunctionWatch | None = None
         self.model: UserFunctionModel | None = None
@@ -240,4 +251,5 @@ class Sidecar:
         await self.journal_watch.close()
         await self.journal.close()
         await self.admin.close()
+        await self.inspection.close()
         log.info("stopped")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, cast
 
 from .durations import parse_seconds
@@ -90,6 +91,9 @@ class Settings:
     """Interface the public and admin ports bind to (`LARDER_HOST`)."""
     port: int = 9000
     admin_port: int = 9603
+    admin_token: str | None = field(default=None, repr=False)
+    """`LARDER_ADMIN_TOKEN` (or the file `LARDER_ADMIN_TOKEN_FILE` names): a bearer token
+    the admin port's `/inspect` routes require; without one they answer loopback only."""
     internal_port: int = 9604
     """Sidecar-to-sidecar traffic (forwarded commands, hand-off); bound only with membership."""
     journal_type: JournalType = "memory"
@@ -240,6 +244,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host=env.get("LARDER_HOST", "").strip() or "127.0.0.1",
         port=_port(env, "LARDER_PORT", 9000),
         admin_port=_port(env, "LARDER_ADMIN_PORT", 9603),
+        admin_token=_admin_token(env),
         internal_port=_port(env, "LARDER_INTERNAL_PORT", 9604),
         journal_type=journal_type,  # type: ignore[arg-type]  # checked by _choice
         journal_sqlite_path=env.get("LARDER_JOURNAL_SQLITE_PATH", "").strip()
@@ -285,6 +290,35 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"{name}={port} is the same port as {taken[port]}")
         taken[port] = name
     return settings
+
+
+MIN_ADMIN_TOKEN_CHARS = 16
+
+
+def _admin_token(env: Mapping[str, str]) -> str | None:
+    """The admin token from LARDER_ADMIN_TOKEN or the file LARDER_ADMIN_TOKEN_FILE names
+    (a mounted Secret); None when neither is set."""
+    inline = env.get("LARDER_ADMIN_TOKEN", "").strip()
+    path = env.get("LARDER_ADMIN_TOKEN_FILE", "").strip()
+    if inline and path:
+        raise SettingsError("set LARDER_ADMIN_TOKEN or LARDER_ADMIN_TOKEN_FILE, not both")
+    name, token = "LARDER_ADMIN_TOKEN", inline
+    if path:
+        name = f"LARDER_ADMIN_TOKEN_FILE={path}"
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise SettingsError(f"{name} cannot be read: {e}") from e
+    if not token and not path:
+        return None
+    if len(token) < MIN_ADMIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        # The token guards user data: a short one is guessable, and whitespace cannot
+        # travel in an Authorization header intact.
+        raise SettingsError(
+            f"{name}: the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+            "without spaces (e.g. `openssl rand -hex 24`)"
+        )
+    return token
 
 
 # --- Cluster membership and shards: parsing ---

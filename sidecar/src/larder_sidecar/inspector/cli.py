@@ -1,9 +1,11 @@
-"""`larder inspect`: read entities straight from a journal (SQLite file or Cassandra).
+"""`larder inspect`: read entities from a journal (SQLite file or Cassandra) or through a
+running sidecar's admin port.
 
     larder inspect types  --sqlite .larder/shopping-cart/journal.db
     larder inspect ids    --sqlite FILE TYPE [--limit N] [--after TOKEN]
     larder inspect entity --sqlite FILE TYPE ID
     larder inspect events --cassandra HOST[:PORT],... --keyspace K TYPE ID [--from-seq N]
+    larder inspect events --admin http://127.0.0.1:9603 TYPE ID   # through a running sidecar
     larder inspect snapshot | value ...
 
 Read-only. `larder inspect ...` runs this module as a process (`python -m
@@ -33,6 +35,7 @@ from ..journal.reading import (
     SettingMismatch,
 )
 from .payloads import DescriptorsError, PayloadDecoder
+from .remote import RemoteReader
 from .render import Printer
 from .views import InspectInputError, Inspector
 
@@ -71,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--cassandra", metavar="HOST[:PORT],...",
                        help="Cassandra contact points (port default 9042); credentials from "
                        f"{_ENV}USERNAME and {_ENV}PASSWORD")
+    where.add_argument("--admin", metavar="URL",
+                       help="a running sidecar's admin port (http://HOST:9603; in a cluster "
+                       "`kubectl port-forward POD 9603` first): payloads decode with the "
+                       "function's own descriptors")
+    where.add_argument("--token-file", type=Path, metavar="PATH",
+                       help="with --admin: a file holding the sidecar's LARDER_ADMIN_TOKEN "
+                       "(default: $LARDER_ADMIN_TOKEN)")
     where.add_argument("--keyspace", default=None,
                        help=f"the journal's keyspace (default ${_ENV}KEYSPACE, else larder)")
     where.add_argument("--partition-size", type=_positive, default=None,
@@ -79,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--consistency", default="LOCAL_QUORUM",
                        help="Cassandra read consistency (default %(default)s)")
     where.add_argument("--timeout", type=_seconds, default=10.0,
-                       help="seconds to wait for Cassandra: to connect, and per request "
-                       "(default %(default)s)")
+                       help="seconds to wait for Cassandra or the sidecar: to connect, and "
+                       "per request (default %(default)s)")
     shown = source.add_argument_group("output")
     shown.add_argument("--output", choices=("table", "jsonl"), default="table",
                        help="table (for people, default) or jsonl (one JSON object per line)")
@@ -150,9 +160,29 @@ def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _admin_token(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    if args.token_file is None:
+        return environ.get("LARDER_ADMIN_TOKEN", "").strip() or None
+    path: Path = args.token_file
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InspectInputError(f"--token-file {path} cannot be read: {e}") from e
+    if not token:
+        raise InspectInputError(f"--token-file {args.token_file} is empty")
+    return token
+
+
 def open_reader(args: argparse.Namespace, environ: Mapping[str, str]) -> JournalReader:
-    if (args.sqlite is None) == (args.cassandra is None):
-        raise InspectInputError("give the journal: --sqlite PATH or --cassandra HOST[:PORT],...")
+    given = [args.sqlite is not None, args.cassandra is not None, args.admin is not None]
+    if sum(given) != 1:
+        raise InspectInputError(
+            "give one journal: --sqlite PATH, --cassandra HOST[:PORT],... or --admin URL"
+        )
+    if args.token_file is not None and args.admin is None:
+        raise InspectInputError("--token-file goes with --admin")
+    if args.admin is not None:
+        return RemoteReader(args.admin, _admin_token(args, environ), args.timeout)
     if args.sqlite is not None:
         # Imported per journal: the Cassandra driver is heavy, SQLite needs none of it.
         from ..journal.sqlite_reading import SqliteReader  # noqa: PLC0415
@@ -182,26 +212,34 @@ def open_reader(args: argparse.Namespace, environ: Mapping[str, str]) -> Journal
         raise InspectInputError(str(e)) from e
 
 
-def open_decoder(args: argparse.Namespace) -> PayloadDecoder:
+def open_decoder(args: argparse.Namespace, reader: JournalReader) -> PayloadDecoder:
     if args.descriptors is not None and args.proto_dir is not None:
         raise InspectInputError("give --descriptors or --proto-dir, not both")
     if args.descriptors is not None:
         return PayloadDecoder.from_descriptor_set(args.descriptors)
     if args.proto_dir is not None:
         return PayloadDecoder.from_proto_dir(args.proto_dir)
+    if isinstance(reader, RemoteReader):
+        # The sidecar has the function's descriptors from discovery.
+        return PayloadDecoder(reader.descriptors())
     return PayloadDecoder()
 
 
 def run(argv: Sequence[str], out: TextIO, err: TextIO, environ: Mapping[str, str]) -> int:
     args = build_parser().parse_args(argv)
+    reader: JournalReader | None = None
     try:
-        decoder = open_decoder(args)
         reader = open_reader(args, environ)
+        decoder = open_decoder(args, reader)
     except (InspectInputError, DescriptorsError, NotAJournal) as e:
         err.write(f"larder inspect: {e}\n")
+        if reader is not None:
+            reader.close()
         return EXIT_BAD_INPUT
-    except JournalUnavailable as e:
+    except (JournalUnavailable, JournalCorrupt) as e:
         err.write(f"larder inspect: {e}\n")
+        if reader is not None:
+            reader.close()
         return EXIT_FAILED
     inspector = Inspector(reader, decoder, Printer(out, args.output))
     try:

@@ -40,7 +40,18 @@ def test_a_keyspace_that_is_not_a_cassandra_name_is_said_before_connecting() -> 
     assert "'larder; DROP' is not a Cassandra keyspace name" in shown.err
 
 
-def test_sqlite_and_cassandra_are_one_or_the_other() -> None:
-    shown = inspect("types", "--sqlite", "x.db", "--cassandra", "h")
+def test_sqlite_cassandra_and_admin_are_one_or_the_other() -> None:
+    for both in (("--sqlite", "x.db", "--cassandra", "h"), ("--sqlite", "x.db", "--admin", "h")):
+        shown = inspect("types", *both)
+        assert shown.code == 2
+        assert "give one journal: --sqlite PATH, --cassandra HOST[:PORT],... or --admin URL" in (
+            shown.err
+        )
+
+
+def test_a_token_file_without_admin_or_an_admin_url_that_is_not_one_is_said() -> None:
+    shown = inspect("types", "--sqlite", "x.db", "--token-file", "t")
+    assert (shown.code, shown.err) == (2, "larder inspect: --token-file goes with --admin\n")
+    shown = inspect("types", "--admin", "ftp://host:9603")
     assert shown.code == 2
-    assert "give the journal: --sqlite PATH or --cassandra" in shown.err
+    assert "'ftp://host:9603' is not a sidecar's admin address (http://HOST:9603)" in shown.err

@@ -246,7 +246,10 @@ async def test_reads_a_journal_the_sidecar_has_open_and_changes_nothing(
 def test_bad_options_are_said(big_journal: Path, tmp_path: Path) -> None:
     neither = inspect("types")
     assert (neither.code, neither.err) == (
-        2, "larder inspect: give the journal: --sqlite PATH or --cassandra HOST[:PORT],...\n")
+        2,
+        "larder inspect: give one journal: --sqlite PATH, --cassandra HOST[:PORT],... or "
+        "--admin URL\n",
+    )
     garbage = tmp_path / "garbage.pb"
     garbage.write_bytes(b"\xff\xff\xff\xff")
     shown = inspect("types", "--sqlite", str(big_journal), "--descriptors", str(garbage))
