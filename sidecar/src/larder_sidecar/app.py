@@ -24,7 +24,6 @@ from .function_limit import FunctionLimit
 from .function_watch import UserFunctionWatch
 from .grpc_front import build_grpc_server
 from .http import PublicServer, start_public_server
-from .inspection import JournalInspection, reader_factory
 from .journal.base import Journal
 from .journal.factory import create_journal
 from .journal_watch import JournalWatch
@@ -32,6 +31,7 @@ from .metrics import Metrics
 from .model import UserFunctionModel
 from .ports import PortUnavailable, check_free
 from .settings import Settings
+from .views.runtime import Views
 
 log = logging.getLogger("larder_sidecar")
 
@@ -60,22 +60,13 @@ class Sidecar:
         self._make_router = router
         self.router: Router | None = None
         self.cluster: ClusterNode | None = None
-        self.inspection = JournalInspection(
-            reader_factory(settings),
-            lambda: self.model.file_set if self.model is not None else None,
-        )
-        self.admin = AdminServer(
-            self.metrics,
-            self._readiness,
-            cluster_routes(self._cluster_view),
-            guarded=self.inspection.routes(),
-            token=settings.admin_token,
-        )
+        self.admin = AdminServer(self.metrics, self._readiness, cluster_routes(self._cluster_view))
         self.journal_watch = JournalWatch(self.journal, settings.journal_unavailable_grace)
         self.function_watch: UserFunctionWatch | None = None
         self.model: UserFunctionModel | None = None
         self.dispatcher: Dispatcher | None = None
         self.entities: EntityHost | None = None
+        self.views: Views | None = None
         self.public_port = 0
         self._channel: grpc.aio.Channel | None = None
         self._server: grpc.aio.Server | None = None
@@ -138,8 +129,18 @@ class Sidecar:
             raise
         self.function_watch = UserFunctionWatch(self._channel, s.user_function_unavailable_grace)
         self.function_watch.start()
+        entity_journal = self.journal
+        if model.views:
+            # Before any entity writes: the entities write through the views' journal,
+            # which publishes each committed write to the views (views/feed.py).
+            self.views = Views.for_settings(
+                s, model, self.journal, self._channel, self.metrics.registry
+            )
+            for rebuilt in await self.views.start():
+                log.warning("view table %s changed its row type or queries: rebuilt", rebuilt)
+            entity_journal = self.views.journal
         self.entities = EntityHost(
-            self.journal,
+            entity_journal,
             self._channel,
             self.metrics,
             s.passivation_timeout,
@@ -159,6 +160,8 @@ class Sidecar:
             # Its producer first: direct calls of `eventing.out` methods publish.
             await self.eventing.open()
             self.dispatcher = self.eventing.dispatcher(*dispatcher_args)
+        if self.views is not None:
+            self.dispatcher.views = self.views.queries
         if self.cluster is not None:
             # grpc's own bind error does not say why (the internal server binds it).
             check_free("LARDER_INTERNAL_PORT", s.host, s.internal_port)
@@ -240,6 +243,10 @@ class Sidecar:
             await self.eventing.close()
         if self.entities is not None:
             await self.entities.shutdown()
+        if self.views is not None:
+            # After the entities' last writes; what is still queued is caught up at the
+            # next start (views/delivery.py).
+            await self.views.close()
         if self.cluster is not None:
             await self.cluster.close(SHUTDOWN_GRACE)
         if self.function_watch is not None:
@@ -251,5 +258,4 @@ class Sidecar:
         await self.journal_watch.close()
         await self.journal.close()
         await self.admin.close()
-        await self.inspection.close()
         log.info("stopped")

@@ -20,13 +20,13 @@ from google.protobuf.message import DecodeError, Message
 
 from .cluster import Router
 from .entities import Command
-from .entities.idempotency import HEADER as IDEMPOTENCY_KEY
 from .entities.idempotency import command_key
 from .invoke import InvokeError, InvokeResult, MetadataPairs, MethodModel
 from .metrics import Metrics
 from .model import KeyError_, Kind, Method, UserFunctionModel
 from .outcome import Outcome, metadata_pairs, protocol_metadata
 from .protocol import action_pb2, action_pb2_grpc
+from .views.queries import ViewQueries
 
 log = logging.getLogger("larder_sidecar.dispatch")
 
@@ -61,6 +61,8 @@ class Dispatcher:
         self._actions = action_pb2_grpc.ActionsStub(channel)
         self._metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
+        self.views: ViewQueries | None = None
+        """Answers the query methods of view components (set when the function has any)."""
 
     # --- the Invoker seam ---------------------------------------------------------------
 
@@ -70,13 +72,8 @@ class Dispatcher:
         m = self.model.methods.get(method.path)
         if m is None:
             raise InvokeError(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method.path}")
-        # The HTTP front passes every request header; the component gets the ones it asked
-        # for, and the idempotency key, which the entity itself reads.
-        headers = [
-            *m.component.forwarded(metadata),
-            *((k, v) for k, v in metadata if k == IDEMPOTENCY_KEY and k not in
-              m.component.forward_headers),
-        ]
+        # The HTTP front passes every request header; the component gets the ones it asked for.
+        headers = m.component.forwarded(metadata)
         return await self.call(m, request.SerializeToString(), headers, parsed=request)
 
     async def call(
@@ -112,6 +109,9 @@ class Dispatcher:
         parsed: Message | None,
         hops: int,
     ) -> InvokeResult:
+        if method.component.kind is Kind.VIEW:
+            request = parsed if parsed is not None else parse(method, payload)
+            return InvokeResult(await self._views(method).unary(method.model.path, request))
         outcome = await self._run(method, payload, metadata, parsed)
         return await self._finish(outcome, hops)
 
@@ -305,9 +305,33 @@ class Dispatcher:
             raise _unavailable(e) from e
         return await self._finish(_action_outcome(response), 0)
 
+    def _views(self, method: Method) -> ViewQueries:
+        if self.views is None:
+            raise InvokeError(
+                grpc.StatusCode.UNIMPLEMENTED, f"{method.model.path}: views are not running"
+            )
+        return self.views
+
+    async def _view_rows(self, method: Method, request: Message) -> AsyncIterator[InvokeResult]:
+        async for payload in self._views(method).stream(method.model.path, request):
+            yield InvokeResult(payload)
+
+    def invoke_stream(
+        self, method: MethodModel, request: Message, metadata: MetadataPairs
+    ) -> AsyncIterator[InvokeResult]:
+        """A server-streamed view query for the HTTP front (which sends a JSON array)."""
+        m = self.model.methods.get(method.path)
+        if m is None or m.component.kind is not Kind.VIEW:
+            raise InvokeError(
+                grpc.StatusCode.UNIMPLEMENTED, f"{method.path} is not a streamed view query"
+            )
+        return self._view_rows(m, request)
+
     def streamed_out(
         self, method: Method, payload: bytes, metadata: MetadataPairs
     ) -> AsyncIterator[InvokeResult]:
+        if method.component.kind is Kind.VIEW:
+            return self._view_rows(method, parse(method, payload))
         parse(method, payload)
         call = self._actions.HandleStreamedOut(self._action_command(method, payload, metadata))
         return self._outs(call, None)

@@ -6,9 +6,9 @@ and render the result or the `InvokeError`. They never see protocol streams.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import grpc
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
@@ -63,3 +63,12 @@ class Invoker(Protocol):
         self, method: MethodModel, request: Message, metadata: MetadataPairs
     ) -> InvokeResult:
         """Run one unary command; raise InvokeError for anything but a reply."""
+
+
+@runtime_checkable
+class StreamInvoker(Invoker, Protocol):
+    def invoke_stream(
+        self, method: MethodModel, request: Message, metadata: MetadataPairs
+    ) -> AsyncIterator[InvokeResult]:
+        """The replies of a server-streamed view query (the HTTP front collects them into
+        a JSON array); raise InvokeError for other methods."""

@@ -8,7 +8,7 @@ process imported.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -27,8 +27,12 @@ from larder_protocol import (
 
 from .invoke import MetadataPairs, MethodModel
 from .protocol import annotations_pb2, discovery_pb2, legacy_entity_key_pb2
+from .views.spec import SourceKind, ViewSpec, build_view, check_sources, method_options
 
 TYPE_URL_PREFIX = "type.googleapis.com/"
+IDEMPOTENCY_KEY = "idempotency-key"
+"""The request header (HTTP `Idempotency-Key`, gRPC metadata) of a client's idempotency
+key: every front passes it to the entity, which reads it (`entities/idempotency.py`)."""
 
 EVENT_SOURCED = EVENT_SOURCED_ENTITY
 
@@ -41,10 +45,11 @@ class Kind(Enum):
     EVENT_SOURCED = EVENT_SOURCED
     VALUE = VALUE_ENTITY
     ACTION = ACTION
+    VIEW = VIEW
 
     @property
     def is_entity(self) -> bool:
-        return self is not Kind.ACTION
+        return self in (Kind.EVENT_SOURCED, Kind.VALUE)
 
 
 class SpecError(ValueError):
@@ -140,10 +145,10 @@ class Component:
 
     def forwarded(self, headers: MetadataPairs) -> MetadataPairs:
         """The request headers this component asked for (names as lower-cased by the
-        fronts)."""
+        fronts), and the idempotency key, asked for or not."""
         if not self.forward_headers:
-            return ()
-        return [(k, v) for k, v in headers if k in self.forward_headers]
+            return [(k, v) for k, v in headers if k == IDEMPOTENCY_KEY]
+        return [(k, v) for k, v in headers if k in self.forward_headers or k == IDEMPOTENCY_KEY]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +182,9 @@ class UserFunctionModel:
     methods: Mapping[str, Method]
     """By gRPC path, `/package.Service/Method`."""
     info: ServiceInfo
+    views: Mapping[str, ViewSpec] = field(default_factory=dict)
+    """View components by service name; their query methods are in `methods`, their
+    update methods are not (the sidecar calls those, never a client)."""
 
     def method(self, service: str, name: str) -> Method | None:
         return self.methods.get(f"/{service}/{name}")
@@ -273,13 +281,15 @@ def build_model(
     protos = _message_protos(file_set.file)
     components: dict[str, Component] = {}
     methods: dict[str, Method] = {}
+    views: dict[str, ViewSpec] = {}
+    options = method_options(file_set)
     if not spec.components:
         problems.append("the spec declares no components")
     for c in spec.components:
         try:
             kind = Kind(c.component_type)
         except ValueError:
-            if c.component_type in (REPLICATED_ENTITY, VIEW):
+            if c.component_type == REPLICATED_ENTITY:
                 problems.append(
                     f"{c.service_name}: component type {c.component_type} is not supported by "
                     "this sidecar yet"
@@ -323,7 +333,15 @@ def build_model(
             frozenset(h.lower() for h in forward_headers),
         )
         components[c.service_name] = component
+        view: ViewSpec | None = None
+        if kind is Kind.VIEW:
+            view = build_view(service, options, problems)
+            if view is None:
+                continue
+            views[c.service_name] = view
         for md in service.methods:
+            if view is not None and md.name not in view.queries:
+                continue  # an update method: the sidecar calls it, clients do not
             key: EntityKey | None = None
             if kind.is_entity:
                 fields = _key_fields(md.input_type, protos)
@@ -365,6 +383,17 @@ def build_model(
                 key=key,
                 input_type_url=TYPE_URL_PREFIX + md.input_type.full_name,
             )
+    check_sources(
+        list(views.values()),
+        {
+            c.entity_type: SourceKind.VALUE_ENTITY
+            if c.kind is Kind.VALUE
+            else SourceKind.EVENT_SOURCED_ENTITY
+            for c in components.values()
+            if c.kind.is_entity
+        },
+        problems,
+    )
     if problems:
         raise SpecError(problems)
     return UserFunctionModel(
@@ -378,6 +407,7 @@ def build_model(
             support_library=f"{si.support_library_name} {si.support_library_version}".strip(),
             protocol_version=version,
         ),
+        views=views,
     )
 
 
@@ -388,6 +418,6 @@ def proxy_info(version: tuple[int, int], proxy_version: str) -> Any:
         protocol_minor_version=version[1],
         proxy_name="larder-sidecar",
         proxy_version=proxy_version,
-        supported_entity_types=[EVENT_SOURCED, VALUE_ENTITY, ACTION],
+        supported_entity_types=[EVENT_SOURCED, VALUE_ENTITY, ACTION, VIEW],
         dev_mode=False,
     )

@@ -15,6 +15,7 @@ from akkaserverless.component.eventsourcedentity import (
     event_sourced_entity_pb2_grpc,
 )
 from akkaserverless.component.valueentity import value_entity_pb2, value_entity_pb2_grpc
+from akkaserverless.component.view import view_pb2, view_pb2_grpc
 from akkaserverless.protocol import discovery_pb2, discovery_pb2_grpc
 from larder_protocol import SUPPORTED_PROTOCOL_VERSIONS
 
@@ -39,4 +40,6 @@ __all__ = [
     "legacy_entity_key_pb2",
     "value_entity_pb2",
     "value_entity_pb2_grpc",
+    "view_pb2",
+    "view_pb2_grpc",
 ]

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import Message
+from larder_protocol import VIEW
 from larder_sidecar.entities.idempotency import is_key_reused
 from larder_sidecar.function_limit import FunctionLimit
-from larder_sidecar.invoke import InvokeError, Invoker
+from larder_sidecar.invoke import InvokeError, Invoker, StreamInvoker
 from larder_sidecar.logs import clip
 from larder_sidecar.metrics import Metrics
 from larder_sidecar.model import EntityIdTooLong
@@ -116,7 +118,9 @@ class Dispatcher:
             return error_response(
                 405, grpc.StatusCode.UNIMPLEMENTED, str(e), [("allow", ", ".join(e.allowed))]
             )
-        if route.streaming:
+        # A server-streamed view query is answered with a JSON array of its replies.
+        collected = _collects(route) and isinstance(self._invoker, StreamInvoker)
+        if route.streaming and not collected:
             return _streaming_refused(route)
         if request.body:
             content_type = _header(request.headers, "content-type")
@@ -138,6 +142,8 @@ class Dispatcher:
         except InvokeError as e:
             self._metrics.limit_refusals.labels("user_function_message_bytes").inc()
             return error_response(413, e.code, e.message)
+        if collected:
+            return await self._collected(route, transcoder, message, metadata)
         try:
             result = await self._invoker.invoke(route.method, message, metadata)
         except InvokeError as e:
@@ -162,6 +168,35 @@ class Dispatcher:
             return error_response(500, grpc.StatusCode.INTERNAL, str(e))
         headers = _reply_headers(result.metadata)
         return HttpResponse(status=200, body=body, content_type=content_type, headers=headers)
+
+    async def _collected(
+        self,
+        route: Route,
+        transcoder: Transcoder,
+        message: Message,
+        metadata: Sequence[tuple[str, str]],
+    ) -> HttpResponse:
+        assert isinstance(self._invoker, StreamInvoker)
+        try:
+            parts = [
+                transcoder.encode_reply(result.payload)[0]
+                async for result in self._invoker.invoke_stream(route.method, message, metadata)
+            ]
+        except InvokeError as e:
+            return error_response(http_status(e.code), e.code, e.message)
+        except ReplyDecodeError as e:
+            log.exception("rendering the reply of %s failed", route.method.path)
+            return error_response(500, grpc.StatusCode.INTERNAL, str(e))
+        return HttpResponse(
+            status=200, body=b"[" + b",".join(parts) + b"]", content_type=JSON_CONTENT_TYPE
+        )
+
+
+def _collects(route: Route) -> bool:
+    method = route.method
+    return method.server_streaming and not method.client_streaming and (
+        method.component_type == VIEW
+    )
 
 
 def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:

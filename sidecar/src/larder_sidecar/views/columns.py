@@ -1,0 +1,72 @@
+"""The values storage keeps for a row's filter columns, read from the row at write time,
+and the same conversion for request parameters at query time, so that a stored column and
+a parameter compare in the store exactly as the query language's evaluator compares them.
+
+| Query type | Stored as |
+|---|---|
+| numbers and their wrappers | the number (an integer beyond int64 as a float) |
+| string, `StringValue` | the text (compared by code point: UTF-8 byte order) |
+| bool, `BoolValue` | 0 or 1 |
+| bytes, `BytesValue` | the bytes |
+| enum | its number |
+| `Timestamp` | nanoseconds since the epoch (`seconds * 10**9 + nanos`) |
+| any other message | 1 when set (only `IS [NOT] NULL` reads it) |
+
+NULL (see docs/views.md) is stored as NULL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from .query.columns import TIMESTAMP, WRAPPERS, message_type, resolve
+
+StoredValue = int | float | str | bytes | None
+Extractor = Callable[[Message], StoredValue]
+
+_INT64_MAX = 2**63 - 1
+
+
+def _number(value: Any) -> StoredValue:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value > _INT64_MAX:
+        return float(value)  # uint64 beyond SQLite's INTEGER: ordered, not exact
+    if isinstance(value, str | bytes | int | float):
+        return value
+    raise TypeError(f"unexpected column value {value!r}")
+
+
+def _converter(field: FieldDescriptor) -> Callable[[Any], StoredValue]:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        name = message_type(field).full_name
+        if name in WRAPPERS:
+            return lambda wrapper: _number(wrapper.value)
+        if name == TIMESTAMP:
+            return lambda ts: int(ts.seconds) * 1_000_000_000 + int(ts.nanos)
+        return lambda _message: 1
+    return _number
+
+
+def extractor(message_type_: Descriptor, path: Sequence[str]) -> Extractor:
+    """Reads the stored value at `path` of a `message_type_` message; None for NULL."""
+    fields = resolve(message_type_, tuple(path)).fields
+    *outer, last = fields
+    names = [f.name for f in outer]
+    present = bool(last.has_presence)
+    convert = _converter(last)
+
+    def get(message: Message) -> StoredValue:
+        for name in names:
+            if not message.HasField(name):
+                return None
+            message = getattr(message, name)
+        if present and not message.HasField(last.name):
+            return None
+        return convert(getattr(message, last.name))
+
+    return get

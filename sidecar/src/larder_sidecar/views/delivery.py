@@ -1,0 +1,323 @@
+"""Delivery: committed entity changes become view rows, at least once, in order per entity,
+applied idempotently.
+
+Each view has a worker task and a queue of changes (`feed.py` publishes them after the
+journal committed them; catch-up adds what the journal holds beyond the view's offsets).
+The worker applies one change at a time: it makes the rows (the state itself, or the
+user function's answer on `Views/Handle` for transformed updates) and hands them to the
+store with the offset the view last applied for that entity (a value entity's revision,
+an event's sequence number). The store writes rows and the new offset in one
+transaction, and only if the stored offset is still the expected one, so:
+
+- a change already applied (offset not above the stored one) is skipped: idempotent;
+- an event whose predecessors the view has not seen makes the worker read them from the
+  journal first: in order per entity;
+- a change that fails (the user function down, the store unavailable) is retried with
+  back-off, and the view waits behind it: nothing is skipped (the other views go on).
+
+The argument for why nothing is lost, per journal, is in docs/views.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+from larder_protocol import message_class
+
+from ..journal.base import PersistenceId, StoredPayload, ValueState
+from .catchup import ChangeSource
+from .feed import Change, EventsAppended, ValueChanged
+from .handle import Answer, HandleClient, receive_event
+from .metrics import ViewMetrics
+from .spec import TYPE_URL_PREFIX, SourceKind, ViewSpec, ViewUpdate
+from .store import RowChange, TableSchema, ViewStore
+
+log = logging.getLogger("larder_sidecar.views")
+
+LoadValue = Callable[[PersistenceId], Awaitable[ValueState]]
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+
+
+class GapUnrecoverable(Exception):
+    """Events a view needs are not in any journal this sidecar can read."""
+
+
+def table_schemas(views: Mapping[str, ViewSpec]) -> dict[tuple[str, str], TableSchema]:
+    """Every table of every view, with the columns its queries filter on."""
+    return {
+        (view.service, table): TableSchema(view.service, table, row, view.filter_columns(table))
+        for view in views.values()
+        for table, row in view.tables.items()
+    }
+
+
+@dataclass
+class _ViewState:
+    spec: ViewSpec
+    routes: dict[str, dict[str, ViewUpdate]]
+    """Entity type -> input type URL -> update method."""
+    offsets: dict[str, int]
+    pending: collections.deque[tuple[float, Change]]
+    wakeup: asyncio.Event
+    busy: bool = False
+
+
+class ViewDelivery:
+    def __init__(
+        self,
+        views: Mapping[str, ViewSpec],
+        store: ViewStore,
+        handle: HandleClient | None,
+        metrics: ViewMetrics,
+        *,
+        load_value: LoadValue,
+        source: ChangeSource | None = None,
+    ) -> None:
+        self.tables = table_schemas(views)
+        self._store = store
+        self._handle = handle
+        self._metrics = metrics
+        self._load_value = load_value
+        self._source = source
+        self._views: dict[str, _ViewState] = {}
+        for view in views.values():
+            routes: dict[str, dict[str, ViewUpdate]] = {}
+            for u in view.updates:
+                routes.setdefault(u.entity_type, {})[u.input_type_url] = u
+            self._views[view.service] = _ViewState(
+                view, routes, {}, collections.deque(), asyncio.Event()
+            )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._warned: set[tuple[str, str]] = set()
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> list[str]:
+        """Open the store (returns the tables rebuilt), load the offsets, queue what the
+        journal holds beyond them (catch-up), and start the workers."""
+        rebuilt = await self._store.open(list(self.tables.values()))
+        for name, state in self._views.items():
+            state.offsets = dict(await self._store.offsets(name))
+        await self.catch_up()
+        loop = asyncio.get_running_loop()
+        for name in self._views:
+            self._tasks.append(loop.create_task(self._work(name), name=f"view {name}"))
+        return rebuilt
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._source is not None:
+            self._source.close()
+        await self._store.close()
+
+    async def idle(self, within: float) -> bool:
+        """Wait until no change waits or is being applied; False after `within` seconds."""
+        deadline = time.monotonic() + within
+        while any(s.pending or s.busy for s in self._views.values()):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    # --- intake ---------------------------------------------------------------------------
+
+    def publish(self, change: Change) -> None:
+        """Queue a committed change for every view it feeds (never blocks)."""
+        entity_type = change.pid.partition("|")[0]
+        now = time.monotonic()
+        for name, state in self._views.items():
+            if entity_type in state.routes:
+                state.pending.append((now, change))
+                self._metrics.pending.labels(name).set(len(state.pending))
+                state.wakeup.set()
+
+    async def catch_up(self) -> None:
+        """Queue, for every view, what the journal holds beyond the view's offsets."""
+        if self._source is None:
+            return
+        for state in self._views.values():
+            kinds = {u.entity_type: u.source for u in state.spec.updates}
+            for entity_type, kind in kinds.items():
+                if kind is SourceKind.VALUE_ENTITY:
+                    revisions = await self._source.value_revisions(entity_type)
+                    for pid, revision in sorted(revisions.items()):
+                        if revision > state.offsets.get(pid, 0):
+                            value = await self._load_value(pid)
+                            self.publish(ValueChanged(pid, value.revision, value.payload))
+                else:
+                    heads = await self._source.event_heads(entity_type)
+                    for pid, head in sorted(heads.items()):
+                        applied = state.offsets.get(pid, 0)
+                        if head > applied:
+                            events = await self._source.events(pid, applied + 1, head)
+                            self.publish(EventsAppended(pid, applied + 1, tuple(events)))
+
+    # --- the worker ---------------------------------------------------------------------
+
+    async def _work(self, name: str) -> None:
+        state = self._views[name]
+        while True:
+            if not state.pending:
+                self._metrics.lag_seconds.labels(name).set(0)
+                state.wakeup.clear()
+                await state.wakeup.wait()
+                continue
+            _, change = state.pending[0]
+            state.busy = True
+            delay = RETRY_FIRST_S
+            while True:
+                try:
+                    await self._apply(state, change)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    self._metrics.update_failures.labels(name).inc()
+                    log.error(  # noqa: TRY400 - the message says it all; traces at debug
+                        "view %s: applying %s failed, retrying in %.1fs: %s",
+                        name,
+                        _describe(change),
+                        delay,
+                        e,
+                    )
+                    log.debug("view %s failure", name, exc_info=True)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+            state.pending.popleft()
+            state.busy = False
+            self._metrics.pending.labels(name).set(len(state.pending))
+            if state.pending:
+                self._metrics.lag_seconds.labels(name).set(
+                    time.monotonic() - state.pending[0][0]
+                )
+
+    async def _apply(self, state: _ViewState, change: Change) -> None:
+        if isinstance(change, ValueChanged):
+            await self._apply_one(state, change.pid, change.revision, change.payload, value=True)
+            return
+        for i, event in enumerate(change.events):
+            await self._apply_one(state, change.pid, change.first_seq + i, event, value=False)
+
+    async def _apply_one(
+        self,
+        state: _ViewState,
+        pid: PersistenceId,
+        offset: int,
+        payload: StoredPayload | None,
+        *,
+        value: bool,
+    ) -> None:
+        name = state.spec.service
+        while True:
+            applied = state.offsets.get(pid, 0)
+            if offset <= applied:
+                return  # already applied (a redelivery, or another sidecar did it)
+            if not value and offset > applied + 1:
+                await self._fill_gap(state, pid, applied + 1, offset - 1)
+                continue
+            changes = await self._rows(state, pid, payload)
+            if await self._store.apply(name, pid, applied, offset, changes):
+                state.offsets[pid] = offset
+                self._metrics.changes_applied.labels(name).inc()
+                return
+            # Another sidecar on the same store moved this entity's offset: reread.
+            state.offsets = dict(await self._store.offsets(name))
+
+    async def _fill_gap(self, state: _ViewState, pid: PersistenceId, first: int, last: int) -> None:
+        if self._source is None:
+            raise GapUnrecoverable(
+                f"view {state.spec.service} has applied {pid} up to event {first - 1} and "
+                f"was given event {last + 1}; this journal cannot be read back for the "
+                "events between"
+            )
+        events = await self._source.events(pid, first, last)
+        for i, event in enumerate(events):
+            await self._apply_one(state, pid, first + i, event, value=False)
+
+    async def _rows(
+        self, state: _ViewState, pid: PersistenceId, payload: StoredPayload | None
+    ) -> list[RowChange]:
+        entity_type, _, entity_id = pid.partition("|")
+        routes = state.routes[entity_type]
+        if payload is None:
+            # A value entity was deleted: its row goes from every table it feeds.
+            tables = {u.table for u in routes.values()}
+            return [
+                RowChange(self.tables[(state.spec.service, t)], entity_id, None)
+                for t in sorted(tables)
+            ]
+        update = routes.get(payload.type_url)
+        if update is None:
+            warned = (state.spec.service, payload.type_url)
+            if warned not in self._warned:
+                self._warned.add(warned)
+                log.warning(
+                    "view %s has no update method taking %s from %s; such changes are "
+                    "skipped",
+                    state.spec.service,
+                    payload.type_url,
+                    entity_type,
+                )
+            return []
+        schema = self.tables[(state.spec.service, update.table)]
+        if not update.transform:
+            return self._row_change(state, schema, entity_id, payload.value)
+        assert self._handle is not None  # transformed updates need the user function
+        previous = await self._store.row(schema, entity_id)
+        answer = await self._handle.receive(
+            receive_event(update, entity_id, payload.type_url, payload.value, previous),
+            entity_id,
+        )
+        return self._answered(state, schema, answer)
+
+    def _answered(self, state: _ViewState, schema: TableSchema, answer: Answer) -> list[RowChange]:
+        if answer.delete:
+            return [RowChange(schema, answer.key, None)]
+        if answer.row is None:
+            return []
+        expected = TYPE_URL_PREFIX + schema.row_type.full_name
+        if answer.row.type_url != expected:
+            self._metrics.rows_rejected.labels(state.spec.service).inc()
+            log.error(
+                "view %s: the update handler answered a %s for table %r, whose rows are %s; "
+                "the change is skipped",
+                state.spec.service,
+                answer.row.type_url,
+                schema.table,
+                schema.row_type.full_name,
+            )
+            return []
+        return self._row_change(state, schema, answer.key, answer.row.value)
+
+    def _row_change(
+        self, state: _ViewState, schema: TableSchema, key: str, row: bytes
+    ) -> list[RowChange]:
+        try:
+            parsed = message_class(schema.row_type).FromString(row)
+        except DecodeError:
+            self._metrics.rows_rejected.labels(state.spec.service).inc()
+            log.error(  # noqa: TRY400 - a bad row of the user function's, not our bug
+                "view %s: a row for %r of table %r is not a valid %s; the change is skipped",
+                state.spec.service,
+                key,
+                schema.table,
+                schema.row_type.full_name,
+            )
+            return []
+        return [RowChange(schema, key, row, schema.values(parsed))]
+
+
+def _describe(change: Change) -> str:
+    if isinstance(change, ValueChanged):
+        return f"{change.pid} revision {change.revision}"
+    return f"{change.pid} events {change.first_seq}..{change.last_seq}"

@@ -1,0 +1,95 @@
+"""Views in a running sidecar: the store chosen from the journal, delivery, the query path.
+
+- memory journal: memory store (nothing survives a restart, like the journal), no catch-up;
+- sqlite journal: SQLite store `<journal stem>-views<suffix>` next to the journal's file,
+  catch-up reading the journal's file read-only;
+- cassandra journal: not built, a function declaring views is refused at start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc.aio
+from prometheus_client import CollectorRegistry
+
+from ..journal.base import Journal
+from ..model import SpecError, UserFunctionModel
+from ..settings import Settings
+from .catchup import ChangeSource, SqliteChangeSource
+from .delivery import ViewDelivery
+from .feed import FeedingJournal
+from .handle import HandleClient
+from .metrics import ViewMetrics
+from .queries import ViewQueries
+from .sqlite_store import SqliteViewStore
+from .store import MemoryViewStore, ViewStore
+
+
+def views_path(journal_path: str | Path) -> Path:
+    """The view store's file for an SQLite journal file: `journal.db` -> `journal-views.db`."""
+    p = Path(journal_path)
+    return p.with_name(f"{p.stem}-views{p.suffix or '.db'}")
+
+
+class Views:
+    """Owns the view store, the delivery workers and the query path of one sidecar."""
+
+    def __init__(
+        self,
+        model: UserFunctionModel,
+        journal: Journal,
+        store: ViewStore,
+        channel: grpc.aio.Channel,
+        registry: CollectorRegistry,
+        *,
+        source: ChangeSource | None = None,
+    ) -> None:
+        metrics = ViewMetrics(registry)
+        transforms = any(u.transform for v in model.views.values() for u in v.updates)
+        self.delivery = ViewDelivery(
+            model.views,
+            store,
+            HandleClient(channel) if transforms else None,
+            metrics,
+            load_value=journal.load_value,
+            source=source,
+        )
+        self.queries = ViewQueries(model.views, self.delivery.tables, store, metrics)
+        self.journal: Journal = FeedingJournal(journal, self.delivery.publish)
+        """The journal the entities write through: committed writes reach the views."""
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        model: UserFunctionModel,
+        journal: Journal,
+        channel: grpc.aio.Channel,
+        registry: CollectorRegistry,
+    ) -> Views:
+        if settings.journal_type == "sqlite":
+            return cls(
+                model,
+                journal,
+                SqliteViewStore(views_path(settings.journal_sqlite_path)),
+                channel,
+                registry,
+                source=SqliteChangeSource(settings.journal_sqlite_path),
+            )
+        if settings.journal_type == "memory":
+            return cls(model, journal, MemoryViewStore(), channel, registry)
+        raise SpecError(
+            [
+                f"{', '.join(sorted(model.views))}: views are not built on the "
+                f"{settings.journal_type} journal yet, only on the sqlite and memory "
+                "journals (docs/views.md)"
+            ]
+        )
+
+    async def start(self) -> list[str]:
+        """Open the store and catch up; returns the ids of tables rebuilt."""
+        return await self.delivery.start()
+
+    async def close(self) -> None:
+        await self.delivery.close()

@@ -1,0 +1,247 @@
+"""Delivery: committed changes become rows once, in order per entity, also after a crash
+between the journal write and the view update (catch-up), and through update handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from larder_sidecar.invoke import InvokeError
+from larder_sidecar.journal.base import PersistenceId, StoredPayload
+from larder_sidecar.journal.memory import MemoryJournal
+from larder_sidecar.journal.sqlite import SqliteJournal
+from larder_sidecar.model import UserFunctionModel, build_model
+from larder_sidecar.views.catchup import SqliteChangeSource
+from larder_sidecar.views.delivery import ViewDelivery
+from larder_sidecar.views.feed import EventsAppended, FeedingJournal, ValueChanged
+from larder_sidecar.views.handle import Answer, HandleClient, HandleFailed
+from larder_sidecar.views.metrics import ViewMetrics
+from larder_sidecar.views.queries import ViewQueries
+from larder_sidecar.views.sqlite_store import SqliteViewStore
+from larder_sidecar.views.store import MemoryViewStore, ViewStore
+from prometheus_client import CollectorRegistry
+
+from .shop import PACKAGE, compile_shop, shop_spec
+
+ITEMS = f"{PACKAGE}.ItemsView"
+BALANCES = f"{PACKAGE}.BalancesView"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, bytes]:
+    return compile_shop(tmp_path_factory.mktemp("shop"))
+
+
+@pytest.fixture(scope="module")
+def model(shop: tuple[ModuleType, bytes]) -> UserFunctionModel:
+    return build_model(shop_spec(shop[1]), {(0, 7)})
+
+
+class SummingHandler(HandleClient):
+    """The accounts' update handler, in process: adds each deposit to the previous row.
+    Records what it was given; fails the first `failures` calls."""
+
+    def __init__(self, pb: ModuleType, failures: int = 0) -> None:
+        self.pb = pb
+        self.failures = failures
+        self.seen: list[tuple[str, int, int | None]] = []
+
+    async def receive(self, event: Any, entity_id: str) -> Answer:
+        if self.failures:
+            self.failures -= 1
+            raise HandleFailed("the user function is restarting")
+        deposit = self.pb.Deposited.FromString(event.payload.value)
+        lookup = event.by_subject_lookup_result
+        previous = self.pb.Balance.FromString(lookup.value.value) if lookup.HasField(
+            "value") else None
+        self.seen.append((entity_id, deposit.amount, previous.total if previous else None))
+        row = self.pb.Balance(account_id=entity_id, deposits=1, total=deposit.amount)
+        if previous is not None:
+            row.total += previous.total
+            row.deposits += previous.deposits
+        packed = any_pb2.Any()
+        packed.Pack(row)
+        return Answer(entity_id, row=packed)
+
+
+def _delivery(model: UserFunctionModel, store: ViewStore, journal: Any, handler: Any,
+              source: Any = None) -> tuple[ViewDelivery, ViewQueries]:
+    metrics = ViewMetrics(CollectorRegistry())
+    delivery = ViewDelivery(model.views, store, handler, metrics,
+                            load_value=journal.load_value, source=source)
+    return delivery, ViewQueries(model.views, delivery.tables, store, metrics)
+
+
+def _item(pb: ModuleType, item_id: str, name: str, price: int, category: str) -> StoredPayload:
+    msg = pb.Item(item_id=item_id, name=name, price=price, category=category)
+    return StoredPayload(f"type.googleapis.com/{PACKAGE}.Item", msg.SerializeToString())
+
+
+def _deposit(pb: ModuleType, amount: int) -> StoredPayload:
+    return StoredPayload(f"type.googleapis.com/{PACKAGE}.Deposited",
+                         pb.Deposited(amount=amount).SerializeToString())
+
+
+async def _rows(queries: ViewQueries, path: str, request: Message, cls: Any) -> list[Any]:
+    return [cls.FromString(r) async for r in queries.stream(path, request)]
+
+
+@pytest.fixture
+async def memory(model: UserFunctionModel, shop: tuple[ModuleType, bytes]
+                 ) -> AsyncIterator[tuple[ViewDelivery, ViewQueries, FeedingJournal, Any]]:
+    journal = MemoryJournal()
+    handler = SummingHandler(shop[0])
+    delivery, queries = _delivery(model, MemoryViewStore(), journal, handler)
+    await delivery.start()
+    yield delivery, queries, FeedingJournal(journal, delivery.publish), handler
+    await delivery.close()
+
+
+async def test_value_entity_states_become_rows_and_deletes_remove_them(
+    memory: tuple[ViewDelivery, ViewQueries, FeedingJournal, Any], shop: tuple[ModuleType, bytes]
+) -> None:
+    delivery, queries, journal, _ = memory
+    pb = shop[0]
+    a, b = PersistenceId("items|a"), PersistenceId("items|b")
+    assert await journal.put_value(a, 0, _item(pb, "a", "apple", 3, "fruit")) == 1
+    await journal.put_value(b, 0, _item(pb, "b", "bean", 1, "veg"))
+    await journal.put_value(a, 1, _item(pb, "a", "apple", 2, "fruit"))
+    assert await delivery.idle(5)
+    by_category = f"/{ITEMS}/ByCategoryQuery"
+    fruit = await _rows(queries, by_category, pb.ByCategory(category="fruit"), pb.Item)
+    assert [(i.item_id, i.price) for i in fruit] == [("a", 2)]
+    await journal.put_value(a, 2, None)
+    assert await delivery.idle(5)
+    assert await _rows(queries, by_category, pb.ByCategory(category="fruit"), pb.Item) == []
+    assert len(await _rows(queries, by_category, pb.ByCategory(category="veg"), pb.Item)) == 1
+
+
+async def test_a_change_delivered_twice_is_applied_once(
+    memory: tuple[ViewDelivery, ViewQueries, FeedingJournal, Any], shop: tuple[ModuleType, bytes]
+) -> None:
+    delivery, queries, journal, handler = memory
+    pb = shop[0]
+    pid = PersistenceId("accounts|acc")
+    await journal.append(pid, 0, [_deposit(pb, 5), _deposit(pb, 7)])
+    assert await delivery.idle(5)
+    # Published again (as catch-up after a crash would): the offsets skip it.
+    delivery.publish(EventsAppended(pid, 1, (_deposit(pb, 5), _deposit(pb, 7))))
+    delivery.publish(ValueChanged(PersistenceId("items|zzz"), 0, None))
+    assert await delivery.idle(5)
+    rows = await _rows(queries, f"/{BALANCES}/AtLeast", pb.MinTotal(min=0), pb.Balance)
+    assert [(r.account_id, r.total, r.deposits) for r in rows] == [("acc", 12, 2)]
+    # The handler saw each event once, with the row as it stood before it.
+    assert handler.seen == [("acc", 5, None), ("acc", 7, 5)]
+
+
+async def test_a_failing_update_handler_is_retried_and_nothing_is_skipped(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes]
+) -> None:
+    pb = shop[0]
+    handler = SummingHandler(pb, failures=2)
+    journal = MemoryJournal()
+    delivery, queries = _delivery(model, MemoryViewStore(), journal, handler)
+    await delivery.start()
+    try:
+        feed = FeedingJournal(journal, delivery.publish)
+        await feed.append(PersistenceId("accounts|x"), 0, [_deposit(pb, 4)])
+        await feed.append(PersistenceId("accounts|x"), 1, [_deposit(pb, 6)])
+        assert await delivery.idle(10)
+        rows = await _rows(queries, f"/{BALANCES}/AtLeast", pb.MinTotal(min=10), pb.Balance)
+        assert [(r.total, r.deposits) for r in rows] == [(10, 2)]
+        assert handler.failures == 0
+    finally:
+        await delivery.close()
+
+
+async def test_catch_up_applies_what_was_committed_while_no_view_update_ran(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes], tmp_path: Path
+) -> None:
+    """The crash between the journal write and the view update: the journal holds writes
+    the view never saw (written here without the feed); the next start applies them."""
+    pb = shop[0]
+    path = tmp_path / "journal.db"
+    journal = SqliteJournal(path)
+    await journal.start()
+    try:
+        handler = SummingHandler(pb)
+        first, _ = _delivery(model, SqliteViewStore(tmp_path / "views.db"), journal, handler,
+                             SqliteChangeSource(path))
+        await first.start()
+        feed = FeedingJournal(journal, first.publish)
+        await feed.put_value(PersistenceId("items|a"), 0, _item(pb, "a", "apple", 3, "fruit"))
+        await feed.append(PersistenceId("accounts|acc"), 0, [_deposit(pb, 1)])
+        assert await first.idle(5)
+        await first.close()
+        # Committed, never published: the sidecar "crashed" after the journal write.
+        await journal.put_value(PersistenceId("items|a"), 1, _item(pb, "a", "apricot", 3, "fruit"))
+        await journal.put_value(PersistenceId("items|b"), 0, _item(pb, "b", "bean", 1, "veg"))
+        await journal.append(PersistenceId("accounts|acc"), 1, [_deposit(pb, 2), _deposit(pb, 3)])
+        second, queries = _delivery(model, SqliteViewStore(tmp_path / "views.db"), journal,
+                                    handler, SqliteChangeSource(path))
+        await second.start()
+        try:
+            assert await second.idle(5)
+            items = await _rows(queries, f"/{ITEMS}/ByCategoryQuery",
+                                pb.ByCategory(category="fruit"), pb.Item)
+            assert [i.name for i in items] == ["apricot"]
+            one = pb.Item.FromString(await queries.unary(f"/{ITEMS}/OneByName",
+                                                         pb.ByName(name="bean")))
+            assert one.item_id == "b"
+            rows = await _rows(queries, f"/{BALANCES}/AtLeast", pb.MinTotal(), pb.Balance)
+            assert [(r.total, r.deposits) for r in rows] == [(6, 3)]
+            assert handler.seen == [("acc", 1, None), ("acc", 2, 1), ("acc", 3, 3)]
+        finally:
+            await second.close()
+    finally:
+        await journal.close()
+
+
+async def test_an_event_after_a_gap_waits_for_the_events_before_it(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes], tmp_path: Path
+) -> None:
+    pb = shop[0]
+    path = tmp_path / "journal.db"
+    journal = SqliteJournal(path)
+    await journal.start()
+    handler = SummingHandler(pb)
+    delivery, _ = _delivery(model, MemoryViewStore(), journal, handler, SqliteChangeSource(path))
+    await delivery.start()
+    try:
+        pid = PersistenceId("accounts|g")
+        await journal.append(pid, 0, [_deposit(pb, 1), _deposit(pb, 2)])  # never published
+        await journal.append(pid, 2, [_deposit(pb, 3)])
+        delivery.publish(EventsAppended(pid, 3, (_deposit(pb, 3),)))
+        assert await delivery.idle(5)
+        assert handler.seen == [("g", 1, None), ("g", 2, 1), ("g", 3, 3)]
+    finally:
+        await delivery.close()
+        await journal.close()
+
+
+async def test_queries_reply_as_their_selection_says(
+    memory: tuple[ViewDelivery, ViewQueries, FeedingJournal, Any], shop: tuple[ModuleType, bytes]
+) -> None:
+    delivery, queries, journal, _ = memory
+    pb = shop[0]
+    for i, (name, price, category) in enumerate(
+        [("apple", 3, "fruit"), ("bean", 1, "veg"), ("cherry", 5, "fruit"), ("date", 2, "")]
+    ):
+        await journal.put_value(PersistenceId(f"items|i{i}"), 0,
+                                _item(pb, f"i{i}", name, price, category))
+    assert await delivery.idle(5)
+    cheaper = pb.ItemList.FromString(
+        await queries.unary(f"/{ITEMS}/Cheaper", pb.PriceBelow(max_price=4)))
+    assert [i.name for i in cheaper.items] == ["apple", "bean", "date"]
+    with pytest.raises(InvokeError) as info:
+        await queries.unary(f"/{ITEMS}/OneByName", pb.ByName(name="kiwi"))
+    assert info.value.code is grpc.StatusCode.NOT_FOUND
+    names = await _rows(queries, f"/{ITEMS}/Names", pb.ByCategory(category="fruit"),
+                        pb.NameInCategory)
+    assert [(n.name, n.category) for n in names] == [("apple", "fruit"), ("cherry", "fruit")]
