@@ -176,8 +176,9 @@ class Sidecar:
             function_limit=function_limit,
             metrics=self.metrics,
         )
-        # The public port relays gRPC to this server over loopback TCP (an abstract unix
-        # socket measured no better, docs/performance.md) and serves HTTP/1.1 itself.
+        # The public port serves unary gRPC calls and HTTP/1.1 itself and forwards every
+        # other gRPC stream (streamed methods, reflection, health) to this server over
+        # loopback TCP (an abstract unix socket measured no better, docs/performance.md).
         internal = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()
         try:
@@ -191,6 +192,8 @@ class Sidecar:
                 limits=s.public,
                 metrics=self.metrics,
                 function_limit=function_limit,
+                unary_grpc=self.dispatcher,
+                grpc_methods=model.methods,
             )
         except OSError as e:
             raise PortUnavailable.from_os_error("LARDER_PORT", s.host, s.port, e) from e
@@ -229,8 +232,8 @@ class Sidecar:
             # Consumed records finish and their offsets are committed while the
             # entities and the journal are still there.
             await self.eventing.stop_consuming()
-        # Together: relayed gRPC connections end when the internal server's GOAWAY
-        # passes through the public server.
+        # Together: the public port's forwarded gRPC streams need the internal server
+        # until they end.
         closing = []
         if self._public is not None:
             closing.append(self._public.close())

@@ -117,8 +117,14 @@ async def test_large_bodies_both_ways(public: PublicServer, tmp_path: Path) -> N
     assert result.status == 200
     assert json.loads(result.body)["tags"] == tags
     async with grpc_channel(public.port) as channel:
-        payload = bytes(range(256)) * (20 * 1024 * 1024 // 256)
+        # Far over every flow-control window, just under the port's message limit.
+        payload = bytes(range(256)) * ((MAX_HTTP_BODY - 1024) // 256)
         assert await grpc_echo(channel, payload) == payload
+        # The port enforces the limit on gRPC messages too (LARDER_MAX_MESSAGE_BYTES).
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await grpc_echo(channel, payload * 2)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert await grpc_echo(channel, b"still serving") == b"still serving"
 
 
 async def test_http_errors_are_precise_and_the_server_keeps_serving(

@@ -1,33 +1,37 @@
 """The public port: gRPC and HTTP/1.1 JSON on one socket.
 
 Each new connection is classified by its first bytes. A gRPC client opens with the
-HTTP/2 client preface and is relayed to the internal grpc.aio server; anything else
-is HTTP/1.1 and is served here. Over `max_connections`, a new connection is answered
-503 and closed.
+HTTP/2 client preface and is served by the gRPC front (`grpc_h2`): unary calls of the
+user's services in process, every other stream forwarded to the internal grpc.aio
+server; anything else is HTTP/1.1 and is served here. Over `max_connections`, a new
+connection is answered 503 and closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import grpc
+import grpc.aio
 from larder_sidecar.function_limit import FunctionLimit
 from larder_sidecar.invoke import Invoker, MethodModel
 from larder_sidecar.metrics import Metrics
+from larder_sidecar.model import Method
 from larder_sidecar.settings import PublicPortLimits
 
 from .connections import ConnectionSet
 from .dispatch import Dispatcher, error_response
+from .grpc_h2 import GrpcFront, UnaryDispatcher, UnaryServices
 from .http1 import Http1Connection
-from .relay import GrpcRelay, GrpcTarget
 from .routes import build_route_table
 
 log = logging.getLogger(__name__)
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# Not configurable: the front's HTTP/2 header list limit is the HTTP/1.1 header limit.
 DEFAULT_MAX_MESSAGE_BYTES = 12 * 1024 * 1024
 _REFUSAL_LINGER_SECONDS = 1.0
 """How long a refused connection's input is read and dropped, so the peer sees the 503."""
@@ -75,7 +79,7 @@ class _Sniffer(asyncio.Protocol):
         server = self._server
         protocol: asyncio.Protocol
         if buffer.startswith(HTTP2_PREFACE):
-            protocol = GrpcRelay(server.target, server.connections)
+            protocol = server.grpc_front.connection(server.connections)
         else:
             protocol = Http1Connection(
                 server.dispatcher,
@@ -152,19 +156,43 @@ class PublicServer:
     def __init__(
         self,
         dispatcher: Dispatcher,
-        target: GrpcTarget,
+        grpc_target: str,
         max_message_bytes: int,
         limits: PublicPortLimits | None = None,
         metrics: Metrics | None = None,
+        *,
+        unary: UnaryServices | None = None,
     ) -> None:
         self.dispatcher = dispatcher
-        self.target = target
+        self.grpc_target = grpc_target
         self.max_message_bytes = max_message_bytes
         self.limits = limits or PublicPortLimits()
         self.metrics = metrics or Metrics()
         self.connections = ConnectionSet(self.metrics.public_connections)
+        self.grpc_front = GrpcFront(
+            self._grpc_channel,
+            max_message_bytes,
+            unary,
+            max_header_list_size=self.limits.max_header_bytes,
+            idle_timeout=self.limits.grpc_idle_timeout,
+        )
+        self._channel: grpc.aio.Channel | None = None
         self._server: asyncio.Server | None = None
         self._refused_in_burst = 0
+
+    def _grpc_channel(self) -> grpc.aio.Channel:
+        """The channel to the internal grpc.aio server, for the streams the front forwards."""
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                self.grpc_target,
+                options=[
+                    ("grpc.max_receive_message_length", self.max_message_bytes),
+                    ("grpc.max_send_message_length", self.max_message_bytes),
+                    # The client's own deadline and retries apply, not the hop's.
+                    ("grpc.enable_retries", 0),
+                ],
+            )
+        return self._channel
 
     def admit(self) -> bool:
         """Whether a new connection may stay; logs once per burst of refusals."""
@@ -196,11 +224,10 @@ class PublicServer:
         )
 
     async def close(self, grace: float = 10.0) -> None:
-        """Stop accepting, let in-flight HTTP requests finish, then end every connection.
-
-        Relayed gRPC connections end when the internal gRPC server shuts down (its GOAWAY
-        passes through), so stop that server concurrently with this call; whatever is
-        still open after `grace` seconds is aborted.
+        """Stop accepting, let in-flight requests and calls finish (gRPC connections get
+        GOAWAY), then end every connection; whatever is still open after `grace` seconds
+        is aborted. Forwarded gRPC streams need the internal grpc.aio server until then:
+        stop it concurrently with a grace no shorter than this one.
         """
         if self._server is not None:
             self._server.close()
@@ -214,6 +241,9 @@ class PublicServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
 
 
 async def start_public_server(
@@ -227,18 +257,33 @@ async def start_public_server(
     limits: PublicPortLimits | None = None,
     metrics: Metrics | None = None,
     function_limit: FunctionLimit | None = None,
+    unary_grpc: UnaryDispatcher | None = None,
+    grpc_methods: Mapping[str, Method] | None = None,
 ) -> PublicServer:
-    """Listen on host:port for gRPC (relayed to `grpc_target`) and HTTP/1.1 JSON.
+    """Listen on host:port for gRPC and HTTP/1.1 JSON.
+
+    gRPC: the unary methods among `grpc_methods` (by gRPC path) are served in process by
+    `unary_grpc`; every other stream goes to the grpc.aio server at `grpc_target`
+    (`unix:/path` or `host:port`). Without `unary_grpc`, every stream goes there.
 
     Raises HttpRuleError when the methods' `google.api.http` options are invalid, and
     OSError when the port cannot be bound.
     """
     routes = build_route_table(methods)
     metrics = metrics or Metrics()
-    dispatcher = Dispatcher(routes, invoker, metrics, function_limit)
-    server = PublicServer(dispatcher, GrpcTarget.parse(grpc_target), max_message_bytes,
-                          limits, metrics)
+    limit = function_limit or FunctionLimit()
+    dispatcher = Dispatcher(routes, invoker, metrics, limit)
+    unary = None
+    if unary_grpc is not None:
+        unary_methods = {
+            path: m for path, m in (grpc_methods or {}).items()
+            if not m.model.client_streaming and not m.model.server_streaming
+        }
+        unary = UnaryServices(unary_grpc, unary_methods, max_message_bytes, limit, metrics)
+    server = PublicServer(dispatcher, grpc_target, max_message_bytes, limits, metrics,
+                          unary=unary)
     await server._listen(host, port)
-    log.info("public port listening on %s:%d (gRPC relayed to %s, HTTP/1.1 JSON: %d routes)",
-             host, server.port, grpc_target, len(routes.routes))
+    log.info("public port listening on %s:%d (gRPC: %d unary methods here, the rest via %s; "
+             "HTTP/1.1 JSON: %d routes)", host, server.port,
+             len(unary.methods) if unary else 0, grpc_target, len(routes.routes))
     return server

@@ -1,0 +1,104 @@
+"""HTTP/2 frames (RFC 9113 §4, §6): the constants and the byte layouts the gRPC front writes.
+
+Frames are read in `connection.py`, which cuts them straight out of its buffer; this
+module only builds the ones it sends. Each builder returns the whole frame (9-byte
+header and payload) so a response can be joined into one write.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+FRAME_HEADER = struct.Struct(">IBI")
+"""Length (24 bits, read as the top of a 32-bit word), type, flags, stream id (31 bits)."""
+_U32 = struct.Struct(">I")
+_U16_U32 = struct.Struct(">HI")
+_GOAWAY = struct.Struct(">II")
+
+MAX_WINDOW = 2**31 - 1
+DEFAULT_WINDOW = 65_535
+DEFAULT_MAX_FRAME = 16_384
+MAX_FRAME_LIMIT = 2**24 - 1
+
+
+class FrameType(enum.IntEnum):
+    DATA = 0x0
+    HEADERS = 0x1
+    PRIORITY = 0x2
+    RST_STREAM = 0x3
+    SETTINGS = 0x4
+    PUSH_PROMISE = 0x5
+    PING = 0x6
+    GOAWAY = 0x7
+    WINDOW_UPDATE = 0x8
+    CONTINUATION = 0x9
+
+
+# Flags, by the frame types that have them.
+END_STREAM = 0x1
+ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+
+
+class ErrorCode(enum.IntEnum):
+    NO_ERROR = 0x0
+    PROTOCOL_ERROR = 0x1
+    INTERNAL_ERROR = 0x2
+    FLOW_CONTROL_ERROR = 0x3
+    SETTINGS_TIMEOUT = 0x4
+    STREAM_CLOSED = 0x5
+    FRAME_SIZE_ERROR = 0x6
+    REFUSED_STREAM = 0x7
+    CANCEL = 0x8
+    COMPRESSION_ERROR = 0x9
+    CONNECT_ERROR = 0xA
+    ENHANCE_YOUR_CALM = 0xB
+    INADEQUATE_SECURITY = 0xC
+    HTTP_1_1_REQUIRED = 0xD
+
+
+class Setting(enum.IntEnum):
+    HEADER_TABLE_SIZE = 0x1
+    ENABLE_PUSH = 0x2
+    MAX_CONCURRENT_STREAMS = 0x3
+    INITIAL_WINDOW_SIZE = 0x4
+    MAX_FRAME_SIZE = 0x5
+    MAX_HEADER_LIST_SIZE = 0x6
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return FRAME_HEADER.pack(len(payload) << 8 | kind, flags, stream_id) + payload
+
+
+def settings(values: dict[Setting, int]) -> bytes:
+    payload = b"".join(_U16_U32.pack(key, value) for key, value in values.items())
+    return frame(FrameType.SETTINGS, 0, 0, payload)
+
+
+SETTINGS_ACK = frame(FrameType.SETTINGS, ACK, 0)
+
+
+def window_update(stream_id: int, increment: int) -> bytes:
+    return frame(FrameType.WINDOW_UPDATE, 0, stream_id, _U32.pack(increment))
+
+
+def rst_stream(stream_id: int, code: ErrorCode) -> bytes:
+    return frame(FrameType.RST_STREAM, 0, stream_id, _U32.pack(code))
+
+
+def goaway(last_stream_id: int, code: ErrorCode, debug: str = "") -> bytes:
+    payload = _GOAWAY.pack(last_stream_id, code) + debug.encode("utf-8", "replace")[:256]
+    return frame(FrameType.GOAWAY, 0, 0, payload)
+
+
+def ping_ack(opaque: bytes) -> bytes:
+    return frame(FrameType.PING, ACK, 0, opaque)
+
+
+def read_u32(data: bytes | bytearray | memoryview, offset: int = 0) -> int:
+    value: int = _U32.unpack_from(data, offset)[0]
+    return value

@@ -1,0 +1,202 @@
+"""A unary call of one of the user's methods, served in process: the request message goes
+straight to the dispatcher, as the HTTP/1.1 front's requests do, and the reply is written
+as one HEADERS + DATA + trailers burst.
+
+The call's task is owned by the stream: a client's RST_STREAM, the deadline or the
+connection's end cancels it. A command that has not started then never runs (its
+caller is gone from the entity's queue); one that has started finishes, its reply
+unsent, as with grpc.aio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from larder_sidecar.function_limit import FunctionLimit
+from larder_sidecar.invoke import InvokeError, InvokeResult, MetadataPairs
+from larder_sidecar.metrics import Metrics
+from larder_sidecar.model import EntityIdTooLong, Method
+
+from .connection import Http2Connection, Stream
+from .headers import RESPONSE_HEAD, RequestHead
+from .messages import (
+    CallError,
+    MessageReader,
+    check_encoding,
+    metadata_block,
+    parse_timeout,
+    prefixed,
+    status_trailers,
+    trailers_only,
+)
+
+log = logging.getLogger(__name__)
+
+
+class UnaryDispatcher(Protocol):
+    """What the front needs of `larder_sidecar.dispatch.Dispatcher`."""
+
+    async def call(
+        self, method: Method, payload: bytes, metadata: MetadataPairs,
+        parsed: Message | None = None,
+    ) -> InvokeResult: ...
+
+
+@dataclass(frozen=True)
+class UnaryServices:
+    dispatcher: UnaryDispatcher
+    methods: Mapping[str, Method]
+    """The user's unary methods by gRPC path; every other path goes to grpc.aio."""
+    max_message_bytes: int
+    function_limit: FunctionLimit = field(default_factory=FunctionLimit)
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+def client_metadata(method: Method, head: RequestHead) -> MetadataPairs:
+    """The request's headers that the method's component asked for (`forward_headers`);
+    gRPC's own (`grpc-*`) never travel. `-bin` values travel as their base64 text."""
+    return method.component.forwarded(
+        [(k, v) for k, v in head.metadata if not k.startswith("grpc-")]
+    )
+
+
+class UnaryCall:
+    __slots__ = (
+        "_connection",
+        "_deadline",
+        "_done",
+        "_head",
+        "_method",
+        "_reader",
+        "_services",
+        "_stream",
+        "_task",
+    )
+
+    def __init__(
+        self,
+        connection: Http2Connection,
+        stream: Stream,
+        method: Method,
+        head: RequestHead,
+        services: UnaryServices,
+    ) -> None:
+        self._connection = connection
+        self._stream = stream
+        self._method = method
+        self._head = head
+        self._services = services
+        self._task: asyncio.Task[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._done = False
+        self._reader = MessageReader(services.max_message_bytes, head.encoding)
+        try:
+            check_encoding(head.encoding)
+            if head.timeout is not None:
+                timeout = parse_timeout(head.timeout)
+                self._deadline = asyncio.get_running_loop().call_later(timeout, self._expired)
+        except CallError as e:
+            self._fail(e.code, e.message)
+
+    # StreamHandler
+
+    def data(self, data: bytes) -> None:
+        self._connection.consumed(self._stream, len(data))
+        if self._done:
+            return
+        reader = self._reader
+        try:
+            reader.feed(data)
+        except CallError as e:
+            self._fail(e.code, e.message)
+            return
+        if len(reader.messages) > 1:
+            self._fail(grpc.StatusCode.INTERNAL,
+                       f"{self._method.model.path} is unary but the request has more than "
+                       "one message")
+
+    def end(self) -> None:
+        if self._done:
+            return
+        reader = self._reader
+        if reader.partial:
+            self._fail(grpc.StatusCode.INTERNAL,
+                       "the request ended inside a message (fewer bytes than its length "
+                       "prefix announced)")
+        elif not reader.messages:
+            self._fail(grpc.StatusCode.INTERNAL,
+                       f"{self._method.model.path} is unary but the request has no message")
+        else:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(reader.messages[0])
+            )
+
+    def reset(self) -> None:
+        self._finish()
+        if self._task is not None:
+            self._task.cancel()
+
+    # the call
+
+    async def _run(self, payload: bytes) -> None:
+        services = self._services
+        method = self._method
+        try:
+            metadata = client_metadata(method, self._head)
+            try:
+                services.function_limit.check(method.model, len(payload), metadata)
+            except InvokeError:
+                services.metrics.limit_refusals.labels("user_function_message_bytes").inc()
+                raise
+            try:
+                parsed = method.parse(payload)
+            except DecodeError as e:
+                raise InvokeError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request is not a valid {method.model.input.full_name}: {e}",
+                ) from e
+            result = await services.dispatcher.call(method, payload, metadata, parsed)
+        except InvokeError as e:
+            if isinstance(e.__cause__, EntityIdTooLong):
+                services.metrics.limit_refusals.labels("entity_id_bytes").inc()
+            self._fail(e.code, e.message)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("calling %s over gRPC failed", method.model.path)
+            self._fail(grpc.StatusCode.INTERNAL,
+                       f"the sidecar failed while calling {method.model.path}; see its log")
+            return
+        if self._done:
+            return
+        self._finish()
+        head = RESPONSE_HEAD + metadata_block(result.metadata) if result.metadata else RESPONSE_HEAD
+        self._connection.send_headers(self._stream, head)
+        self._connection.send_data(self._stream, prefixed(result.payload),
+                                   status_trailers(grpc.StatusCode.OK, ""))
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self._task is not None:
+            self._task.cancel()
+        self._fail(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    def _fail(self, code: grpc.StatusCode, message: str) -> None:
+        if self._done:
+            return
+        self._finish()
+        self._connection.send_headers(self._stream, trailers_only(code, message),
+                                      end_stream=True)
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
