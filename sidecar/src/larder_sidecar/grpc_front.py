@@ -14,11 +14,10 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2_grpc
 
 from .dispatch import Dispatcher, parse
-from .entities.idempotency import HEADER as IDEMPOTENCY_KEY
 from .function_limit import FunctionLimit
 from .invoke import InvokeError, InvokeResult, MetadataPairs
 from .metrics import Metrics
-from .model import EntityIdTooLong, Method
+from .model import IDEMPOTENCY_KEY, EntityIdTooLong, Method
 from .reflection import enable_reflection
 
 

@@ -147,7 +147,7 @@ class Component:
         """The request headers this component asked for (names as lower-cased by the
         fronts), and the idempotency key, asked for or not."""
         if not self.forward_headers:
-            return [(k, v) for k, v in headers if k == IDEMPOTENCY_KEY]
+            return tuple((k, v) for k, v in headers if k == IDEMPOTENCY_KEY)
         return [(k, v) for k, v in headers if k in self.forward_headers or k == IDEMPOTENCY_KEY]
 
 

@@ -25,13 +25,13 @@ import grpc
 from ..invoke import InvokeError, MetadataPairs
 from ..journal.base import IdempotencyRecord, IdempotencyWrite
 from ..logs import clip
-from ..model import Method
+from ..model import IDEMPOTENCY_KEY, Method
 from ..outcome import ActionKind, Outcome
 from ..protocol import component_pb2
 
 log = logging.getLogger("larder_sidecar.entities.idempotency")
 
-HEADER = "idempotency-key"
+HEADER = IDEMPOTENCY_KEY
 """The HTTP header (case-insensitive) and gRPC metadata key a client sends its key in."""
 MAX_KEY_LENGTH = 256
 """Characters. A UUID is 36; the bound keeps records (and log lines) small."""

@@ -4,6 +4,7 @@ command's own write stored, never run twice (docs/http.md)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -381,3 +382,10 @@ def test_the_window_and_the_bound_are_settings() -> None:
     assert (s.idempotency_window, s.idempotency_max_keys) == (5400.0, 5)
     with pytest.raises(SettingsError, match="LARDER_IDEMPOTENCY_MAX_KEYS"):
         load_settings({"LARDER_IDEMPOTENCY_MAX_KEYS": "0"})
+
+
+def test_every_front_passes_the_key_whatever_the_component_asked_for(method: Method) -> None:
+    headers = [("x-other", "1"), (HEADER, "k"), ("authorization", "secret")]
+    assert list(method.component.forwarded(headers)) == [(HEADER, "k")]
+    asked = dataclasses.replace(method.component, forward_headers=frozenset({"x-other"}))
+    assert list(asked.forwarded(headers)) == [("x-other", "1"), (HEADER, "k")]
