@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from . import frames
 from .frames import Decoder, FramingError, Kind
@@ -62,8 +63,8 @@ class FramedConnection(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._ticker = self._loop.call_later(self._tick_every, self._tick)
 
     def data_received(self, data: bytes) -> None:

@@ -429,3 +429,28 @@ async def test_a_stopped_server_closes_its_connections_and_the_next_call_is_not_
     with pytest.raises(PeerUnavailable) as info:
         await clients.forward(address, _view(), _forward(method, entity))
     assert info.value.sent is False
+
+
+def test_the_transport_runs_on_uvloop_as_the_sidecar_does(method: Method) -> None:
+    # uvloop's transports are not asyncio.Transport subclasses.
+    import uvloop  # noqa: PLC0415 - only this test needs it
+
+    async def scenario() -> list[str]:
+        cluster = Cluster(Network(), method, handoff_wait=0.05)
+        clients = PeerClients(1 << 16)
+        try:
+            b, address = await _b(cluster)
+            entity = entity_owned_by(shard_map(MEMBERS), "b")
+            replies = await asyncio.gather(
+                *(clients.forward(address, _view(), _forward(method, entity)) for _ in range(3))
+            )
+            assert all(r.WhichOneof("result") == "outcome" for r in replies)
+            return b.ran()
+        finally:
+            await clients.close()
+            for node in cluster.nodes.values():
+                await node.server.stop(0.1)
+            await cluster.close()
+
+    ran = uvloop.run(scenario())
+    assert len(ran) == 3
