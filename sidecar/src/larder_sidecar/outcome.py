@@ -3,6 +3,8 @@ the protocol's `Metadata` in both directions."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,16 +26,32 @@ class Outcome:
 
 
 def metadata_pairs(metadata: Any) -> MetadataPairs:
-    """String entries of a protocol `Metadata` (bytes entries become gRPC `-bin` headers)."""
-    return [
-        (entry.key, entry.string_value)
-        for entry in metadata.entries
-        if entry.WhichOneof("value") == "string_value"
-    ]
+    """The entries of a protocol `Metadata` as header pairs: strings as they are, bytes
+    under a `-bin` key as its base64 text (gRPC's wire form of binary metadata); other
+    bytes entries have no header form and are left out."""
+    pairs = []
+    for entry in metadata.entries:
+        kind = entry.WhichOneof("value")
+        if kind == "string_value":
+            pairs.append((entry.key, entry.string_value))
+        elif kind == "bytes_value" and entry.key.endswith("-bin"):
+            pairs.append((entry.key, base64.b64encode(entry.bytes_value).decode("ascii")))
+    return pairs
 
 
 def protocol_metadata(pairs: MetadataPairs) -> Any:
-    """A protocol `Metadata` with `pairs` as string entries."""
-    return component_pb2.Metadata(
-        entries=[component_pb2.MetadataEntry(key=k, string_value=v) for k, v in pairs]
-    )
+    """A protocol `Metadata` from header pairs: a `-bin` header's base64 text becomes a
+    bytes entry (as a gRPC server hands binary metadata to its handler); everything else,
+    and a `-bin` value that is not base64, a string entry."""
+    entries = []
+    for key, value in pairs:
+        if key.endswith("-bin"):
+            try:
+                raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                pass
+            else:
+                entries.append(component_pb2.MetadataEntry(key=key, bytes_value=raw))
+                continue
+        entries.append(component_pb2.MetadataEntry(key=key, string_value=value))
+    return component_pb2.Metadata(entries=entries)
