@@ -248,7 +248,10 @@ class Entity(abc.ABC):
             settle_error(command.future, reused(key, command.method))
             return True
         self.env.metrics.idempotent_replays.labels(self.entity_type).inc()
-        if not command.future.done():
+        if stored.outcome is None:
+            assert stored.not_kept is not None
+            settle_error(command.future, stored.not_kept)
+        elif not command.future.done():
             command.future.set_result(stored.outcome)
         return True
 
@@ -362,7 +365,11 @@ class Entity(abc.ABC):
             result = await write()
         except ConcurrentWriteError as e:
             self.env.metrics.fencing_rejections.labels(self.entity_type).inc()
-            ours, records = await self._reloaded_in_doubt() if self._in_doubt else (False, {})
+            # Reloaded after our own write of unknown outcome (it may be what refused this
+            # one), or for a command with a key (the write that refused it may be a retry
+            # of it through another sidecar).
+            reload = bool(self._in_doubt or in_doubt.keys)
+            ours, records = await self._reloaded_in_doubt() if reload else (False, {})
             if ours:
                 self._in_doubt.clear()
                 log.warning(

@@ -37,6 +37,14 @@ MAX_KEY_LENGTH = 256
 """Characters. A UUID is 36; the bound keeps records (and log lines) small."""
 DEFAULT_WINDOW = 24 * 3600.0
 DEFAULT_MAX_KEYS = 100
+MAX_REPLY_BYTES = 64 * 1024
+"""A reply larger than this is not kept: the record then only says the command was
+applied (a retry gets ALREADY_EXISTS saying so), so records stay small."""
+MAX_RECORD_BYTES = 1024 * 1024
+"""The records of one entity together; beyond it the oldest go. They are read on every
+activation, and Cassandra copies all of them into each new event partition in one
+mutation, which must stay far below its limit (half a commit-log segment, 16 MiB by
+default)."""
 
 KEY_REUSED = "idempotency key reused for a different request"
 """Starts the message of the FAILED_PRECONDITION (HTTP 422) a reused key gets; the
@@ -45,6 +53,8 @@ HTTP front recognises the error by it, also when it crossed from another sidecar
 _FINGERPRINT_BYTES = 16
 _FORMAT = 1
 _KINDS: tuple[ActionKind | None, ...] = (None, "reply", "forward", "failure")
+_NOT_KEPT = len(_KINDS)
+"""The kind byte of a record whose reply was too large to keep; the body is its size."""
 _MESSAGES: dict[str, Any] = {
     "reply": component_pb2.Reply,
     "forward": component_pb2.Forward,
@@ -111,27 +121,44 @@ def encode(print_: bytes, outcome: Outcome) -> bytes:
     not kept: a replay does not run them again)."""
     kind = _KINDS.index(outcome.kind)
     body = outcome.message.SerializeToString() if outcome.message is not None else b""
+    if len(body) > MAX_REPLY_BYTES:
+        kind, body = _NOT_KEPT, str(len(body)).encode()
     return bytes((_FORMAT,)) + print_ + bytes((kind,)) + body
 
 
 @dataclass(frozen=True, slots=True)
 class StoredReply:
     fingerprint: bytes
-    outcome: Outcome
+    outcome: Outcome | None
+    """None when the reply was too large to keep (`not_kept` says why)."""
+    not_kept: InvokeError | None = None
 
 
 def decode(record: IdempotencyRecord) -> StoredReply:
     data = record.data
     head = 1 + _FINGERPRINT_BYTES + 1
-    if len(data) < head or data[0] != _FORMAT or data[head - 1] >= len(_KINDS):
+    if len(data) < head or data[0] != _FORMAT or data[head - 1] > _NOT_KEPT:
         raise InvokeError(
             grpc.StatusCode.INTERNAL,
             f"the stored idempotency record for key {clip(record.key, 80)!r} is not in a "
             "format this sidecar reads; it was written by another version of Larder",
         )
+    print_ = data[1 : 1 + _FINGERPRINT_BYTES]
+    if data[head - 1] == _NOT_KEPT:
+        return StoredReply(
+            print_,
+            None,
+            InvokeError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"the command with idempotency key {clip(record.key, 80)!r} was applied "
+                f"already; its reply ({data[head:].decode()} bytes) was larger than the "
+                f"{MAX_REPLY_BYTES // 1024} KiB an idempotency record keeps, so it cannot "
+                "be sent again",
+            ),
+        )
     kind = _KINDS[data[head - 1]]
     message = None if kind is None else _MESSAGES[kind].FromString(data[head:])
-    return StoredReply(data[1 : 1 + _FINGERPRINT_BYTES], Outcome(kind, message))
+    return StoredReply(print_, Outcome(kind, message))
 
 
 def reused(key: str, method: Method) -> InvokeError:
@@ -196,6 +223,11 @@ class Records:
         kept.sort(key=lambda r: r.stored_at)
         live = [*kept, *new]
         over = max(0, len(live) - self.policy.max_keys)
+        size = sum(len(r.key) + len(r.data) for r in live[over:])
+        # The size bound evicts older records only: this write's own are kept.
+        while size > MAX_RECORD_BYTES and over < len(kept):
+            size -= len(live[over].key) + len(live[over].data)
+            over += 1
         live = live[over:]
         live_keys = {r.key for r in live}
         drop = [k for k in self._records if k not in live_keys and k not in new_keys]

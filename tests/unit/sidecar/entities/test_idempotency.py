@@ -19,6 +19,8 @@ from larder_sidecar.entities.idempotency import (
     HEADER,
     KEY_REUSED,
     MAX_KEY_LENGTH,
+    MAX_RECORD_BYTES,
+    MAX_REPLY_BYTES,
     IdempotencyPolicy,
     Records,
     forward_key,
@@ -389,3 +391,57 @@ def test_every_front_passes_the_key_whatever_the_component_asked_for(method: Met
     assert list(method.component.forwarded(headers)) == [(HEADER, "k")]
     asked = dataclasses.replace(method.component, forward_headers=frozenset({"x-other"}))
     assert list(asked.forwarded(headers)) == [("x-other", "1"), (HEADER, "k")]
+
+
+async def test_a_retry_refused_by_another_sidecars_write_of_it_answers_from_it(
+    method: Method,
+) -> None:
+    # Two owners of one entity (a hand-off gone wrong): the client's retry went to the
+    # other one, which stored the command; the first one's write of it is refused.
+    journal = MemoryJournal()
+    stale, _ = make_host(journal, emit_one)
+    await stale.submit(method, "x", BODY, ())  # active here with one event
+    other, _ = make_host(journal, emit_one)
+    stored = await other.submit(method, "x", BODY, keyed("k1"))
+    again = await stale.submit(method, "x", BODY, keyed("k1"))
+    assert again.message == stored.message
+    assert (await journal.load(PID)).last_sequence_nr == 2
+    await stale.shutdown()
+    await other.shutdown()
+
+
+async def test_a_reply_too_large_to_keep_is_not_sent_again_but_not_run_either(
+    method: Method,
+) -> None:
+    big = b"\x00" * (MAX_REPLY_BYTES + 1)
+
+    async def large(command: Any) -> Any:
+        reply = es_pb2.EventSourcedReply(command_id=command.id, events=[event(command.id)])
+        reply.client_action.reply.payload.type_url = "type.googleapis.com/test.Res"
+        reply.client_action.reply.payload.value = big
+        return es_pb2.EventSourcedStreamOut(reply=reply)
+
+    journal = MemoryJournal()
+    respond, seen = counting(large)
+    host, _ = make_host(journal, respond)
+    first = await host.submit(method, "x", BODY, keyed("k1"))
+    assert first.message.payload.value == big
+    with pytest.raises(InvokeError) as info:
+        await host.submit(method, "x", BODY, keyed("k1"))
+    assert info.value.code is grpc.StatusCode.ALREADY_EXISTS
+    assert "was applied already" in info.value.message
+    assert seen == [1]
+    (record,) = (await journal.load(PID)).idempotency
+    assert len(record.data) < 100
+    await host.shutdown()
+
+
+def test_records_are_bounded_in_bytes_too() -> None:
+    now = time.time()
+    records = Records(IdempotencyPolicy(window=60, max_keys=1000))
+    chunk = MAX_RECORD_BYTES // 4
+    records.load([IdempotencyRecord(f"k{n}", now - 10 + n, b"x" * chunk) for n in range(4)], now)
+    change = records.write([IdempotencyRecord("new", now, b"x" * chunk)], now)
+    assert change is not None
+    assert [r.key for r in change.live] == ["k2", "k3", "new"]
+    assert sorted(change.drop) == ["k0", "k1"]
