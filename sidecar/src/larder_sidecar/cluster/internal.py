@@ -217,9 +217,9 @@ class ServerConnection(FramedConnection):
             self._refused(call, e)
             return
         except Exception:
+            # It may have run: an answer, not a refusal.
             log.exception("a forwarded command from %s failed", self.peer)
-            self._failed(call, grpc.StatusCode.INTERNAL, "the forwarded call failed at its owner")
-            return
+            reply = _error_reply(grpc.StatusCode.INTERNAL, "the forwarded call failed at its owner")
         self._reply(call, Kind.FORWARD_REPLY, reply)
 
     async def _release(self, call: int, request: Any, check: _ViewCheck | None) -> None:
@@ -238,13 +238,15 @@ class ServerConnection(FramedConnection):
     def _reply(self, call: int, kind: Kind, reply: Any) -> None:
         body = reply.SerializeToString()
         if len(body) > self.send_limit:
-            self._failed(
-                call,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            message = (
                 f"the owner's reply is {len(body)} bytes, more than the {self.send_limit} "
-                "bytes the forwarding sidecar accepts (LARDER_MAX_MESSAGE_BYTES)",
+                "bytes the forwarding sidecar accepts (LARDER_MAX_MESSAGE_BYTES)"
             )
-            return
+            if kind != Kind.FORWARD_REPLY:
+                self._failed(call, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+                return
+            # The command ran: its answer is this error (FAILED would say it did not run).
+            body = _error_reply(grpc.StatusCode.RESOURCE_EXHAUSTED, message).SerializeToString()
         self.send(frames.frame(kind, call, body))
 
     def _failed(self, call: int, code: grpc.StatusCode, message: str) -> None:
@@ -402,6 +404,10 @@ class InternalServer:
         return await self.router.serve(
             method, request.entity_id, request.payload, metadata_pairs(request.metadata)
         )
+
+
+def _error_reply(code: grpc.StatusCode, message: str) -> Any:
+    return wire.ForwardReply(error=wire.Status(code=code.value[0], message=message))
 
 
 def _ip(host: str) -> str:

@@ -43,9 +43,10 @@ _MAX_CALL_ID = 0xFFFFFFFF
 class PeerUnavailable(Exception):
     """The peer could not be reached or failed the call itself (not the command).
 
-    `sent` is False when the request certainly never left this sidecar (no connection,
-    or the connection closed before the request was written to it): then sending it
-    elsewhere cannot run the command twice."""
+    `sent` is False when the request certainly did not run there: it never left this
+    sidecar (no connection, or the connection closed before the request was written to
+    it), or the peer refused it without running it. Then sending it elsewhere cannot run
+    the command twice."""
 
     def __init__(self, code: grpc.StatusCode, details: str, *, sent: bool = True) -> None:
         super().__init__(f"{code.name}: {details}")
@@ -91,11 +92,12 @@ class _Method:
 
 
 class _Call:
-    __slots__ = ("future", "method")
+    __slots__ = ("deadline", "future", "method")
 
-    def __init__(self, future: asyncio.Future[Any], method: _Method) -> None:
+    def __init__(self, future: asyncio.Future[Any], method: _Method, deadline: float) -> None:
         self.future = future
         self.method = method
+        self.deadline = deadline
 
 
 class PeerConnection(FramedConnection):
@@ -175,8 +177,9 @@ class PeerConnection(FramedConnection):
         call_id = self._next_call
         self._next_call = 1 if call_id == _MAX_CALL_ID else call_id + 1
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._calls[call_id] = _Call(future, method)
-        timer = self._loop.call_later(method.seconds, self._expire, call_id, method.seconds)
+        # Deadlines are checked by the connection's tick (every `ping_every` seconds), not
+        # by a timer per call.
+        self._calls[call_id] = _Call(future, method, self._loop.time() + method.seconds)
         self.send(frames.frame(method.kind, call_id, body))
         self._unflushed.append(call_id)
         try:
@@ -186,22 +189,18 @@ class PeerConnection(FramedConnection):
             if self._calls.pop(call_id, None) is not None:
                 self._cancel_remote(call_id)
             raise
-        finally:
-            timer.cancel()
 
-    def _expire(self, call_id: int, timeout: float) -> None:
-        call = self._calls.pop(call_id, None)
-        if call is None:
-            return
-        self._cancel_remote(call_id)
-        if not call.future.done():
-            call.future.set_exception(
-                PeerUnavailable(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"no answer from {self.peer} within {timeout:g}s",
+    def _expire(self, now: float) -> None:
+        for call_id in [i for i, call in self._calls.items() if call.deadline <= now]:
+            call = self._calls.pop(call_id)
+            self._cancel_remote(call_id)
+            if not call.future.done():
+                call.future.set_exception(
+                    PeerUnavailable(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"no answer from {self.peer} within {call.method.seconds:g}s",
+                    )
                 )
-            )
-        self._after_call()
 
     def _cancel_remote(self, call_id: int) -> None:
         if not self.closed:
@@ -245,9 +244,10 @@ class PeerConnection(FramedConnection):
             raise frames.FramingError(f"a {Kind(kind).name} for a call of another kind")
         try:
             if kind == Kind.FAILED:
+                # Refused (or not started): the call did not run there.
                 status = wire.Status.FromString(body)
                 code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
-                return PeerUnavailable(code, status.message)
+                return PeerUnavailable(code, status.message, sent=False)
             return call.method.decode(body)
         except DecodeError as e:
             call.future.set_exception(
@@ -259,6 +259,8 @@ class PeerConnection(FramedConnection):
         if now - self.last_heard > self._silent_after:
             self.fail(f"nothing heard for {now - self.last_heard:.1f}s")
             return
+        if self._calls:
+            self._expire(now)
         self.send(ping())
 
     def on_closed(self, reason: str) -> None:

@@ -149,6 +149,8 @@ async def test_another_shard_count_is_refused_with_both_counts(
         await clients.forward(address, _view(shard_count=128), _forward(method, entity))
     assert info.value.code is grpc.StatusCode.FAILED_PRECONDITION
     assert "128" in info.value.details and str(SHARDS) in info.value.details
+    # Refused without running: safe to send elsewhere.
+    assert info.value.sent is False
     assert b.ran() == []
 
 
