@@ -3,7 +3,7 @@
 Which pods, and where: the EndpointSlices of the function's headless Service
 (`<name>-internal`), which the operator may already read (it grants the sidecars that
 permission, and RBAC lets it grant only what it holds), so this needs no new rights. A
-ready, not terminating endpoint is a ready pod; its admin port is the slice's port named
+serving, not terminating endpoint is a ready pod; its admin port is the slice's port named
 `admin`. Each pod is asked `GET /cluster` on it, all at once, each with a short timeout:
 a pod that does not answer in time counts as not agreeing, and says so in the status.
 
@@ -61,8 +61,11 @@ def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> list[PodEndpoint]:
         )
         for endpoint in endpoint_slice.get("endpoints") or ():
             conditions = endpoint.get("conditions") or {}
-            # As the sidecars read them: nil ready means ready, nil terminating means not.
-            if conditions.get("ready") is False or conditions.get("terminating") is True:
+            # The -internal Service publishes not-ready addresses, so `ready` is true for
+            # every pod that is not terminating; `serving` is the pod's own readiness
+            # (nil: as `ready`, as for Services that do not publish them).
+            serving = conditions.get("serving", conditions.get("ready"))
+            if serving is False or conditions.get("terminating") is True:
                 continue
             target = endpoint.get("targetRef") or {}
             addresses = endpoint.get("addresses") or ()

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from larder_operator.map_agreement import PodView, agreement, view_from_answer
+from larder_operator.map_check import record_shard_map
 from larder_operator.pod_views import PodEndpoint, ready_endpoints
+from larder_operator.reconcile import reconcile_function
 from larder_operator.status import Reason
+
+from tests.unit.operator.fake_cluster import FakeCluster
+from tests.unit.operator.test_operator_reconcile import (
+    SETTINGS,
+    add_function,
+    conditions,
+    status,
+)
 
 T0 = "2026-12-06T10:00:00Z"
 T10 = "2026-12-06T10:00:10Z"
@@ -97,6 +107,9 @@ def test_ready_endpoints_are_the_ready_not_terminating_pods_with_their_admin_por
                  "conditions": {"ready": True}},
                 {"addresses": ["10.0.0.3"], "targetRef": {"kind": "Pod", "name": "c"},
                  "conditions": {"ready": False}},
+                # Published while not ready (publishNotReadyAddresses): not serving.
+                {"addresses": ["10.0.0.5"], "targetRef": {"kind": "Pod", "name": "e"},
+                 "conditions": {"ready": True, "serving": False}},
                 {"addresses": ["10.0.0.4"], "targetRef": {"kind": "Pod", "name": "d"},
                  "conditions": {"ready": True, "terminating": True}},
             ],
@@ -117,3 +130,23 @@ def test_ready_endpoints_are_the_ready_not_terminating_pods_with_their_admin_por
         PodEndpoint("b", "10.0.0.2", 19603),
     ]
     assert PodEndpoint("a", "fd00::1", 9603).url == "http://[fd00::1]:9603/cluster"
+
+
+async def test_the_map_check_and_the_reconcile_keep_each_others_conditions() -> None:
+    cluster = FakeCluster()
+    add_function(cluster, replicas=3)
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", T0)
+    views = [view("a"), view("b"), PodView("c", error="timed out")]
+    first = await record_shard_map(cluster, views, grace=30, namespace="ns", name="cart", now=T0)
+    assert first is not None
+    assert [c.type for c in first.changed] == ["ShardMapAgreed"]
+    assert first.condition.reason == Reason.CONVERGING
+    await reconcile_function(cluster, SETTINGS, "ns", "cart", T10)
+    kept = conditions(cluster)
+    assert set(kept) == {"Ready", "JournalReady", "ShardMapAgreed"}
+    assert kept["ShardMapAgreed"]["reason"] == Reason.CONVERGING
+    later = await record_shard_map(cluster, views, grace=30, namespace="ns", name="cart", now=T40)
+    assert later is not None and later.condition.reason == Reason.PODS_UNREACHABLE
+    assert status(cluster)["shardMap"]["since"] == T0
+    assert conditions(cluster)["Ready"]["reason"] == Reason.PODS_NOT_READY
+    assert conditions(cluster)["ShardMapAgreed"]["lastTransitionTime"] == T40
