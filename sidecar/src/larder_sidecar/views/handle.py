@@ -49,10 +49,6 @@ def receive_event(
     previous: bytes | None,
 ) -> Any:
     key = view_pb2.Key(parts=[view_pb2.KeyPart(string_part=entity_id)])
-    lookup = view_pb2.Row(index=update.table, key=key)
-    if previous is not None:
-        lookup.value.type_url = TYPE_URL_PREFIX + update.output.full_name
-        lookup.value.value = previous
     event = view_pb2.ReceiveEvent(
         service_name=update.service,
         command_name=update.name,
@@ -66,8 +62,15 @@ def receive_event(
         ),
         initial_table=update.table,
         key=key,
-        by_subject_lookup_result=lookup,
     )
+    # Only when a row is stored: the npm SDK 0.32.0 decodes the lookup's value whenever
+    # the lookup is present, and fails the update on a lookup without one.
+    if previous is not None:
+        lookup = event.by_subject_lookup_result
+        lookup.index = update.table
+        lookup.key.CopyFrom(key)
+        lookup.value.type_url = TYPE_URL_PREFIX + update.output.full_name
+        lookup.value.value = previous
     event.payload.type_url = type_url
     event.payload.value = payload
     return event
