@@ -11,6 +11,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2
 
+from . import tracing
 from .admin import AdminServer
 from .cluster import LocalRouter, Router
 from .cluster.node import ClusterNode, clustered
@@ -24,6 +25,7 @@ from .function_limit import FunctionLimit
 from .function_watch import UserFunctionWatch
 from .grpc_front import build_grpc_server
 from .http import PublicServer, start_public_server
+from .inspection import JournalInspection, reader_factory
 from .journal.base import Journal
 from .journal.factory import create_journal
 from .journal_watch import JournalWatch
@@ -60,7 +62,17 @@ class Sidecar:
         self._make_router = router
         self.router: Router | None = None
         self.cluster: ClusterNode | None = None
-        self.admin = AdminServer(self.metrics, self._readiness, cluster_routes(self._cluster_view))
+        self.inspection = JournalInspection(
+            reader_factory(settings),
+            lambda: self.model.file_set if self.model is not None else None,
+        )
+        self.admin = AdminServer(
+            self.metrics,
+            self._readiness,
+            cluster_routes(self._cluster_view),
+            guarded=self.inspection.routes(),
+            token=settings.admin_token,
+        )
         self.journal_watch = JournalWatch(self.journal, settings.journal_unavailable_grace)
         self.function_watch: UserFunctionWatch | None = None
         self.model: UserFunctionModel | None = None
@@ -74,6 +86,7 @@ class Sidecar:
         self._public: PublicServer | None = None
         self._ready = False
         self._stopped = False
+        self._tracing = False
         self._not_ready_reason = "starting: waiting for the journal"
 
     async def _readiness(self) -> tuple[bool, str]:
@@ -104,6 +117,9 @@ class Sidecar:
         """Journal, discovery, the public port, then Kafka consumers. Raises
         SpecError/DiscoveryFailed/EventingError."""
         s = self.settings
+        if s.tracing is not None:
+            tracing.install(s.tracing)
+            self._tracing = True
         await self.journal.start()
         self.journal_watch.start()
         self._not_ready_reason = (
@@ -261,4 +277,8 @@ class Sidecar:
         await self.journal_watch.close()
         await self.journal.close()
         await self.admin.close()
+        await self.inspection.close()
+        if self._tracing:
+            # The last spans (this shutdown's hand-offs included) go to the collector.
+            await asyncio.to_thread(tracing.shutdown)
         log.info("stopped")

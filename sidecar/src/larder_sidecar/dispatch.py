@@ -18,6 +18,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
+from . import tracing
 from .cluster import Router
 from .entities import Command
 from .entities.idempotency import command_key
@@ -74,7 +75,20 @@ class Dispatcher:
             raise InvokeError(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method.path}")
         # The HTTP front passes every request header; the component gets the ones it asked for.
         headers = m.component.forwarded(metadata)
-        return await self.call(m, request.SerializeToString(), headers, parsed=request)
+        if not tracing.enabled():
+            return await self.call(m, request.SerializeToString(), headers, parsed=request)
+        with tracing.span(
+            method.path,
+            tracing.SpanKind.SERVER,
+            # The client's trace, if it sent one (the fronts pass `traceparent` on).
+            parent=tracing.extract(metadata),
+            attributes={"rpc.service": method.service, "rpc.method": method.name},
+        ):
+            try:
+                return await self.call(m, request.SerializeToString(), headers, parsed=request)
+            except InvokeError as e:
+                tracing.annotate({"rpc.grpc.status_code": e.code.value[0]})
+                raise
 
     async def call(
         self,
@@ -120,11 +134,12 @@ class Dispatcher:
     ) -> Outcome:
         component = method.component
         if component.kind is Kind.ACTION:
-            command = self._action_command(method, payload, metadata)
-            try:
-                response = await self._actions.HandleUnary(command)
-            except grpc.aio.AioRpcError as e:
-                raise _unavailable(e) from e
+            with tracing.span("user function"):
+                command = self._action_command(method, payload, tracing.inject(metadata))
+                try:
+                    response = await self._actions.HandleUnary(command)
+                except grpc.aio.AioRpcError as e:
+                    raise _unavailable(e) from e
             return _action_outcome(response)
         assert method.key is not None  # every entity method has one (checked at discovery)
         if parsed is None:
@@ -139,7 +154,8 @@ class Dispatcher:
         self, method: Method, entity_id: str, payload: bytes, metadata: MetadataPairs
     ) -> Outcome:
         owner = await self._router.owner(method.component.entity_type, entity_id)
-        return await owner.submit(method, entity_id, payload, metadata)
+        # With tracing on, the entity (here or on another pod) continues the current span.
+        return await owner.submit(method, entity_id, payload, tracing.inject(metadata))
 
     def reenter(self, command: Command) -> None:
         """Send a command that a stopping entity did not handle to its owner again.
@@ -226,9 +242,10 @@ class Dispatcher:
                     "probably forwards in a loop",
                 )
             target = self._target(fwd.service_name, fwd.command_name, "forward")
-            result = await self._call(
-                target, fwd.payload.value, metadata_pairs(fwd.metadata), None, hops + 1
-            )
+            with tracing.span(f"forward {fwd.service_name}/{fwd.command_name}"):
+                result = await self._call(
+                    target, fwd.payload.value, metadata_pairs(fwd.metadata), None, hops + 1
+                )
         else:
             raise InvokeError(
                 grpc.StatusCode.INTERNAL,
@@ -242,9 +259,13 @@ class Dispatcher:
     async def _side_effect(self, effect: Any, hops: int) -> None:
         target = self._target(effect.service_name, effect.command_name, "side effect")
         try:
-            await self._call(
-                target, effect.payload.value, metadata_pairs(effect.metadata), None, hops + 1
-            )
+            with tracing.span(
+                f"side effect {effect.service_name}/{effect.command_name}",
+                attributes={"larder.synchronous": bool(effect.synchronous)},
+            ):
+                await self._call(
+                    target, effect.payload.value, metadata_pairs(effect.metadata), None, hops + 1
+                )
         except InvokeError as e:
             if effect.synchronous:
                 raise

@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from . import tracing
+
 _EXTRA_FIELDS = ("entity_type", "entity_id", "component")
 
 LOG_CLIP = 200
@@ -40,9 +42,28 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, name):
                 value = getattr(record, name)
                 entry[name] = clip(value) if isinstance(value, str) else value
+        trace_id = tracing.log_trace_id()
+        if trace_id is not None:
+            entry["trace_id"] = trace_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message`, and ` trace=<id>` when logged inside a traced span."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        trace_id = tracing.log_trace_id()
+        if trace_id is None:
+            return text
+        # Before a traceback's lines, so the id stays on the line with the message.
+        first, newline, rest = text.partition("\n")
+        return f"{first} trace={trace_id}{newline}{rest}"
 
 
 def configure(level: str, fmt: str) -> None:
@@ -50,7 +71,7 @@ def configure(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -17,6 +17,7 @@ from typing import Literal, cast
 from .durations import parse_seconds
 from .eventing.settings import KafkaSettings, KafkaSettingsError, load_kafka_settings
 from .journal.cassandra_settings import CassandraSettings, CassandraSettingsError
+from .tracing.config import TracingConfig, TracingConfigError, tracing_config
 
 JournalType = Literal["memory", "sqlite", "cassandra"]
 LogFormat = Literal["text", "json"]
@@ -132,6 +133,8 @@ class Settings:
     """Used only when the user function declares eventing."""
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     """Membership and shards; without membership every entity is served here."""
+    tracing: TracingConfig | None = None
+    """From OpenTelemetry's OTEL_* variables (`tracing/config.py`); None: tracing off."""
 
     @property
     def user_function_target(self) -> str:
@@ -278,6 +281,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         kafka=_kafka(env),
         cluster=_cluster(env),
+        tracing=_tracing(env),
     )
     ports = {
         "LARDER_PORT": settings.port,
@@ -290,6 +294,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"{name}={port} is the same port as {taken[port]}")
         taken[port] = name
     return settings
+
+
+def _tracing(env: Mapping[str, str]) -> TracingConfig | None:
+    try:
+        return tracing_config(env)
+    except TracingConfigError as e:
+        raise SettingsError(str(e)) from e
 
 
 MIN_ADMIN_TOKEN_CHARS = 16

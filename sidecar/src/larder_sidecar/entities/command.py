@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..invoke import InvokeError, MetadataPairs
 from ..model import Method
@@ -24,6 +24,11 @@ class Command:
     metadata: MetadataPairs
     future: asyncio.Future[Outcome]
     """Settles with the outcome or an `InvokeError`; cancelled when the caller gives up."""
+    queued_ns: int = 0
+    """With tracing on: when the entity queued it (for the span of its wait)."""
+    trace: Any = None
+    """With tracing on: the context of its handling span, for the write that stores it
+    (which runs in the entity's writer task)."""
 
     @property
     def key(self) -> EntityKey:

@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from .. import tracing
 from ..invoke import InvokeError
 from ..journal.base import (
     ConcurrentWriteError,
@@ -35,6 +36,7 @@ from ..journal.base import (
     WriteOutcomeUnknown,
     persistence_id,
 )
+from ..logs import clip
 from ..model import Kind
 from ..outcome import Outcome, protocol_metadata
 from ..protocol import entity_pb2
@@ -127,6 +129,7 @@ class Entity(abc.ABC):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+        command.queued_ns = tracing.now_ns()
         self._queue.append(command)
         self._wakeup.set()
 
@@ -185,6 +188,25 @@ class Entity(abc.ABC):
             self.lifecycle.fire(Event.STOP)
 
     async def _one(self, command: Command) -> None:
+        if not tracing.enabled():
+            await self._handle(command)
+            return
+        model = command.method.model
+        with tracing.span(
+            f"handle {model.service}/{model.name}",
+            parent=tracing.extract(command.metadata),
+            attributes={
+                "larder.entity_type": self.entity_type,
+                "larder.entity_id": clip(self.entity_id, 64),
+                "rpc.service": model.service,
+                "rpc.method": model.name,
+            },
+        ):
+            tracing.record_span("queue", command.queued_ns)
+            command.trace = tracing.capture()
+            await self._handle(command)
+
+    async def _handle(self, command: Command) -> None:
         key: str | None = None
         try:
             key = command_key(command.metadata)
@@ -273,7 +295,8 @@ class Entity(abc.ABC):
     async def _activate(self) -> None:
         self.lifecycle.fire(Event.ACTIVATE)
         try:
-            await self._recover()
+            with tracing.span("activate"):
+                await self._recover()
         except BaseException:
             self._drop_call()
             self.lifecycle.fire(Event.FAIL)
@@ -311,17 +334,19 @@ class Entity(abc.ABC):
     async def _exchange(self, command: Command) -> tuple[Any, Outcome]:
         self._command_id += 1
         cid = self._command_id
-        msg = entity_pb2.Command(
-            entity_id=self.entity_id,
-            id=cid,
-            name=command.method.model.name,
-            payload={"type_url": command.method.input_type_url, "value": command.payload},
-            metadata=protocol_metadata(command.metadata),
-        )
         call = self._call
         try:
-            await call.write(self._command_in(msg))
-            out = await call.read()
+            with tracing.span("user function"):
+                msg = entity_pb2.Command(
+                    entity_id=self.entity_id,
+                    id=cid,
+                    name=command.method.model.name,
+                    payload={"type_url": command.method.input_type_url, "value": command.payload},
+                    # With tracing on, the function's handler continues this span.
+                    metadata=protocol_metadata(tracing.inject(command.metadata)),
+                )
+                await call.write(self._command_in(msg))
+                out = await call.read()
         except grpc.aio.AioRpcError as e:
             raise StreamBroken(
                 grpc.StatusCode.UNAVAILABLE,
@@ -359,11 +384,24 @@ class Entity(abc.ABC):
     def _command_in(self, command: Any) -> Any:
         """Wrap a Command in the component type's stream message."""
 
-    async def _journal_write(self, write: Callable[[], Any], in_doubt: InDoubt) -> Any:
+    async def _journal_write(
+        self,
+        write: Callable[[], Any],
+        in_doubt: InDoubt,
+        parent: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """`write` with its errors turned into StreamBroken; traced as "journal write"
+        (under `parent`, a command's captured context, when it runs in another task)."""
+        with tracing.span("journal write", parent=parent, attributes=attributes):
+            return await self._journal_write_traced(write, in_doubt)
+
+    async def _journal_write_traced(self, write: Callable[[], Any], in_doubt: InDoubt) -> Any:
         started = time.perf_counter()
         try:
             result = await write()
         except ConcurrentWriteError as e:
+            tracing.annotate({"larder.journal.outcome": "fenced"})
             self.env.metrics.fencing_rejections.labels(self.entity_type).inc()
             # Reloaded after our own write of unknown outcome (it may be what refused this
             # one), or for a command with a key (the write that refused it may be a retry
@@ -401,6 +439,7 @@ class Entity(abc.ABC):
                 records,
             ) from e
         except WriteOutcomeUnknown as e:
+            tracing.annotate({"larder.journal.outcome": "unknown"})
             # Not retried here: the write may have landed. The restart reloads the
             # entity, so its next command sees whatever the journal holds.
             self._in_doubt.append(in_doubt)
@@ -409,12 +448,14 @@ class Entity(abc.ABC):
                 f"journal write outcome unknown, the command may or may not be stored: {e}",
             ) from e
         except JournalUnavailable as e:
+            tracing.annotate({"larder.journal.outcome": "unavailable"})
             raise StreamBroken(
                 grpc.StatusCode.UNAVAILABLE, f"journal unavailable, nothing was stored: {e}"
             ) from e
         except JournalError as e:
             raise StreamBroken(grpc.StatusCode.INTERNAL, f"journal error: {e}") from e
         else:
+            tracing.annotate({"larder.journal.outcome": "stored"})
             # Fenced on the position the doubtful writes were to take: now taken, they
             # can no longer land.
             self._in_doubt.clear()

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from .. import tracing
 from ..invoke import InvokeError
 from ..journal.base import IdempotencyRecord, JournalError, StoredPayload
 from ..model import Kind
@@ -86,6 +87,14 @@ class EventSourcedEntity(Entity):
             )
         self._sequence_nr = recovery.last_sequence_nr
         self.records.load(recovery.idempotency)
+        tracing.annotate(
+            {
+                "larder.events.replayed": len(recovery.events),
+                "larder.snapshot.sequence_nr": (
+                    recovery.snapshot.sequence_nr if recovery.snapshot else 0
+                ),
+            }
+        )
 
     def _command_in(self, command: Any) -> Any:
         return es_pb2.EventSourcedStreamIn(command=command)
@@ -154,8 +163,16 @@ class EventSourcedEntity(Entity):
                         snapshot,
                         change,
                     )
+                    traced = {
+                        "larder.journal.events": len(events),
+                        "larder.journal.bytes": sum(len(e.value) for e in events),
+                        "larder.journal.commands": len(group),
+                        "larder.journal.snapshot": snapshot is not None,
+                    }
                     try:
-                        self._sequence_nr = await self._journal_write(write, in_doubt)
+                        self._sequence_nr = await self._journal_write(
+                            write, in_doubt, group[0].command.trace, traced
+                        )
                     except StreamBroken as e:
                         self._failed = e
                         error = InvokeError(e.code, e.message)

@@ -1,0 +1,49 @@
+"""OpenTelemetry tracing of commands through the sidecar: off unless configured.
+
+Configured with OpenTelemetry's standard variables (`config.py`): an OTLP endpoint or
+`OTEL_TRACES_EXPORTER` turns it on. While it is off nothing of OpenTelemetry is imported
+and every call here is a cheap check; the client's `traceparent` still reaches the user
+function unchanged, as any other header does.
+
+Process-wide, like logging: `Sidecar.start` installs the tracer, `Sidecar.stop` flushes
+and removes it. Spans follow a command across tasks through the OpenTelemetry context
+(contextvars); where a command changes task (an entity's own loop, a forward to another
+pod, a Kafka record), its context travels with it (`capture`, or `traceparent` in the
+metadata: `inject`, `extract`).
+"""
+
+from .config import TracingConfig, TracingConfigError, tracing_config
+from .runtime import (
+    Span,
+    SpanKind,
+    annotate,
+    capture,
+    enabled,
+    extract,
+    inject,
+    install,
+    log_trace_id,
+    now_ns,
+    record_span,
+    shutdown,
+    span,
+)
+
+__all__ = [
+    "Span",
+    "SpanKind",
+    "TracingConfig",
+    "TracingConfigError",
+    "annotate",
+    "capture",
+    "enabled",
+    "extract",
+    "inject",
+    "install",
+    "log_trace_id",
+    "now_ns",
+    "record_span",
+    "shutdown",
+    "span",
+    "tracing_config",
+]

@@ -1,0 +1,249 @@
+"""The installed tracer and the calls the sidecar's layers make; all cheap while off."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from importlib import metadata as package_metadata
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .config import TracingConfig
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Tracer
+
+log = logging.getLogger("larder_sidecar.tracing")
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+_TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
+
+
+class SpanKind(enum.Enum):
+    """OpenTelemetry's span kinds, without importing OpenTelemetry while tracing is off."""
+
+    INTERNAL = "INTERNAL"
+    SERVER = "SERVER"
+    CLIENT = "CLIENT"
+    PRODUCER = "PRODUCER"
+    CONSUMER = "CONSUMER"
+
+
+class Span(Protocol):
+    """What the sidecar does with a span (a subset of OpenTelemetry's `Span`)."""
+
+    def set_attribute(self, key: str, value: Any) -> None: ...
+    def add_event(self, name: str, attributes: Any = None) -> None: ...
+    def is_recording(self) -> bool: ...
+
+
+_NOOP: AbstractContextManager[Span | None] = contextlib.nullcontext()
+
+
+class _Installed:
+    """What `install` set up; one per process, like logging's configuration."""
+
+    tracer: Tracer | None = None
+    provider: TracerProvider | None = None
+
+
+_installed = _Installed()
+
+
+def enabled() -> bool:
+    return _installed.tracer is not None
+
+
+def install(config: TracingConfig) -> None:
+    """Create the tracer provider and its exporter; spans are recorded from now on."""
+    # Imported here: a sidecar without tracing never loads OpenTelemetry.
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+    from opentelemetry.sdk.trace.sampling import (  # noqa: PLC0415
+        ALWAYS_OFF,
+        ALWAYS_ON,
+        ParentBased,
+        Sampler,
+        TraceIdRatioBased,
+    )
+
+    roots: dict[str, Sampler] = {
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+        "traceidratio": TraceIdRatioBased(config.ratio),
+    }
+    name = config.sampler.removeprefix("parentbased_")
+    sampler = roots[name]
+    if config.sampler.startswith("parentbased_"):
+        # A client's sampled flag decides for its trace; our ratio only for new traces.
+        sampler = ParentBased(sampler)
+    version = _version()
+    resource = Resource.create(
+        {
+            **config.resource,
+            "service.name": config.service_name,
+            "service.version": version,
+        }
+    )
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    exporter: SpanExporter
+    if config.exporter == "console":
+        exporter = ConsoleSpanExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+
+        exporter = OTLPSpanExporter(
+            endpoint=config.endpoint,
+            insecure=config.insecure,
+            headers=dict(config.headers),
+            timeout=int(config.timeout),
+        )
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, schedule_delay_millis=config.export_delay * 1000)
+    )
+    _installed.provider = provider
+    _installed.tracer = provider.get_tracer("larder_sidecar", version)
+    log.info(
+        "tracing on: %s to %s, sampler %s%s",
+        config.exporter,
+        config.endpoint if config.exporter == "otlp" else "stdout",
+        config.sampler,
+        f" {config.ratio:g}" if "ratio" in config.sampler else "",
+    )
+
+
+def shutdown() -> None:
+    """Export what is buffered and stop recording (blocking: up to the export timeout)."""
+    provider = _installed.provider
+    _installed.provider = _installed.tracer = None
+    if provider is not None:
+        provider.shutdown()
+
+
+def _version() -> str:
+    try:
+        return package_metadata.version("larder-sidecar")
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def span(
+    name: str,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: Context | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[Span | None]:
+    """A span around a block, current inside it; `None` (and no cost) while off.
+
+    `parent` is a captured context (`capture`, `extract`); without it the current one.
+    An exception leaving the block marks the span as failed and is recorded on it.
+    """
+    tracer = _installed.tracer
+    if tracer is None:
+        return _NOOP
+    from opentelemetry import trace  # noqa: PLC0415
+
+    return tracer.start_as_current_span(
+        name,
+        context=parent,
+        kind=getattr(trace.SpanKind, kind.value),
+        attributes=dict(attributes) if attributes else None,
+    )
+
+
+def capture() -> Context | None:
+    """The current context, to parent spans in another task; None while off."""
+    if _installed.tracer is None:
+        return None
+    from opentelemetry import context  # noqa: PLC0415
+
+    return context.get_current()
+
+
+def extract(metadata: Iterable[tuple[str, str]]) -> Context | None:
+    """The trace context a caller sent in `traceparent`/`tracestate`, as a parent for
+    `span`; an empty context (a new trace) when it sent none or a malformed one; None
+    while off.
+
+    Never "whatever is current": a task (an entity's loop) keeps the context it was
+    created in, which belongs to some earlier command."""
+    if _installed.tracer is None:
+        return None
+    from opentelemetry.context import Context  # noqa: PLC0415
+
+    carrier = {k.lower(): v for k, v in metadata if k.lower() in _TRACE_HEADERS}
+    if TRACEPARENT not in carrier:
+        return Context()
+    from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
+        TraceContextTextMapPropagator,
+    )
+
+    # A malformed traceparent yields an empty context too (W3C: start a new trace).
+    return TraceContextTextMapPropagator().extract(carrier, context=Context())
+
+
+def inject(metadata: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
+    """`metadata` with `traceparent`/`tracestate` naming the current span, so whoever
+    receives it (the user function, another pod, a Kafka consumer) continues this trace.
+    Unchanged while off or when no span is recording."""
+    if _installed.tracer is None:
+        return metadata
+    from opentelemetry import trace  # noqa: PLC0415
+    from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
+        TraceContextTextMapPropagator,
+    )
+
+    if not trace.get_current_span().get_span_context().is_valid:
+        return metadata
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    kept = [(k, v) for k, v in metadata if k.lower() not in _TRACE_HEADERS]
+    return [*kept, *carrier.items()]
+
+
+def log_trace_id() -> str | None:
+    """The current trace's id (32 hex digits) for a log line; None while off or outside
+    a span."""
+    if _installed.tracer is None:
+        return None
+    from opentelemetry import trace  # noqa: PLC0415
+
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def annotate(attributes: Mapping[str, Any]) -> None:
+    """Set attributes on the current span; nothing while off."""
+    if _installed.tracer is None:
+        return
+    from opentelemetry import trace  # noqa: PLC0415
+
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes(dict(attributes))
+
+
+def now_ns() -> int:
+    """A span timestamp (wall clock, nanoseconds), or 0 while off."""
+    return time.time_ns() if _installed.tracer is not None else 0
+
+
+def record_span(name: str, start_ns: int, parent: Context | None = None) -> None:
+    """A span that began at `start_ns` (`now_ns`) and ends now, e.g. a wait in a queue."""
+    tracer = _installed.tracer
+    if tracer is None or not start_ns:
+        return
+    tracer.start_span(name, context=parent, start_time=start_ns).end()
