@@ -379,8 +379,22 @@ class PeerClients:
                 self._open(link), name=f"connect to {address}"
             )
             link.connecting.add_done_callback(_retrieve)
-        # Shielded: a caller that gives up does not stop the attempt others wait for.
-        return await asyncio.shield(link.connecting)
+        attempt = link.connecting
+        try:
+            # Shielded: a caller that gives up does not stop the attempt others wait for.
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if attempt.cancelled() and (task is None or not task.cancelling()):
+                # The attempt was stopped (`forget`, `close`), not this caller: the request
+                # never left.
+                raise PeerUnavailable(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the connection attempt to {address} was stopped: the member left or "
+                    "this sidecar is stopping",
+                    sent=False,
+                ) from None
+            raise
 
     async def _open(self, link: _Link) -> PeerConnection:
         """Connect (again and again, within `CONNECT_WAIT`) and wait for the preface."""

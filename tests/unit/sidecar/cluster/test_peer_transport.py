@@ -456,3 +456,21 @@ def test_the_transport_runs_on_uvloop_as_the_sidecar_does(method: Method) -> Non
 
     ran = uvloop.run(scenario())
     assert len(ran) == 3
+
+
+async def test_a_call_waiting_to_connect_to_a_member_that_leaves_fails_as_never_sent(
+    method: Method,
+) -> None:
+    clients = PeerClients(1 << 16, connect_wait=5.0)
+    try:
+        address = f"127.0.0.1:{_free_port()}"
+        call = asyncio.create_task(clients.forward(address, _view(), _forward(method, "e1")))
+        await eventually(lambda: address in clients._links)
+        await asyncio.sleep(0.05)
+        await clients.forget([])
+        # Not a CancelledError: the caller (a front end's handler) must get an answer.
+        with pytest.raises(PeerUnavailable) as info:
+            await asyncio.wait_for(call, 2)
+        assert info.value.sent is False and "stopped" in info.value.details
+    finally:
+        await clients.close()
