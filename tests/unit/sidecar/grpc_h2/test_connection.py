@@ -41,9 +41,23 @@ async def test_requests_that_are_not_grpc_get_http_errors(public: PublicServer) 
     client = await Client.connect(public.port)
     headers = [(k, "text/plain" if k == "content-type" else v)
                for k, v in request_headers(UNARY)]
-    assert (await client.call(headers, message(b""))).headers[":status"] == "415"
+    refused = await client.call(headers, message(b""))
+    assert refused.headers[":status"] == "415"
+    assert b"application/grpc" in refused.data
     get = [(k, "GET" if k == ":method" else v) for k, v in request_headers(UNARY)]
-    assert (await client.call(get, None)).headers[":status"] == "405"
+    not_post = await client.call(get, None)
+    assert not_post.headers[":status"] == "405"
+    assert not_post.reset is None  # a complete request is answered, not reset too
+
+
+async def test_a_content_length_that_the_data_does_not_match_resets_the_stream(
+    public: PublicServer, dispatcher: FakeDispatcher
+) -> None:
+    client = await Client.connect(public.port)
+    body = message(value(b"x"))
+    lying = await client.call(request_headers(UNARY, content_length=str(len(body) + 1)), body)
+    assert lying.reset == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert dispatcher.calls == []
 
 
 async def _raw(public: PublicServer, data: bytes) -> bytes:

@@ -24,24 +24,29 @@ __all__ = ["GrpcFront", "UnaryDispatcher", "UnaryServices"]
 
 
 class _Refused:
-    """A stream answered at once with an HTTP error (not a gRPC request)."""
+    """A request that is not a gRPC call: answered with an HTTP error and a line of text
+    once it is complete (its body is read and dropped), as a client may still be sending."""
+
+    def __init__(self, connection: Http2Connection, stream: Stream, status: int,
+                 code: grpc.StatusCode, message: str) -> None:
+        self._connection = connection
+        self._stream = stream
+        self._head = (
+            status_head(status) + literal("content-type", "text/plain; charset=utf-8")
+            + literal("grpc-status", str(code.value[0]))
+            + literal("grpc-message", percent_encoded(message))
+        )
+        self._body = (message + "\n").encode()
 
     def data(self, data: bytes) -> None:
-        pass
+        self._connection.consumed(self._stream, len(data))
 
     def end(self) -> None:
-        pass
+        self._connection.send_headers(self._stream, self._head)
+        self._connection.send_data(self._stream, self._body, end_stream=True)
 
     def reset(self) -> None:
         pass
-
-
-def _http_error(status: int, code: grpc.StatusCode, message: str) -> bytes:
-    return (
-        status_head(status) + literal("content-type", GRPC_CONTENT_TYPE)
-        + literal("grpc-status", str(code.value[0]))
-        + literal("grpc-message", percent_encoded(message))
-    )
 
 
 class GrpcFront:
@@ -72,20 +77,17 @@ class GrpcFront:
         self, connection: Http2Connection, stream: Stream, head: RequestHead
     ) -> StreamHandler:
         if head.method != b"POST":
-            connection.send_headers(stream, _http_error(
-                405, grpc.StatusCode.UNIMPLEMENTED,
-                f"gRPC requests are POST, not {head.method.decode('latin-1')}"), end_stream=True)
-            return _Refused()
+            return _Refused(connection, stream, 405, grpc.StatusCode.UNIMPLEMENTED,
+                            f"this port serves gRPC (POST) and HTTP/1.1; HTTP/2 "
+                            f"{head.method.decode('latin-1')} requests are not served")
         content_type = head.content_type
         if content_type is None or not (
             content_type == GRPC_CONTENT_TYPE or content_type.startswith(("application/grpc+",
                                                                           "application/grpc;"))
         ):
-            connection.send_headers(stream, _http_error(
-                415, grpc.StatusCode.INTERNAL,
-                f"a gRPC request's content-type is application/grpc, not {content_type!r}"),
-                end_stream=True)
-            return _Refused()
+            return _Refused(connection, stream, 415, grpc.StatusCode.INTERNAL,
+                            f"a gRPC request's content-type is application/grpc, not "
+                            f"{content_type!r}")
         unary = self._unary
         if unary is not None:
             method = unary.methods.get(head.path)

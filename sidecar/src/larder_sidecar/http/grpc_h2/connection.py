@@ -102,7 +102,8 @@ class Stream:
         self.pending: list[memoryview] = []
         """Response DATA waiting for flow-control window."""
         self.trailers: bytes | None = None
-        """The trailers' header block, sent when `pending` is empty."""
+        """The trailers' header block, sent when `pending` is empty (empty: end the stream
+        with an empty DATA frame instead)."""
         self.writable: asyncio.Event | None = None
         self.content_length: int | None = None
         self.received = 0
@@ -263,14 +264,20 @@ class Http2Connection(asyncio.Protocol):
         if end_stream:
             self._local_end(stream)
 
-    def send_data(self, stream: Stream, data: bytes, trailers: bytes | None = None) -> None:
-        """Queue DATA (and then the trailers, ending the stream) within the windows."""
+    def send_data(
+        self, stream: Stream, data: bytes, trailers: bytes | None = None, *,
+        end_stream: bool = False,
+    ) -> None:
+        """Queue DATA within the windows, then the trailers (ending the stream), or end the
+        stream with the data when `end_stream`."""
         if stream.local_closed or self._closed:
             return
         if data:
             stream.pending.append(memoryview(data))
         if trailers is not None:
             stream.trailers = trailers
+        elif end_stream:
+            stream.trailers = b""
         self._pump(stream)
 
     async def writable(self, stream: Stream) -> None:
@@ -361,13 +368,13 @@ class Http2Connection(asyncio.Protocol):
             self._recv_window += self._recv_unacked
             self._write(frames.window_update(0, self._recv_unacked))
             self._recv_unacked = 0
+        data = self._unpadded(flags, payload)
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id > self._last_stream_id:
                 raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
             self._write(frames.rst_stream(stream_id, ErrorCode.STREAM_CLOSED))
             return
-        data = self._unpadded(flags, payload)
         if stream.remote_closed:
             self._stream_error(stream, ErrorCode.STREAM_CLOSED)
             return
@@ -459,8 +466,12 @@ class Http2Connection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        ending = bool(flags & END_STREAM)
+        # Known before the handler exists: one that answers at once must not also reset
+        # a request that is already complete.
+        stream.remote_closed = ending
         stream.handler = self._open_call(self, stream, head)
-        if flags & END_STREAM and stream.id in self.streams:
+        if ending and stream.id in self.streams:
             self._remote_end(stream)
 
     def _remote_end(self, stream: Stream) -> None:
@@ -494,6 +505,8 @@ class Http2Connection(asyncio.Protocol):
             if stream_id > self._last_stream_id:
                 raise ConnectionError_(ErrorCode.PROTOCOL_ERROR,
                                        "WINDOW_UPDATE on an idle stream")
+            if increment == 0:
+                self._write(frames.rst_stream(stream_id, ErrorCode.PROTOCOL_ERROR))
             return
         if increment == 0:
             self._stream_error(stream, ErrorCode.PROTOCOL_ERROR)
@@ -629,7 +642,10 @@ class Http2Connection(asyncio.Protocol):
             stream.writable.set()
         if stream.trailers is not None:
             trailers, stream.trailers = stream.trailers, None
-            self._header_frames(stream.id, trailers, end_stream=True)
+            if trailers:
+                self._header_frames(stream.id, trailers, end_stream=True)
+            else:
+                self._write(frames.frame(FrameType.DATA, END_STREAM, stream.id))
             self._local_end(stream)
 
     def _local_end(self, stream: Stream) -> None:
