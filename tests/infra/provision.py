@@ -126,7 +126,7 @@ def _go_program_builder(
             gobuild.render_go_mod(
                 f"larder.dev/testinfra/{name}",
                 versions.GO_MIN_VERSION,
-                [(program.module, program.version)],
+                [(program.module, program.version), *program.pins],
             )
         )
         gobuild.go_build(step, src, [program.package], staging / "bin", ldflags)
@@ -170,6 +170,12 @@ COMPONENTS: dict[str, Component] = {
         _go_program_builder("grpcurl", versions.GRPCURL, _GRPCURL_LDFLAGS),
         f"{_GO_FLAGS} {gobuild.ldflags_arg(_GRPCURL_LDFLAGS)}",
     ),
+    "h2spec": Component(
+        "h2spec",
+        versions.H2SPEC.version,
+        _go_program_builder("h2spec", versions.H2SPEC),
+        f"{_GO_RECIPE} {versions.H2SPEC.pins}",
+    ),
 }
 
 # What a user names on the command line -> the cache components it needs.
@@ -179,6 +185,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "kube": ("etcd", "kube", "kubectl"),
     "helm": ("helm",),
     "grpcurl": ("grpcurl",),
+    "h2spec": ("h2spec",),
 }
 
 

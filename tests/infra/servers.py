@@ -51,6 +51,10 @@ def grpcurl_binary() -> Path:
     return installed("grpcurl") / "bin" / "grpcurl"
 
 
+def h2spec_binary() -> Path:
+    return installed("h2spec") / "bin" / "h2spec"
+
+
 def launch(name: str, workdir: Path) -> Server:
     starters: dict[str, Callable[[Path], Server]] = {
         "cassandra": start_cassandra,

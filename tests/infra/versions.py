@@ -27,6 +27,9 @@ class GoProgram:
     module: str
     version: str
     package: str
+    pins: tuple[tuple[str, str], ...] = ()
+    """Versions of its dependencies, for a module without a go.mod of its own (whose
+    imports would otherwise resolve to whatever is newest on the day of the build)."""
 
 
 CASSANDRA = MavenArtifact("org.apache.cassandra", "cassandra-all", "5.0.9")
@@ -54,6 +57,18 @@ HELM = GoProgram("helm.sh/helm/v3", "v3.19.5", "helm.sh/helm/v3/cmd/helm")
 # A gRPC client that knows nothing of our protos: it learns them by reflection.
 GRPCURL = GoProgram(
     "github.com/fullstorydev/grpcurl", "v1.9.3", "github.com/fullstorydev/grpcurl/cmd/grpcurl"
+)
+
+# HTTP/2 conformance cases (RFC 7540/9113, RFC 7541) run against the public port.
+H2SPEC = GoProgram(
+    "github.com/summerwind/h2spec",
+    "v2.2.1+incompatible",
+    "github.com/summerwind/h2spec/cmd/h2spec",
+    pins=(
+        ("github.com/fatih/color", "v1.19.0"),
+        ("github.com/spf13/cobra", "v1.10.2"),
+        ("golang.org/x/net", "v0.63.0"),
+    ),
 )
 
 GO_MIN_VERSION = "1.24.0"
