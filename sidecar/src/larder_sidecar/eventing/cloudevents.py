@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
+from .. import tracing
 from ..invoke import MetadataPairs
 from ..model import KeyError_, Method
 
@@ -168,3 +170,45 @@ def reply_headers(
 
 def new_event_id() -> str:
     return str(uuid.uuid4())
+
+
+# Trace context in Kafka headers: W3C's names, as OpenTelemetry's Kafka instrumentation
+# writes them, and the CloudEvents distributed-tracing extension's (`ce-traceparent` in
+# the binary mode these headers use; `ce_traceparent` in the Kafka binding's spelling).
+_TRACE_ALIASES = {
+    f"{prefix}{name}": name
+    for name in ("traceparent", "tracestate")
+    for prefix in ("", "ce-", "ce_")
+}
+
+
+def trace_context(metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The record's trace context as W3C `traceparent`/`tracestate` pairs."""
+    return [(_TRACE_ALIASES[k], v) for k, v in metadata if k in _TRACE_ALIASES]
+
+
+def traced(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """`headers` plus the current span's trace context (both spellings), while tracing
+    is on; a record's consumers continue the trace from it."""
+    if not tracing.enabled():
+        return list(headers)
+    added = tracing.inject([])
+    kept = [(k, v) for k, v in headers if k.lower() not in _TRACE_ALIASES]
+    return [
+        *kept,
+        *((k, v.encode()) for k, v in added),
+        *((f"ce-{k}", v.encode()) for k, v in added),
+    ]
+
+
+def publishing(topic: str) -> AbstractContextManager[tracing.Span | None]:
+    """The PRODUCER span around queueing a record for `topic`."""
+    return tracing.span(
+        f"publish {topic}",
+        tracing.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+        },
+    )

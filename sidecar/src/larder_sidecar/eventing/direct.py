@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from ..dispatch import Dispatcher, parse
 from ..invoke import InvokeError, InvokeResult, MetadataPairs
 from ..model import KeyError_, Method
-from .cloudevents import new_event_id, reply_headers
+from .cloudevents import new_event_id, publishing, reply_headers, traced
 from .processing import CommandRunner, Counters, Publisher
 from .producer import PublishFailed
 from .spec import EventingSpec
@@ -74,9 +74,11 @@ class PublishingDispatcher(Dispatcher):
         # The caller learns about a reply the broker does not have: a caller that
         # retries may run the command twice, which is what the message says.
         key = entity_id.encode() if entity_id is not None else None
-        headers = reply_headers(method, new_event_id(), entity_id)
         try:
-            await (await self._publisher.send(topic, result.payload, key, headers))
+            with publishing(topic):
+                headers = traced(reply_headers(method, new_event_id(), entity_id))
+                delivery = await self._publisher.send(topic, result.payload, key, headers)
+            await delivery
         except PublishFailed as e:
             raise InvokeError(
                 grpc.StatusCode.UNAVAILABLE,

@@ -16,9 +16,18 @@ from typing import Any, Protocol
 
 import grpc
 
+from .. import tracing
 from ..invoke import InvokeError, InvokeResult, MetadataPairs
 from ..model import Method
-from .cloudevents import Command, MalformedRecord, decode, reply_headers
+from .cloudevents import (
+    Command,
+    MalformedRecord,
+    decode,
+    publishing,
+    reply_headers,
+    trace_context,
+    traced,
+)
 from .producer import PublishFailed
 from .spec import EventingSpec, Subscription
 
@@ -151,6 +160,27 @@ class RecordProcessor:
         command = prepared.command
         if command is None:
             return await self._reject(record, method, "malformed", prepared.problem)
+        if not tracing.enabled():
+            return await self._run(record, method, command)
+        with tracing.span(
+            f"consume {record.topic()}",
+            tracing.SpanKind.CONSUMER,
+            # The producer's trace, when the record carries one (W3C or CloudEvents).
+            parent=tracing.extract(trace_context(command.metadata)),
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic(),
+                "messaging.destination.partition.id": str(record.partition()),
+                "messaging.kafka.offset": record.offset(),
+                "rpc.method": method.model.path,
+            },
+        ):
+            return await self._run(record, method, command)
+
+    async def _run(
+        self, record: Any, method: Method, command: Command
+    ) -> Coroutine[Any, Any, None] | None:
         delays = self._backoff.delays()
         while True:
             try:
@@ -216,8 +246,10 @@ class RecordProcessor:
     ) -> Coroutine[Any, Any, None]:
         """Queue the record now (so replies keep their order), confirm it later."""
         assert self._publisher is not None, "publications need a producer"
-        outgoing = _Outgoing(topic, value, key, headers)
-        return self._confirm(await self._send(outgoing), outgoing, record)
+        with publishing(topic):
+            outgoing = _Outgoing(topic, value, key, traced(headers))
+            delivery = await self._send(outgoing)
+        return self._confirm(delivery, outgoing, record)
 
     async def _send(self, out: _Outgoing) -> Awaitable[None]:
         assert self._publisher is not None
