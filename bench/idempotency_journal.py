@@ -31,10 +31,10 @@ from larder_sidecar.journal.base import IdempotencyRecord, PersistenceId, persis
 from larder_sidecar.journal.cassandra import CassandraJournal
 from larder_sidecar.journal.cassandra_settings import CassandraSettings
 
-from bench.journal_cassandra import EVENT, AppendResult, _cpu, bench_appends, cassandra_endpoint
-
+# The script-style benchmarks import each other and their shared helpers by file name.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tools
+from journal_cassandra import EVENT, AppendResult, _cpu, bench_appends, cassandra_endpoint
 
 REPLY = b"r" * 100
 
