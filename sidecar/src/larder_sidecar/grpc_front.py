@@ -6,6 +6,8 @@ once, by the dispatcher, into the method's dynamic message.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,20 +24,34 @@ from .reflection import enable_reflection
 
 
 def client_metadata(context: grpc.aio.ServicerContext[Any, Any], method: Method) -> MetadataPairs:
-    """The caller's string headers that the method's component asked for in discovery
-    (`forward_headers`), and the idempotency key (the entity reads it); gRPC's own and
-    binary (`-bin`) headers never travel."""
+    """The caller's headers that the method's component asked for in discovery
+    (`forward_headers`), and the idempotency key (the entity reads it); binary (`-bin`)
+    ones as their base64 text, as the public port's own gRPC path passes them; gRPC's own
+    headers never travel."""
     wanted = {*method.component.forward_headers, IDEMPOTENCY_KEY}
     return [
-        (k, v)
+        (k, base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v)
         for k, v in context.invocation_metadata() or ()
-        if k in wanted and isinstance(v, str) and not k.startswith((":", "grpc-"))
+        if k in wanted and not k.startswith((":", "grpc-"))
     ]
 
 
 async def _send_metadata(context: grpc.aio.ServicerContext[Any, Any], result: InvokeResult) -> None:
     if result.metadata:
-        await context.send_initial_metadata(tuple(result.metadata))
+        await context.send_initial_metadata(
+            tuple((k, _aio_value(k, v)) for k, v in result.metadata)
+        )
+
+
+def _aio_value(key: str, value: str) -> str | bytes:
+    # grpc.aio takes binary metadata as bytes; ours carries it as base64 text (a string
+    # entry under a -bin key that is not base64 goes as its UTF-8 bytes).
+    if not key.endswith("-bin"):
+        return value
+    try:
+        return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return value.encode()
 
 
 def _counted(e: InvokeError, metrics: Metrics) -> InvokeError:

@@ -14,6 +14,7 @@ from larder_sidecar.http.grpc_h2.headers import (
 from larder_sidecar.http.grpc_h2.messages import (
     CallError,
     MessageReader,
+    metadata_block,
     parse_timeout,
     percent_encoded,
     status_trailers,
@@ -108,6 +109,11 @@ def test_status_trailers_carry_details_and_leave_out_reserved_names() -> None:
         ("grpc-status", "5"), ("grpc-message", "gone"), ("grpc-status-details-bin", "CAU"),
         ("x-ok", "1"),
     ]
+
+
+def test_reply_metadata_under_a_bin_key_is_always_base64() -> None:
+    block = metadata_block([("x-a-bin", "AP8="), ("x-b-bin", b"\x00\xff"), ("x-c-bin", "?!")])
+    assert _decoded(block) == [("x-a-bin", "AP8="), ("x-b-bin", "AP8"), ("x-c-bin", "PyE")]
 
 
 def test_binary_metadata_travels_as_bytes_in_the_protocol() -> None:

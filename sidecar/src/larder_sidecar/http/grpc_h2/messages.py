@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -146,6 +147,9 @@ def metadata_block(metadata: Sequence[tuple[str, str | bytes]]) -> bytes:
             if not lowered.endswith("-bin"):
                 continue
             text = _b64(value)
+        elif lowered.endswith("-bin") and not _BASE64.fullmatch(value):
+            # A string entry under a -bin key: clients base64-decode such headers.
+            text = _b64(value.encode())
         else:
             text = value
         if "\r" in text or "\n" in text or "\0" in text:
@@ -156,6 +160,7 @@ def metadata_block(metadata: Sequence[tuple[str, str | bytes]]) -> bytes:
 
 _RESERVED = frozenset({"content-type", "te", "connection", "keep-alive", "transfer-encoding",
                        "upgrade", "proxy-connection", "content-length", "user-agent"})
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
 
