@@ -43,6 +43,10 @@ log = logging.getLogger("larder_sidecar.views")
 LoadValue = Callable[[PersistenceId], Awaitable[ValueState]]
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
+MAX_PENDING = 10_000
+"""Changes a view keeps queued in memory. Beyond it, when the journal can be read back,
+published changes are dropped and the view catches up from the journal once its queue
+has drained: memory stays bounded whatever the write rate, and nothing is lost."""
 
 
 class GapUnrecoverable(Exception):
@@ -67,6 +71,8 @@ class _ViewState:
     pending: collections.deque[tuple[float, Change]]
     wakeup: asyncio.Event
     busy: bool = False
+    behind: bool = False
+    """Changes were dropped (queue full): catch up from the journal once it drains."""
 
 
 class ViewDelivery:
@@ -79,6 +85,7 @@ class ViewDelivery:
         *,
         load_value: LoadValue,
         source: ChangeSource | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.tables = table_schemas(views)
         self._store = store
@@ -86,6 +93,7 @@ class ViewDelivery:
         self._metrics = metrics
         self._load_value = load_value
         self._source = source
+        self._max_pending = max_pending
         self._views: dict[str, _ViewState] = {}
         for view in views.values():
             routes: dict[str, dict[str, ViewUpdate]] = {}
@@ -123,7 +131,7 @@ class ViewDelivery:
     async def idle(self, within: float) -> bool:
         """Wait until no change waits or is being applied; False after `within` seconds."""
         deadline = time.monotonic() + within
-        while any(s.pending or s.busy for s in self._views.values()):
+        while any(s.pending or s.busy or s.behind for s in self._views.values()):
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.01)
@@ -134,39 +142,78 @@ class ViewDelivery:
     def publish(self, change: Change) -> None:
         """Queue a committed change for every view it feeds (never blocks)."""
         entity_type = change.pid.partition("|")[0]
-        now = time.monotonic()
         for name, state in self._views.items():
             if entity_type in state.routes:
-                state.pending.append((now, change))
-                self._metrics.pending.labels(name).set(len(state.pending))
-                state.wakeup.set()
+                self._queue(name, state, change)
+
+    def _queue(self, name: str, state: _ViewState, change: Change) -> None:
+        if self._source is not None and len(state.pending) >= self._max_pending:
+            # The journal has it: read it back once the queue has drained.
+            state.behind = True
+            self._metrics.changes_deferred.labels(name).inc()
+        else:
+            state.pending.append((time.monotonic(), change))
+            self._metrics.pending.labels(name).set(len(state.pending))
+        state.wakeup.set()
 
     async def catch_up(self) -> None:
         """Queue, for every view, what the journal holds beyond the view's offsets."""
+        for name, state in self._views.items():
+            await self._catch_up(name, state)
+
+    async def _catch_up(self, name: str, state: _ViewState) -> None:
+        """Queue what the journal holds beyond the view's offsets, at most `max_pending`
+        changes; with more, the view stays `behind` and the worker calls again."""
         if self._source is None:
             return
-        for state in self._views.values():
-            kinds = {u.entity_type: u.source for u in state.spec.updates}
-            for entity_type, kind in kinds.items():
-                if kind is SourceKind.VALUE_ENTITY:
-                    revisions = await self._source.value_revisions(entity_type)
-                    for pid, revision in sorted(revisions.items()):
-                        if revision > state.offsets.get(pid, 0):
-                            value = await self._load_value(pid)
-                            self.publish(ValueChanged(pid, value.revision, value.payload))
-                else:
-                    heads = await self._source.event_heads(entity_type)
-                    for pid, head in sorted(heads.items()):
-                        applied = state.offsets.get(pid, 0)
-                        if head > applied:
-                            events = await self._source.events(pid, applied + 1, head)
-                            self.publish(EventsAppended(pid, applied + 1, tuple(events)))
+        state.behind = False
+        room = self._max_pending - len(state.pending)
+        kinds = {u.entity_type: u.source for u in state.spec.updates}
+        for entity_type, kind in kinds.items():
+            if kind is SourceKind.VALUE_ENTITY:
+                revisions = await self._source.value_revisions(entity_type)
+                for pid, revision in sorted(revisions.items()):
+                    if revision > state.offsets.get(pid, 0):
+                        if room <= 0:
+                            state.behind = True
+                            return
+                        value = await self._load_value(pid)
+                        self._queue(name, state, ValueChanged(pid, value.revision, value.payload))
+                        room -= 1
+            else:
+                heads = await self._source.event_heads(entity_type)
+                for pid, head in sorted(heads.items()):
+                    applied = state.offsets.get(pid, 0)
+                    if head > applied:
+                        if room <= 0:
+                            state.behind = True
+                            return
+                        last = min(head, applied + room)
+                        events = await self._source.events(pid, applied + 1, last)
+                        self._queue(name, state, EventsAppended(pid, applied + 1, tuple(events)))
+                        room -= len(events)
+                        if last < head:
+                            state.behind = True
+                            return
 
     # --- the worker ---------------------------------------------------------------------
 
     async def _work(self, name: str) -> None:
         state = self._views[name]
         while True:
+            if not state.pending and state.behind:
+                state.busy = True
+                try:
+                    await self._catch_up(name, state)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    state.behind = True
+                    self._metrics.update_failures.labels(name).inc()
+                    log.error("view %s: catching up from the journal failed: %s", name, e)  # noqa: TRY400
+                    await asyncio.sleep(RETRY_MAX_S)
+                state.busy = False
+                continue
             if not state.pending:
                 self._metrics.lag_seconds.labels(name).set(0)
                 state.wakeup.clear()

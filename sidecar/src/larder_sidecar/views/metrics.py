@@ -19,6 +19,13 @@ class ViewMetrics:
             ["view"],
             registry=registry,
         )
+        self.changes_deferred = Counter(
+            "larder_view_changes_deferred",
+            "Committed changes not queued because the view had too many waiting; it reads "
+            "them back from the journal once its queue has drained",
+            ["view"],
+            registry=registry,
+        )
         self.rows_rejected = Counter(
             "larder_view_rows_rejected",
             "Rows the update handler answered that are not the table's row type (logged, "

@@ -3,6 +3,7 @@ between the journal write and the view update (catch-up), and through update han
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
@@ -245,3 +246,97 @@ async def test_queries_reply_as_their_selection_says(
     names = await _rows(queries, f"/{ITEMS}/Names", pb.ByCategory(category="fruit"),
                         pb.NameInCategory)
     assert [(n.name, n.category) for n in names] == [("apple", "fruit"), ("cherry", "fruit")]
+
+
+def _remove(directory: Path, pattern: str) -> None:
+    for path in directory.glob(pattern):
+        path.unlink()
+
+
+class GatedHandler(SummingHandler):
+    """Holds every update until `gate` opens: the view falls behind its journal."""
+
+    def __init__(self, pb: ModuleType) -> None:
+        super().__init__(pb)
+        self.gate = asyncio.Event()
+
+    async def receive(self, event: Any, entity_id: str) -> Answer:
+        await self.gate.wait()
+        return await super().receive(event, entity_id)
+
+
+async def test_a_view_far_behind_keeps_a_bounded_queue_and_reads_the_rest_back(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes], tmp_path: Path
+) -> None:
+    pb = shop[0]
+    path = tmp_path / "journal.db"
+    journal = SqliteJournal(path)
+    await journal.start()
+    handler = GatedHandler(pb)
+    metrics = ViewMetrics(CollectorRegistry())
+    store = MemoryViewStore()
+    delivery = ViewDelivery(model.views, store, handler, metrics, load_value=journal.load_value,
+                            source=SqliteChangeSource(path), max_pending=3)
+    queries = ViewQueries(model.views, delivery.tables, store, metrics)
+    await delivery.start()
+    try:
+        feed = FeedingJournal(journal, delivery.publish)
+        for i in range(20):
+            await feed.append(PersistenceId(f"accounts|a{i % 2}"), i // 2, [_deposit(pb, i)])
+            await feed.put_value(PersistenceId(f"items|i{i}"), 0, _item(pb, f"i{i}", "n", i, "c"))
+        assert max(len(s.pending) for s in delivery._views.values()) <= 3
+        assert metrics.changes_deferred.labels(BALANCES)._value.get() > 0
+        handler.gate.set()
+        assert await delivery.idle(10)
+        rows = await _rows(queries, f"/{BALANCES}/AtLeast", pb.MinTotal(), pb.Balance)
+        assert [(r.account_id, r.total, r.deposits) for r in rows] == [
+            ("a0", sum(range(0, 20, 2)), 10), ("a1", sum(range(1, 20, 2)), 10)
+        ]
+        # Each account's events reached the handler once each, in order.
+        for account in ("a0", "a1"):
+            amounts = [amount for who, amount, _ in handler.seen if who == account]
+            assert amounts == list(range(0 if account == "a0" else 1, 20, 2))
+        items = await _rows(queries, f"/{ITEMS}/ByCategoryQuery", pb.ByCategory(category="c"),
+                            pb.Item)
+        assert sorted(i.price for i in items) == list(range(20))
+    finally:
+        await delivery.close()
+        await journal.close()
+
+
+async def test_a_view_is_rebuilt_from_the_journal_from_scratch(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes], tmp_path: Path
+) -> None:
+    """The view's file gone (or its table emptied because its queries changed): the next
+    start replays every entity from the journal."""
+    pb = shop[0]
+    path = tmp_path / "journal.db"
+    journal = SqliteJournal(path)
+    await journal.start()
+    try:
+        first, _ = _delivery(model, SqliteViewStore(tmp_path / "views.db"), journal,
+                             SummingHandler(pb), SqliteChangeSource(path))
+        await first.start()
+        feed = FeedingJournal(journal, first.publish)
+        await feed.put_value(PersistenceId("items|a"), 0, _item(pb, "a", "apple", 3, "fruit"))
+        await feed.put_value(PersistenceId("items|a"), 1, _item(pb, "a", "apple", 4, "fruit"))
+        await feed.append(PersistenceId("accounts|x"), 0, [_deposit(pb, 1), _deposit(pb, 2)])
+        assert await first.idle(5)
+        await first.close()
+        await asyncio.to_thread(_remove, tmp_path, "views.db*")
+        handler = SummingHandler(pb)
+        second, queries = _delivery(model, SqliteViewStore(tmp_path / "views.db"), journal,
+                                    handler, SqliteChangeSource(path))
+        await second.start()
+        try:
+            assert await second.idle(5)
+            items = await _rows(queries, f"/{ITEMS}/ByCategoryQuery",
+                                pb.ByCategory(category="fruit"), pb.Item)
+            assert [(i.item_id, i.price) for i in items] == [("a", 4)]
+            rows = await _rows(queries, f"/{BALANCES}/AtLeast", pb.MinTotal(), pb.Balance)
+            assert [(r.total, r.deposits) for r in rows] == [(3, 2)]
+            assert handler.seen == [("x", 1, None), ("x", 2, 1)]
+        finally:
+            await second.close()
+    finally:
+        await journal.close()
