@@ -73,6 +73,10 @@ async def test_a_retry_after_a_restart_returns_the_first_reply_over_grpc(
         await add(again_pod, "g1", "t1", 6, "key-1")
     assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "idempotency key reused for a different request" in (caught.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await add(again_pod, "g1", "t1", 5, "k" * 257)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 256" in (caught.value.details() or "")
     assert await tags(tables, pb, counter_pid("g1")) == ["t1"]
 
 
