@@ -11,6 +11,7 @@ from larder_sdk._context import EffectContext
 from larder_sdk._definition import CommandHandler
 from larder_sdk._errors import CommandFailed
 from larder_sdk._replies import unexpected_failure
+from larder_sdk._tracing import handler_span
 
 
 def decode_payload(
@@ -27,11 +28,14 @@ def decode_payload(
 
 
 async def run_handler(handler: CommandHandler, ctx: EffectContext, *args: Any) -> object:
-    """Call `handler.fn(*args, ctx)`, awaiting it if it is async; return what it returned."""
-    result = handler.fn(*args, ctx)
-    if handler.is_async:
-        result = await result
-    check_not_failed(ctx)
+    """Call `handler.fn(*args, ctx)`, awaiting it if it is async; return what it returned.
+
+    With tracing set up by the application, in a span continuing the sidecar's trace."""
+    with handler_span(handler.method, ctx):
+        result = handler.fn(*args, ctx)
+        if handler.is_async:
+            result = await result
+        check_not_failed(ctx)
     return result
 
 
