@@ -90,3 +90,22 @@ async def test_a_keyspace_of_the_previous_version_gets_the_columns(
             assert [r.key for r in (await journal.load_value(pid)).idempotency] == ["k"]
         finally:
             await journal.close()
+
+
+async def test_unfenced_appends_keep_the_records_across_partitions(
+    cassandra: CassandraServer,
+) -> None:
+    journal = CassandraJournal(settings_for(cassandra, partition_size=3, fencing="unfenced"))
+    await journal.start()
+    try:
+        pid = persistence_id("it.Unfenced", uuid.uuid4().hex)
+        kept = record("kept")
+        await journal.append(pid, 0, [StoredPayload("t/E", b"1")], None, change([kept]))
+        # One event per append: each partition's first append copies the records on.
+        for seq in range(1, 8):
+            await journal.append(pid, seq, [StoredPayload("t/E", b"n")], None, change(live=[kept]))
+        recovery = await journal.load(pid)
+        assert recovery.last_sequence_nr == 8
+        assert list(recovery.idempotency) == [kept]
+    finally:
+        await journal.close()
