@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,13 +37,16 @@ from .feed import Change, EventsAppended, ValueChanged
 from .handle import Answer, HandleClient, receive_event
 from .metrics import ViewMetrics
 from .spec import TYPE_URL_PREFIX, SourceKind, ViewSpec, ViewUpdate
-from .store import RowChange, TableSchema, ViewStore
+from .store import Applied, RowChange, TableSchema, ViewStore
 
 log = logging.getLogger("larder_sidecar.views")
 
 LoadValue = Callable[[PersistenceId], Awaitable[ValueState]]
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
+BATCH = 256
+"""Value-entity changes stored as they are (no update handler) applied in one store
+transaction: a transaction per change would cap a view at the store's commit rate."""
 MAX_PENDING = 10_000
 """Changes a view keeps queued in memory. Beyond it, when the journal can be read back,
 published changes are dropped and the view catches up from the journal once its queue
@@ -220,11 +224,20 @@ class ViewDelivery:
                 await state.wakeup.wait()
                 continue
             _, change = state.pending[0]
+            batch = [change]
+            if self._plain(state, change):
+                for _, more in itertools.islice(state.pending, 1, BATCH):
+                    if not self._plain(state, more):
+                        break
+                    batch.append(more)
             state.busy = True
             delay = RETRY_FIRST_S
             while True:
                 try:
-                    await self._apply(state, change)
+                    if len(batch) == 1:
+                        await self._apply(state, change)
+                    else:
+                        await self._apply_batch(state, batch)
                     break
                 except asyncio.CancelledError:
                     raise
@@ -240,13 +253,47 @@ class ViewDelivery:
                     log.debug("view %s failure", name, exc_info=True)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_S)
-            state.pending.popleft()
+            for _ in batch:
+                state.pending.popleft()
             state.busy = False
             self._metrics.pending.labels(name).set(len(state.pending))
             if state.pending:
                 self._metrics.lag_seconds.labels(name).set(
                     time.monotonic() - state.pending[0][0]
                 )
+
+    def _plain(self, state: _ViewState, change: Change) -> bool:
+        """A value entity's change that needs no update handler (batched)."""
+        if not isinstance(change, ValueChanged):
+            return False
+        if change.payload is None:
+            return True
+        update = state.routes[change.pid.partition("|")[0]].get(change.payload.type_url)
+        return update is None or not update.transform
+
+    async def _apply_batch(self, state: _ViewState, batch: list[Change]) -> None:
+        """Plain value changes in one store transaction; what does not apply there (an
+        offset moved by another sidecar) goes again one by one."""
+        name = state.spec.service
+        latest: dict[str, int] = {}
+        items: list[Applied] = []
+        for change in batch:
+            assert isinstance(change, ValueChanged)
+            applied = latest.get(change.pid, state.offsets.get(change.pid, 0))
+            if change.revision <= applied:
+                continue
+            rows = await self._rows(state, change.pid, change.payload)
+            items.append(Applied(change.pid, applied, change.revision, rows))
+            latest[change.pid] = change.revision
+        results = await self._store.apply_batch(name, items)
+        for item, ok in zip(items, results, strict=True):
+            if ok:
+                state.offsets[item.pid] = item.offset
+                self._metrics.changes_applied.labels(name).inc()
+        if not all(results):
+            state.offsets = dict(await self._store.offsets(name))
+            for change in batch:
+                await self._apply(state, change)
 
     async def _apply(self, state: _ViewState, change: Change) -> None:
         if isinstance(change, ValueChanged):

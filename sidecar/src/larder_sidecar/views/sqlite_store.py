@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 
 from .query import ValidatedQuery
 from .sql import SqlCondition, translate
-from .store import RowChange, TableSchema, ViewStoreError
+from .store import Applied, RowChange, TableSchema, ViewStoreError
 
 _T = TypeVar("_T")
 
@@ -57,6 +57,28 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _apply_one(conn: sqlite3.Connection, view: str, item: Applied) -> bool:
+    found = conn.execute(
+        "SELECT offset FROM view_offsets WHERE view = ? AND pid = ?", (view, item.pid)
+    ).fetchone()
+    if (found[0] if found else 0) != item.expected:
+        return False
+    for change in item.changes:
+        name = sql_name(change.table)
+        if change.row is None:
+            conn.execute(f"DELETE FROM {name} WHERE key = ?", (change.key,))
+            continue
+        marks = ", ?" * len(change.values)
+        conn.execute(
+            f"INSERT OR REPLACE INTO {name} VALUES (?, ?{marks})",
+            (change.key, change.row, *change.values),
+        )
+    conn.execute(
+        "INSERT OR REPLACE INTO view_offsets VALUES (?, ?, ?)", (view, item.pid, item.offset)
+    )
+    return True
 
 
 class SqliteViewStore:
@@ -175,27 +197,13 @@ class SqliteViewStore:
     async def apply(
         self, view: str, pid: str, expected: int, offset: int, changes: Sequence[RowChange]
     ) -> bool:
-        def apply(conn: sqlite3.Connection) -> bool:
+        (applied,) = await self.apply_batch(view, [Applied(pid, expected, offset, changes)])
+        return applied
+
+    async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
+        def apply(conn: sqlite3.Connection) -> list[bool]:
             with _immediate(conn):
-                found = conn.execute(
-                    "SELECT offset FROM view_offsets WHERE view = ? AND pid = ?", (view, pid)
-                ).fetchone()
-                if (found[0] if found else 0) != expected:
-                    return False
-                for change in changes:
-                    name = sql_name(change.table)
-                    if change.row is None:
-                        conn.execute(f"DELETE FROM {name} WHERE key = ?", (change.key,))
-                        continue
-                    marks = ", ?" * len(change.values)
-                    conn.execute(
-                        f"INSERT OR REPLACE INTO {name} VALUES (?, ?{marks})",
-                        (change.key, change.row, *change.values),
-                    )
-                conn.execute(
-                    "INSERT OR REPLACE INTO view_offsets VALUES (?, ?, ?)", (view, pid, offset)
-                )
-            return True
+                return [_apply_one(conn, view, item) for item in items]
 
         return await self._run(apply)
 

@@ -73,6 +73,17 @@ class RowChange:
     values: tuple[StoredValue, ...] = ()
 
 
+@dataclass(frozen=True)
+class Applied:
+    """One entity's change for `ViewStore.apply_batch`: `changes` and the new `offset`,
+    if the stored offset of its persistence id is `expected`."""
+
+    pid: str
+    expected: int
+    offset: int
+    changes: Sequence[RowChange]
+
+
 class ViewStore(Protocol):
     async def open(self, tables: Sequence[TableSchema]) -> list[str]:
         """Create what is missing; a table whose fingerprint changed is emptied, with the
@@ -90,6 +101,10 @@ class ViewStore(Protocol):
     ) -> bool:
         """If the stored offset of (`view`, `pid`) is `expected` (0 when none), apply
         `changes` and store `offset`, atomically; False (and nothing written) otherwise."""
+
+    async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
+        """`apply` for each item in order, in one transaction: an item whose offset does
+        not match is left out (False), the others are written."""
 
     def select(
         self, table: TableSchema, query: ValidatedQuery, request: Message
@@ -134,6 +149,12 @@ class MemoryViewStore:
                 rows[change.key] = change.row
         offsets[pid] = offset
         return True
+
+    async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
+        return [
+            await self.apply(view, item.pid, item.expected, item.offset, item.changes)
+            for item in items
+        ]
 
     async def select(
         self, table: TableSchema, query: ValidatedQuery, request: Message
