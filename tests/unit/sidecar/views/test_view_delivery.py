@@ -4,7 +4,7 @@ between the journal write and the view update (catch-up), and through update han
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,7 +25,7 @@ from larder_sidecar.views.handle import Answer, HandleClient, HandleFailed
 from larder_sidecar.views.metrics import ViewMetrics
 from larder_sidecar.views.queries import ViewQueries
 from larder_sidecar.views.sqlite_store import SqliteViewStore
-from larder_sidecar.views.store import MemoryViewStore, ViewStore
+from larder_sidecar.views.store import Applied, MemoryViewStore, RowChange, ViewStore
 from prometheus_client import CollectorRegistry
 
 from .shop import PACKAGE, compile_shop, shop_spec
@@ -340,3 +340,58 @@ async def test_a_view_is_rebuilt_from_the_journal_from_scratch(
             await second.close()
     finally:
         await journal.close()
+
+
+class RacedStore(SqliteViewStore):
+    """A store another sidecar shares: just before the first batch lands, the other one
+    applies `raced` (view, pid, row change) at offset 1."""
+
+    def __init__(self, path: Path, raced: tuple[str, str, RowChange]) -> None:
+        super().__init__(path)
+        self.raced: tuple[str, str, RowChange] | None = raced
+        self.batches = 0
+
+    async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
+        if self.raced is not None:
+            raced_view, pid, change = self.raced
+            self.raced = None
+            other = Applied(pid, 0, 1, [change])
+            assert await super().apply_batch(raced_view, [other]) == [True]
+        self.batches += 1
+        return await super().apply_batch(view, items)
+
+
+async def test_queued_value_changes_are_applied_in_batches_in_order(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes], tmp_path: Path
+) -> None:
+    """Changes waiting when the worker starts go in one transaction; one whose offset
+    another sidecar moved meanwhile is left out, and applied again on its own."""
+    pb = shop[0]
+    other = _item(pb, "c", "cherry-by-other", 6, "fruit")
+    journal = MemoryJournal()
+    probe, _ = _delivery(model, MemoryViewStore(), journal, None)
+    table = probe.tables[(ITEMS, "items")]
+    change = RowChange(table, "c", other.value, table.values(pb.Item.FromString(other.value)))
+    store = RacedStore(tmp_path / "views.db", (ITEMS, "items|c", change))
+    delivery, queries = _delivery(model, store, journal, None)
+    # Before start: queued, as changes published faster than the view applies them.
+    feed = FeedingJournal(journal, delivery.publish)
+    for revision, price in enumerate([1, 2, 3]):
+        await feed.put_value(PersistenceId("items|a"), revision,
+                             _item(pb, "a", "apple", price, "fruit"))
+    await feed.put_value(PersistenceId("items|b"), 0, _item(pb, "b", "bean", 1, "fruit"))
+    await feed.put_value(PersistenceId("items|b"), 1, None)
+    await feed.put_value(PersistenceId("items|c"), 0, _item(pb, "c", "cherry", 5, "fruit"))
+    await feed.put_value(PersistenceId("items|c"), 1, _item(pb, "c", "cherry", 7, "fruit"))
+    await delivery.start()
+    try:
+        assert await delivery.idle(5)
+        rows = await _rows(queries, f"/{ITEMS}/ByCategoryQuery", pb.ByCategory(category="fruit"),
+                           pb.Item)
+        # c's revision 1 was the other sidecar's (left out of the batch); its revision 2
+        # applied after it, in the same transaction; nothing was left to apply alone.
+        assert [(r.item_id, r.price) for r in rows] == [("a", 3), ("c", 7)]
+        assert await store.offsets(ITEMS) == {"items|a": 3, "items|b": 2, "items|c": 2}
+        assert store.batches == 1
+    finally:
+        await delivery.close()
