@@ -1,4 +1,4 @@
-"""Throughput of the sidecar's public port: HTTP/1.1 JSON transcoding and the gRPC relay.
+"""Throughput of the sidecar's public port: HTTP/1.1 JSON transcoding and gRPC forwarding.
 
 Starts a server process (uvloop) with a grpc.aio echo server on an internal port and
 the public port in front of it; the invoker answers at once, so what is measured is
@@ -7,7 +7,8 @@ the front end itself. Then, side by side in one run:
 - HTTP: `wrk` against `GET /turkeys/{id}` (templated route) and
   `POST /com.example.TurkeyService/GetTurkey` (generic route, JSON body);
 - gRPC: a grpc.aio client making unary calls directly to the internal server, then
-  through the public port (the relay), so the relay's overhead is the difference.
+  through the public port, which (given no dispatcher of its own here) forwards each
+  call to that server, so the forwarding's overhead is the difference.
 
     .venv/bin/python bench/http_front.py [--seconds 10] [--connections 32]
 
@@ -162,7 +163,7 @@ def main() -> None:
             }
         results["gRPC direct to the internal server"] = asyncio.run(
             grpc_rate(ports["internal"], args.seconds, args.connections))
-        results["gRPC through the public port (relay)"] = asyncio.run(
+        results["gRPC through the public port (forwarded)"] = asyncio.run(
             grpc_rate(ports["public"], args.seconds, args.connections))
     finally:
         if server.stdin is not None:

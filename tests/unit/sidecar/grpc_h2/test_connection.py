@@ -9,10 +9,13 @@ import grpc
 import grpc.aio
 import h2.errors
 import pytest
-from larder_sidecar.http import PublicServer
+from larder_sidecar.http import PublicServer, start_public_server
+from larder_sidecar.settings import PublicPortLimits
+
+from tests.unit.sidecar.http.fakes import FakeInvoker
 
 from .client import PREFACE, Client, message, request_headers
-from .conftest import STREAMED, UNARY, FakeDispatcher, value
+from .conftest import STREAMED, UNARY, FakeDispatcher, say_method, value
 
 SETTINGS = struct.pack(">I", 0)[1:] + bytes([0x4, 0]) + struct.pack(">I", 0)
 
@@ -177,3 +180,18 @@ async def test_a_thousand_connections_opened_and_dropped(
     client = await Client.connect(public.port)
     assert (await client.call(request_headers(UNARY), message(value(b"ok")))).status == "0"
     assert [payload for payload, _ in dispatcher.calls] == [value(b"ok")]
+
+
+async def test_an_idle_connection_gets_goaway(grpc_backend: str) -> None:
+    server = await start_public_server(
+        "127.0.0.1", 0, grpc_backend, FakeInvoker(), [], unary_grpc=FakeDispatcher(),
+        grpc_methods={UNARY: say_method()}, limits=PublicPortLimits(grpc_idle_timeout=0.3),
+    )
+    try:
+        client = await Client.connect(server.port)
+        assert (await client.call(request_headers(UNARY), message(value(b"ok")))).status == "0"
+        await asyncio.wait_for(client.closed.wait(), 3)
+        assert client.goaway is not None
+        assert client.goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+    finally:
+        await server.close(grace=1.0)
