@@ -286,12 +286,16 @@ class PodRunner:
 
     async def _stop_containers(self, grace: float) -> None:
         # Supervisors must not restart what is being stopped: cancel them first.
+        began = asyncio.get_running_loop().time()
         for container in self.main:
             await self._cancel_supervisor(container)
         await asyncio.gather(*(c.stop(grace) for c in self.main))
         for container in reversed(self.init):
             await self._cancel_supervisor(container)
-            await container.stop(min(grace, 5.0) if container.kind == "sidecar" else 0.0)
+            # As the kubelet does: native sidecars share what is left of the grace period
+            # (at least 2 s), so a sidecar that hands work over before it exits has time.
+            left = max(grace - (asyncio.get_running_loop().time() - began), 2.0)
+            await container.stop(left if container.kind == "sidecar" else 0.0)
 
     async def _cancel_supervisor(self, container: Container) -> None:
         task = self._tasks.get(container.name)

@@ -2,7 +2,10 @@
 
 A container here is a buildah working container (its own copy-on-write root
 filesystem) and, while it runs, one `ip netns exec <ns> buildah run --isolation
-chroot` process in its own process group, so signals reach the whole tree.
+chroot` process in its own process group, so SIGKILL reaches the whole tree. SIGTERM
+goes to the container's own first process only, as the kubelet's runtime sends it:
+buildah's chroot helper answers a SIGTERM of its own by killing the container at once,
+so a SIGTERM to the whole group would never let a container shut down gracefully.
 """
 
 from __future__ import annotations
@@ -181,12 +184,58 @@ class RunningProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signum)
 
+    def terminate(self) -> None:
+        """SIGTERM to the container's first process(es), past buildah's own processes;
+        to the whole group when none is found (it has not started yet, or has ended)."""
+        targets = _container_processes(self._process.pid)
+        if not targets:
+            self.signal(signal.SIGTERM)
+            return
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
     async def stop(self, grace_s: float) -> int:
         """SIGTERM, then SIGKILL after the grace period; returns the exit code."""
         if self._process.returncode is None:
-            self.signal(signal.SIGTERM)
+            self.terminate()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._process.wait()), grace_s)
         # Also after a clean exit: a child that left the group's leader behind dies too.
         self.signal(signal.SIGKILL)
         return await self._process.wait()
+
+
+# What runs a container rather than being it: `ip netns exec` (it execs buildah), buildah,
+# and buildah's chroot helpers (re-executed from a memfd, hence their command name).
+_RUNTIME_COMMANDS = ("ip", "buildah")
+_RUNTIME_PREFIX = "memfd:buildah"
+
+
+def _container_processes(pid: int) -> list[int]:
+    """The first descendants of `pid` that are not the runtime's own processes."""
+    found: list[int] = []
+    for child in _children(pid):
+        try:
+            command = Path(f"/proc/{child}/comm").read_text().strip()
+        except OSError:
+            continue
+        if command in _RUNTIME_COMMANDS or command.startswith(_RUNTIME_PREFIX):
+            found.extend(_container_processes(child))
+        else:
+            found.append(child)
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            children.extend(
+                int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+            )
+    return children
