@@ -9,6 +9,7 @@ forwarders to the host's loopback servers (Cassandra, the API server).
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 from dataclasses import dataclass
 
 from tests.infra.cluster.commands import run, run_quietly
@@ -28,6 +29,31 @@ class NetworkConfig:
     @property
     def gateway(self) -> str:
         return str(self.network.network_address + 1)
+
+
+def host_veth_name(config: NetworkConfig, key: str) -> str:
+    """The host end of a pod's veth pair (`key`: the pod's key, pods.pod_key)."""
+    return f"{config.prefix}{key}"[:15]
+
+
+def set_pod_link(config: NetworkConfig, key: str, up: bool) -> None:
+    """Cut a pod off the bridge (its link down) or connect it again, from the test
+    process (synchronously). Cut off, the pod reaches nothing on the pod network and
+    nothing there reaches it - peers, clients and the probes - while its loopback
+    forwarders (the API server, Cassandra) still work: a network partition of one pod."""
+    veth = host_veth_name(config, key)
+    done = subprocess.run(
+        ["ip", "link", "set", veth, "up" if up else "down"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"`ip link set {veth} {'up' if up else 'down'}` failed: {done.stderr.strip()} "
+            "(is the pod still running on this agent's bridge?)"
+        )
 
 
 @dataclass(frozen=True)
@@ -79,7 +105,7 @@ class Network:
         self._used[key] = ip
         cfg = self.config
         namespace = f"{cfg.prefix}-{key}"
-        host_veth = f"{cfg.prefix}{key}"[:15]
+        host_veth = host_veth_name(cfg, key)
         peer = f"{cfg.prefix}p{key}"[:15]
         try:
             await run(["ip", "netns", "add", namespace])
