@@ -9,7 +9,7 @@ a parameter compare in the store exactly as the query language's evaluator compa
 | bool, `BoolValue` | 0 or 1 |
 | bytes, `BytesValue` | the bytes |
 | enum | its number |
-| `Timestamp` | nanoseconds since the epoch (`seconds * 10**9 + nanos`) |
+| `Timestamp` | text `SSSSSSSSSSSSNNNNNNNNN`: seconds since 0001-01-01 (12 digits), nanos (9) |
 | any other message | 1 when set (only `IS [NOT] NULL` reads it) |
 
 NULL (see docs/views.md) is stored as NULL.
@@ -41,13 +41,24 @@ def _number(value: Any) -> StoredValue:
     raise TypeError(f"unexpected column value {value!r}")
 
 
+_SECONDS_BEFORE_EPOCH = 62_135_596_800
+"""Seconds from 0001-01-01T00:00:00Z, the earliest valid Timestamp, to the epoch."""
+
+
+def _timestamp(ts: Any) -> str:
+    # Fixed-width digits sort as text exactly as (seconds, nanos) sort as numbers, over the
+    # whole valid range (years 1 to 9999); nanoseconds since the epoch would overflow
+    # SQLite's 64-bit integers after the year 2262.
+    return f"{int(ts.seconds) + _SECONDS_BEFORE_EPOCH:012d}{int(ts.nanos):09d}"
+
+
 def _converter(field: FieldDescriptor) -> Callable[[Any], StoredValue]:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         name = message_type(field).full_name
         if name in WRAPPERS:
             return lambda wrapper: _number(wrapper.value)
         if name == TIMESTAMP:
-            return lambda ts: int(ts.seconds) * 1_000_000_000 + int(ts.nanos)
+            return _timestamp
         return lambda _message: 1
     return _number
 

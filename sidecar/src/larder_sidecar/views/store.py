@@ -24,6 +24,11 @@ from .columns import Extractor, StoredValue, extractor
 from .query import FilterColumn, RowFilter, ValidatedQuery, compile_filter
 
 
+STORAGE_FORMAT = 2
+"""How filter columns are stored (`columns.py`); part of every table's fingerprint, so a
+change of it rebuilds the tables. 2: timestamps as fixed-width text."""
+
+
 class ViewStoreError(JournalUnavailable):
     """The view store failed; the message says what and where. A kind of
     `JournalUnavailable`: the view store is the journal's sibling, and start-up reports
@@ -53,7 +58,7 @@ class TableSchema:
     def fingerprint(self) -> str:
         """Changes when the row type's name or the filter columns change: the stored
         columns no longer fit and the table is rebuilt from the journal."""
-        text = self.row_type.full_name + "|" + ",".join(
+        text = f"{STORAGE_FORMAT}|{self.row_type.full_name}|" + ",".join(
             ".".join(c.path) + ":" + c.type.name for c in self.columns
         )
         return hashlib.sha256(text.encode()).hexdigest()[:32]

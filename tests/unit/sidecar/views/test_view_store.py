@@ -152,3 +152,25 @@ async def test_sqlite_selects_what_the_evaluator_selects(
                               if matches(r, request))
             assert await _select(store, schema, types, text, request) == expected, text
     await store.close()
+
+
+async def test_timestamps_far_from_the_epoch_are_stored_and_ordered(
+    types: ViewTypes, tmp_path: Path
+) -> None:
+    q = "SELECT * FROM customers WHERE joined >= :since"
+    schema = _schema(types, q)
+    store = SqliteViewStore(tmp_path / "v.db")
+    await store.open([schema])
+    # Year 1, just before the epoch, the epoch, year 9999 (beyond int64 nanoseconds).
+    for i, (seconds, nanos) in enumerate(
+        [(-62_135_596_800, 0), (-1, 999_999_999), (0, 0), (253_402_300_799, 999_999_999)]
+    ):
+        row = types.message("Customer", customer_id=f"c{i}")
+        row.joined.seconds = seconds  # type: ignore[attr-defined]
+        row.joined.nanos = nanos  # type: ignore[attr-defined]
+        assert await store.apply("v.View", f"cust|c{i}", 0, 1, [_row(schema, f"c{i}", row)])
+    request = types.message("Filter")
+    request.since.seconds = -1  # type: ignore[attr-defined]
+    request.since.nanos = 999_999_999  # type: ignore[attr-defined]
+    assert await _select(store, schema, types, q, request) == ["c1", "c2", "c3"]
+    await store.close()
