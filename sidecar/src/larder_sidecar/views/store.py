@@ -23,7 +23,6 @@ from ..journal.base import JournalUnavailable
 from .columns import Extractor, StoredValue, extractor
 from .query import FilterColumn, RowFilter, ValidatedQuery, compile_filter
 
-
 STORAGE_FORMAT = 2
 """How filter columns are stored (`columns.py`); part of every table's fingerprint, so a
 change of it rebuilds the tables. 2: timestamps as fixed-width text."""
