@@ -222,6 +222,11 @@ def operator_process(
         "LARDER_RESYNC_INTERVAL": "5",
         "LARDER_JOURNAL_CHECK_INTERVAL": "3",
         "LARDER_JOURNAL_CHECK_TIMEOUT": "3",
+        # Shard maps asked every second, a disagreement reported after 3 s
+        # (test_operator_shard_map.py).
+        "LARDER_SHARD_MAP_INTERVAL": "1",
+        "LARDER_SHARD_MAP_TIMEOUT": "1",
+        "LARDER_SHARD_MAP_GRACE": "3",
         "LARDER_OPERATOR_HEALTH_HOST": "127.0.0.1",
         "LARDER_OPERATOR_HEALTH_PORT": str(port),
         "LARDER_LOG_LEVEL": "DEBUG",
