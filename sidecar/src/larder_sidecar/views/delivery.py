@@ -69,8 +69,8 @@ def table_schemas(views: Mapping[str, ViewSpec]) -> dict[tuple[str, str], TableS
 @dataclass
 class _ViewState:
     spec: ViewSpec
-    routes: dict[str, dict[str, ViewUpdate]]
-    """Entity type -> input type URL -> update method."""
+    routes: dict[str, dict[str, list[ViewUpdate]]]
+    """Entity type -> input type URL -> the update methods taking it (one per table)."""
     offsets: dict[str, int]
     pending: collections.deque[tuple[float, Change]]
     wakeup: asyncio.Event
@@ -100,9 +100,9 @@ class ViewDelivery:
         self._max_pending = max_pending
         self._views: dict[str, _ViewState] = {}
         for view in views.values():
-            routes: dict[str, dict[str, ViewUpdate]] = {}
+            routes: dict[str, dict[str, list[ViewUpdate]]] = {}
             for u in view.updates:
-                routes.setdefault(u.entity_type, {})[u.input_type_url] = u
+                routes.setdefault(u.entity_type, {}).setdefault(u.input_type_url, []).append(u)
             self._views[view.service] = _ViewState(
                 view, routes, {}, collections.deque(), asyncio.Event()
             )
@@ -268,8 +268,8 @@ class ViewDelivery:
             return False
         if change.payload is None:
             return True
-        update = state.routes[change.pid.partition("|")[0]].get(change.payload.type_url)
-        return update is None or not update.transform
+        updates = state.routes[change.pid.partition("|")[0]].get(change.payload.type_url, [])
+        return not any(u.transform for u in updates)
 
     async def _apply_batch(self, state: _ViewState, batch: list[Change]) -> None:
         """Plain value changes in one store transaction; what does not apply there (an
@@ -345,13 +345,13 @@ class ViewDelivery:
         routes = state.routes[entity_type]
         if payload is None:
             # A value entity was deleted: its row goes from every table it feeds.
-            tables = {u.table for u in routes.values()}
+            tables = {u.table for updates in routes.values() for u in updates}
             return [
                 RowChange(self.tables[(state.spec.service, t)], entity_id, None)
                 for t in sorted(tables)
             ]
-        update = routes.get(payload.type_url)
-        if update is None:
+        updates = routes.get(payload.type_url)
+        if not updates:
             warned = (state.spec.service, payload.type_url)
             if warned not in self._warned:
                 self._warned.add(warned)
@@ -363,16 +363,20 @@ class ViewDelivery:
                     entity_type,
                 )
             return []
-        schema = self.tables[(state.spec.service, update.table)]
-        if not update.transform:
-            return self._row_change(state, schema, entity_id, payload.value)
-        assert self._handle is not None  # transformed updates need the user function
-        previous = await self._store.row(schema, entity_id)
-        answer = await self._handle.receive(
-            receive_event(update, entity_id, payload.type_url, payload.value, previous),
-            entity_id,
-        )
-        return self._answered(state, schema, answer)
+        changes: list[RowChange] = []
+        for update in updates:  # one per table the change feeds
+            schema = self.tables[(state.spec.service, update.table)]
+            if not update.transform:
+                changes += self._row_change(state, schema, entity_id, payload.value)
+                continue
+            assert self._handle is not None  # transformed updates need the user function
+            previous = await self._store.row(schema, entity_id)
+            answer = await self._handle.receive(
+                receive_event(update, entity_id, payload.type_url, payload.value, previous),
+                entity_id,
+            )
+            changes += self._answered(state, schema, answer)
+        return changes
 
     def _answered(self, state: _ViewState, schema: TableSchema, answer: Answer) -> list[RowChange]:
         if answer.delete:

@@ -117,9 +117,14 @@ async def test_value_entity_states_become_rows_and_deletes_remove_them(
     by_category = f"/{ITEMS}/ByCategoryQuery"
     fruit = await _rows(queries, by_category, pb.ByCategory(category="fruit"), pb.Item)
     assert [(i.item_id, i.price) for i in fruit] == [("a", 2)]
+    # The same state feeds a second table.
+    below = await _rows(queries, f"/{ITEMS}/PricesBelow", pb.PriceBelow(max_price=3), pb.Item)
+    assert [(i.item_id, i.price) for i in below] == [("a", 2), ("b", 1)]
     await journal.put_value(a, 2, None)
     assert await delivery.idle(5)
     assert await _rows(queries, by_category, pb.ByCategory(category="fruit"), pb.Item) == []
+    below = await _rows(queries, f"/{ITEMS}/PricesBelow", pb.PriceBelow(max_price=3), pb.Item)
+    assert [i.item_id for i in below] == ["b"]
     assert len(await _rows(queries, by_category, pb.ByCategory(category="veg"), pb.Item)) == 1
 
 

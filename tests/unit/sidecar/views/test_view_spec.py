@@ -36,11 +36,15 @@ def _broken(tmp_path: Path, old: str, new: str) -> bytes:
 def test_views_are_discovered_with_their_queries_checked(shop: tuple[ModuleType, bytes]) -> None:
     model = build_model(shop_spec(shop[1]), {(0, 7)})
     items = model.views[f"{PACKAGE}.ItemsView"]
-    (update,) = items.updates
+    update, prices = items.updates
     assert (update.source, update.entity_type, update.table, update.transform) == (
         SourceKind.VALUE_ENTITY, "items", "items", False
     )
-    assert sorted(items.queries) == ["ByCategoryQuery", "Cheaper", "Names", "OneByName"]
+    assert prices.table == "prices"
+    assert sorted(items.queries) == [
+        "ByCategoryQuery", "Cheaper", "Names", "OneByName", "PricesBelow"
+    ]
+    assert [c.path for c in items.filter_columns("prices")] == [("price",)]
     assert [c.path for c in items.filter_columns("items")] == [
         ("category",), ("name",), ("price",)
     ]
