@@ -160,7 +160,15 @@ def build_view(
     before = len(problems)
     updates = tuple(_updates(service, options, problems))
     tables: dict[str, Descriptor] = {}
+    writers: dict[tuple[str, str, str], str] = {}
     for u in updates:
+        other = writers.setdefault((u.table, u.entity_type, u.input.full_name), u.name)
+        if other != u.name:
+            problems.append(
+                f"{u.service}.{u.name}: {other} already writes table {u.table!r} from "
+                f"{u.input.full_name} of {u.entity_type!r}; each change would be applied "
+                "twice to the same row, keep one of them"
+            )
         row = tables.setdefault(u.table, u.output)
         if row.full_name != u.output.full_name:
             problems.append(

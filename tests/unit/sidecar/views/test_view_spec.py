@@ -97,6 +97,8 @@ def test_sources_must_be_entities_of_this_function(shop: tuple[ModuleType, bytes
         ('table: "balances" transform_updates: true', 'table: "balances"',
          "an event-sourced source needs transform_updates"),
         ('view.update = { table: "items" }', 'view.update = { }', "view.update names no table"),
+        ('view.update = { table: "prices" }', 'view.update = { table: "items" }',
+         "UpdateItem already writes table 'items' from larder.viewshop.Item of 'items'"),
     ],
 )
 def test_update_methods_that_cannot_run_are_refused(
