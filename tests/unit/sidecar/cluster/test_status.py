@@ -13,9 +13,9 @@ from larder_sidecar.cluster.membership import MemberId
 from larder_sidecar.cluster.status import (
     ClusterView,
     cluster_routes,
-    journal_identity,
     describe_cluster,
     describe_owner,
+    journal_identity,
 )
 from larder_sidecar.journal.cassandra_settings import CassandraSettings
 from larder_sidecar.metrics import Metrics
