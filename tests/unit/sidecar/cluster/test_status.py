@@ -19,8 +19,8 @@ from larder_sidecar.cluster.status import (
 )
 from larder_sidecar.journal.cassandra_settings import CassandraSettings
 from larder_sidecar.metrics import Metrics
-from larder_sidecar.settings import Settings
 from larder_sidecar.model import Method
+from larder_sidecar.settings import Settings
 
 from ..entities.fakes import es_method
 from .fakes import SHARDS, Cluster, Network, entity_owned_by, membership, shard, shard_map
