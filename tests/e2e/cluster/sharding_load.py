@@ -259,7 +259,13 @@ class JournalReader:
     """The events of the carts, read from Cassandra's tables."""
 
     def __init__(self, cassandra: CassandraServer, keyspace: str) -> None:
-        self._cluster = Cluster(cassandra.contact_points, port=cassandra.port)
+        # Patient: the test machine's two cores also run the cluster, the load and Cassandra.
+        self._cluster = Cluster(
+            cassandra.contact_points,
+            port=cassandra.port,
+            connect_timeout=30,
+            control_connection_timeout=30,
+        )
         self._session: Session | None = None
         self._keyspace = keyspace
 
@@ -271,6 +277,7 @@ class JournalReader:
         numbered 1, 2, ... without a gap or a repeat (one writer at a time)."""
         if self._session is None:
             self._session = self._cluster.connect(self._keyspace)
+            self._session.default_timeout = 60
         counts: collections.Counter[str] = collections.Counter()
         for n in range(CARTS):
             pid = f"{ENTITY_TYPE}|cart-{n}"
