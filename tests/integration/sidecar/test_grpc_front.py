@@ -14,6 +14,9 @@ import h2.config
 import h2.connection
 import pytest
 from larder_sidecar.app import Sidecar
+from larder_sidecar.tracing import TracingConfig
+
+from tests.infra.otlp import OtlpReceiver
 
 from .conftest import Client, SidecarFactory
 from .user_function import PKG, UserFunction
@@ -135,3 +138,20 @@ async def test_bad_input_changes_no_entity_and_the_sidecar_keeps_serving(
                                                    until=b"ended inside a message")
     assert await client.get("b") == 5
     assert await client.add("b", 1) == 6
+
+
+async def test_a_grpc_call_continues_the_clients_trace(
+    user_function: UserFunction, start_sidecar: SidecarFactory,
+    connect: Callable[[Sidecar], Client],
+) -> None:
+    trace, parent = "6bf92f3577b34da6a3ce929d0e0e4736", "20f067aa0ba902b7"
+    async with OtlpReceiver() as receiver:
+        sidecar = await start_sidecar(user_function, tracing=TracingConfig(
+            endpoint=receiver.endpoint, export_delay=0.05, service_name="grpc"))
+        client = connect(sidecar)
+        await client.call("Counter", "Add", client.pb.AddRequest(id="t", amount=1),
+                          client.pb.Value, metadata=(("traceparent", f"00-{trace}-{parent}-01"),))
+        spans = await receiver.wait_for(lambda s: any(x.kind == "SERVER" for x in s))
+    server = next(s for s in spans if s.kind == "SERVER")
+    assert (server.name, server.trace_id, server.parent_id) == (
+        f"/{PKG}.Counter/Add", trace, parent)
