@@ -4,7 +4,8 @@
 NOT_FOUND when there is none); `SELECT * AS name` sends one reply holding every row in its
 repeated field `name`; a projection builds each reply from the row's columns and the
 request's parameters. Rows come from the store in pages (row key order), so a streamed
-query holds one page in memory; a unary `* AS name` reply is capped (`MAX_UNARY_ROWS`).
+query holds one page in memory; a unary `* AS name` reply is capped (`MAX_UNARY_ROWS`, and
+the largest message the sidecar sends).
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ class ViewQueries:
         tables: Mapping[tuple[str, str], TableSchema],
         store: ViewStore,
         metrics: ViewMetrics,
+        *,
+        max_reply_bytes: int = 12 * 1024 * 1024,
     ) -> None:
         self._store = store
+        self._max_reply_bytes = max_reply_bytes
         self._metrics = metrics
         self._methods: dict[str, _Served] = {}
         for view in views.values():
@@ -164,15 +168,22 @@ class ViewQueries:
         field = getattr(out, checked.result_field)
         target: Any = checked.response_type.fields_by_name[checked.result_field].message_type
         row_class = message_class(checked.row_type)
-        count = 0
+        count = size = 0
         async for data in self._store.select(served.table, checked, request):
             count += 1
-            if count > MAX_UNARY_ROWS:
+            size += len(data) + 8  # the row, its tag and length (at most)
+            if count > MAX_UNARY_ROWS or size > self._max_reply_bytes:
+                what = (
+                    f"more than {MAX_UNARY_ROWS} rows"
+                    if count > MAX_UNARY_ROWS
+                    else f"rows of more than {self._max_reply_bytes} bytes "
+                    "(LARDER_MAX_MESSAGE_BYTES)"
+                )
                 raise InvokeError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"the view query {served.query.service}.{served.query.name} selects more "
-                    f"than {MAX_UNARY_ROWS} rows, more than one reply holds; declare it "
-                    "`returns (stream …)` with SELECT * to read them all",
+                    f"the view query {served.query.service}.{served.query.name} selects "
+                    f"{what}, more than one reply holds; declare it `returns (stream …)` "
+                    "with SELECT * to read them all",
                 )
             field.add().CopyFrom(reshape(row_class.FromString(data), target))
         return bytes(out.SerializeToString())

@@ -44,6 +44,7 @@ class Views:
         registry: CollectorRegistry,
         *,
         source: ChangeSource | None = None,
+        max_reply_bytes: int = 12 * 1024 * 1024,
     ) -> None:
         metrics = ViewMetrics(registry)
         transforms = any(u.transform for v in model.views.values() for u in v.updates)
@@ -55,7 +56,9 @@ class Views:
             load_value=journal.load_value,
             source=source,
         )
-        self.queries = ViewQueries(model.views, self.delivery.tables, store, metrics)
+        self.queries = ViewQueries(
+            model.views, self.delivery.tables, store, metrics, max_reply_bytes=max_reply_bytes
+        )
         self.journal: Journal = FeedingJournal(journal, self.delivery.publish)
         """The journal the entities write through: committed writes reach the views."""
 
@@ -76,9 +79,17 @@ class Views:
                 channel,
                 registry,
                 source=SqliteChangeSource(settings.journal_sqlite_path),
+                max_reply_bytes=settings.max_message_bytes,
             )
         if settings.journal_type == "memory":
-            return cls(model, journal, MemoryViewStore(), channel, registry)
+            return cls(
+                model,
+                journal,
+                MemoryViewStore(),
+                channel,
+                registry,
+                max_reply_bytes=settings.max_message_bytes,
+            )
         raise SpecError(
             [
                 f"{', '.join(sorted(model.views))}: views are not built on the "

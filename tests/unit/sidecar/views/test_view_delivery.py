@@ -400,3 +400,33 @@ async def test_queued_value_changes_are_applied_in_batches_in_order(
         assert store.batches == 1
     finally:
         await delivery.close()
+
+
+async def test_a_unary_reply_of_all_rows_is_capped_with_a_clear_error(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pb = shop[0]
+    journal = MemoryJournal()
+    metrics = ViewMetrics(CollectorRegistry())
+    store = MemoryViewStore()
+    delivery = ViewDelivery(model.views, store, None, metrics, load_value=journal.load_value)
+    small = ViewQueries(model.views, delivery.tables, store, metrics, max_reply_bytes=100)
+    roomy = ViewQueries(model.views, delivery.tables, store, metrics)
+    await delivery.start()
+    try:
+        feed = FeedingJournal(journal, delivery.publish)
+        for i in range(5):
+            await feed.put_value(PersistenceId(f"items|i{i}"), 0,
+                                 _item(pb, f"i{i}", "a-longish-name", i, "c"))
+        assert await delivery.idle(5)
+        cheaper = f"/{ITEMS}/Cheaper"
+        with pytest.raises(InvokeError, match=r"rows of more than 100 bytes") as info:
+            await small.unary(cheaper, pb.PriceBelow(max_price=10))
+        assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        monkeypatch.setattr("larder_sidecar.views.queries.MAX_UNARY_ROWS", 3)
+        with pytest.raises(InvokeError, match=r"more than 3 rows.*returns \(stream"):
+            await roomy.unary(cheaper, pb.PriceBelow(max_price=10))
+        reply = pb.ItemList.FromString(await roomy.unary(cheaper, pb.PriceBelow(max_price=2)))
+        assert [i.item_id for i in reply.items] == ["i0", "i1"]
+    finally:
+        await delivery.close()
