@@ -195,3 +195,14 @@ async def test_an_idle_connection_gets_goaway(grpc_backend: str) -> None:
         assert client.goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
     finally:
         await server.close(grace=1.0)
+
+
+async def test_pings_between_calls_are_within_limits(public: PublicServer) -> None:
+    # As gRPC clients' BDP and keepalive pings come: each after data from us.
+    client = await Client.connect(public.port)
+    for i in range(10):
+        client.conn.ping(struct.pack(">Q", i))
+        client.flush()
+        assert (await client.call(request_headers(UNARY), message(value(b"ok")))).status == "0"
+    assert client.goaway is None
+    assert len(client.pings) == 10
