@@ -75,20 +75,7 @@ class Dispatcher:
             raise InvokeError(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method.path}")
         # The HTTP front passes every request header; the component gets the ones it asked for.
         headers = m.component.forwarded(metadata)
-        if not tracing.enabled():
-            return await self.call(m, request.SerializeToString(), headers, parsed=request)
-        with tracing.span(
-            method.path,
-            tracing.SpanKind.SERVER,
-            # The client's trace, if it sent one (the fronts pass `traceparent` on).
-            parent=tracing.extract(metadata),
-            attributes={"rpc.service": method.service, "rpc.method": method.name},
-        ):
-            try:
-                return await self.call(m, request.SerializeToString(), headers, parsed=request)
-            except InvokeError as e:
-                tracing.annotate({"rpc.grpc.status_code": e.code.value[0]})
-                raise
+        return await self.call(m, request.SerializeToString(), headers, parsed=request)
 
     async def call(
         self,
@@ -96,8 +83,35 @@ class Dispatcher:
         payload: bytes,
         metadata: MetadataPairs,
         parsed: Message | None = None,
+        *,
+        entry: bool = True,
     ) -> InvokeResult:
-        """Run one unary command and its effects; record metrics."""
+        """Run one unary command and its effects; record metrics.
+
+        `entry`: a client's call (the fronts), traced as a SERVER span continuing the
+        client's `traceparent`; eventing passes False, its record has a span already."""
+        if not entry or not tracing.enabled():
+            return await self._entry(method, payload, metadata, parsed)
+        model = method.model
+        with tracing.span(
+            model.path,
+            tracing.SpanKind.SERVER,
+            parent=tracing.extract(metadata),
+            attributes={"rpc.service": model.service, "rpc.method": model.name},
+        ):
+            try:
+                return await self._entry(method, payload, metadata, parsed)
+            except InvokeError as e:
+                tracing.annotate({"rpc.grpc.status_code": e.code.value[0]})
+                raise
+
+    async def _entry(
+        self,
+        method: Method,
+        payload: bytes,
+        metadata: MetadataPairs,
+        parsed: Message | None,
+    ) -> InvokeResult:
         started = time.perf_counter()
         outcome_label = "ok"
         try:

@@ -33,6 +33,8 @@ TYPE_URL_PREFIX = "type.googleapis.com/"
 IDEMPOTENCY_KEY = "idempotency-key"
 """The request header (HTTP `Idempotency-Key`, gRPC metadata) of a client's idempotency
 key: every front passes it to the entity, which reads it (`entities/idempotency.py`)."""
+ALWAYS_FORWARDED = frozenset({IDEMPOTENCY_KEY, "traceparent", "tracestate"})
+"""Request headers every component receives, whatever its `forward_headers`."""
 
 EVENT_SOURCED = EVENT_SOURCED_ENTITY
 
@@ -145,10 +147,12 @@ class Component:
 
     def forwarded(self, headers: MetadataPairs) -> MetadataPairs:
         """The request headers this component asked for (names as lower-cased by the
-        fronts), and the idempotency key, asked for or not."""
+        fronts), and those that always travel, asked for or not: the idempotency key and
+        the W3C trace context (so the function and the sidecar's spans continue the
+        client's trace)."""
         if not self.forward_headers:
-            return tuple((k, v) for k, v in headers if k == IDEMPOTENCY_KEY)
-        return [(k, v) for k, v in headers if k in self.forward_headers or k == IDEMPOTENCY_KEY]
+            return tuple((k, v) for k, v in headers if k in ALWAYS_FORWARDED)
+        return [(k, v) for k, v in headers if k in self.forward_headers or k in ALWAYS_FORWARDED]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from .. import tracing
 from ..invoke import InvokeError
 from ..model import Kind as ComponentKind
 from ..model import Method
@@ -401,9 +402,18 @@ class InternalServer:
                 request.entity_type,
                 clip_id(request.entity_id),
             )
-        return await self.router.serve(
-            method, request.entity_id, request.payload, metadata_pairs(request.metadata)
-        )
+        metadata = metadata_pairs(request.metadata)
+        with tracing.span(
+            f"forwarded {request.method}",
+            tracing.SpanKind.SERVER,
+            # The forwarding sidecar's CLIENT span: the command's trace goes on here.
+            parent=tracing.extract(metadata),
+            attributes={"larder.entity_type": request.entity_type},
+        ):
+            # The entity's spans go under this one.
+            return await self.router.serve(
+                method, request.entity_id, request.payload, tracing.inject(metadata)
+            )
 
 
 def _error_reply(code: grpc.StatusCode, message: str) -> Any:

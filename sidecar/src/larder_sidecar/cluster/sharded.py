@@ -34,6 +34,7 @@ from typing import Any
 
 import grpc
 
+from .. import tracing
 from ..entities import EntityHost, EntityKey
 from ..invoke import InvokeError, MetadataPairs
 from ..model import Method
@@ -301,19 +302,25 @@ class ShardedRouter:
                     )
                 target = (owner, member.address)
             owner, address = target
-            request = wire.ForwardRequest(
-                hops=hops,
-                entity_type=entity_type,
-                entity_id=entity_id,
-                method=method.model.path,
-                payload=payload,
-                metadata=protocol_metadata(metadata),
-                map_version=shard_map.version,
-            )
             try:
-                reply = await self._transport.forward(
-                    address, wire.view_of(self.me, shard_map), request
-                )
+                with tracing.span(
+                    f"forward to {owner}",
+                    tracing.SpanKind.CLIENT,
+                    attributes={"larder.peer": owner, "larder.shard": shard, "larder.hops": hops},
+                ):
+                    request = wire.ForwardRequest(
+                        hops=hops,
+                        entity_type=entity_type,
+                        entity_id=entity_id,
+                        method=method.model.path,
+                        payload=payload,
+                        # The owner's spans continue from this CLIENT span.
+                        metadata=protocol_metadata(tracing.inject(metadata)),
+                        map_version=shard_map.version,
+                    )
+                    reply = await self._transport.forward(
+                        address, wire.view_of(self.me, shard_map), request
+                    )
             except PeerUnavailable as e:
                 if not e.sent and self._map is not shard_map and hops < MAX_PEER_HOPS:
                     # Never sent, and our map changed meanwhile (the member may have left):

@@ -46,8 +46,10 @@ class PublishingDispatcher(Dispatcher):
         payload: bytes,
         metadata: MetadataPairs,
         parsed: Message | None = None,
+        *,
+        entry: bool = True,
     ) -> InvokeResult:
-        result = await super().call(method, payload, metadata, parsed)
+        result = await super().call(method, payload, metadata, parsed, entry=entry)
         topic = self._topics.get(method.model.path)
         if topic is not None:
             entity_id = None
@@ -95,5 +97,8 @@ class _Quiet:
     async def call(
         self, method: Method, payload: bytes, metadata: MetadataPairs, parsed: Any = None
     ) -> InvokeResult:
-        # The base class's call: the same command path, without publishing.
-        return await Dispatcher.call(self._dispatcher, method, payload, metadata, parsed)
+        # The base class's call: the same command path, without publishing; traced under
+        # the record's CONSUMER span, not as a client's call.
+        return await Dispatcher.call(
+            self._dispatcher, method, payload, metadata, parsed, entry=False
+        )

@@ -8,7 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ..dispatch import Dispatcher
-from ..model import UserFunctionModel
+from ..invoke import InvokeResult, MetadataPairs
+from ..model import Method, UserFunctionModel
 from .consumer import ConsumerFailed, GroupConsumer
 from .direct import PublishingDispatcher
 from .metrics import EventingMetrics
@@ -104,10 +105,15 @@ class Eventing:
     async def start(self, dispatcher: Dispatcher) -> None:
         """Start consuming; commands go through `dispatcher` without publishing twice."""
         runner: CommandRunner = (
-            dispatcher.quiet if isinstance(dispatcher, PublishingDispatcher) else dispatcher
+            dispatcher.quiet
+            if isinstance(dispatcher, PublishingDispatcher)
+            else _Consumed(dispatcher)
         )
         processor = RecordProcessor(
-            self.spec, runner, self._producer, self._settings.dead_letter_topic,
+            self.spec,
+            runner,
+            self._producer,
+            self._settings.dead_letter_topic,
             counters=self.metrics,
         )
         try:
@@ -132,3 +138,16 @@ class Eventing:
         if self._producer is not None:
             await self._producer.close()
             self._producer = None
+
+
+class _Consumed:
+    """The dispatcher as the consumer calls it: a record's command is not a client's call
+    (it is traced under the record's CONSUMER span)."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    async def call(
+        self, method: Method, payload: bytes, metadata: MetadataPairs, parsed: Any = None
+    ) -> InvokeResult:
+        return await self._dispatcher.call(method, payload, metadata, parsed, entry=False)
