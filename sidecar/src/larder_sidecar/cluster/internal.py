@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +33,7 @@ from . import frames, wire
 from .connection import FramedConnection, pong
 from .frames import Kind
 from .metrics import ClusterMetrics
-from .sharded import MAX_PEER_HOPS, ShardedRouter, clip_id
+from .sharded import MAX_PEER_HOPS, MEMBER_WAIT, ShardedRouter, clip_id
 from .shards import ShardMap
 
 log = logging.getLogger("larder_sidecar.cluster")
@@ -151,6 +152,7 @@ class ServerConnection(FramedConnection):
         self._running: dict[int, asyncio.Task[None]] = {}
         self._leaving = False
         self._rechecking: asyncio.Task[None] | None = None
+        self._admitting: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -159,6 +161,9 @@ class ServerConnection(FramedConnection):
         self.peer = f"{host}:{peername[1]}" if host else "an unknown address"
         self._session = PeerSession(self._server, _ip(host))
         self._server.connections.add(self)
+        # At accept: an address that is no member's is turned away before it sends
+        # anything (its calls could not run anyway: each view is checked too).
+        self._admitting = self._loop.create_task(self._admit(self._session.peer_ip))
 
     def on_preface(self, version: int, max_frame: int) -> None:
         # Our own preface first, even to a peer of another version: it says which one
@@ -275,6 +280,26 @@ class ServerConnection(FramedConnection):
         if not self._running:
             self.close("gone away")
 
+    async def _admit(self, ip: str) -> None:
+        """Turn the connection away unless `ip` is a member's address, waiting up to
+        `MEMBER_WAIT` (from this sidecar's first map) for a map that has it (a member
+        that just joined)."""
+        router = self._server.router
+        deadline = self._loop.time() + MEMBER_WAIT
+        while True:
+            shard_map = router.map
+            if shard_map is None:
+                # No map yet, no verdict: the wait starts with the first map.
+                deadline = self._loop.time() + MEMBER_WAIT
+            elif ip in await self._server.member_ips(shard_map):
+                return
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                self._go_away(f"{ip or 'an unknown address'} is no member's address")
+                return
+            # A poll, briefly: only a connection not yet admitted waits here.
+            await asyncio.sleep(min(remaining, 0.2))
+
     def on_tick(self, now: float) -> None:
         if now - self.last_heard > SILENT_AFTER:
             self.fail(f"nothing heard for {now - self.last_heard:.1f}s")
@@ -298,6 +323,8 @@ class ServerConnection(FramedConnection):
             self._session.close()
         if self._rechecking is not None:
             self._rechecking.cancel()
+        if self._admitting is not None:
+            self._admitting.cancel()
         # Nobody can receive their answers: as gRPC cancels a call whose client is gone.
         for task in list(self._running.values()):
             task.cancel()
@@ -321,6 +348,7 @@ class InternalServer:
         self._server: asyncio.Server | None = None
         self.connections: set[ServerConnection] = set()
         self.port = 0
+        self._member_ips: tuple[ShardMap, frozenset[str]] | None = None
         # Bound once: `labels()` is a lookup under a lock.
         self._in_ok = metrics.forwarded_in.labels("ok")
         self._in_error = metrics.forwarded_in.labels("error")
@@ -349,6 +377,30 @@ class InternalServer:
             connection.abort("this sidecar stopped")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    async def member_ips(self, shard_map: ShardMap) -> frozenset[str]:
+        """The IPs of every member's address under `shard_map` (hostnames resolved once
+        per map)."""
+        known = self._member_ips
+        if known is not None and known[0] is shard_map:
+            return known[1]
+        ips: set[str] = set()
+        for member in shard_map.membership.members:
+            host = member.address.rpartition(":")[0].strip("[]")
+            if _ip(host):
+                ips.add(_ip(host))
+                continue
+            try:
+                infos = await asyncio.wait_for(
+                    asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM),
+                    2.0,
+                )
+            except (OSError, TimeoutError):
+                continue
+            ips.update(_ip(str(info[4][0])) for info in infos)
+        result = frozenset(ips)
+        self._member_ips = (shard_map, result)
+        return result
 
     def session(self, peer_ip: str) -> PeerSession:
         """A session for an in-process caller (tests) as if connected from `peer_ip`."""

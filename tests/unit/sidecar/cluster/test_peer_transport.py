@@ -14,6 +14,7 @@ import grpc
 import pytest
 from larder_sidecar.cluster import frames, wire
 from larder_sidecar.cluster.frames import Kind
+from larder_sidecar.cluster.membership import Member, MemberId, Membership
 from larder_sidecar.cluster.peers import PeerClients, PeerUnavailable
 from larder_sidecar.model import Method
 from larder_sidecar.outcome import protocol_metadata
@@ -474,3 +475,36 @@ async def test_a_call_waiting_to_connect_to_a_member_that_leaves_fails_as_never_
         assert info.value.sent is False and "stopped" in info.value.details
     finally:
         await clients.close()
+
+
+async def test_a_connection_from_no_members_address_is_turned_away_at_accept(
+    method: Method, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every member is elsewhere: 127.0.0.1, where the test connects from, is no member's.
+    elsewhere = Membership(
+        (Member(MemberId("a"), "10.0.0.1:9604"), Member(MemberId("b"), "10.0.0.2:9604")), 1
+    )
+    cluster = Cluster(Network(), method, handoff_wait=0.05)
+    try:
+        b = await cluster.start("b", elsewhere)
+        port = await b.server.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(frames.preface(1 << 20))
+        # The server's preface, then (without a word from us) a go-away, then the end.
+        data = await asyncio.wait_for(reader.read(), 5)
+        assert data.startswith(
+            frames.PREFACE.pack(frames.MAGIC, frames.VERSION, b.server.max_frame)
+        )
+        rest = frames.Decoder(1 << 20).feed(data[frames.PREFACE.size :])
+        ((kind, _, body),) = rest
+        assert kind == Kind.GOAWAY
+        status = wire.Status.FromString(body)
+        assert status.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+        assert "127.0.0.1 is no member's address" in status.message
+        assert "refusing the internal connection from 127.0.0.1:" in caplog.text
+        writer.close()
+        await eventually(lambda: not b.server.connections)
+    finally:
+        for node in cluster.nodes.values():
+            await node.server.stop(0.1)
+        await cluster.close()
