@@ -13,6 +13,7 @@ import grpc.aio
 import h2.config
 import h2.connection
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from larder_sidecar.app import Sidecar
 from larder_sidecar.tracing import TracingConfig
 
@@ -155,3 +156,19 @@ async def test_a_grpc_call_continues_the_clients_trace(
     server = next(s for s in spans if s.kind == "SERVER")
     assert (server.name, server.trace_id, server.parent_id) == (
         f"/{PKG}.Counter/Add", trace, parent)
+
+
+async def test_health_is_served_on_the_public_port_unary_and_streamed(
+    user_function: UserFunction, start_sidecar: SidecarFactory,
+    connect: Callable[[Sidecar], Client],
+) -> None:
+    client = connect(await start_sidecar(user_function))
+    health = health_pb2_grpc.HealthStub(client.channel)
+    checked = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=5)
+    first = await watch.read()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+    # The same connection goes on serving unary calls of the user's services.
+    assert await client.add("h", 2) == 2
