@@ -139,3 +139,23 @@ def test_log_lines_carry_the_trace_id_inside_a_span(console_tracing: None) -> No
         entry = json.loads(JsonFormatter().format(record))
     assert text.endswith("hello trace=4bf92f3577b34da6a3ce929d0e0e4736")
     assert entry["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_under_a_root_our_sampler_dropped_no_child_span_is_made() -> None:
+    tracing.install(
+        TracingConfig(exporter="console", sampler="traceidratio", ratio=0.0, export_delay=0.05)
+    )
+    try:
+        with tracing.span("root", parent=tracing.extract([])) as root:
+            assert root is not None and not root.is_recording()
+            with tracing.span("child") as child:
+                assert child is None
+                # The dropped trace still travels on, flagged unsampled.
+                ((_, traceparent),) = tracing.inject([])
+                assert int(traceparent.rsplit("-", 1)[1], 16) & 1 == 0  # not sampled
+        # A client's unsampled parent is the sampler's call, not ours to skip.
+        remote = tracing.extract([("traceparent", PARENT[:-2] + "00")])
+        with tracing.span("server", parent=remote) as server:
+            assert server is not None
+    finally:
+        tracing.shutdown()

@@ -1,0 +1,177 @@
+"""What tracing costs the sidecar: off, on with 1 % of traces sampled, on with all.
+
+One benchmark user function (`bench/sidecar_function.py`) and three `larder-sidecar`
+processes in front of it, in-memory journal, alike but for tracing:
+
+- `off`: no OTEL_* variables (nothing of OpenTelemetry is imported);
+- `1%`: `OTEL_TRACES_SAMPLER=traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.01`;
+- `100%`: `OTEL_TRACES_SAMPLER=always_on`.
+
+The two traced sidecars export over OTLP/gRPC to a receiver in this process (the
+collector's `TraceService/Export`, `tests/infra/otlp.py`), which counts what arrives.
+Side by side in each round, the order of the sidecars rotating between rounds:
+
+- HTTP/JSON closed loop: `wrk`, `POST /larder.bench.Counter/Increase`, `--workers`
+  connections (one entity each);
+- gRPC at a fixed 500 commands/s: `ghz --rps 500`.
+
+Each phase reports commands/s, p50/p99 and the sidecar's CPU µs per command (from
+/proc, steadier than throughput on a shared machine).
+
+    .venv/bin/python bench/tracing_cost.py [--seconds 10] [--repeat 3] [--workers 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import tools
+from sidecar_command import (
+    PYTHON,
+    Results,
+    Sidecar,
+    compile_bench_protos,
+    ghz_run,
+    measured,
+    user_function,
+    wait_ready,
+    wrk_run,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.infra.otlp import OtlpReceiver  # the repository root, just added
+
+MODES: dict[str, dict[str, str]] = {
+    "off": {},
+    "1%": {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    "100%": {"OTEL_TRACES_SAMPLER": "always_on"},
+}
+
+
+class Receiver:
+    """An OTLP receiver on its own thread and event loop, for the whole run."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.receiver = OtlpReceiver()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def serve() -> None:
+            self._stop = asyncio.Event()
+            async with self.receiver:
+                self._ready.set()
+                await self._stop.wait()
+
+        self._loop.run_until_complete(serve())
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        self._ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def spans(self) -> int:
+        return len(self.receiver.spans)
+
+
+def start(label: str, function_port: int, endpoint: str) -> Sidecar:
+    port, admin, internal = tools.free_port(), tools.free_port(), tools.free_port()
+    env = {
+        **os.environ,
+        "USER_FUNCTION_HOST": "127.0.0.1",
+        "USER_FUNCTION_PORT": str(function_port),
+        "LARDER_PORT": str(port),
+        "LARDER_ADMIN_PORT": str(admin),
+        "LARDER_INTERNAL_PORT": str(internal),
+        "LARDER_JOURNAL_TYPE": "memory",
+        "LARDER_LOG_LEVEL": "WARNING",
+        "LARDER_PASSIVATION_TIMEOUT": "30m",
+    }
+    if MODES[label]:
+        env.update(MODES[label], OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME=label)
+    process = subprocess.Popen([PYTHON, "-c", "from larder_sidecar.main import main; main()"],
+                               env=env)
+    sidecar = Sidecar(label, process, port, admin)
+    wait_ready(sidecar)
+    return sidecar
+
+
+def summary(results: Results) -> None:
+    print("\nmedians over the rounds (ratio: CPU per command against `off`)")
+    print(f"| {'sidecar / phase':<34} | {'cmd/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} "
+          f"| {'CPU µs/cmd':>10} | {'x off':>5} |")
+    print(f"|{'-' * 36}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 7}|")
+    off: dict[str, float] = {}
+    for (label, phase), rows in results.rows.items():
+        cpu = statistics.median(r["sidecar_cpu_us"] for r in rows)
+        if label == "off":
+            off[phase] = cpu
+    for (label, phase), rows in results.rows.items():
+        cpu = statistics.median(r["sidecar_cpu_us"] for r in rows)
+        print(f"| {label + ' ' + phase:<34} | {statistics.median(r['rps'] for r in rows):>7.0f} "
+              f"| {statistics.median(r['p50_ms'] for r in rows):>7.2f} "
+              f"| {statistics.median(r['p99_ms'] for r in rows):>7.2f} | {cpu:>10.0f} "
+              f"| {cpu / off[phase]:>5.2f} |")
+        print(f"    rounds: CPU µs/cmd {[r['sidecar_cpu_us'] for r in rows]}, "
+              f"cmd/s {[r['rps'] for r in rows]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=32)
+    args = parser.parse_args()
+    try:
+        tools.ghz()
+        tools.wrk()
+    except tools.ToolUnavailable as e:
+        sys.exit(f"tracing_cost: {e}")
+    print(f"load average at the start: {os.getloadavg()}", flush=True)
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="larder-bench-") as tmp:
+        protos = Path(tmp) / "protos"
+        protos.mkdir()
+        desc = compile_bench_protos(protos)
+        with Receiver() as receiver, user_function(protos) as function_port:
+            endpoint = receiver.receiver.endpoint
+            sidecars = [start(label, function_port, endpoint) for label in MODES]
+            try:
+                secs = f"{args.seconds:.0f}s"
+                for n in range(args.repeat):
+                    print(f"round {n + 1}/{args.repeat}, load {os.getloadavg()[0]:.1f}",
+                          flush=True)
+                    turn = sidecars[n % len(sidecars):] + sidecars[:n % len(sidecars)]
+                    for s in turn:
+                        tag = f"{s.label}{n}".replace("%", "p")
+                        results.add(s.label, "http closed loop", measured(s, lambda s=s, t=tag: {
+                            **wrk_run(s.port, args, True, f"w{t}-"), "seconds": args.seconds}))
+                        results.add(s.label, "grpc 500/s", measured(s, lambda s=s, t=tag: {
+                            **ghz_run(s.port, desc, ["--rps", "500", "-c", "16", "-z", secs],
+                                      f"r{t}-{{{{.WorkerID}}}}"), "seconds": args.seconds}))
+            finally:
+                for s in sidecars:
+                    tools.stop(s.process)
+            print(f"spans received by the OTLP receiver: {receiver.spans()}")
+    print(f"load average at the end: {os.getloadavg()}")
+    summary(results)
+
+
+if __name__ == "__main__":
+    main()
