@@ -114,6 +114,8 @@ class FramedConnection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         """Queue bytes; they leave with the others queued in this loop pass."""
+        if self.closed:
+            return
         self._out.append(data)
         if self._flushing is None:
             self._flushing = self._loop.call_soon(self._flush)
@@ -148,6 +150,7 @@ class FramedConnection(asyncio.Protocol):
             return
         self.close_reason = reason
         self._out.clear()
+        self.closed = True  # nothing more is sent; connection_lost follows
         self._transport.abort()
 
     def close(self, reason: str) -> None:
@@ -156,6 +159,7 @@ class FramedConnection(asyncio.Protocol):
             return
         self.close_reason = reason
         self._flush()
+        self.closed = True  # nothing more is sent; connection_lost follows
         self._transport.close()
 
     def _tick(self) -> None:

@@ -261,7 +261,9 @@ class PeerConnection(FramedConnection):
             return
         if self._calls:
             self._expire(now)
-        self.send(ping())
+            self._after_call()
+        if not self.closed:
+            self.send(ping())
 
     def on_closed(self, reason: str) -> None:
         if not self.ready.done():
@@ -294,7 +296,8 @@ class PeerConnection(FramedConnection):
     # --- ending -----------------------------------------------------------------------
 
     def retire(self) -> None:
-        """Take no new calls; close once the calls in flight have their answers."""
+        """Take no new calls; close once the calls in flight have their answers (or
+        their deadlines passed)."""
         self._retiring = True
         self._gone()
         self._after_call()
@@ -475,9 +478,6 @@ class PeerClients:
             return
         self._retired.add(connection)
         connection.retire()
-        # A retired connection whose calls never end still closes: at their deadline.
-        loop = asyncio.get_running_loop()
-        loop.call_later(self._forward_timeout + 1.0, connection.close, "retired (deadline)")
 
     async def close(self) -> None:
         """At shutdown: nothing is forwarded any more; give calls a second to finish."""

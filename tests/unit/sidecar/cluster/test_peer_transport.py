@@ -508,3 +508,32 @@ async def test_a_connection_from_no_members_address_is_turned_away_at_accept(
         for node in cluster.nodes.values():
             await node.server.stop(0.1)
         await cluster.close()
+
+
+async def test_a_retired_connection_whose_call_never_answers_closes_at_its_deadline(
+    method: Method,
+) -> None:
+    async def answers_pings_only(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, received: list[Any]
+    ) -> None:
+        while True:
+            frame = await _read_frame(reader)
+            received.append(frame)
+            if frame[0] == Kind.PING:
+                writer.write(frames.frame(Kind.PONG, 0))
+
+    clients = PeerClients(1 << 16, forward_timeout=0.5, ping_every=0.1, silent_after=2.0)
+    try:
+        peer = RawPeer(answers_pings_only)
+        async with peer as address:
+            call = asyncio.create_task(clients.forward(address, _view(), _forward(method, "e1")))
+            await eventually(lambda: any(k == Kind.FORWARD for k, _, _ in peer.received))
+            connection = clients._links[address].connection
+            assert connection is not None
+            await clients.forget([])
+            with pytest.raises(PeerUnavailable) as info:
+                await call
+            assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+            await eventually(lambda: connection.closed, within=2.0)
+    finally:
+        await clients.close()
