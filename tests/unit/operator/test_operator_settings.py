@@ -28,6 +28,24 @@ def test_namespaces_and_peering() -> None:
     assert settings.resync_interval == 5.0
 
 
+def test_shard_map_check_settings() -> None:
+    defaults = OperatorSettings.from_env({"LARDER_SIDECAR_IMAGE": "x"})
+    assert (
+        defaults.shard_map_interval, defaults.shard_map_timeout, defaults.shard_map_grace
+    ) == (15.0, 2.0, 30.0)
+    settings = OperatorSettings.from_env(
+        {
+            "LARDER_SIDECAR_IMAGE": "x",
+            "LARDER_SHARD_MAP_INTERVAL": "2",
+            "LARDER_SHARD_MAP_TIMEOUT": "0.5",
+            "LARDER_SHARD_MAP_GRACE": "6",
+        }
+    )
+    assert (
+        settings.shard_map_interval, settings.shard_map_timeout, settings.shard_map_grace
+    ) == (2.0, 0.5, 6.0)
+
+
 def test_star_means_all_namespaces() -> None:
     env = {"LARDER_SIDECAR_IMAGE": "x", "LARDER_WATCH_NAMESPACES": "*"}
     assert OperatorSettings.from_env(env).clusterwide
@@ -41,6 +59,7 @@ def test_star_means_all_namespaces() -> None:
         ({"LARDER_SIDECAR_IMAGE": "x", "LARDER_JOURNAL_CHECK_TIMEOUT": "0"}, "CHECK_TIMEOUT"),
         ({"LARDER_SIDECAR_IMAGE": "x", "LARDER_SIDECAR_IMAGE_PULL_POLICY": "Sometimes"}, "PULL"),
         ({"LARDER_SIDECAR_IMAGE": "x", "LARDER_LOG_LEVEL": "loud"}, "LARDER_LOG_LEVEL"),
+        ({"LARDER_SIDECAR_IMAGE": "x", "LARDER_SHARD_MAP_GRACE": "-1"}, "SHARD_MAP_GRACE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
