@@ -187,8 +187,9 @@ def test_scale_roll_delete_and_cut_off_under_load(
         steps.settle(2, image)
         steps.check(orderly=True)
 
-        for replicas in (3, 1, 3):
-            steps.begin(f"scale to {replicas}")
+        # Each step's name is its own: failures are counted per step.
+        for before, replicas in ((2, 3), (3, 1), (1, 3)):
+            steps.begin(f"scale {before}->{replicas}")
             kubectl.run("scale", "statefulfunction", FUNCTION, f"--replicas={replicas}")
             steps.settle(replicas, image)
             steps.check(orderly=True)
