@@ -377,27 +377,43 @@ class PeerClients:
             link = self._links[address] = _Link(address)
         if link.connection is not None and link.connection.usable:
             return link.connection
-        if link.connecting is None:
-            link.connecting = asyncio.get_running_loop().create_task(
-                self._open(link), name=f"connect to {address}"
-            )
-            link.connecting.add_done_callback(_retrieve)
-        attempt = link.connecting
-        try:
-            # Shielded: a caller that gives up does not stop the attempt others wait for.
-            return await asyncio.shield(attempt)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if attempt.cancelled() and (task is None or not task.cancelling()):
-                # The attempt was stopped (`forget`, `close`), not this caller: the request
-                # never left.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_wait
+        while True:
+            if link.connecting is None:
+                link.connecting = loop.create_task(self._open(link), name=f"connect to {address}")
+                link.connecting.add_done_callback(_retrieve)
+            attempt = link.connecting
+            try:
+                async with asyncio.timeout_at(deadline):
+                    # Shielded: a caller that gives up does not stop the attempt others
+                    # wait for.
+                    return await asyncio.shield(attempt)
+            except TimeoutError:
                 raise PeerUnavailable(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"the connection attempt to {address} was stopped: the member left or "
-                    "this sidecar is stopping",
+                    f"no connection to {address} within {self._connect_wait:g}s",
                     sent=False,
                 ) from None
-            raise
+            except PeerUnavailable as e:
+                # An attempt that began before this call may have given up just before the
+                # peer came up: this call gets its own full wait.
+                if e.code is grpc.StatusCode.FAILED_PRECONDITION or loop.time() >= deadline:
+                    raise
+                if link.connecting is attempt:
+                    link.connecting = None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if attempt.cancelled() and (task is None or not task.cancelling()):
+                    # The attempt was stopped (`forget`, `close`), not this caller: the
+                    # request never left.
+                    raise PeerUnavailable(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"the connection attempt to {address} was stopped: the member left "
+                        "or this sidecar is stopping",
+                        sent=False,
+                    ) from None
+                raise
 
     async def _open(self, link: _Link) -> PeerConnection:
         """Connect (again and again, within `CONNECT_WAIT`) and wait for the preface."""

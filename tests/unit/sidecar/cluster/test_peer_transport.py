@@ -537,3 +537,29 @@ async def test_a_retired_connection_whose_call_never_answers_closes_at_its_deadl
             await eventually(lambda: connection.closed, within=2.0)
     finally:
         await clients.close()
+
+
+async def test_a_call_that_joins_a_failing_attempt_late_gets_its_own_full_wait(
+    cluster: Cluster, method: Method
+) -> None:
+    # The first call's attempt retries at 0, 0.1, 0.3, 0.7 s and gives up at 1 s; the peer
+    # starts listening at 0.75 s, after the attempt's last try.
+    clients = PeerClients(1 << 16, connect_wait=1.0)
+    try:
+        port = _free_port()
+        address = f"127.0.0.1:{port}"
+        entity = entity_owned_by(shard_map(MEMBERS), "b")
+        first = asyncio.create_task(clients.forward(address, _view(), _forward(method, entity)))
+        await asyncio.sleep(0.75)
+        b = await cluster.start("b", MEMBERS)
+        await b.server.start("127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        late = await clients.forward(address, _view(), _forward(method, entity))
+        assert late.WhichOneof("result") == "outcome"
+        # The first call either failed as never sent or was answered too.
+        try:
+            await first
+        except PeerUnavailable as e:
+            assert e.sent is False
+    finally:
+        await clients.close()
