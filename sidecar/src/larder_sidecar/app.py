@@ -118,7 +118,7 @@ class Sidecar:
         SpecError/DiscoveryFailed/EventingError."""
         s = self.settings
         if s.tracing is not None:
-            tracing.install(s.tracing)
+            tracing.install(s.tracing, self.metrics.registry)
             self._tracing = True
         await self.journal.start()
         self.journal_watch.start()

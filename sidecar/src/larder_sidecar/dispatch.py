@@ -168,8 +168,9 @@ class Dispatcher:
         self, method: Method, entity_id: str, payload: bytes, metadata: MetadataPairs
     ) -> Outcome:
         owner = await self._router.owner(method.component.entity_type, entity_id)
-        # With tracing on, the entity (here or on another pod) continues the current span.
-        return await owner.submit(method, entity_id, payload, tracing.inject(metadata))
+        # With tracing on, the entity continues the current span: here through the context
+        # the host captures, on another pod through the metadata the hop injects.
+        return await owner.submit(method, entity_id, payload, metadata)
 
     def reenter(self, command: Command) -> None:
         """Send a command that a stopping entity did not handle to its owner again.

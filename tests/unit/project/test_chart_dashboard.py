@@ -18,6 +18,7 @@ import pytest
 from larder_sidecar.cluster.metrics import ClusterMetrics
 from larder_sidecar.eventing.metrics import EventingMetrics
 from larder_sidecar.metrics import Metrics
+from larder_sidecar.tracing.metrics import TracingMetrics
 from larder_sidecar.views.metrics import ViewMetrics
 from prometheus_client import CollectorRegistry
 
@@ -46,6 +47,7 @@ def _exported() -> dict[str, tuple[str, frozenset[str]]]:
     ClusterMetrics(registry)
     EventingMetrics(registry)
     ViewMetrics(registry)
+    TracingMetrics(registry)
     names: dict[str, tuple[str, frozenset[str]]] = {}
     # The registry's collectors: prometheus_client has no public listing of them.
     for collector in list(registry._collector_to_names):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,11 @@ from larder_sidecar import tracing
 from larder_sidecar.logs import JsonFormatter, TextFormatter
 from larder_sidecar.settings import SettingsError, load_settings
 from larder_sidecar.tracing import TracingConfig, tracing_config
+from larder_sidecar.tracing.export import BoundedExport
+from larder_sidecar.tracing.metrics import TracingMetrics
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -159,3 +165,46 @@ def test_under_a_root_our_sampler_dropped_no_child_span_is_made() -> None:
             assert server is not None
     finally:
         tracing.shutdown()
+
+
+class _StuckExporter(SpanExporter):
+    """An exporter whose collector hangs: export blocks until released, then fails."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def export(self, spans: object) -> SpanExportResult:
+        self.calls += 1
+        self.release.wait(10)
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+def test_a_stuck_collector_costs_spans_not_commands(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="larder_sidecar.tracing")
+    registry = CollectorRegistry()
+    exporter = _StuckExporter()
+    processor = BoundedExport(
+        exporter,
+        TracingMetrics(registry),
+        0.01,
+        "collector:4317",
+        max_queue=10,
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for n in range(200):  # never blocks, whatever the exporter does
+        tracer.start_span(f"s{n}").end()
+    exporter.release.set()
+    processor.shutdown()
+    # Each one lost: dropped from the full queue, or refused by the collector.
+    assert registry.get_sample_value("larder_trace_spans_dropped_total") == 200
+    assert registry.get_sample_value("larder_trace_spans_exported_total") == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # Once when the queue filled, once when the collector refused: not once per span.
+    assert len(warnings) <= 2, [r.getMessage() for r in warnings]
+    assert any("dropped and counted" in r.getMessage() for r in warnings)

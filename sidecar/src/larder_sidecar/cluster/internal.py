@@ -462,10 +462,8 @@ class InternalServer:
             parent=tracing.extract(metadata),
             attributes={"larder.entity_type": request.entity_type},
         ):
-            # The entity's spans go under this one.
-            return await self.router.serve(
-                method, request.entity_id, request.payload, tracing.inject(metadata)
-            )
+            # The entity's spans go under this one (the host captures it as their parent).
+            return await self.router.serve(method, request.entity_id, request.payload, metadata)
 
 
 def _error_reply(code: grpc.StatusCode, message: str) -> Any:

@@ -24,6 +24,8 @@ class Command:
     metadata: MetadataPairs
     future: asyncio.Future[Outcome]
     """Settles with the outcome or an `InvokeError`; cancelled when the caller gives up."""
+    parent: Any = None
+    """With tracing on: the context it was submitted in (its spans go below it)."""
     queued_ns: int = 0
     """With tracing on: when the entity queued it (for the span of its wait)."""
     trace: Any = None

@@ -194,7 +194,9 @@ class Entity(abc.ABC):
         model = command.method.model
         with tracing.span(
             f"handle {model.service}/{model.name}",
-            parent=tracing.extract(command.metadata),
+            parent=(
+                command.parent if command.parent is not None else tracing.extract(command.metadata)
+            ),
             attributes={
                 "larder.entity_type": self.entity_type,
                 "larder.entity_id": clip(self.entity_id, 64),

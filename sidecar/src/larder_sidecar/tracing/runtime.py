@@ -11,12 +11,16 @@ from contextlib import AbstractContextManager
 from importlib import metadata as package_metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
+from prometheus_client import CollectorRegistry
+
 from .config import TracingConfig
+from .metrics import TracingMetrics
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Tracer
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 log = logging.getLogger("larder_sidecar.tracing")
 
@@ -47,10 +51,15 @@ _NOOP: AbstractContextManager[Span | None] = contextlib.nullcontext()
 
 
 class _Installed:
-    """What `install` set up; one per process, like logging's configuration."""
+    """What `install` set up; one per process, like logging's configuration. The
+    OpenTelemetry modules are kept here so the hot path does not import them per call."""
 
     tracer: Tracer | None = None
     provider: TracerProvider | None = None
+    trace: Any = None
+    context: Any = None
+    propagator: TraceContextTextMapPropagator | None = None
+    kinds: dict[SpanKind, Any] = {}  # noqa: RUF012 - replaced, never mutated
 
 
 _installed = _Installed()
@@ -60,16 +69,13 @@ def enabled() -> bool:
     return _installed.tracer is not None
 
 
-def install(config: TracingConfig) -> None:
+def install(config: TracingConfig, registry: CollectorRegistry | None = None) -> None:
     """Create the tracer provider and its exporter; spans are recorded from now on."""
     # Imported here: a sidecar without tracing never loads OpenTelemetry.
+    from opentelemetry import context, trace  # noqa: PLC0415
     from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
-        BatchSpanProcessor,
-        ConsoleSpanExporter,
-        SpanExporter,
-    )
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter  # noqa: PLC0415
     from opentelemetry.sdk.trace.sampling import (  # noqa: PLC0415
         ALWAYS_OFF,
         ALWAYS_ON,
@@ -77,29 +83,29 @@ def install(config: TracingConfig) -> None:
         Sampler,
         TraceIdRatioBased,
     )
+    from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
+        TraceContextTextMapPropagator,
+    )
+
+    from .export import BoundedExport  # noqa: PLC0415 - it needs OpenTelemetry's SDK
 
     roots: dict[str, Sampler] = {
         "always_on": ALWAYS_ON,
         "always_off": ALWAYS_OFF,
         "traceidratio": TraceIdRatioBased(config.ratio),
     }
-    name = config.sampler.removeprefix("parentbased_")
-    sampler = roots[name]
+    sampler = roots[config.sampler.removeprefix("parentbased_")]
     if config.sampler.startswith("parentbased_"):
         # A client's sampled flag decides for its trace; our ratio only for new traces.
         sampler = ParentBased(sampler)
     version = _version()
     resource = Resource.create(
-        {
-            **config.resource,
-            "service.name": config.service_name,
-            "service.version": version,
-        }
+        {**config.resource, "service.name": config.service_name, "service.version": version}
     )
     provider = TracerProvider(resource=resource, sampler=sampler)
     exporter: SpanExporter
     if config.exporter == "console":
-        exporter = ConsoleSpanExporter()
+        exporter, where = ConsoleSpanExporter(), "stdout"
     else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter,
@@ -111,15 +117,24 @@ def install(config: TracingConfig) -> None:
             headers=dict(config.headers),
             timeout=int(config.timeout),
         )
-    provider.add_span_processor(
-        BatchSpanProcessor(exporter, schedule_delay_millis=config.export_delay * 1000)
-    )
+        where = config.endpoint
+        # It logs each failed export and each retry; BoundedExport says it once per
+        # outage and counts the spans lost, which is what an operator can act on.
+        logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").setLevel(
+            logging.CRITICAL
+        )
+    processor = BoundedExport(exporter, TracingMetrics(registry), config.export_delay, where)
+    provider.add_span_processor(processor)
     _installed.provider = provider
+    _installed.trace = trace
+    _installed.context = context
+    _installed.propagator = TraceContextTextMapPropagator()
+    _installed.kinds = {kind: getattr(trace.SpanKind, kind.value) for kind in SpanKind}
     _installed.tracer = provider.get_tracer("larder_sidecar", version)
     log.info(
         "tracing on: %s to %s, sampler %s%s",
         config.exporter,
-        config.endpoint if config.exporter == "otlp" else "stdout",
+        where,
         config.sampler,
         f" {config.ratio:g}" if "ratio" in config.sampler else "",
     )
@@ -140,6 +155,18 @@ def _version() -> str:
         return "unknown"
 
 
+def _dropped(parent: Context | None) -> bool:
+    """Whether the span above (`parent`, else the current one) is ours and unsampled.
+
+    Our sampler dropped that trace at its root here, and every sampler we offer decides
+    the same for the rest of it (by the parent, or by the trace id), so a child would be
+    one more span that records nothing. Not making it is most of what makes a 1 % sample
+    cheap; the context travels on unchanged. A client's unsampled parent (remote) is
+    the sampler's to judge."""
+    above = _installed.trace.get_current_span(parent).get_span_context()
+    return bool(above.is_valid and not above.is_remote and not above.trace_flags.sampled)
+
+
 def span(
     name: str,
     kind: SpanKind = SpanKind.INTERNAL,
@@ -152,21 +179,12 @@ def span(
     An exception leaving the block marks the span as failed and is recorded on it.
     """
     tracer = _installed.tracer
-    if tracer is None:
-        return _NOOP
-    from opentelemetry import trace  # noqa: PLC0415
-
-    above = trace.get_current_span(parent).get_span_context()
-    if above.is_valid and not above.is_remote and not above.trace_flags.sampled:
-        # Our sampler dropped this trace at its root here: every sampler we offer
-        # decides the same for the rest of it (by the parent, or by the trace id), so a
-        # child would be one more span that records nothing. Not creating it is most of
-        # what makes a 1 % sample cheap; the context travels on unchanged.
+    if tracer is None or _dropped(parent):
         return _NOOP
     return tracer.start_as_current_span(
         name,
         context=parent,
-        kind=getattr(trace.SpanKind, kind.value),
+        kind=_installed.kinds[kind],
         attributes=dict(attributes) if attributes else None,
     )
 
@@ -175,9 +193,8 @@ def capture() -> Context | None:
     """The current context, to parent spans in another task; None while off."""
     if _installed.tracer is None:
         return None
-    from opentelemetry import context  # noqa: PLC0415
-
-    return context.get_current()
+    context: Context = _installed.context.get_current()
+    return context
 
 
 def extract(metadata: Iterable[tuple[str, str]]) -> Context | None:
@@ -187,36 +204,28 @@ def extract(metadata: Iterable[tuple[str, str]]) -> Context | None:
 
     Never "whatever is current": a task (an entity's loop) keeps the context it was
     created in, which belongs to some earlier command."""
-    if _installed.tracer is None:
+    propagator = _installed.propagator
+    if _installed.tracer is None or propagator is None:
         return None
-    from opentelemetry.context import Context  # noqa: PLC0415
-
+    empty: Context = _installed.context.Context()
     carrier = {k.lower(): v for k, v in metadata if k.lower() in _TRACE_HEADERS}
     if TRACEPARENT not in carrier:
-        return Context()
-    from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
-        TraceContextTextMapPropagator,
-    )
-
-    # A malformed traceparent yields an empty context too (W3C: start a new trace).
-    return TraceContextTextMapPropagator().extract(carrier, context=Context())
+        return empty
+    # A malformed traceparent yields the empty context too (W3C: start a new trace).
+    return propagator.extract(carrier, context=empty)
 
 
 def inject(metadata: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
     """`metadata` with `traceparent`/`tracestate` naming the current span, so whoever
     receives it (the user function, another pod, a Kafka consumer) continues this trace.
-    Unchanged while off or when no span is recording."""
-    if _installed.tracer is None:
+    Unchanged while off or outside any span."""
+    propagator = _installed.propagator
+    if _installed.tracer is None or propagator is None:
         return metadata
-    from opentelemetry import trace  # noqa: PLC0415
-    from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
-        TraceContextTextMapPropagator,
-    )
-
-    if not trace.get_current_span().get_span_context().is_valid:
+    if not _installed.trace.get_current_span().get_span_context().is_valid:
         return metadata
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
+    propagator.inject(carrier)
     kept = [(k, v) for k, v in metadata if k.lower() not in _TRACE_HEADERS]
     return [*kept, *carrier.items()]
 
@@ -226,9 +235,7 @@ def log_trace_id() -> str | None:
     a span."""
     if _installed.tracer is None:
         return None
-    from opentelemetry import trace  # noqa: PLC0415
-
-    context = trace.get_current_span().get_span_context()
+    context = _installed.trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
 
 
@@ -236,9 +243,7 @@ def annotate(attributes: Mapping[str, Any]) -> None:
     """Set attributes on the current span; nothing while off."""
     if _installed.tracer is None:
         return
-    from opentelemetry import trace  # noqa: PLC0415
-
-    current = trace.get_current_span()
+    current = _installed.trace.get_current_span()
     if current.is_recording():
         current.set_attributes(dict(attributes))
 
@@ -251,6 +256,6 @@ def now_ns() -> int:
 def record_span(name: str, start_ns: int, parent: Context | None = None) -> None:
     """A span that began at `start_ns` (`now_ns`) and ends now, e.g. a wait in a queue."""
     tracer = _installed.tracer
-    if tracer is None or not start_ns:
+    if tracer is None or not start_ns or _dropped(parent):
         return
     tracer.start_span(name, context=parent, start_time=start_ns).end()
