@@ -1,16 +1,23 @@
 """Membership on Kubernetes: the function's headless Service's EndpointSlices, watched.
 
-The operator's headless Service publishes not-ready addresses, so a starting pod is a
-member before it is ready (it needs a shard map to become ready). An endpoint's
-conditions decide what it is (nil `ready`/`serving` mean true, nil `terminating` false,
-as the API defines them):
+The operator's headless Service publishes not-ready addresses, so its EndpointSlices
+list every pod with an IP, `ready` set true whatever the pod's readiness; `serving` says
+whether the pod passes its readiness probe. A pod joins once it serves: a sidecar is
+ready with its first shard map, whether or not that map has it, so a starting pod learns
+the map, turns ready, and only then takes shards — never while its internal port is not
+yet listening (an owner that cannot take its forwards). A pod that stops passing its
+probe (its user function gone, cut off from the kubelet) leaves, and its shards move to
+pods that can serve them. A terminating pod stays, marked, until its hand-off is done. An
+endpoint's conditions decide (nil `ready`/`serving` mean true, nil `terminating` false,
+as the API defines them; nil `serving` takes `ready`'s value, as older API servers leave
+it unset):
 
-| terminating | ready or serving | member?                                  |
-|-------------|------------------|------------------------------------------|
-| no          | ready            | yes, active                              |
-| no          | not ready        | no                                       |
-| yes         | either           | yes, terminating (no shards; hand-off)   |
-| yes         | neither          | no                                       |
+| terminating | serving (else ready) | ready or serving | member?                                |
+|-------------|----------------------|------------------|----------------------------------------|
+| no          | yes                  | -                | yes, active                            |
+| no          | no                   | -                | no (starting, or failing its probe)    |
+| yes         | -                    | either           | yes, terminating (no shards; hand-off) |
+| yes         | -                    | neither          | no                                     |
 
 The member id is the endpoint's Pod name (what the pod knows as `POD_NAME`), the address
 the endpoint's first address with the slice's port named `internal`. A pod in several
@@ -69,10 +76,13 @@ def _member_id(endpoint: Mapping[str, Any]) -> str | None:
 def _terminating(conditions: Mapping[str, Any]) -> bool | None:
     """False: an active member; True: a terminating one; None: not a member."""
     ready = conditions.get("ready") is not False
-    serving = conditions.get("serving") is not False
+    serving_value = conditions.get("serving")
+    serving = ready if serving_value is None else serving_value is not False
     if conditions.get("terminating") is True:
         return True if ready or serving else None
-    return False if ready else None
+    # Not `ready`: with published not-ready addresses it is true for a pod that does not
+    # pass its readiness probe yet.
+    return False if serving else None
 
 
 def _address_preference(address: str) -> tuple[bool, str]:

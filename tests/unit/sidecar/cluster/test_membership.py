@@ -129,9 +129,15 @@ def endpoint_slice(
     ("ready", "serving", "terminating", "expected"),
     [
         (True, True, False, False),
-        (True, False, False, False),  # starting: not ready, published anyway
+        # Published anyway (`ready` forced true) but not passing its probe: starting, or
+        # its function gone. Not a member until it serves: its shards would go to a pod
+        # whose internal port may not even listen yet.
+        (True, False, False, None),
+        (False, True, False, False),
         (False, False, False, None),
         (None, None, None, False),  # nil: ready and serving true, terminating false
+        (True, None, False, False),  # nil serving (older API servers): ready decides
+        (False, None, False, None),
         (True, True, True, True),  # publishNotReadyAddresses keeps `ready` when terminating
         (False, True, True, True),
         (False, False, True, None),
