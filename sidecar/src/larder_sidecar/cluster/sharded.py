@@ -352,23 +352,31 @@ class ShardedRouter:
                     f"{entity_type}/{clip_id(entity_id)} was redirected {MAX_PEER_HOPS} times: "
                     "the sidecars disagree on its owner while membership changes; retry",
                 )
-            target = await self._after_redirect(shard_map, owner, reply.redirect)
+            target = await self._after_redirect(shard_map, owner, reply.redirect, hops)
 
     async def _after_redirect(
-        self, sent_under: ShardMap, refused_by: MemberId, redirect: Any
+        self, sent_under: ShardMap, refused_by: MemberId, redirect: Any, hops: int
     ) -> tuple[MemberId, str] | None:
         """Where to send next: under our own map once it changes; if it does not change
         within `redirect_wait`, to the owner the receiver named (when that is neither us
-        nor the receiver)."""
+        nor the receiver), else to the same member again."""
+        named = MemberId(redirect.owner)
+        wait = self._redirect_wait
+        if named == self.me:
+            # The receiver's map gives the entity to this sidecar, ours to the receiver:
+            # one of the two is behind, and the receiver's is as likely to be the late one
+            # (members see a change up to about a second apart). Ask it again sooner,
+            # backing off (0.25, 0.5, 1 s), rather than waiting only for our own map.
+            wait = min(wait, 0.25 * 2 ** max(0, hops - 1))
         if self._map is sent_under:
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                while self._map is sent_under:
-                    await asyncio.wait_for(changed.wait(), self._redirect_wait)
-                    changed = self._changed
+            loop = asyncio.get_running_loop()
+            # One deadline: the event also fires for shard-state changes, which must not
+            # extend the wait.
+            deadline = loop.time() + wait
+            while self._map is sent_under and (remaining := deadline - loop.time()) > 0:
+                await self._changes.wait(remaining)
         if self._map is not sent_under:
             return None
-        named = MemberId(redirect.owner)
         if named and named not in (self.me, refused_by) and redirect.address:
             return named, redirect.address
         return None

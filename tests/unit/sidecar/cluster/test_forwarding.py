@@ -313,3 +313,27 @@ async def test_a_command_never_sent_to_a_member_that_left_meanwhile_is_routed_ag
     assert a.ran() == [at_b] and b.ran() == []
     assert a.sample("larder_forwarded_commands_out_total", result="rerouted") == 1
     assert a.sample("larder_forwarded_commands_out_total", result="unavailable") == 0
+
+
+async def test_a_receiver_that_names_the_sender_as_owner_is_asked_again_soon(
+    cluster: Cluster, method: Method
+) -> None:
+    # b is behind: its map still gives everything to a, a's gives this entity to b.
+    cluster.redirect_wait = 5.0
+    cluster.handoff_wait = 0.3
+    current = membership(2, "a", "b")
+    entity = entity_owned_by(shard_map(current), "b")
+    a = await cluster.start("a", current)
+    b = await cluster.start("b", membership(1, "a", "b", terminating=["b"]))
+    await cluster.settled()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    call = asyncio.create_task(a.submit(method, entity))
+    await eventually(lambda: len(cluster.network.forwards) == 1)
+    await asyncio.sleep(0.1)
+    await cluster.apply(b, current)  # b catches up; a's map never changes
+    assert (await asyncio.wait_for(call, 5)).kind == "reply"
+    # Not the 5 s a waits for its own map: b was asked again after 0.25 s, then 0.5 s.
+    assert loop.time() - started < 2.0
+    assert b.ran() == [entity] and a.ran() == []
+    assert [to for to, _ in cluster.network.forwards][-1] == address("b")
