@@ -15,6 +15,7 @@ from typing import Any
 
 from larder_operator.journals import JournalConfig, journal_env, spec_hash
 from larder_operator.kafka import kafka_wiring
+from larder_operator.observability import TracingSpecError, tracing_env
 from larder_operator.settings import OperatorSettings
 
 GROUP = "larder.dev"
@@ -341,6 +342,10 @@ def _sidecar(
                 "value": passivation_seconds(str(spec["passivationTimeout"])),
             }
         )
+    try:
+        env.extend(tracing_env(function, spec, settings))
+    except TracingSpecError as e:
+        raise InvalidSpecError(str(e)) from e
     # User-supplied extras come last so they can override ours deliberately.
     extra = [copy.deepcopy(dict(e)) for e in overrides.get("env") or ()]
     overridden = {x["name"] for x in extra}

@@ -5,8 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+SAMPLERS = (
+    "parentbased_traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "traceidratio",
+    "always_on",
+    "always_off",
+)
+"""OpenTelemetry's samplers as OTEL_TRACES_SAMPLER names them (the sidecar takes these)."""
 
 
 class SettingsError(ValueError):
@@ -38,6 +48,11 @@ class OperatorSettings:
     health_host: str = "0.0.0.0"
     health_port: int = 8081
     log_level: str = "INFO"
+    # Tracing for every function without its own `spec.observability.tracing`: the
+    # collector (OTLP over gRPC; empty: off), the sampler and its ratio.
+    tracing_endpoint: str = ""
+    tracing_sampler: str = "parentbased_traceidratio"
+    tracing_ratio: float = 0.1
 
     @property
     def clusterwide(self) -> bool:
@@ -83,7 +98,28 @@ class OperatorSettings:
             health_host=env.get("LARDER_OPERATOR_HEALTH_HOST", "").strip() or "0.0.0.0",
             health_port=int(_positive(env, "LARDER_OPERATOR_HEALTH_PORT", 8081)),
             log_level=level,
+            **_tracing(env),
         )
+
+
+def _tracing(env: Mapping[str, str]) -> dict[str, Any]:
+    endpoint = env.get("LARDER_TRACING_ENDPOINT", "").strip()
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"LARDER_TRACING_ENDPOINT={endpoint!r} is not an OTLP/gRPC collector address "
+            "like http://collector.observability:4317"
+        )
+    sampler = env.get("LARDER_TRACING_SAMPLER", "").strip() or "parentbased_traceidratio"
+    if sampler not in SAMPLERS:
+        raise SettingsError(f"LARDER_TRACING_SAMPLER={sampler!r} is not one of {SAMPLERS}")
+    raw = env.get("LARDER_TRACING_SAMPLER_ARG", "").strip()
+    try:
+        ratio = float(raw) if raw else 0.1
+    except ValueError:
+        raise SettingsError(f"LARDER_TRACING_SAMPLER_ARG={raw!r} is not a number") from None
+    if not 0 <= ratio <= 1:
+        raise SettingsError(f"LARDER_TRACING_SAMPLER_ARG={raw!r} is a share: between 0 and 1")
+    return {"tracing_endpoint": endpoint, "tracing_sampler": sampler, "tracing_ratio": ratio}
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:

@@ -297,6 +297,39 @@ spec:
 """,
         "the environment variable PORT must not be 9000, 9603 or 9604",
     ),
+    "tracing endpoint without a scheme": (
+        """
+apiVersion: larder.dev/v1alpha1
+kind: StatefulFunction
+metadata: {name: bad}
+spec:
+  containers: [{name: fn, image: x}]
+  observability: {tracing: {endpoint: "collector:4317"}}
+""",
+        "spec.observability.tracing.endpoint: Invalid value",
+    ),
+    "tracing ratio over 1": (
+        """
+apiVersion: larder.dev/v1alpha1
+kind: StatefulFunction
+metadata: {name: bad}
+spec:
+  containers: [{name: fn, image: x}]
+  observability: {tracing: {endpoint: "http://c:4317", ratio: 5}}
+""",
+        "spec.observability.tracing.ratio: Invalid value",
+    ),
+    "unknown sampler": (
+        """
+apiVersion: larder.dev/v1alpha1
+kind: StatefulFunction
+metadata: {name: bad}
+spec:
+  containers: [{name: fn, image: x}]
+  observability: {tracing: {sampler: sometimes}}
+""",
+        'Unsupported value: "sometimes"',
+    ),
     "unknown journal type": (
         """
 apiVersion: larder.dev/v1alpha1
@@ -338,3 +371,27 @@ def test_invalid_resources_are_rejected_with_readable_messages(
         if result.returncode == 0 or message not in result.stderr:
             failures.append(f"{case}: rc={result.returncode} {result.stderr.strip()}")
     assert failures == []
+
+
+def test_a_function_with_tracing_settings_is_accepted(kubectl: Kubectl, namespace: str) -> None:
+    # Every field of spec.observability.tracing, as the schema allows it (a server-side
+    # dry run: the API server validates against the CRD and stores nothing).
+    out = kubectl.run(
+        "apply", "--dry-run=server", "-n", namespace, "-o", "json", "-f", "-",
+        stdin="""
+apiVersion: larder.dev/v1alpha1
+kind: StatefulFunction
+metadata: {name: traced}
+spec:
+  containers: [{name: fn, image: x}]
+  observability:
+    tracing:
+      {enabled: true, endpoint: "https://collector.obs:4317", sampler: traceidratio, ratio: 0.25}
+""",
+    )
+    assert json.loads(out)["spec"]["observability"]["tracing"] == {
+        "enabled": True,
+        "endpoint": "https://collector.obs:4317",
+        "sampler": "traceidratio",
+        "ratio": 0.25,
+    }
