@@ -1,10 +1,12 @@
-"""The internal port's transport alone, A/B/C in one run: the same forwarded-command
+"""The internal port's transport alone, A/B in one run, four arms: the same forwarded-command
 messages between two processes over loopback, answered at once by a server that decodes
 the request and sends a fixed reply.
 
 - unary: one grpc.aio unary call per command (the transport before this bench);
 - bidi: one grpc.aio bidirectional stream per peer, each message a 4-byte call id and
   the serialized request (replies matched to callers by the id);
+- streams: the same framing over asyncio streams (a reader task per connection, a
+  `StreamWriter.write` per frame, no coalescing), client and server written for the bench;
 - framed: Larder's own framing over asyncio Protocols (`cluster/frames.py`), the real
   `PeerClients` against a server built on the real `FramedConnection`.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -40,6 +43,7 @@ from larder_sidecar.cluster.peers import PeerClients
 METHOD = "/larder.bench.Peer/Forward"
 STREAM = "/larder.bench.Peer/Stream"
 ID = struct.Struct(">I")
+ARMS = ("unary", "bidi", "streams", "framed")
 
 
 def request() -> Any:
@@ -84,6 +88,21 @@ async def serve(arm: str) -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: _EchoConnection(body), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
+    elif arm == "streams":
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readexactly(frames.PREFACE.size)
+            writer.write(frames.preface(1 << 24))
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    length, kind, call = frames.HEADER.unpack(
+                        await reader.readexactly(frames.HEADER.size))
+                    data = await reader.readexactly(length - frames.HEADER_AFTER_LENGTH)
+                    if kind == Kind.FORWARD:
+                        wire.ForwardRequest.FromString(data)
+                        writer.write(frames.frame(Kind.FORWARD_REPLY, call, body))
+
+        stream_server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = stream_server.sockets[0].getsockname()[1]
     else:
         async def unary(data: bytes, context: Any) -> bytes:
             wire.ForwardRequest.FromString(data)
@@ -152,6 +171,46 @@ class BidiClient:
         await self._channel.close(None)
 
 
+class StreamsClient:
+    """The same framing over asyncio streams: a reader task, a `StreamWriter` write per
+    call (no coalescing)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, asyncio.Future[bytes]] = {}
+        self._next = 1
+        self._reader_task: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def start(self, port: int) -> None:
+        reader, self._writer = await asyncio.open_connection("127.0.0.1", port)
+        self._writer.write(frames.preface(1 << 24))
+        await reader.readexactly(frames.PREFACE.size)
+        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            length, _, call = frames.HEADER.unpack(await reader.readexactly(frames.HEADER.size))
+            data = await reader.readexactly(length - frames.HEADER_AFTER_LENGTH)
+            future = self._waiting.pop(call, None)
+            if future is not None:
+                future.set_result(data)
+
+    async def forward(self, message: Any) -> Any:
+        assert self._writer is not None
+        call = self._next
+        self._next += 1
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[call] = future
+        self._writer.write(frames.frame(Kind.FORWARD, call, message.SerializeToString()))
+        return wire.ForwardReply.FromString(await future)
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+
 async def client(arm: str, port: int, rate: float, seconds: float) -> dict[str, Any]:
     address = f"127.0.0.1:{port}"
     message = request()
@@ -163,6 +222,13 @@ async def client(arm: str, port: int, rate: float, seconds: float) -> dict[str, 
 
         async def call() -> Any:
             return await peers.forward(address, view, message)
+    elif arm == "streams":
+        streams = StreamsClient()
+        await streams.start(port)
+        closers.append(streams.close)
+
+        async def call() -> Any:
+            return await streams.forward(message)
     elif arm == "bidi":
         bidi = BidiClient(address)
         await bidi.start()
@@ -247,8 +313,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--serve", choices=("unary", "bidi", "framed"), help=argparse.SUPPRESS)
-    parser.add_argument("--client", choices=("unary", "bidi", "framed"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=ARMS, help=argparse.SUPPRESS)
+    parser.add_argument("--client", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -257,12 +323,12 @@ def main() -> None:
     if args.client:
         print(json.dumps(asyncio.run(client(args.client, args.port, args.rate, args.seconds))))
         return
-    arms = ["unary", "bidi", "framed"]
+    arms = list(ARMS)
     rows: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
     print(f"{os.cpu_count()} CPUs; load average {Path('/proc/loadavg').read_text().split()[0]}; "
           f"{args.rate:g} calls/s for {args.seconds:g}s, {args.repeat} rounds", flush=True)
     for n in range(args.repeat):
-        order = arms[n % 3:] + arms[:n % 3]
+        order = arms[n % len(arms):] + arms[:n % len(arms)]
         for arm in order:
             row = run_arm(arm, args)
             rows[arm].append(row)
