@@ -110,7 +110,8 @@ def test_function_gets_its_children_status_and_printer_columns(
 
     table = kubectl.run("get", "statefulfunctions", "-n", namespace)
     header = table.splitlines()[0].split()
-    assert header[:6] == ["NAME", "READY", "REASON", "REPLICAS", "JOURNAL", "AGE"]
+    # MAP: how many ready pods agree on the shard map (status.shardMap.agreement).
+    assert header[:7] == ["NAME", "READY", "REASON", "REPLICAS", "MAP", "JOURNAL", "AGE"]
     assert table.splitlines()[1].split()[:3] == ["cart", "False", "PodsNotReady"]
     assert "cart" in kubectl.run("get", "sf", "-n", namespace)
     assert "main" in kubectl.run("get", "jn", "-n", namespace)
