@@ -20,7 +20,9 @@ from .idempotency_contract import IdempotencyContract, change, record
 from .journal_contract import JournalContract
 
 
-class TestMemoryJournal(JournalContract):
+class _Memory:
+    """The in-memory journal under a contract's tests."""
+
     @pytest.fixture
     async def journal(self) -> AsyncIterator[Journal]:
         j = MemoryJournal()
@@ -29,7 +31,9 @@ class TestMemoryJournal(JournalContract):
         await j.close()
 
 
-class TestSqliteJournal(JournalContract):
+class _Sqlite:
+    """The SQLite journal under a contract's tests; it can be reopened from its file."""
+
     @pytest.fixture
     async def journal(self, tmp_path: Path) -> AsyncIterator[Journal]:
         self.path = tmp_path / "journal.sqlite3"
@@ -43,6 +47,14 @@ class TestSqliteJournal(JournalContract):
         other = SqliteJournal(self.path)
         await other.start()
         return other
+
+
+class TestMemoryJournal(_Memory, JournalContract):
+    pass
+
+
+class TestSqliteJournal(_Sqlite, JournalContract):
+    pass
 
 
 async def test_sqlite_unwritable_path_is_unavailable(tmp_path: Path) -> None:
@@ -60,29 +72,12 @@ async def test_sqlite_not_started_is_unavailable(tmp_path: Path) -> None:
     assert not await j.ready()
 
 
-class TestMemoryIdempotency(IdempotencyContract):
-    @pytest.fixture
-    async def journal(self) -> AsyncIterator[Journal]:
-        j = MemoryJournal()
-        await j.start()
-        yield j
-        await j.close()
+class TestMemoryIdempotency(_Memory, IdempotencyContract):
+    pass
 
 
-class TestSqliteIdempotency(IdempotencyContract):
-    @pytest.fixture
-    async def journal(self, tmp_path: Path) -> AsyncIterator[Journal]:
-        self.path = tmp_path / "journal.sqlite3"
-        j = SqliteJournal(self.path)
-        await j.start()
-        yield j
-        await j.close()
-
-    async def reopen(self, journal: Journal) -> Journal | None:
-        await journal.close()
-        other = SqliteJournal(self.path)
-        await other.start()
-        return other
+class TestSqliteIdempotency(_Sqlite, IdempotencyContract):
+    pass
 
 
 async def test_sqlite_file_of_an_older_version_gets_the_records_table(tmp_path: Path) -> None:
