@@ -8,6 +8,7 @@ method of the fake dispatcher) and forwards everything else to a grpc.aio server
 from __future__ import annotations
 
 import asyncio
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,6 +42,9 @@ async def front(echo_server: EchoServer) -> AsyncIterator[tuple[PublicServer, Fa
     await server.close(grace=1.0)
 
 
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 async def test_h2spec(
     front: tuple[PublicServer, FakeDispatcher], h2spec_binary: Path, tmp_path: Path
 ) -> None:
@@ -52,7 +56,11 @@ async def test_h2spec(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await asyncio.wait_for(process.communicate(), 300)
-    cases = ET.parse(report).getroot().iter("testcase")
+    # h2spec writes a failing case's message as it got it, bytes our port sent included
+    # (the expected exception's 400 answer to a bad preface, cut anywhere), and does not
+    # escape control characters, which XML 1.0 forbids: drop them before parsing.
+    text = _XML_INVALID.sub("", report.read_bytes().decode("utf-8", "replace"))
+    cases = ET.fromstring(text).iter("testcase")
     results = {
         (case.get("package", ""), case.get("classname", "")):
             "failed" if case.find("failure") is not None or case.find("error") is not None
