@@ -55,6 +55,11 @@ MIN_PING_INTERVAL = 10.0
 a PING is a strike; more than MAX_PING_STRIKES strikes close the connection with
 ENHANCE_YOUR_CALM (grpc-core's policy, with a much shorter interval than its default
 5 minutes)."""
+LINGER_SECONDS = 2.0
+"""After our last frame, how long a closing connection keeps reading (and discarding)
+before it is closed. Closing a socket with unread input makes the kernel send a reset,
+which can destroy our GOAWAY before the client reads it; so we half-close, drain, and
+close when the client does or this runs out (a "lingering close")."""
 _MAX_HEADER_BLOCK_FACTOR = 4
 """A header block in HEADERS + CONTINUATION frames may be this many times the header
 list limit on the wire before the connection is failed (HPACK rarely grows a block)."""
@@ -159,6 +164,7 @@ class Http2Connection(asyncio.Protocol):
         """We sent GOAWAY: no new streams; close when the last one ends."""
         self._closed = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._ping_strikes = 0
         self._last_ping = -MIN_PING_INTERVAL
         self._sent_data_since_ping = False
@@ -223,6 +229,8 @@ class Http2Connection(asyncio.Protocol):
         self._connections.discard(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             if stream.handler is not None:
@@ -693,7 +701,7 @@ class Http2Connection(asyncio.Protocol):
         if self._going_away and not self.streams and self._transport is not None:
             self._flush()
             self._closed = True
-            self._transport.close()
+            self._linger()
 
     def _fail(self, code: ErrorCode, message: str) -> None:
         """A connection error: GOAWAY with the code, every stream ends, then close."""
@@ -709,7 +717,32 @@ class Http2Connection(asyncio.Protocol):
             if stream.handler is not None:
                 stream.handler.reset()
         if self._transport is not None:
-            self._transport.close()
+            self._linger()
+
+    def _linger(self) -> None:
+        """Half-close after our last frame; input is discarded from now on (`_closed`),
+        and the transport closes at the client's EOF (`eof_received`) or after
+        LINGER_SECONDS, whichever is first."""
+        transport = self._transport
+        if transport is None or self._linger_timer is not None:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError:
+            # The client is already gone (reset, not connected): nothing to drain.
+            transport.close()
+            return
+        # A client that stopped reading must not keep the drain from happening.
+        transport.resume_reading()
+        self._linger_timer = asyncio.get_running_loop().call_later(
+            LINGER_SECONDS, transport.close
+        )
 
     def _arm_idle(self) -> None:
         if self._closed or self._idle_timer is not None:
