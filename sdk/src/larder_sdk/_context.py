@@ -171,7 +171,9 @@ class ActionContext(EffectContext):
 class ViewContext:
     """Context of a view update: where the message came from and what it carried."""
 
-    __slots__ = ("_metadata", "_raw_metadata", "command_name", "service_name", "table")
+    __slots__ = (
+        "_metadata", "_raw_metadata", "command_name", "row_key", "service_name", "table"
+    )
 
     def __init__(
         self, service_name: str, command_name: str, table: str, raw_metadata: Any = None
@@ -182,6 +184,11 @@ class ViewContext:
         """The update method."""
         self.table = table
         """The table the row is written to."""
+        self.row_key: str | None = None
+        """Set it to store the returned row (or apply `DELETE_ROW`) under this key instead
+        of the message's (the entity id, for entity sources): a handler keeping several
+        rows per entity keys them itself. The `row` it was given is still the one stored
+        under the message's key."""
         self._raw_metadata = raw_metadata
         self._metadata: Metadata | None = None
 

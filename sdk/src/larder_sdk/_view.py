@@ -275,6 +275,19 @@ def _decode(subject: str, what: str, cls: type[Message], any_message: Any) -> Me
         ) from e
 
 
+def _row_key(subject: str, handler: CommandHandler, given: Any, chosen: object) -> Any:
+    """The message's key, or the one the handler set on its context."""
+    if chosen is None:
+        return given
+    if not isinstance(chosen, str) or not chosen:
+        raise ViewStreamFailure(
+            "UNKNOWN",
+            f"{subject}: {describe(handler.fn)} set context.row_key to {chosen!r}; a row key "
+            "is a non-empty str",
+        )
+    return proto.view.Key(parts=[proto.view.KeyPart(string_part=chosen)])
+
+
 async def handle_receive(receive: Any, views: Mapping[str, View]) -> Any:
     """Answer one `ReceiveEvent` with the `ViewStreamOut` upsert the handler decides."""
     resolved = _resolve(views, receive)
@@ -298,6 +311,7 @@ async def handle_receive(receive: Any, views: Mapping[str, View]) -> Any:
     except Exception as e:
         logger.exception("%s failed", subject)
         raise ViewStreamFailure("UNKNOWN", f"{subject} failed: {type(e).__name__}: {e}") from e
+    key = _row_key(subject, handler, receive.key, context.row_key)
     out = proto.view.ViewStreamOut()
     upsert = out.upsert
     if result is None:
@@ -305,10 +319,10 @@ async def handle_receive(receive: Any, views: Mapping[str, View]) -> Any:
     elif isinstance(result, DeleteRow):
         # Larder's reading of the protocol: a row with its key and no value removes it.
         upsert.row.index = receive.initial_table
-        upsert.row.key.CopyFrom(receive.key)
+        upsert.row.key.CopyFrom(key)
     elif isinstance(result, handler.output_type):
         upsert.row.index = receive.initial_table
-        upsert.row.key.CopyFrom(receive.key)
+        upsert.row.key.CopyFrom(key)
         upsert.row.value.CopyFrom(proto.pack(result))
     else:
         raise ViewStreamFailure(

@@ -422,6 +422,8 @@ class ViewUpdateResult:
     """None when the update failed."""
     row: Message | None = None
     """The row stored, for an upsert."""
+    key: str | None = None
+    """The key of the row stored or deleted: the message's, or the handler's `row_key`."""
     failure: str | None = None
     """Why the update failed: the description the sidecar would see."""
     status: str | None = None
@@ -497,7 +499,7 @@ class ViewTestKit:
                     f"{update.row_type.full_name}, not a {message.DESCRIPTOR.full_name}"
                 )
             table[key] = message
-            return ViewUpdateResult(action="upsert", row=message)
+            return ViewUpdateResult(action="upsert", row=message, key=key)
         receive = self._receive(method_name, update.table, message, key, metadata)
         try:
             out = await _view.handle_receive(receive, {self.view.service_name: self.view})
@@ -506,13 +508,16 @@ class ViewTestKit:
         upsert = out.upsert
         if not upsert.HasField("row"):
             return ViewUpdateResult(action="ignore")
+        # The handler may have keyed the row itself (context.row_key); parts joined by
+        # ',' as the sidecar's store keys them.
+        row_key = ",".join(part.string_part for part in upsert.row.key.parts) or key
         if not upsert.row.HasField("value"):
-            table.pop(key, None)
-            return ViewUpdateResult(action="delete")
+            table.pop(row_key, None)
+            return ViewUpdateResult(action="delete", key=row_key)
         row_class = message_factory.GetMessageClass(update.row_type)
         row = row_class.FromString(upsert.row.value.value)
-        table[key] = row
-        return ViewUpdateResult(action="upsert", row=row)
+        table[row_key] = row
+        return ViewUpdateResult(action="upsert", row=row, key=row_key)
 
     def _receive(
         self,

@@ -94,7 +94,7 @@ def test_update_handlers_keep_a_table_through_the_test_kit(customers: View) -> N
         "ProcessCreated", pb.CustomerCreated(customer_id="c1", name="Ann", city="Oslo"), key="c1"
     )
     assert created == ViewUpdateResult(
-        action="upsert", row=pb.CustomerRow(customer_id="c1", name="Ann", city="Oslo")
+        action="upsert", row=pb.CustomerRow(customer_id="c1", name="Ann", city="Oslo"), key="c1"
     )
     kit.update("ProcessCreated", pb.CustomerCreated(customer_id="c2", name="Bob"), key="c2")
     # The handler receives the stored row: renames count up.
@@ -108,9 +108,77 @@ def test_update_handlers_keep_a_table_through_the_test_kit(customers: View) -> N
     assert kit.row("customers", "unknown") is None
     # DELETE_ROW: the row goes.
     assert kit.update("ProcessRemoved", pb.CustomerRemoved(), key="c1") == ViewUpdateResult(
-        action="delete"
+        action="delete", key="c1"
     )
     assert kit.rows("customers") == {"c2": pb.CustomerRow(customer_id="c2", name="Bob")}
+
+
+def make_keyed_view(row_key: object) -> View:
+    """A view whose handlers key the rows themselves: one row per customer and city."""
+    view = View(SERVICES["CustomersByName"])
+
+    @view.update_handler
+    def process_created(
+        row: pb.CustomerRow | None, event: pb.CustomerCreated, ctx: ViewContext
+    ) -> pb.CustomerRow:
+        # A wrong type on purpose too: what a handler without type checks could set.
+        chosen: Any = row_key if row_key is not None else f"{event.customer_id}@{event.city}"
+        ctx.row_key = chosen
+        return pb.CustomerRow(customer_id=event.customer_id, name=event.name, city=event.city)
+
+    @view.update_handler
+    def process_renamed(
+        row: pb.CustomerRow | None, event: pb.CustomerRenamed, ctx: ViewContext
+    ) -> pb.CustomerRow | None:
+        return None
+
+    @view.update_handler
+    def process_removed(
+        row: pb.CustomerRow | None, event: pb.CustomerRemoved, ctx: ViewContext
+    ) -> DeleteRow:
+        ctx.row_key = f"{ctx.event_subject}@Oslo"
+        return DELETE_ROW
+
+    return view
+
+
+def test_a_handler_can_key_its_rows_itself() -> None:
+    kit = ViewTestKit(make_keyed_view(None))
+    for city in ("Oslo", "Rome"):
+        created = kit.update(
+            "ProcessCreated", pb.CustomerCreated(customer_id="c1", name="Ann", city=city), key="c1"
+        )
+        assert created.key == f"c1@{city}"
+    assert sorted(kit.rows("customers")) == ["c1@Oslo", "c1@Rome"]
+    assert kit.update("ProcessRemoved", pb.CustomerRemoved(), key="c1") == ViewUpdateResult(
+        action="delete", key="c1@Oslo"
+    )
+    assert kit.rows("customers") == {
+        "c1@Rome": pb.CustomerRow(customer_id="c1", name="Ann", city="Rome")
+    }
+
+
+async def test_the_handlers_row_key_goes_on_the_wire() -> None:
+    view = make_keyed_view(None)
+    receive = view_pb2.ReceiveEvent(
+        service_name=view.service_name,
+        command_name="ProcessCreated",
+        initial_table="customers",
+        key=view_pb2.Key(parts=[view_pb2.KeyPart(string_part="c1")]),
+    )
+    receive.payload.Pack(pb.CustomerCreated(customer_id="c1", city="Oslo"))
+    out = await view_protocol.handle_receive(receive, {view.service_name: view})
+    assert list(out.upsert.row.key.parts) == [view_pb2.KeyPart(string_part="c1@Oslo")]
+
+
+@pytest.mark.parametrize("bad", ["", 7])
+def test_a_row_key_that_is_not_a_non_empty_str_fails_the_update(bad: object) -> None:
+    kit = ViewTestKit(make_keyed_view(bad))
+    result = kit.update("ProcessCreated", pb.CustomerCreated(customer_id="c1"), key="c1")
+    assert result.status == "UNKNOWN"
+    assert result.failure is not None
+    assert f"set context.row_key to {bad!r}; a row key is a non-empty str" in result.failure
+    assert kit.rows("customers") == {}
 
 
 def test_the_handler_context(customers: View) -> None:
@@ -146,7 +214,9 @@ def test_a_failing_handler_fails_the_update_and_leaves_the_table(customers: View
 def test_the_kit_stores_untransformed_input_as_the_row() -> None:
     kit = ViewTestKit(View("larder.sdktest.RowsByCity"))
     row = pb.CustomerRow(customer_id="c1", city="Oslo")
-    assert kit.update("UpdateRow", row, key="c1") == ViewUpdateResult(action="upsert", row=row)
+    assert kit.update("UpdateRow", row, key="c1") == ViewUpdateResult(
+        action="upsert", row=row, key="c1"
+    )
     assert kit.rows("rows") == {"c1": row}
     with pytest.raises(
         TypeError, match=r"stores its input as the row, a larder\.sdktest\.CustomerRow"
