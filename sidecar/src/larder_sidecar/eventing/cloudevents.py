@@ -87,17 +87,31 @@ def _content_type(attributes: dict[str, str], headers: RecordHeaders) -> str:
     return (raw or PROTOBUF).split(";")[0].strip().lower()
 
 
-def decode(method: Method, value: bytes | None, headers: RecordHeaders) -> Command:
-    """Turn a record into its method's input; raise MalformedRecord saying why not."""
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A record's payload read as a message type."""
+
+    payload: bytes
+    """The message, serialized."""
+    parsed: Message
+    attributes: dict[str, str]
+    """Its CloudEvents attributes, without prefix (`subject`, `type`, ...)."""
+    metadata: MetadataPairs
+
+
+def decode_message(
+    message: Message, value: bytes | None, headers: RecordHeaders
+) -> Decoded:
+    """Read a record into `message` (an empty instance of the type it must be); raise
+    MalformedRecord saying why it cannot be."""
     attributes = ce_attributes(headers)
     spec = attributes.get("specversion")
     if spec is not None and spec != SPEC_VERSION:
         raise MalformedRecord(f"ce-specversion {spec!r} is not supported (only {SPEC_VERSION})")
     data = value or b""
     content_type = _content_type(attributes, headers)
-    input_type = method.model.input.full_name
+    input_type = message.DESCRIPTOR.full_name
     ce_type = attributes.get("type", "").removeprefix(_TYPE_URL_PREFIX)
-    message = method.input_class()
     if content_type in _PROTOBUF_ALIASES:
         if input_type == _ANY:
             if not ce_type:
@@ -138,17 +152,23 @@ def decode(method: Method, value: bytes | None, headers: RecordHeaders) -> Comma
         raise MalformedRecord(
             f"content type {content_type!r} is not supported ({PROTOBUF}, {JSON}, {TEXT})"
         )
-    entity_id: str | None = None
-    if method.key is not None:
-        try:
-            entity_id = method.key.extract(message)
-        except KeyError_ as e:
-            raise MalformedRecord(str(e)) from e
     # A protobuf payload of the input type travels as it came (as gRPC requests do).
     payload = data if content_type in _PROTOBUF_ALIASES and input_type != _ANY else (
         message.SerializeToString()
     )
-    return Command(payload, message, entity_id, _metadata(headers))
+    return Decoded(payload, message, attributes, _metadata(headers))
+
+
+def decode(method: Method, value: bytes | None, headers: RecordHeaders) -> Command:
+    """Turn a record into its method's input; raise MalformedRecord saying why not."""
+    decoded = decode_message(method.input_class(), value, headers)
+    entity_id: str | None = None
+    if method.key is not None:
+        try:
+            entity_id = method.key.extract(decoded.parsed)
+        except KeyError_ as e:
+            raise MalformedRecord(str(e)) from e
+    return Command(decoded.payload, decoded.parsed, entity_id, decoded.metadata)
 
 
 def reply_headers(

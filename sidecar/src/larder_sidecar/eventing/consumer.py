@@ -25,14 +25,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from .client_thread import TP, ConsumerThread
-from .processing import Prepared
 from .settings import REBOOTSTRAP, KafkaSettings
-from .spec import Subscription
 
 log = logging.getLogger("larder_sidecar.eventing")
 
@@ -48,12 +46,27 @@ _PAUSE_AT = 5000
 _RESUME_AT = 1000
 
 
-class RecordHandler(Protocol):
-    """What the consumer needs from `RecordProcessor`."""
+class Laned(Protocol):
+    """A prepared record: the consumer only needs its lane."""
 
-    def prepare(self, subscription: Subscription, record: Any) -> Prepared: ...
+    @property
+    def lane(self) -> str: ...
 
-    async def run(self, prepared: Prepared) -> Coroutine[Any, Any, None] | None: ...
+
+S = TypeVar("S")
+"""What the handler is given for each topic (eventing: the method's `Subscription`; a
+view fed from a topic: its `TopicFeed`)."""
+P = TypeVar("P", bound=Laned)
+"""What the handler makes of a record before it runs it."""
+S_contra = TypeVar("S_contra", contravariant=True)
+
+
+class RecordHandler(Protocol[S_contra, P]):
+    """What the consumer needs from `RecordProcessor` (or a view's topic feed)."""
+
+    def prepare(self, subscription: S_contra, record: Any) -> P: ...
+
+    async def run(self, prepared: P) -> Coroutine[Any, Any, None] | None: ...
 
 
 class Progress(Protocol):
@@ -81,10 +94,10 @@ class _Slot:
         self.done = False
 
 
-class _Partition:
+class _Partition(Generic[S, P]):
     """The queues and tasks of one assigned partition."""
 
-    def __init__(self, tp: TP, subscription: Subscription) -> None:
+    def __init__(self, tp: TP, subscription: S) -> None:
         self.tp = tp
         self.subscription = subscription
         self.queue: deque[Any] = deque()
@@ -93,7 +106,7 @@ class _Partition:
         """Set when a record arrives, a slot frees up, or the partition stops."""
         self.slots: deque[_Slot] = deque()
         """Started records not yet committable, in offset order."""
-        self.lanes: dict[str, deque[tuple[_Slot, Prepared]]] = {}
+        self.lanes: dict[str, deque[tuple[_Slot, P]]] = {}
         """Per lane, records waiting for (or in) their turn; a lane is here while its
         task runs, and forever after a bug stopped it (its records then never run)."""
         self.in_flight = 0
@@ -118,15 +131,15 @@ class _Partition:
         return [t for t in (self.task, *self.tasks) if t is not None and not t.done()]
 
 
-class GroupConsumer:
+class GroupConsumer(Generic[S, P]):
     """Implements the consumer thread's `ClientEvents` (all called on the loop)."""
 
     def __init__(
         self,
         group: str,
-        subscriptions: Mapping[str, Subscription],
+        subscriptions: Mapping[str, S],
         settings: KafkaSettings,
-        handler: RecordHandler,
+        handler: RecordHandler[S, P],
         progress: Progress | None = None,
         *,
         make_client: Callable[[dict[str, Any]], Any] = Consumer,
@@ -167,7 +180,7 @@ class GroupConsumer:
                 f"the Kafka consumer for group {group!r} cannot be created: {e}"
             ) from e
         self._assigned: set[TP] = set()
-        self._partitions: dict[TP, _Partition] = {}
+        self._partitions: dict[TP, _Partition[S, P]] = {}
         self._committed: dict[TP, int] = {}
         self._highs: dict[TP, int] = {}
         self._reachable = True
@@ -283,7 +296,7 @@ class GroupConsumer:
             subscription = self._subscriptions.get(tp[0])
             if subscription is None:
                 return
-            partition = self._partitions[tp] = _Partition(tp, subscription)
+            partition = self._partitions[tp] = _Partition[S, P](tp, subscription)
             assert self._loop is not None
             partition.task = self._loop.create_task(
                 self._work(partition), name=f"kafka-{tp[0]}-{tp[1]}"
@@ -297,7 +310,7 @@ class GroupConsumer:
 
     # --- handling -----------------------------------------------------------------------
 
-    async def _work(self, p: _Partition) -> None:
+    async def _work(self, p: _Partition[S, P]) -> None:
         """Feed the partition's records into their lanes, at most max_in_flight
         unfinished at a time."""
         while not p.stopping:
@@ -329,7 +342,7 @@ class GroupConsumer:
                 self._client.resume([p.tp])
 
     async def _run_lane(
-        self, p: _Partition, key: str, lane: deque[tuple[_Slot, Prepared]]
+        self, p: _Partition[S, P], key: str, lane: deque[tuple[_Slot, P]]
     ) -> None:
         """One lane's records, one at a time; the task ends when the lane is empty."""
         while lane and not p.stopping:
@@ -360,12 +373,12 @@ class GroupConsumer:
             del p.lanes[key]
 
     async def _deliver(
-        self, p: _Partition, slot: _Slot, rest: Coroutine[Any, Any, None]
+        self, p: _Partition[S, P], slot: _Slot, rest: Coroutine[Any, Any, None]
     ) -> None:
         await rest
         p.finish(slot)
 
-    def _spawn(self, p: _Partition, coro: Coroutine[Any, Any, None], what: str) -> None:
+    def _spawn(self, p: _Partition[S, P], coro: Coroutine[Any, Any, None], what: str) -> None:
         assert self._loop is not None
         task = self._loop.create_task(coro, name=f"kafka-{p.tp[0]}-{p.tp[1]}-{what}")
         p.tasks.add(task)
@@ -402,7 +415,7 @@ class GroupConsumer:
                 self._drop(p)
         return offsets
 
-    def _drop(self, p: _Partition) -> None:
+    def _drop(self, p: _Partition[S, P]) -> None:
         """Forget the partition; its unfinished tasks are cancelled and end on their own."""
         p.stopping = True
         p.ready.set()

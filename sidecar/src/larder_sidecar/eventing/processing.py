@@ -138,10 +138,9 @@ class RecordProcessor:
     ) -> None:
         self._spec = spec
         self._runner = runner
-        self._publisher = publisher
-        self._dead_letter_topic = dead_letter_topic
         self._backoff = backoff
         self._counters: Counters = counters or _NoCounters()
+        self._outbox = Outbox(publisher, dead_letter_topic, backoff=backoff, counters=counters)
 
     def prepare(self, subscription: Subscription, record: Any) -> Prepared:
         """Decode the record (no I/O) and pick its lane."""
@@ -159,7 +158,9 @@ class RecordProcessor:
         record, method = prepared.record, prepared.subscription.method
         command = prepared.command
         if command is None:
-            return await self._reject(record, method, "malformed", prepared.problem)
+            return await self._outbox.reject(
+                record, method.model.path, "malformed", prepared.problem
+            )
         if not tracing.enabled():
             return await self._run(record, method, command)
         with tracing.span(
@@ -190,7 +191,9 @@ class RecordProcessor:
                 break
             except InvokeError as e:
                 if e.code not in TRANSIENT:
-                    return await self._reject(record, method, e.code.name, e.message)
+                    return await self._outbox.reject(
+                        record, method.model.path, e.code.name, e.message
+                    )
                 delay = next(delays)
                 log.warning(
                     "%s on %s failed with %s (%s); retrying in %.1fs",
@@ -204,7 +207,7 @@ class RecordProcessor:
         # A deterministic id: a record redelivered after a crash produces a reply
         # with the same ce-id, so consumers downstream can drop the duplicate.
         event_id = f"{record.topic()}-{record.partition()}-{record.offset()}"
-        return await self._publish(
+        return await self._outbox.publish(
             publication.topic, result.payload, key,
             reply_headers(method, event_id, command.entity_id), record,
         )
@@ -215,13 +218,33 @@ class RecordProcessor:
         if rest is not None:
             await rest
 
-    async def _reject(
-        self, record: Any, method: Method, reason: str, detail: str
+
+class Outbox:
+    """Records this sidecar produces because of a consumed one (replies, dead letters):
+    queued in order, confirmed later, retried until the broker has them."""
+
+    def __init__(
+        self,
+        publisher: Publisher | None,
+        dead_letter_topic: str = "",
+        *,
+        backoff: Backoff = Backoff(),
+        counters: Counters | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._dead_letter_topic = dead_letter_topic
+        self._backoff = backoff
+        self._counters: Counters = counters or _NoCounters()
+
+    async def reject(
+        self, record: Any, path: str, reason: str, detail: str
     ) -> Coroutine[Any, Any, None] | None:
+        """Log a record that cannot be used and send it to the dead-letter topic (when
+        one is set); return what is left to await before its offset may be committed."""
         target = self._dead_letter_topic
         log.error(
             "record %s for %s rejected (%s): %s; %s",
-            _where(record), method.model.path, reason, detail,
+            _where(record), path, reason, detail,
             f"sent to dead-letter topic {target!r}" if target else "skipped",
         )
         self._counters.rejected(record.topic(), bool(target))
@@ -231,12 +254,12 @@ class RecordProcessor:
             *((k, v) for k, v in (record.headers() or []) if v is not None),
             ("larder-error-reason", reason.encode()),
             ("larder-error-detail", detail.encode("utf-8", "replace")),
-            ("larder-error-method", method.model.path.encode()),
+            ("larder-error-method", path.encode()),
             ("larder-error-source", _where(record).encode()),
         ]
-        return await self._publish(target, record.value() or b"", record.key(), headers, record)
+        return await self.publish(target, record.value() or b"", record.key(), headers, record)
 
-    async def _publish(
+    async def publish(
         self,
         topic: str,
         value: bytes,

@@ -13,10 +13,10 @@ from ..model import Method, UserFunctionModel
 from .consumer import ConsumerFailed, GroupConsumer
 from .direct import PublishingDispatcher
 from .metrics import EventingMetrics
-from .processing import CommandRunner, RecordProcessor
+from .processing import CommandRunner, Prepared, RecordProcessor
 from .producer import AsyncProducer, PublishFailed
 from .settings import KafkaSettings
-from .spec import EventingSpec, read_eventing
+from .spec import EventingSpec, Subscription, read_eventing
 
 log = logging.getLogger("larder_sidecar.eventing")
 
@@ -39,7 +39,7 @@ class Eventing:
         self._settings = settings
         self.metrics = EventingMetrics(registry or CollectorRegistry())
         self._producer: AsyncProducer | None = None
-        self._consumers: list[GroupConsumer] = []
+        self._consumers: list[GroupConsumer[Subscription, Prepared]] = []
 
     @classmethod
     def for_model(

@@ -13,7 +13,7 @@ import pytest
 from larder_sidecar.eventing import KafkaSettings
 from larder_sidecar.eventing import consumer as consumer_module
 from larder_sidecar.eventing.consumer import GroupConsumer
-from larder_sidecar.eventing.processing import Backoff, RecordProcessor
+from larder_sidecar.eventing.processing import Backoff, Prepared, RecordProcessor
 from larder_sidecar.eventing.spec import EventingSpec, Subscription
 from larder_sidecar.invoke import InvokeResult, MetadataPairs
 from larder_sidecar.model import Method, UserFunctionModel
@@ -100,7 +100,7 @@ async def start(
     publisher: FakePublisher,
     max_in_flight: int = 100,
     progress: FakeProgress | None = None,
-) -> tuple[GroupConsumer, FakeConsumer]:
+) -> tuple[GroupConsumer[Subscription, Prepared], FakeConsumer]:
     client = FakeConsumer(progress.signal if progress is not None else Signal())
     subscription: Subscription = next(s for s in spec.subscriptions if s.topic == TOPIC)
     processor = RecordProcessor(spec, runner, publisher, backoff=Backoff(0.0, 0.0))
