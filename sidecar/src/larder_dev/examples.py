@@ -22,6 +22,8 @@ import grpc
 from akkaserverless import annotations_pb2, legacy_entity_key_pb2
 from google.protobuf import descriptor_pb2
 
+from larder_dev.view_routes import view_method_kind
+
 _FENCE = re.compile(r"^\s*```")
 _EXAMPLE_START = re.compile(r"^\s*(curl|grpcurl)\s")
 _DEFAULT_PUBLIC_PORT = 9000
@@ -35,6 +37,9 @@ class ReflectedService:
     descriptor: descriptor_pb2.ServiceDescriptorProto
     key_fields: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     """Per method name, the input's entity-key fields as (field name, field type)."""
+    inputs: Mapping[str, descriptor_pb2.DescriptorProto] = field(default_factory=dict)
+    """Per method name, the input message."""
+
 # Services every sidecar serves for infrastructure's sake; not the user's API.
 _INFRASTRUCTURE_PREFIXES = ("grpc.", "akkaserverless.", "larder.")
 
@@ -86,7 +91,9 @@ def _example_body(keys: tuple[tuple[str, int], ...]) -> str:
 
 def generic_examples(services: Iterable[ReflectedService], port: int) -> list[str]:
     """One `curl` per unary method: the generic JSON route the sidecar always serves, with
-    the entity-key fields filled in (a request without its key is refused)."""
+    the entity-key fields filled in (a request without its key is refused). A view's
+    methods are left to `view_routes`: its queries are printed with their own examples,
+    its update methods are not served to clients."""
     return [
         f"curl -X POST -H 'Content-Type: application/json' "
         f"localhost:{port}/{service.full_name}/{method.name} "
@@ -94,6 +101,7 @@ def generic_examples(services: Iterable[ReflectedService], port: int) -> list[st
         for service in services
         for method in service.descriptor.method
         if not (method.client_streaming or method.server_streaming)
+        and view_method_kind(method) is None
     ]
 
 
@@ -155,12 +163,14 @@ async def reflected_services(target: str, timeout_s: float = 5.0) -> list[Reflec
     services = []
     for full, service in sorted(found.items()):
         keys = {}
+        inputs = {}
         for method in service.method:
             input_type = messages.get(method.input_type)
             if input_type is not None:
+                inputs[method.name] = input_type
                 keys[method.name] = tuple(
                     (f.name, f.type) for f in input_type.field
                     if _is_entity_key(f.options)
                 )
-        services.append(ReflectedService(full, service, keys))
+        services.append(ReflectedService(full, service, keys, inputs))
     return services

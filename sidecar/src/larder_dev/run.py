@@ -31,7 +31,12 @@ from typing import Literal, TextIO
 
 import grpc
 
-from larder_dev.examples import generic_examples, readme_examples, reflected_services
+from larder_dev.examples import (
+    ReflectedService,
+    generic_examples,
+    readme_examples,
+    reflected_services,
+)
 from larder_dev.function import FunctionSpec
 from larder_dev.ports import ReplicaPorts, check_ports_free
 from larder_dev.relay import relay
@@ -44,6 +49,8 @@ from larder_dev.replicas import (
     own_share,
     plan_replicas,
 )
+from larder_dev.view_routes import describe as describe_view_queries
+from larder_dev.view_routes import view_queries
 
 JournalKind = Literal["memory", "sqlite"]
 
@@ -354,11 +361,18 @@ class DevRunner:
                      "(state is lost when you stop)")
         else:
             self.say("journal: in memory (state is lost when you stop)")
-        examples = await self._examples()
+        services = await self._reflected()
+        examples = self._examples(services)
         if examples:
             self.say("try:")
             for example in examples:
                 self._show(example)
+        queries = view_queries(services or [], s.public_port, examples)
+        if queries:
+            self.say("view queries, answered by the sidecar from the views' rows (which "
+                     "follow the entities' writes within moments):")
+            for line in describe_view_queries(queries):
+                self._show(line)
         if s.replicas > 1:
             self.say(f"Ctrl-C stops all {len(self._children)} processes")
         else:
@@ -388,20 +402,23 @@ class DevRunner:
         with contextlib.suppress(OSError):
             print(f"    {command}", file=self._out, flush=True)
 
-    async def _examples(self) -> list[str]:
+    async def _reflected(self) -> list[ReflectedService] | None:
+        """The user's services through the sidecar's reflection; None, said, if it fails."""
+        port = self._settings.public_port
+        try:
+            return await reflected_services(f"127.0.0.1:{port}")
+        except grpc.RpcError as e:
+            self.say(f"could not list the services through gRPC reflection ({e.code()}); "
+                     f"every method is at POST localhost:{port}/<package.Service>/<Method>")
+            return None
+
+    def _examples(self, services: list[ReflectedService] | None) -> list[str]:
         s = self._settings
         if s.function.directory is not None:
             from_readme = readme_examples(s.function.directory / "README.md", s.public_port)
             if from_readme:
                 return from_readme
-        try:
-            services = await reflected_services(f"127.0.0.1:{s.public_port}")
-        except grpc.RpcError as e:
-            self.say(f"could not list the services through gRPC reflection ({e.code()}); "
-                     f"every method is at POST localhost:{s.public_port}"
-                     "/<package.Service>/<Method>")
-            return []
-        return generic_examples(services, s.public_port)
+        return generic_examples(services or [], s.public_port)
 
     async def _until_stop_or_exit(self) -> None:
         exits = {asyncio.create_task(c.process.wait(), name=f"{c.label}-exit"): c

@@ -15,8 +15,9 @@ def main() -> None:
     from larder_sdk import LarderService  # noqa: PLC0415
 
     from shoppingcart.cart import entity  # noqa: PLC0415
+    from shoppingcart.carts_by_product import view  # noqa: PLC0415
 
-    LarderService([entity], service_name="shopping-cart", service_version="1.0.0").run()
+    LarderService([entity, view], service_name="shopping-cart", service_version="1.0.0").run()
 
 
 if __name__ == "__main__":
