@@ -192,17 +192,20 @@ class Entity(abc.ABC):
             await self._handle(command)
             return
         model = command.method.model
+        parent = command.parent if command.parent is not None else tracing.extract(command.metadata)
         with tracing.span(
             f"handle {model.service}/{model.name}",
-            parent=(
-                command.parent if command.parent is not None else tracing.extract(command.metadata)
+            parent=parent,
+            attributes=(
+                {
+                    "larder.entity_type": self.entity_type,
+                    "larder.entity_id": clip(self.entity_id, 64),
+                    "rpc.service": model.service,
+                    "rpc.method": model.name,
+                }
+                if tracing.recording(parent)
+                else None  # an unsampled trace: nothing to build them for
             ),
-            attributes={
-                "larder.entity_type": self.entity_type,
-                "larder.entity_id": clip(self.entity_id, 64),
-                "rpc.service": model.service,
-                "rpc.method": model.name,
-            },
         ):
             tracing.record_span("queue", command.queued_ns)
             command.trace = tracing.capture()

@@ -163,15 +163,20 @@ class EventSourcedEntity(Entity):
                         snapshot,
                         change,
                     )
-                    traced = {
-                        "larder.journal.events": len(events),
-                        "larder.journal.bytes": sum(len(e.value) for e in events),
-                        "larder.journal.commands": len(group),
-                        "larder.journal.snapshot": snapshot is not None,
-                    }
+                    trace = group[0].command.trace
+                    traced = (
+                        {
+                            "larder.journal.events": len(events),
+                            "larder.journal.bytes": sum(len(e.value) for e in events),
+                            "larder.journal.commands": len(group),
+                            "larder.journal.snapshot": snapshot is not None,
+                        }
+                        if tracing.recording(trace)
+                        else None
+                    )
                     try:
                         self._sequence_nr = await self._journal_write(
-                            write, in_doubt, group[0].command.trace, traced
+                            write, in_doubt, trace, traced
                         )
                     except StreamBroken as e:
                         self._failed = e

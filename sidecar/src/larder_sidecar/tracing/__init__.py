@@ -3,7 +3,9 @@
 Configured with OpenTelemetry's standard variables (`config.py`): an OTLP endpoint or
 `OTEL_TRACES_EXPORTER` turns it on. While it is off nothing of OpenTelemetry is imported
 and every call here is a cheap check; the client's `traceparent` still reaches the user
-function unchanged, as any other header does.
+function unchanged, as any other header does. While it is on, a trace is sampled or not
+once, at its root (`sampling.py`); an unsampled trace makes no OpenTelemetry objects at
+all, and its context still travels on, flagged unsampled (`runtime.py`).
 
 Process-wide, like logging: `Sidecar.start` installs the tracer, `Sidecar.stop` flushes
 and removes it. Spans follow a command across tasks through the OpenTelemetry context
@@ -25,6 +27,7 @@ from .runtime import (
     log_trace_id,
     now_ns,
     record_span,
+    recording,
     shutdown,
     span,
 )
@@ -43,6 +46,7 @@ __all__ = [
     "log_trace_id",
     "now_ns",
     "record_span",
+    "recording",
     "shutdown",
     "span",
     "tracing_config",

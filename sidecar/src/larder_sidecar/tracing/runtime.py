@@ -1,26 +1,38 @@
-"""The installed tracer and the calls the sidecar's layers make; all cheap while off."""
+"""The installed tracer and the calls the sidecar's layers make: cheap while off, and
+nearly as cheap for a command whose trace is not sampled.
+
+A trace is sampled or not once, at its root (`extract`, or a span outside any trace),
+by `sampling.RootSampler`. A sampled trace is OpenTelemetry's from there on. An unsampled
+one never reaches OpenTelemetry: its `Unsampled` is current (a context variable of ours)
+while its command runs, every span site below checks that variable and makes nothing,
+and `inject` sends the trace on with its sampled flag clear.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from importlib import metadata as package_metadata
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from prometheus_client import CollectorRegistry
 
 from .config import TracingConfig
-from .metrics import TracingMetrics
+from .sampling import RootSampler, Unsampled, new_trace_id, parse_traceparent, unsampled
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Tracer
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from .provider import ChosenTraceIds
+
+    Parent: TypeAlias = "Context | Unsampled | NewTrace"
 
 log = logging.getLogger("larder_sidecar.tracing")
 
@@ -47,7 +59,59 @@ class Span(Protocol):
     def is_recording(self) -> bool: ...
 
 
+class NewTrace:
+    """A new trace sampled at its root: the trace id the decision was taken on."""
+
+    __slots__ = ("trace_id",)
+
+    def __init__(self, trace_id: int) -> None:
+        self.trace_id = trace_id
+
+
 _NOOP: AbstractContextManager[Span | None] = contextlib.nullcontext()
+
+# The unsampled trace of the command running here, if any. Checked first by every call
+# below: where it is set, OpenTelemetry's own context (whatever a task inherited) is moot.
+_unsampled: contextvars.ContextVar[Unsampled | None] = contextvars.ContextVar(
+    "larder_trace_unsampled", default=None
+)
+
+
+class _Within(AbstractContextManager["Span | None"]):
+    """An unsampled trace, current for a block (in place of its span)."""
+
+    __slots__ = ("_token", "_trace")
+
+    def __init__(self, trace: Unsampled) -> None:
+        self._trace = trace
+
+    def __enter__(self) -> Unsampled:
+        self._token = _unsampled.set(self._trace)
+        return self._trace
+
+    def __exit__(self, *exc: object) -> None:
+        _unsampled.reset(self._token)
+
+
+class _Recorded(AbstractContextManager["Span | None"]):
+    """A recorded span, current for a block where an unsampled trace was current (an
+    entity's task keeps the context it was created in, of some earlier command)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: AbstractContextManager[Any]) -> None:
+        self._span = span
+
+    def __enter__(self) -> Span:
+        self._token = _unsampled.set(None)
+        entered: Span = self._span.__enter__()
+        return entered
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        try:
+            return self._span.__exit__(*exc)
+        finally:
+            _unsampled.reset(self._token)
 
 
 class _Installed:
@@ -60,6 +124,8 @@ class _Installed:
     context: Any = None
     propagator: TraceContextTextMapPropagator | None = None
     kinds: dict[SpanKind, Any] = {}  # noqa: RUF012 - replaced, never mutated
+    sampler: RootSampler = RootSampler("always_off", 0)
+    ids: ChosenTraceIds | None = None
 
 
 _installed = _Installed()
@@ -73,64 +139,22 @@ def install(config: TracingConfig, registry: CollectorRegistry | None = None) ->
     """Create the tracer provider and its exporter; spans are recorded from now on."""
     # Imported here: a sidecar without tracing never loads OpenTelemetry.
     from opentelemetry import context, trace  # noqa: PLC0415
-    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
-    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter  # noqa: PLC0415
-    from opentelemetry.sdk.trace.sampling import (  # noqa: PLC0415
-        ALWAYS_OFF,
-        ALWAYS_ON,
-        ParentBased,
-        Sampler,
-        TraceIdRatioBased,
-    )
     from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
         TraceContextTextMapPropagator,
     )
 
-    from .export import BoundedExport  # noqa: PLC0415 - it needs OpenTelemetry's SDK
+    from .provider import ChosenTraceIds, build, version  # noqa: PLC0415 - OpenTelemetry's SDK
 
-    roots: dict[str, Sampler] = {
-        "always_on": ALWAYS_ON,
-        "always_off": ALWAYS_OFF,
-        "traceidratio": TraceIdRatioBased(config.ratio),
-    }
-    sampler = roots[config.sampler.removeprefix("parentbased_")]
-    if config.sampler.startswith("parentbased_"):
-        # A client's sampled flag decides for its trace; our ratio only for new traces.
-        sampler = ParentBased(sampler)
-    version = _version()
-    resource = Resource.create(
-        {**config.resource, "service.name": config.service_name, "service.version": version}
-    )
-    provider = TracerProvider(resource=resource, sampler=sampler)
-    exporter: SpanExporter
-    if config.exporter == "console":
-        exporter, where = ConsoleSpanExporter(), "stdout"
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-            OTLPSpanExporter,
-        )
-
-        exporter = OTLPSpanExporter(
-            endpoint=config.endpoint,
-            insecure=config.insecure,
-            headers=dict(config.headers),
-            timeout=int(config.timeout),
-        )
-        where = config.endpoint
-        # It logs each failed export and each retry; BoundedExport says it once per
-        # outage and counts the spans lost, which is what an operator can act on.
-        logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").setLevel(
-            logging.CRITICAL
-        )
-    processor = BoundedExport(exporter, TracingMetrics(registry), config.export_delay, where)
-    provider.add_span_processor(processor)
+    ids = ChosenTraceIds()
+    provider, where = build(config, registry, ids)
     _installed.provider = provider
     _installed.trace = trace
     _installed.context = context
     _installed.propagator = TraceContextTextMapPropagator()
     _installed.kinds = {kind: getattr(trace.SpanKind, kind.value) for kind in SpanKind}
-    _installed.tracer = provider.get_tracer("larder_sidecar", version)
+    _installed.sampler = RootSampler(config.sampler, config.ratio)
+    _installed.ids = ids
+    _installed.tracer = provider.get_tracer("larder_sidecar", version())
     log.info(
         "tracing on: %s to %s, sampler %s%s",
         config.exporter,
@@ -148,114 +172,183 @@ def shutdown() -> None:
         provider.shutdown()
 
 
-def _version() -> str:
-    try:
-        return package_metadata.version("larder-sidecar")
-    except package_metadata.PackageNotFoundError:
-        return "unknown"
+# --- the sampling decision ------------------------------------------------------------
 
 
-def _dropped(parent: Context | None) -> bool:
-    """Whether the span above (`parent`, else the current one) is ours and unsampled.
+def _new_root() -> Unsampled | NewTrace:
+    """A new trace, sampled or not here."""
+    trace_id = new_trace_id()
+    if _installed.sampler.sampled(trace_id, None):
+        return NewTrace(trace_id)
+    return unsampled(None, None, trace_id)
 
-    Our sampler dropped that trace at its root here, and every sampler we offer decides
-    the same for the rest of it (by the parent, or by the trace id), so a child would be
-    one more span that records nothing. Not making it is most of what makes a 1 % sample
-    cheap; the context travels on unchanged. A client's unsampled parent (remote) is
-    the sampler's to judge."""
-    above = _installed.trace.get_current_span(parent).get_span_context()
-    return bool(above.is_valid and not above.is_remote and not above.trace_flags.sampled)
+
+def _resolved(parent: Parent) -> Unsampled | NewTrace | Context:
+    """`parent`, with a context captured outside any trace taken as a new root."""
+    if isinstance(parent, (Unsampled, NewTrace)):
+        return parent
+    if _installed.trace.get_current_span(parent).get_span_context().is_valid:
+        return parent
+    return _new_root()
+
+
+def _otel_context(parent: NewTrace | Context) -> Context:
+    if isinstance(parent, NewTrace):
+        assert _installed.ids is not None  # set with the tracer
+        _installed.ids.choose(parent.trace_id)
+        empty: Context = _installed.context.Context()
+        return empty
+    return parent
+
+
+# --- the calls ------------------------------------------------------------------------
 
 
 def span(
     name: str,
     kind: SpanKind = SpanKind.INTERNAL,
-    parent: Context | None = None,
+    parent: Parent | None = None,
     attributes: Mapping[str, Any] | None = None,
 ) -> AbstractContextManager[Span | None]:
-    """A span around a block, current inside it; `None` (and no cost) while off.
+    """A span around a block, current inside it; `None` (and no cost) while off or
+    inside a trace that is not sampled.
 
-    `parent` is a captured context (`capture`, `extract`); without it the current one.
-    An exception leaving the block marks the span as failed and is recorded on it.
+    `parent` is a captured context (`capture`, `extract`), which becomes current for the
+    block whether sampled or not; without it the current one. An exception leaving the
+    block marks the span as failed and is recorded on it.
     """
     tracer = _installed.tracer
-    if tracer is None or _dropped(parent):
+    if tracer is None:
         return _NOOP
-    return tracer.start_as_current_span(
-        name,
-        context=parent,
-        kind=_installed.kinds[kind],
-        attributes=dict(attributes) if attributes else None,
+    current = _unsampled.get()
+    if parent is None:
+        if current is not None:
+            return _NOOP
+        if _installed.trace.get_current_span().get_span_context().is_valid:
+            return tracer.start_as_current_span(
+                name, kind=_installed.kinds[kind], attributes=attributes
+            )
+        parent = _new_root()  # outside any trace
+    else:
+        parent = _resolved(parent)
+    if isinstance(parent, Unsampled):
+        return _NOOP if parent is current else _Within(parent)
+    started = tracer.start_as_current_span(
+        name, context=_otel_context(parent), kind=_installed.kinds[kind], attributes=attributes
     )
+    return started if current is None else _Recorded(started)
 
 
-def capture() -> Context | None:
+def recording(parent: Parent | None = None) -> bool:
+    """Whether a span under `parent` (else the current context) would be recorded: to
+    build its attributes only when someone will read them."""
+    if _installed.tracer is None:
+        return False
+    if parent is None:
+        return _unsampled.get() is None
+    return not isinstance(parent, Unsampled)
+
+
+def capture() -> Parent | None:
     """The current context, to parent spans in another task; None while off."""
     if _installed.tracer is None:
         return None
+    current = _unsampled.get()
+    if current is not None:
+        return current
     context: Context = _installed.context.get_current()
     return context
 
 
-def extract(metadata: Iterable[tuple[str, str]]) -> Context | None:
-    """The trace context a caller sent in `traceparent`/`tracestate`, as a parent for
-    `span`; an empty context (a new trace) when it sent none or a malformed one; None
-    while off.
+def extract(metadata: Iterable[tuple[str, str]]) -> Parent | None:
+    """The trace a caller sent in `traceparent`/`tracestate`, sampled or not here, as a
+    parent for `span`; a new trace when it sent none or a malformed one (W3C: never an
+    error); None while off.
 
     Never "whatever is current": a task (an entity's loop) keeps the context it was
     created in, which belongs to some earlier command."""
     propagator = _installed.propagator
     if _installed.tracer is None or propagator is None:
         return None
-    empty: Context = _installed.context.Context()
-    carrier = {k.lower(): v for k, v in metadata if k.lower() in _TRACE_HEADERS}
-    if TRACEPARENT not in carrier:
-        return empty
-    # A malformed traceparent yields the empty context too (W3C: start a new trace).
-    return propagator.extract(carrier, context=empty)
+    traceparent = tracestate = None
+    for key, value in metadata:
+        lowered = key.lower()
+        if lowered == TRACEPARENT:
+            traceparent = value
+        elif lowered == TRACESTATE:
+            tracestate = value
+    remote = parse_traceparent(traceparent) if traceparent is not None else None
+    if remote is None:
+        return _new_root()
+    if not _installed.sampler.sampled(remote.trace_id, remote):
+        return unsampled(remote, tracestate, 0)
+    carrier = {TRACEPARENT: remote.header}
+    if tracestate is not None:
+        carrier[TRACESTATE] = tracestate
+    context: Context = propagator.extract(carrier, context=_installed.context.Context())
+    return context
 
 
 def inject(metadata: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
     """`metadata` with `traceparent`/`tracestate` naming the current span, so whoever
-    receives it (the user function, another pod, a Kafka consumer) continues this trace.
-    Unchanged while off or outside any span."""
+    receives it (the user function, another pod, a Kafka consumer) continues this trace;
+    in an unsampled trace, the trace flagged unsampled. Unchanged while off or outside
+    any trace."""
     propagator = _installed.propagator
     if _installed.tracer is None or propagator is None:
         return metadata
-    if not _installed.trace.get_current_span().get_span_context().is_valid:
-        return metadata
+    current = _unsampled.get()
     carrier: dict[str, str] = {}
-    propagator.inject(carrier)
+    if current is not None:
+        carrier[TRACEPARENT] = current.traceparent
+        if current.tracestate is not None:
+            carrier[TRACESTATE] = current.tracestate
+    elif _installed.trace.get_current_span().get_span_context().is_valid:
+        propagator.inject(carrier)
+    else:
+        return metadata
     kept = [(k, v) for k, v in metadata if k.lower() not in _TRACE_HEADERS]
     return [*kept, *carrier.items()]
 
 
 def log_trace_id() -> str | None:
     """The current trace's id (32 hex digits) for a log line; None while off or outside
-    a span."""
+    a trace."""
     if _installed.tracer is None:
         return None
+    current = _unsampled.get()
+    if current is not None:
+        return current.trace_id
     context = _installed.trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
 
 
 def annotate(attributes: Mapping[str, Any]) -> None:
-    """Set attributes on the current span; nothing while off."""
-    if _installed.tracer is None:
+    """Set attributes on the current span; nothing while off or not sampled."""
+    if _installed.tracer is None or _unsampled.get() is not None:
         return
     current = _installed.trace.get_current_span()
     if current.is_recording():
-        current.set_attributes(dict(attributes))
+        current.set_attributes(attributes)
 
 
 def now_ns() -> int:
-    """A span timestamp (wall clock, nanoseconds), or 0 while off."""
-    return time.time_ns() if _installed.tracer is not None else 0
+    """A span timestamp (wall clock, nanoseconds); 0 while off or not sampled."""
+    if _installed.tracer is None or _unsampled.get() is not None:
+        return 0
+    return time.time_ns()
 
 
-def record_span(name: str, start_ns: int, parent: Context | None = None) -> None:
+def record_span(name: str, start_ns: int, parent: Parent | None = None) -> None:
     """A span that began at `start_ns` (`now_ns`) and ends now, e.g. a wait in a queue."""
     tracer = _installed.tracer
-    if tracer is None or not start_ns or _dropped(parent):
+    if tracer is None or not start_ns:
         return
-    tracer.start_span(name, context=parent, start_time=start_ns).end()
+    if parent is None:
+        if _unsampled.get() is not None:
+            return
+        parent = _installed.context.get_current()
+    resolved = _resolved(parent)
+    if isinstance(resolved, Unsampled):
+        return
+    tracer.start_span(name, context=_otel_context(resolved), start_time=start_ns).end()

@@ -1,0 +1,90 @@
+"""OpenTelemetry's tracer provider as the sidecar sets it up (imported with tracing on).
+
+The provider records every span it is asked for: the sampling decision is taken before
+it is asked (`sampling.py`, at a trace's root), and an unsampled trace never reaches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata as package_metadata
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from prometheus_client import CollectorRegistry
+
+from .config import TracingConfig
+from .export import BoundedExport
+from .metrics import TracingMetrics
+from .sampling import new_span_id, new_trace_id
+
+
+class ChosenTraceIds(IdGenerator):
+    """Random ids, except the trace id of a new root: the one the sampling decision was
+    taken on (`choose` just before the span starts), so that a `traceidratio` sampler
+    elsewhere decides the same for it. Spans start on the event loop's thread only, so
+    nothing comes between `choose` and the start."""
+
+    def __init__(self) -> None:
+        self._chosen = 0
+
+    def choose(self, trace_id: int) -> None:
+        self._chosen = trace_id
+
+    def generate_trace_id(self) -> int:
+        chosen, self._chosen = self._chosen, 0
+        return chosen or new_trace_id()
+
+    def generate_span_id(self) -> int:
+        return new_span_id()
+
+    def is_trace_id_random(self) -> bool:
+        return True
+
+
+def version() -> str:
+    try:
+        return package_metadata.version("larder-sidecar")
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build(
+    config: TracingConfig, registry: CollectorRegistry | None, ids: ChosenTraceIds
+) -> tuple[TracerProvider, str]:
+    """The provider, exporting through a bounded queue; and where it exports to."""
+    exporter: SpanExporter
+    if config.exporter == "console":
+        exporter, where = ConsoleSpanExporter(), "stdout"
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+
+        exporter = OTLPSpanExporter(
+            endpoint=config.endpoint,
+            insecure=config.insecure,
+            headers=dict(config.headers),
+            timeout=int(config.timeout),
+        )
+        where = config.endpoint
+        # It logs each failed export and each retry; BoundedExport says it once per
+        # outage and counts the spans lost, which is what an operator can act on.
+        logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").setLevel(
+            logging.CRITICAL
+        )
+    resource = Resource.create(
+        {**config.resource, "service.name": config.service_name, "service.version": version()}
+    )
+    # Roots and a caller's context reach it only once sampled here (so recorded, even
+    # under a caller's unsampled flag that `traceidratio` overrode); a child follows
+    # its parent.
+    sampler = ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON)
+    provider = TracerProvider(resource=resource, sampler=sampler, id_generator=ids)
+    provider.add_span_processor(
+        BoundedExport(exporter, TracingMetrics(registry), config.export_delay, where)
+    )
+    return provider, where
