@@ -6,7 +6,8 @@ function built from protos at start-up would.
 
 `LARDER_TCK_BREAK` deliberately breaks the model, so the TCK's own tests can
 check that the right cases fail: `drop-snapshots` never snapshots,
-`ignore-side-effects` never requests side effects. `LARDER_TCK_ONLY` (e.g. `action`)
+`ignore-side-effects` never requests side effects, `ignore-previous-row` makes the view's
+update handlers act as if no row were stored. `LARDER_TCK_ONLY` (e.g. `action`)
 serves only some component types, as a partial frontend would.
 """
 
@@ -34,6 +35,8 @@ from larder_sdk import (
     LarderService,
     ValueEntity,
     ValueEntityContext,
+    View,
+    ViewContext,
     forward,
 )
 
@@ -42,17 +45,19 @@ PROTO_FILES = (
     "larder/tck/model/eventsourced.proto",
     "larder/tck/model/valueentity.proto",
     "larder/tck/model/action.proto",
+    "larder/tck/model/view.proto",
 )
-BREAKS = frozenset({"drop-snapshots", "ignore-side-effects"})
+BREAKS = frozenset({"drop-snapshots", "ignore-side-effects", "ignore-previous-row"})
 
 
-def load_modules(out: Path) -> tuple[Any, Any, Any]:
+def load_modules(out: Path) -> tuple[Any, Any, Any, Any]:
     larder_protocol.compile_protos(PROTO_FILES, out, include=[PROTO_DIR])
     sys.path.insert(0, str(out))
     return (
         importlib.import_module("larder.tck.model.eventsourced_pb2"),
         importlib.import_module("larder.tck.model.valueentity_pb2"),
         importlib.import_module("larder.tck.model.action_pb2"),
+        importlib.import_module("larder.tck.model.view_pb2"),
     )
 
 
@@ -205,6 +210,32 @@ def actions(act: Any, breaks: frozenset[str]) -> list[Component]:
     return [model, two]
 
 
+def views(vw: Any, breaks: frozenset[str]) -> list[Component]:
+    view = View(vw.DESCRIPTOR.services_by_name["ViewTckModel"])
+
+    def transform(row: Any, value: str, new_value: Callable[[str], str]) -> Any:
+        # The model's rules (view.proto): "ignore:" leaves the table, "fail:" fails.
+        if value.startswith("ignore:"):
+            return None
+        if value.startswith("fail:"):
+            raise RuntimeError(f"the TCK asked this update to fail ({value!r})")
+        if "ignore-previous-row" in breaks:
+            row = None
+        previous = row.value if row is not None else ""
+        updates = row.updates if row is not None else 0
+        return vw.ViewRow(value=new_value(previous), previous=previous, updates=updates + 1)
+
+    @view.update_handler
+    def update_from_state(row: Any, state: Any, ctx: ViewContext) -> Any:
+        return transform(row, state.value, lambda previous: state.value)
+
+    @view.update_handler
+    def update_from_event(row: Any, event: Any, ctx: ViewContext) -> Any:
+        return transform(row, event.value, lambda previous: previous + event.value)
+
+    return [view]
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"))
     breaks = frozenset(b for b in os.environ.get("LARDER_TCK_BREAK", "").split(",") if b)
@@ -212,11 +243,13 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"LARDER_TCK_BREAK: unknown {sorted(unknown)}; known: {sorted(BREAKS)}")
     with tempfile.TemporaryDirectory(prefix="larder-tck-python-") as tmp:
-        es, ve, act = load_modules(Path(tmp))
+        es, ve, act, vw = load_modules(Path(tmp))
         kinds: dict[str, Callable[[], list[Component]]] = {
             "eventsourced": lambda: event_sourced(es, breaks),
             "valueentity": lambda: value_entities(ve, breaks),
             "action": lambda: actions(act, breaks),
+            # The view reads the two entity models; the sidecar refuses it without them.
+            "view": lambda: views(vw, breaks),
         }
         only = [k for k in os.environ.get("LARDER_TCK_ONLY", "").split(",") if k] or list(kinds)
         if set(only) - set(kinds):

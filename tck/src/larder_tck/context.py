@@ -37,6 +37,10 @@ class ModelContext:
         call = p.ve_grpc.ValueEntitiesStub(self.channel).Handle()
         return self._track(Stream(call, f"value entity stream for {entity_id!r}"))
 
+    def view_stream(self, what: str) -> Stream:
+        call = p.view_grpc.ViewsStub(self.channel).Handle()
+        return self._track(Stream(call, what))
+
     def actions(self) -> p.action_grpc.ActionsStub:
         return p.action_grpc.ActionsStub(self.channel)
 

@@ -25,6 +25,7 @@ from larder_tck.model import (
     VE_MODEL,
     VE_TWO,
     VE_TWO_ENTITY_TYPE,
+    VIEW_MODEL,
 )
 
 TCK_VERSION = "0.1.0"
@@ -42,6 +43,7 @@ def proxy_info() -> Any:
             larder_protocol.EVENT_SOURCED_ENTITY,
             larder_protocol.VALUE_ENTITY,
             larder_protocol.ACTION,
+            larder_protocol.VIEW,
         ],
     )
 
@@ -68,10 +70,11 @@ def _entity(component_type: str, service: str, entity_type: str, passivation_ms:
 
 def expected_components() -> dict[str, list[Any]]:
     """Per component type, the model components a frontend of that type must declare."""
-    es, ve, action = (
+    es, ve, action, view = (
         larder_protocol.EVENT_SOURCED_ENTITY,
         larder_protocol.VALUE_ENTITY,
         larder_protocol.ACTION,
+        larder_protocol.VIEW,
     )
     return {
         es: [
@@ -88,6 +91,7 @@ def expected_components() -> dict[str, list[Any]]:
             p.discovery.Component(component_type=action, service_name=ACTION_MODEL),
             p.discovery.Component(component_type=action, service_name=ACTION_TWO),
         ],
+        view: [p.discovery.Component(component_type=view, service_name=VIEW_MODEL)],
     }
 
 

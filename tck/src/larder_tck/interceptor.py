@@ -37,6 +37,7 @@ MESSAGE_TYPES: dict[str, tuple[type[Message], type[Message]]] = {
         p.ve.ValueEntityStreamIn,
         p.ve.ValueEntityStreamOut,
     ),
+    "/akkaserverless.component.view.Views/Handle": (p.view.ViewStreamIn, p.view.ViewStreamOut),
     **{
         _ACTIONS + m: (p.action.ActionCommand, p.action.ActionResponse)
         for m in ("HandleUnary", "HandleStreamedIn", "HandleStreamedOut", "HandleStreamed")

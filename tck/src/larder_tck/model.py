@@ -27,11 +27,13 @@ PROTO_FILES = (
     "larder/tck/model/eventsourced.proto",
     "larder/tck/model/valueentity.proto",
     "larder/tck/model/action.proto",
+    "larder/tck/model/view.proto",
 )
 
 ES_PKG = "larder.tck.model"
 VE_PKG = "larder.tck.model.valueentity"
 ACTION_PKG = "larder.tck.model.action"
+VIEW_PKG = "larder.tck.model.view"
 
 ES_MODEL = f"{ES_PKG}.EventSourcedTckModel"
 ES_TWO = f"{ES_PKG}.EventSourcedTwo"
@@ -41,6 +43,7 @@ VE_TWO = f"{VE_PKG}.ValueEntityTwo"
 VE_CONFIGURED = f"{VE_PKG}.ValueEntityConfigured"
 ACTION_MODEL = f"{ACTION_PKG}.ActionTckModel"
 ACTION_TWO = f"{ACTION_PKG}.ActionTwo"
+VIEW_MODEL = f"{VIEW_PKG}.ViewTckModel"
 
 ES_ENTITY_TYPE = "event-sourced-tck-model"
 ES_TWO_ENTITY_TYPE = "event-sourced-tck-two"

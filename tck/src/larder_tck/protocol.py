@@ -10,6 +10,8 @@ from akkaserverless.component.eventsourcedentity import event_sourced_entity_pb2
 from akkaserverless.component.eventsourcedentity import event_sourced_entity_pb2_grpc as es_grpc
 from akkaserverless.component.valueentity import value_entity_pb2 as ve
 from akkaserverless.component.valueentity import value_entity_pb2_grpc as ve_grpc
+from akkaserverless.component.view import view_pb2 as view
+from akkaserverless.component.view import view_pb2_grpc as view_grpc
 from akkaserverless.protocol import discovery_pb2 as discovery
 from akkaserverless.protocol import discovery_pb2_grpc as discovery_grpc
 
@@ -24,4 +26,6 @@ __all__ = [
     "es_grpc",
     "ve",
     "ve_grpc",
+    "view",
+    "view_grpc",
 ]

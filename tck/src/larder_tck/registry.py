@@ -18,6 +18,7 @@ COMPONENT_LABELS = {
     larder_protocol.EVENT_SOURCED_ENTITY: "event-sourced entity",
     larder_protocol.VALUE_ENTITY: "value entity",
     larder_protocol.ACTION: "action",
+    larder_protocol.VIEW: "view",
 }
 
 CaseFn = Callable[[Any], Awaitable[None]]
@@ -58,7 +59,9 @@ def all_cases() -> list[Case]:
         proxy,
         proxy_actions,
         proxy_journal,
+        proxy_views,
         valueentity,
+        view,
     )
 
     return list(CASES)

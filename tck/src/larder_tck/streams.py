@@ -32,6 +32,16 @@ class Stream:
 
     async def receive(self, waiting_for: str) -> Message | None:
         """The next message, or None when the frontend ended the stream cleanly."""
+        out = await self.receive_or_error(waiting_for)
+        if isinstance(out, grpc.aio.AioRpcError):
+            raise CaseFailed(
+                f"{self.what}: the frontend failed the stream with {out.code().name} "
+                f"({out.details()}) while the TCK waited for {waiting_for}"
+            ) from out
+        return out
+
+    async def receive_or_error(self, waiting_for: str) -> Message | grpc.aio.AioRpcError | None:
+        """The next message, None at a clean end, or the error status ending the stream."""
         try:
             out = await asyncio.wait_for(self._call.read(), REPLY_TIMEOUT)
         except TimeoutError:
@@ -40,10 +50,7 @@ class Stream:
                 f"{waiting_for}; the frontend did not answer"
             ) from None
         except grpc.aio.AioRpcError as e:
-            raise CaseFailed(
-                f"{self.what}: the frontend failed the stream with {e.code().name} "
-                f"({e.details()}) while the TCK waited for {waiting_for}"
-            ) from e
+            return e
         if out is _EOF:
             return None
         message: Message = out

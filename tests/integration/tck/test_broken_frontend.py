@@ -51,3 +51,27 @@ def test_ignored_side_effects_fail_the_side_effect_cases(tmp_path: Path) -> None
         "proxy.eventsourced.forward-and-side-effects",
     }, run.output
     assert "-    side_effects {" in run.failures["eventsourced.side-effect-synchronous"]
+
+
+PREVIOUS_ROW_CASES = {
+    "view.state-with-previous-row",
+    "view.event-with-and-without-previous-row",
+    "proxy.view.value-entity-transform",
+    "proxy.view.event-sourced",
+    "proxy.view.ignored-change",
+}
+
+
+def test_a_view_ignoring_the_stored_row_fails_the_previous_row_cases(tmp_path: Path) -> None:
+    run = run_tck(
+        tmp_path,
+        ["--service", PYTHON_FRONTEND, "-k", "view.*", "-k", "proxy.view.*"],
+        env={"LARDER_TCK_BREAK": "ignore-previous-row"},
+    )
+    assert run.returncode == 1, run.output
+    assert run.names("failed") == PREVIOUS_ROW_CASES, run.output
+    # The rows without a previous row, the ignored change and the failure still pass.
+    assert run.names("passed") == set(run.statuses) - PREVIOUS_ROW_CASES, run.output
+    model = run.failures["view.state-with-previous-row"]
+    assert "by_subject_lookup_result as its previous row" in model, model
+    assert "+          updates: 1" in model, model
