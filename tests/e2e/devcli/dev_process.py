@@ -20,13 +20,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[3]
 LARDER = Path(sys.executable).parent / "larder"
 _TAG = "LARDER_E2E_RUN"
+T = TypeVar("T")
 
 
 def free_ports(count: int) -> list[int]:
@@ -148,6 +149,18 @@ def http(method: str, url: str, body: object | None = None,
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def eventually(read: Callable[[], T], expected: T, timeout: float = 15.0) -> T:
+    """`read()` until it gives `expected` or `timeout` passes; the last answer. A view
+    follows its entities asynchronously (docs/views.md), so a read right after a write may
+    not show it yet, and polling the query is the only way to see it catch up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = read()
+        if got == expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
 
 
 def port_block_options(replicas: int) -> tuple[int, list[str]]:

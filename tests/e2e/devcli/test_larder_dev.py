@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.devcli.dev_process import REPO, LarderDev, http, port_options
+from tests.e2e.devcli.dev_process import REPO, LarderDev, eventually, http, port_options
 
 CART = REPO / "samples" / "shopping-cart"
 TURKEY = REPO / "samples" / "turkey"
@@ -41,6 +41,17 @@ def test_the_cart_sample_runs_stops_on_sigint_and_keeps_its_state(
     first.wait_for_line("Ctrl-C stops both processes")
     # The README's examples, pointed at this run's port.
     assert (f"    curl localhost:{port}/carts/alice" in first.lines)
+    # The view's query: its routes, its gRPC method and the README's curl for its route.
+    view = "com.example.shoppingcart.view.CartsByProduct/GetCarts"
+    heading = first.lines.index(
+        "[larder] view queries, answered by the sidecar from the views' rows (which follow "
+        "the entities' writes within moments):")
+    assert first.lines[heading + 1:heading + 5] == [
+        f"    {view}: SELECT * AS carts FROM product_carts WHERE product_id = :product_id",
+        f"      HTTP: GET /product-carts/{{product_id}}, POST /{view}",
+        f"      gRPC: {view} (unary)",
+        f"    curl localhost:{port}/product-carts/akka-mug",
+    ]
     assert any(line.startswith("[function] ") for line in first.lines)
     assert any(line.startswith("[sidecar] ") for line in first.lines)
     assert (tmp_path / "data" / "shopping-cart" / "journal.db").is_file()
@@ -50,6 +61,8 @@ def test_the_cart_sample_runs_stops_on_sigint_and_keeps_its_state(
                 {"product_id": "sock", "name": "Sock", "quantity": 2}) == (200, {})
     assert http("GET", f"{base}/carts/bob") == (
         200, {"items": [{"productId": "sock", "name": "Sock", "quantity": 2}]})
+    socks = (200, {"carts": [{"productId": "sock", "userId": "bob", "name": "Sock"}]})
+    assert eventually(lambda: http("GET", f"{base}/product-carts/sock"), socks) == socks
     pids = first.processes()
     assert len(pids) >= 3  # larder dev, the function, the sidecar
 
@@ -62,8 +75,38 @@ def test_the_cart_sample_runs_stops_on_sigint_and_keeps_its_state(
     second.wait_for_line("is ready at")
     assert http("GET", f"{base}/carts/bob") == (
         200, {"items": [{"productId": "sock", "name": "Sock", "quantity": 2}]})
+    # The view's rows are kept too (journal-views.db, next to the journal).
+    assert http("GET", f"{base}/product-carts/sock") == socks
     assert second.stop(signal.SIGTERM) == 0
     assert second.processes() == []
+
+
+def test_a_view_without_a_readme_gets_an_example_that_works_as_printed(
+    tmp_path: Path, runs: list[LarderDev]
+) -> None:
+    port, options = port_options()
+    run = LarderDev([*options, "--journal", "memory", "--name", "cart",
+                     "--", sys.executable, "-m", "shoppingcart"],
+                    cwd=CART, env={"PYTHONPATH": "src"})
+    runs.append(run)
+    run.wait_for_line("Ctrl-C stops both processes")
+    example = f"    curl localhost:{port}/product-carts/example-1"
+    assert example in run.lines
+    # The generic examples leave the view's methods out: its update methods are not
+    # served to clients, its query has the line above.
+    assert not [line for line in run.lines if "CartsByProduct/On" in line]
+    assert [line for line in run.lines
+            if line.startswith("    curl") and "CartsByProduct" in line] == []
+    assert http("GET", f"http://127.0.0.1:{port}/product-carts/example-1") == (
+        200, {"carts": []})
+    assert http("POST", f"http://127.0.0.1:{port}/cart/example-1/items/add",
+                {"product_id": "example-1", "name": "Example", "quantity": 1}) == (200, {})
+    found = (200, {"carts": [{"productId": "example-1", "userId": "example-1",
+                              "name": "Example"}]})
+    assert eventually(lambda: http("GET", f"http://127.0.0.1:{port}/product-carts/example-1"),
+                      found) == found
+    assert run.stop() == 0
+    assert run.processes() == []
 
 
 def test_a_raw_start_command_gets_the_generic_routes(

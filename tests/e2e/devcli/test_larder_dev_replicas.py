@@ -4,6 +4,7 @@ a restart."""
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import socket
@@ -16,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.devcli.dev_process import REPO, LarderDev, http, port_block_options
+from tests.e2e.devcli.dev_process import (
+    REPO,
+    LarderDev,
+    eventually,
+    http,
+    port_block_options,
+)
 
 CART = REPO / "samples" / "shopping-cart"
 REPLICAS = 3
@@ -59,6 +66,10 @@ def items(base: str, cart: str) -> object:
     status, body = http("GET", f"{base}/carts/{cart}", timeout=30)
     assert status == 200, body
     return body
+
+
+def carts_holding(base: str, product: str) -> tuple[int, object]:
+    return http("GET", f"{base}/product-carts/{product}", timeout=30)
 
 
 def stop_within(run: LarderDev, seconds: float) -> int:
@@ -139,6 +150,14 @@ def test_three_replicas_share_the_journal_forward_to_one_owner_and_stop_on_sigin
     for n, cart in enumerate(busy):
         assert items(bases[n % REPLICAS], cart) == {
             "items": [{"productId": "sock", "name": "Sock", "quantity": 3}]}, cart
+
+    # The sample's view: each owner's sidecar applies its carts' events to the one view
+    # store the replicas share (next to the journal), so every replica answers the query
+    # with every cart, whichever replica owns it.
+    hats: tuple[int, object] = (200, {"carts": [{"productId": "hat", "userId": cart, "name": "Hat"}
+                            for cart in sorted(by_owner.values())]})
+    for base in bases:
+        assert eventually(functools.partial(carts_holding, base, "hat"), hats) == hats, base
 
     pids = first.processes()
     assert len(pids) >= 7  # larder dev, 3 functions, 3 sidecars

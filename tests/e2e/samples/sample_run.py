@@ -19,10 +19,11 @@ M = TypeVar("M", bound=Message)
 
 
 @contextmanager
-def running_sample(name: str, data_dir: Path) -> Iterator[int]:
-    """Run samples/<name> behind a sidecar (in-memory journal); yields the public port."""
+def running_sample(name: str, data_dir: Path, journal: str = "memory") -> Iterator[int]:
+    """Run samples/<name> behind a sidecar (by default on the in-memory journal); yields
+    the public port."""
     port, options = port_options()
-    run = LarderDev([*options, "--journal", "memory", "--data-dir", str(data_dir),
+    run = LarderDev([*options, "--journal", journal, "--data-dir", str(data_dir),
                      str(SAMPLES / name)], cwd=data_dir)
     try:
         run.wait_for_line("is ready at")
