@@ -152,6 +152,7 @@ class Sidecar:
             self.views = Views.for_settings(
                 s, model, self.journal, self._channel, self.metrics.registry
             )
+            self.views.feed_topics(s.kafka)
             for rebuilt in await self.views.start():
                 log.warning("view table %s changed its row type or queries: rebuilt", rebuilt)
             entity_journal = self.views.journal

@@ -15,6 +15,11 @@ transaction, and only if the stored offset is still the expected one, so:
 - a change that fails (the user function down, the store unavailable) is retried with
   back-off, and the view waits behind it: nothing is skipped (the other views go on).
 
+Records of a view's topics (`topic_source.py`) join the same queue as `TopicMessage`s:
+their offset is the partition's Kafka offset (plus one), stored under the source
+`topic/<topic>/<partition>`, and a record is applied only above the stored one (Kafka
+offsets have gaps), so a record redelivered after a crash is skipped.
+
 The argument for why nothing is lost, per journal, is in docs/views.md.
 """
 
@@ -25,8 +30,8 @@ import collections
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 from larder_protocol import message_class
@@ -53,6 +58,27 @@ published changes are dropped and the view catches up from the journal once its 
 has drained: memory stays bounded whatever the write rate, and nothing is lost."""
 
 
+@dataclass(frozen=True, slots=True)
+class TopicMessage:
+    """A decoded record of a topic feeding `update`, to be applied at `offset` (the
+    record's Kafka offset plus one) of the source `pid` (`topic/<topic>/<partition>`)."""
+
+    pid: str
+    offset: int
+    update: ViewUpdate
+    subject: str
+    """The record's `ce-subject`: the row key."""
+    payload: bytes
+    """The update method's input, serialized."""
+    metadata: Sequence[tuple[str, str]]
+    done: asyncio.Future[None] = field(compare=False)
+    """Set once the record is applied, or skipped as applied before."""
+
+
+def topic_pid(topic: str, partition: int) -> str:
+    return f"topic/{topic}/{partition}"
+
+
 class GapUnrecoverable(Exception):
     """Events a view needs are not in any journal this sidecar can read."""
 
@@ -72,7 +98,7 @@ class _ViewState:
     routes: dict[str, dict[str, list[ViewUpdate]]]
     """Entity type -> input type URL -> the update methods taking it (one per table)."""
     offsets: dict[str, int]
-    pending: collections.deque[tuple[float, Change]]
+    pending: collections.deque[tuple[float, Change | TopicMessage]]
     wakeup: asyncio.Event
     busy: bool = False
     behind: bool = False
@@ -102,6 +128,8 @@ class ViewDelivery:
         for view in views.values():
             routes: dict[str, dict[str, list[ViewUpdate]]] = {}
             for u in view.updates:
+                if u.source is SourceKind.TOPIC:
+                    continue  # records arrive through `apply_topic`, already routed
                 routes.setdefault(u.entity_type, {}).setdefault(u.input_type_url, []).append(u)
             self._views[view.service] = _ViewState(
                 view, routes, {}, collections.deque(), asyncio.Event()
@@ -150,6 +178,17 @@ class ViewDelivery:
             if entity_type in state.routes:
                 self._queue(name, state, change)
 
+    async def apply_topic(self, view: str, message: TopicMessage) -> None:
+        """Queue a topic's record for `view` and wait until it is applied (or found
+        applied before); the consumer commits its offset only after that."""
+        state = self._views[view]
+        # Never dropped: the consumer bounds how many records are in flight, and a
+        # dropped record would not come back before the next rebalance.
+        state.pending.append((time.monotonic(), message))
+        self._metrics.pending.labels(view).set(len(state.pending))
+        state.wakeup.set()
+        await asyncio.shield(message.done)
+
     def _queue(self, name: str, state: _ViewState, change: Change) -> None:
         if self._source is not None and len(state.pending) >= self._max_pending:
             # The journal has it: read it back once the queue has drained.
@@ -174,6 +213,8 @@ class ViewDelivery:
         room = self._max_pending - len(state.pending)
         kinds = {u.entity_type: u.source for u in state.spec.updates}
         for entity_type, kind in kinds.items():
+            if kind is SourceKind.TOPIC:
+                continue  # the topic is the record of it; the consumer resumes there
             if kind is SourceKind.VALUE_ENTITY:
                 revisions = await self._source.value_revisions(entity_type)
                 for pid, revision in sorted(revisions.items()):
@@ -262,7 +303,7 @@ class ViewDelivery:
                     time.monotonic() - state.pending[0][0]
                 )
 
-    def _plain(self, state: _ViewState, change: Change) -> bool:
+    def _plain(self, state: _ViewState, change: Change | TopicMessage) -> bool:
         """A value entity's change that needs no update handler (batched)."""
         if not isinstance(change, ValueChanged):
             return False
@@ -271,7 +312,7 @@ class ViewDelivery:
         updates = state.routes[change.pid.partition("|")[0]].get(change.payload.type_url, [])
         return not any(u.transform for u in updates)
 
-    async def _apply_batch(self, state: _ViewState, batch: list[Change]) -> None:
+    async def _apply_batch(self, state: _ViewState, batch: list[Change | TopicMessage]) -> None:
         """Plain value changes in one store transaction; what does not apply there (an
         offset moved by another sidecar) goes again one by one."""
         name = state.spec.service
@@ -295,7 +336,10 @@ class ViewDelivery:
             for change in batch:
                 await self._apply(state, change)
 
-    async def _apply(self, state: _ViewState, change: Change) -> None:
+    async def _apply(self, state: _ViewState, change: Change | TopicMessage) -> None:
+        if isinstance(change, TopicMessage):
+            await self._apply_topic(state, change)
+            return
         if isinstance(change, ValueChanged):
             await self._apply_one(state, change.pid, change.revision, change.payload, value=True)
             return
@@ -326,6 +370,43 @@ class ViewDelivery:
                 return
             # Another sidecar on the same store moved this entity's offset: reread.
             state.offsets = dict(await self._store.offsets(name))
+
+    async def _apply_topic(self, state: _ViewState, message: TopicMessage) -> None:
+        name = state.spec.service
+        while True:
+            applied = state.offsets.get(message.pid, 0)
+            # "Above", not "next": Kafka offsets have gaps (transactions, compaction).
+            if message.offset <= applied:
+                break  # applied before (a redelivery, or another sidecar did it)
+            changes = await self._topic_rows(state, message)
+            if await self._store.apply(name, message.pid, applied, message.offset, changes):
+                state.offsets[message.pid] = message.offset
+                self._metrics.changes_applied.labels(name).inc()
+                break
+            # Another sidecar on the same store moved this partition's offset: reread.
+            state.offsets = dict(await self._store.offsets(name))
+        if not message.done.done():
+            message.done.set_result(None)
+
+    async def _topic_rows(self, state: _ViewState, message: TopicMessage) -> list[RowChange]:
+        update = message.update
+        schema = self.tables[(state.spec.service, update.table)]
+        if not update.transform:
+            return self._row_change(state, schema, message.subject, message.payload)
+        assert self._handle is not None  # transformed updates need the user function
+        previous = await self._store.row(schema, message.subject)
+        answer = await self._handle.receive(
+            receive_event(
+                update,
+                message.subject,
+                update.input_type_url,
+                message.payload,
+                previous,
+                metadata=message.metadata,
+            ),
+            message.subject,
+        )
+        return self._answered(state, schema, answer)
 
     async def _fill_gap(self, state: _ViewState, pid: PersistenceId, first: int, last: int) -> None:
         if self._source is None:
@@ -415,7 +496,9 @@ class ViewDelivery:
         return [RowChange(schema, key, row, schema.values(parsed))]
 
 
-def _describe(change: Change) -> str:
+def _describe(change: Change | TopicMessage) -> str:
+    if isinstance(change, TopicMessage):
+        return f"{change.pid} record at offset {change.offset - 1} for {change.subject!r}"
     if isinstance(change, ValueChanged):
         return f"{change.pid} revision {change.revision}"
     return f"{change.pid} events {change.first_seq}..{change.last_seq}"

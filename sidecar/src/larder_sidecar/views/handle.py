@@ -3,7 +3,7 @@ answered by one `ViewStreamOut` (docs/views.md, "The update protocol")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,19 +47,22 @@ def receive_event(
     type_url: str,
     payload: bytes,
     previous: bytes | None,
+    *,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> Any:
+    """`metadata`: a topic record's headers (its `ce-subject` is `entity_id`); entity
+    sources get `ce-subject` and `ce-type` only."""
     key = view_pb2.Key(parts=[view_pb2.KeyPart(string_part=entity_id)])
+    entries = [component_pb2.MetadataEntry(key=k, string_value=v) for k, v in metadata]
+    if not metadata:
+        entries = [
+            component_pb2.MetadataEntry(key="ce-subject", string_value=entity_id),
+            component_pb2.MetadataEntry(key="ce-type", string_value=type_url.rpartition("/")[2]),
+        ]
     event = view_pb2.ReceiveEvent(
         service_name=update.service,
         command_name=update.name,
-        metadata=component_pb2.Metadata(
-            entries=[
-                component_pb2.MetadataEntry(key="ce-subject", string_value=entity_id),
-                component_pb2.MetadataEntry(
-                    key="ce-type", string_value=type_url.rpartition("/")[2]
-                ),
-            ]
-        ),
+        metadata=component_pb2.Metadata(entries=entries),
         initial_table=update.table,
         key=key,
     )

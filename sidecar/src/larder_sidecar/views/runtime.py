@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc.aio
 from prometheus_client import CollectorRegistry
 
+from ..eventing.settings import KafkaSettings
+from ..eventing.spec import read_eventing
 from ..journal.base import Journal
 from ..model import SpecError, UserFunctionModel
 from ..settings import Settings
@@ -24,6 +26,7 @@ from .metrics import ViewMetrics
 from .queries import ViewQueries
 from .sqlite_store import SqliteViewStore
 from .store import MemoryViewStore, ViewStore
+from .topic_source import TopicSources
 
 
 def views_path(journal_path: str | Path) -> Path:
@@ -61,6 +64,25 @@ class Views:
         )
         self.journal: Journal = FeedingJournal(journal, self.delivery.publish)
         """The journal the entities write through: committed writes reach the views."""
+        self._model = model
+        self._registry = registry
+        self._local_store = isinstance(store, MemoryViewStore)
+        self.topics: TopicSources | None = None
+        """The consumers of views fed from Kafka topics (`feed_topics`)."""
+
+    def feed_topics(self, kafka: KafkaSettings) -> None:
+        """Views fed from topics read them with `kafka` once started; raises
+        `TopicSourceError` when they cannot."""
+        self.topics = TopicSources.for_views(
+            self._model.views,
+            read_eventing(self._model),
+            self.delivery,
+            kafka,
+            self._registry,
+            # A store in this process holds what this process applied: it reads the
+            # whole topic itself, in a group of its own.
+            per_process=self._local_store,
+        )
 
     @classmethod
     def for_settings(
@@ -99,8 +121,15 @@ class Views:
         )
 
     async def start(self) -> list[str]:
-        """Open the store and catch up; returns the ids of tables rebuilt."""
-        return await self.delivery.start()
+        """Open the store and catch up, then read the views' topics; returns the ids of
+        tables rebuilt."""
+        rebuilt = await self.delivery.start()
+        if self.topics is not None:
+            await self.topics.start()
+        return rebuilt
 
     async def close(self) -> None:
+        if self.topics is not None:
+            # First: records in flight finish (the delivery still runs) and are committed.
+            await self.topics.stop()
         await self.delivery.close()

@@ -28,6 +28,8 @@ class SourceKind(enum.Enum):
 
     VALUE_ENTITY = "value_entity"
     EVENT_SOURCED_ENTITY = "event_sourced_entity"
+    TOPIC = "topic"
+    """A Kafka topic's CloudEvents; the row key is the record's `ce-subject`."""
 
 
 @dataclass(frozen=True)
@@ -38,16 +40,23 @@ class ViewUpdate:
     name: str
     source: SourceKind
     entity_type: str
-    """The source's entity type, as `eventing.in` names it."""
+    """The source's entity type, as `eventing.in` names it; the topic for topic sources."""
     table: str
     transform: bool
     """`transform_updates`: the user function's `Views/Handle` makes the row."""
     input: Descriptor
     output: Descriptor
+    consumer_group: str = ""
+    """Topic sources: the Kafka consumer group (`eventing.in.consumer_group`, else the
+    view's service name)."""
 
     @property
     def input_type_url(self) -> str:
         return TYPE_URL_PREFIX + self.input.full_name
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -113,21 +122,26 @@ def _updates(
             continue
         source: Any = getattr(opts.eventing, "in") if opts.HasField("eventing") else None
         which = source.WhichOneof("source") if source is not None else None
-        if which == "topic":
-            problems.append(
-                f"{where}: views fed from a topic ({source.topic!r}) are not supported by "
-                "this sidecar yet (docs/views.md lists what is); feed the view from a value "
-                "entity or an event-sourced entity"
-            )
-            continue
-        if which not in ("value_entity", "event_sourced_entity") or not getattr(source, which):
+        if which not in ("value_entity", "event_sourced_entity", "topic") or not getattr(
+            source, which
+        ):
             problems.append(
                 f"{where}: a view update method needs eventing.in naming its source, "
-                "{ value_entity: \"<entity type>\" } or { event_sourced_entity: \"...\" }"
+                '{ value_entity: "<entity type>" }, { event_sourced_entity: "..." } '
+                'or { topic: "..." }'
             )
             continue
         kind = SourceKind(which)
-        if not update.transform_updates:
+        if not update.transform_updates and kind is SourceKind.TOPIC:
+            if md.input_type.full_name != md.output_type.full_name:
+                problems.append(
+                    f"{where}: without transform_updates the topic's message is stored as "
+                    f"the row, so the input {md.input_type.full_name} and the output (row "
+                    f"type) {md.output_type.full_name} must be the same message; or set "
+                    "transform_updates: true and make the row in an update handler"
+                )
+                continue
+        elif not update.transform_updates:
             if kind is SourceKind.EVENT_SOURCED_ENTITY:
                 problems.append(
                     f"{where}: an event-sourced source needs transform_updates: true (an "
@@ -150,6 +164,9 @@ def _updates(
             transform=update.transform_updates,
             input=md.input_type,
             output=md.output_type,
+            consumer_group=(source.consumer_group or service.full_name)
+            if kind is SourceKind.TOPIC
+            else "",
         )
 
 
@@ -160,15 +177,27 @@ def build_view(
     before = len(problems)
     updates = tuple(_updates(service, options, problems))
     tables: dict[str, Descriptor] = {}
-    writers: dict[tuple[str, str, str], str] = {}
+    writers: dict[tuple[str, SourceKind, str, str], str] = {}
+    groups: dict[str, ViewUpdate] = {}
     for u in updates:
-        other = writers.setdefault((u.table, u.entity_type, u.input.full_name), u.name)
+        other = writers.setdefault((u.table, u.source, u.entity_type, u.input.full_name), u.name)
         if other != u.name:
             problems.append(
                 f"{u.service}.{u.name}: {other} already writes table {u.table!r} from "
                 f"{u.input.full_name} of {u.entity_type!r}; each change would be applied "
                 "twice to the same row, keep one of them"
             )
+        if u.source is SourceKind.TOPIC:
+            # The view's progress in a topic is one offset per partition, so one group
+            # reads the topic for the whole view.
+            first = groups.setdefault(u.entity_type, u)
+            if first.consumer_group != u.consumer_group:
+                problems.append(
+                    f"{u.service}.{u.name}: topic {u.entity_type!r} is read in consumer "
+                    f"group {u.consumer_group!r} here and {first.consumer_group!r} by "
+                    f"{first.name}; a view reads a topic in one group, give them the same "
+                    "consumer_group"
+                )
         row = tables.setdefault(u.table, u.output)
         if row.full_name != u.output.full_name:
             problems.append(
@@ -214,9 +243,23 @@ def build_view(
 def check_sources(
     views: Sequence[ViewSpec], entity_kinds: Mapping[str, SourceKind], problems: list[str]
 ) -> None:
-    """Every source names an entity type this function serves, of the right kind."""
+    """Every source names an entity type this function serves, of the right kind; no two
+    views read topics in one consumer group (Kafka would split the partitions between
+    them, each view seeing only part of the topic)."""
+    group_of: dict[str, str] = {}
+    for view in views:
+        for group in sorted({u.consumer_group for u in view.updates if u.consumer_group}):
+            other = group_of.setdefault(group, view.service)
+            if other != view.service:
+                problems.append(
+                    f"{view.service}: consumer group {group!r} is also {other}'s; each view "
+                    "reads its topics in a consumer group of its own (eventing.in."
+                    "consumer_group)"
+                )
     for view in views:
         for u in view.updates:
+            if u.source is SourceKind.TOPIC:
+                continue  # any topic may feed a view
             kind = entity_kinds.get(u.entity_type)
             if kind is None:
                 known = ", ".join(sorted(entity_kinds)) or "none"

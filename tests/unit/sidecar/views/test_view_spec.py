@@ -92,8 +92,8 @@ def test_sources_must_be_entities_of_this_function(shop: tuple[ModuleType, bytes
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('eventing.in = { value_entity: "items" }', 'eventing.in = { topic: "items" }',
-         "views fed from a topic"),
+        ('eventing.in = { event_sourced_entity: "accounts" }', "eventing.in = { }",
+         "a view update method needs eventing.in naming its source"),
         ('table: "balances" transform_updates: true', 'table: "balances"',
          "an event-sourced source needs transform_updates"),
         ('view.update = { table: "items" }', 'view.update = { }', "view.update names no table"),
