@@ -62,6 +62,9 @@ class Dispatcher:
         self._actions = action_pb2_grpc.ActionsStub(channel)
         self._metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
+        self._counted: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        """The metric children per (method, outcome), bound once: `labels()` is a lookup
+        under a lock, twice per command otherwise."""
         self.views: ViewQueries | None = None
         """Answers the query methods of view components (set when the function has any)."""
 
@@ -124,10 +127,18 @@ class Dispatcher:
             raise
         finally:
             model = method.model
-            self._metrics.commands.labels(model.service, model.name, outcome_label).inc()
-            self._metrics.command_latency.labels(model.service, model.name).observe(
-                time.perf_counter() - started
-            )
+            counted = self._counted.get((model.service, model.name, outcome_label))
+            if counted is None:
+                counted = self._count(model, outcome_label)
+            counted[0].inc()
+            counted[1].observe(time.perf_counter() - started)
+
+    def _count(self, model: MethodModel, outcome: str) -> tuple[Any, Any]:
+        counted = self._counted[model.service, model.name, outcome] = (
+            self._metrics.commands.labels(model.service, model.name, outcome),
+            self._metrics.command_latency.labels(model.service, model.name),
+        )
+        return counted
 
     async def _call(
         self,

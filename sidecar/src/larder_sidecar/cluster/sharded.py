@@ -29,6 +29,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,7 +39,7 @@ from .. import tracing
 from ..entities import EntityHost, EntityKey
 from ..invoke import InvokeError, MetadataPairs
 from ..model import Method
-from ..outcome import Outcome, protocol_metadata
+from ..outcome import Outcome
 from . import wire
 from .handoff import SETTLING, ShardState
 from .handoff_manager import HANDOFF_WAIT, Changes, HandOffManager
@@ -77,34 +78,48 @@ class PeerOwner:
 
     def __init__(self, router: ShardedRouter) -> None:
         self._router = router
-        self._turns: dict[EntityKey, _Turn] = {}
+        self._turns: dict[tuple[str, str], deque[asyncio.Future[None]] | None] = {}
+        """Per entity being forwarded to: the commands waiting for their turn, first come
+        first served (None: nobody waits). A command with no entry goes at once: the
+        common case costs one dict entry, not a lock per command."""
 
     async def submit(
         self, method: Method, entity_id: str, payload: bytes, metadata: MetadataPairs
     ) -> Outcome:
-        key = EntityKey(method.component.entity_type, entity_id)
-        turn = self._turns.get(key)
-        if turn is None:
-            turn = self._turns[key] = _Turn()
-        turn.users += 1
+        key = (method.component.entity_type, entity_id)
+        turns = self._turns
+        if key in turns:
+            waiting = turns[key]
+            if waiting is None:
+                waiting = turns[key] = deque()
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiting.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.cancelled():
+                    # Still queued, unless `_pass` skipped it already (it was done).
+                    with contextlib.suppress(ValueError):
+                        waiting.remove(turn)
+                else:
+                    self._pass(key)  # handed the turn, then cancelled: hand it on
+                raise
+        else:
+            turns[key] = None
         try:
-            async with turn.lock:
-                return await self._router.forward(method, entity_id, payload, metadata)
+            return await self._router.forward(method, entity_id, payload, metadata)
         finally:
-            turn.users -= 1
-            if turn.users == 0:
-                del self._turns[key]
+            self._pass(key)
 
-
-class _Turn:
-    """Whose turn it is to forward to one entity."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        # asyncio.Lock wakes its waiters first come, first served.
-        self.lock = asyncio.Lock()
-        self.users = 0
+    def _pass(self, key: tuple[str, str]) -> None:
+        """The turn for `key` goes to the next command waiting, if any."""
+        waiting = self._turns[key]
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._turns[key]
 
 
 class _ForwardedOut:
@@ -215,8 +230,13 @@ class ShardedRouter:
     # --- the Router seam --------------------------------------------------------------
 
     async def owner(self, entity_type: str, entity_id: str) -> Owner:
-        await self._wait_map()
-        state = await self._settled(self.shard_of(entity_type, entity_id))
+        # Per command: no coroutine is awaited unless there is something to wait for.
+        if self._map is None:
+            await self._wait_map()
+        shard = self.shard_of(entity_type, entity_id)
+        state = self.table.state(shard)
+        if state in SETTLING:
+            state = await self._settled(shard)
         return self._host if state is ShardState.OWNED else self._peer
 
     async def _wait_map(self) -> ShardMap:
@@ -288,8 +308,11 @@ class ShardedRouter:
         hops = 0
         target: tuple[MemberId, str] | None = None
         while True:
-            shard_map = await self._wait_map()
-            if await self._settled(shard) is ShardState.OWNED:
+            shard_map = self._map or await self._wait_map()
+            state = self.table.state(shard)
+            if state in SETTLING:
+                state = await self._settled(shard)
+            if state is ShardState.OWNED:
                 return await self._host.submit(method, entity_id, payload, metadata)
             if target is None:
                 owner = shard_map.owner(shard)
@@ -308,14 +331,14 @@ class ShardedRouter:
                     tracing.SpanKind.CLIENT,
                     attributes={"larder.peer": owner, "larder.shard": shard, "larder.hops": hops},
                 ):
-                    request = wire.ForwardRequest(
+                    request = wire.forward_request(
                         hops=hops,
                         entity_type=entity_type,
                         entity_id=entity_id,
                         method=method.model.path,
                         payload=payload,
                         # The owner's spans continue from this CLIENT span.
-                        metadata=protocol_metadata(tracing.inject(metadata)),
+                        metadata=tracing.inject(metadata),
                         map_version=shard_map.version,
                     )
                     reply = await self._transport.forward(

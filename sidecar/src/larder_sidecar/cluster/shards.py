@@ -104,6 +104,8 @@ class ShardMap:
     _owners: tuple[int, ...] = field(init=False, repr=False, compare=False)
     """Per shard, an index into `_active` (-1: no active member, no owner)."""
     _active: tuple[MemberId, ...] = field(init=False, repr=False, compare=False)
+    _members: dict[MemberId, Member] = field(init=False, repr=False, compare=False)
+    """Every member by id: `member()` is on each forward's path."""
 
     def __post_init__(self) -> None:
         _check_count(self.shard_count)
@@ -116,6 +118,7 @@ class ShardMap:
         else:
             owners = (-1,) * self.shard_count
         object.__setattr__(self, "_active", active)
+        object.__setattr__(self, "_members", {m.id: m for m in self.membership.members})
         object.__setattr__(self, "_owners", owners)
 
     @property
@@ -137,7 +140,7 @@ class ShardMap:
 
     def member(self, member: MemberId) -> Member | None:
         """A known member (terminating ones too, for hand-off), with its address."""
-        return self.membership.get(member)
+        return self._members.get(member)
 
     def shards_of(self, member: MemberId) -> tuple[ShardId, ...]:
         """The shards `member` owns, ascending; empty for terminating or unknown members."""

@@ -10,8 +10,8 @@ from typing import Any
 import grpc
 from larder_internal.v1 import peer_pb2
 
-from ..invoke import InvokeError
-from ..outcome import Outcome
+from ..invoke import InvokeError, MetadataPairs
+from ..outcome import Outcome, protocol_metadata
 from .membership import MemberId
 from .shards import ShardMap
 
@@ -50,6 +50,31 @@ def view_of(me: MemberId, shard_map: ShardMap) -> Any:
 def view_key(view: Any) -> tuple[Any, ...]:
     """What makes two `MapView`s the same view."""
     return (view.sender, view.version, view.fingerprint, view.shard_count)
+
+
+def forward_request(
+    *,
+    hops: int,
+    entity_type: str,
+    entity_id: str,
+    method: str,
+    payload: bytes,
+    metadata: MetadataPairs,
+    map_version: int,
+) -> Any:
+    """A `ForwardRequest`; its `metadata` only when there is some (building an empty
+    `Metadata` and copying it in costs more per forward than the rest of the request)."""
+    request = ForwardRequest(
+        hops=hops,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        method=method,
+        payload=payload,
+        map_version=map_version,
+    )
+    if metadata:
+        request.metadata.CopyFrom(protocol_metadata(metadata))
+    return request
 
 
 def outcome_message(outcome: Outcome) -> Any:
