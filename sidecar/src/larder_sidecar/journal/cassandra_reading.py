@@ -23,6 +23,7 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, S
 from cassandra.policies import (
     ConstantReconnectionPolicy,
     DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
     TokenAwarePolicy,
 )
 from cassandra.query import tuple_factory
@@ -87,6 +88,9 @@ def _statements(ks: str) -> dict[str, str]:
             "SELECT DISTINCT persistence_id, token(persistence_id) "
             f"FROM {ks}.value_states WHERE token(persistence_id) > ?"
         ),
+        # Catch-up of views (views/catchup.py): a scan, one row per partition or value.
+        "scan_heads": f"SELECT DISTINCT persistence_id, partition_nr, head FROM {ks}.events",
+        "scan_revisions": f"SELECT persistence_id, revision FROM {ks}.value_states",
         "head": (
             f"SELECT head FROM {ks}.events WHERE persistence_id = ? AND partition_nr = ? LIMIT 1"
         ),
@@ -127,6 +131,7 @@ class CassandraReader:
         partition_size: int = 10_000,
         timeout: float = 10.0,
         consistency: str = "LOCAL_QUORUM",
+        reconnect: bool = False,
     ) -> None:
         if not _IDENTIFIER.fullmatch(keyspace):
             raise NotAJournal(
@@ -159,8 +164,13 @@ class CassandraReader:
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=timeout,
             control_connection_timeout=timeout,
-            # One attempt is the answer for a command-line tool: no reconnection loop.
-            reconnection_policy=ConstantReconnectionPolicy(delay=timeout, max_attempts=1),
+            # One attempt is the answer for a command-line tool: no reconnection loop. A
+            # sidecar (view catch-up) keeps reconnecting, like the journal.
+            reconnection_policy=(
+                ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0)
+                if reconnect
+                else ConstantReconnectionPolicy(delay=timeout, max_attempts=1)
+            ),
         )
         try:
             self._session: Session = self._cluster.connect()
@@ -300,6 +310,38 @@ class CassandraReader:
         page = found[:limit]
         more = len(found) > limit
         return EntityPage([ref for ref, _ in page], page[-1][1] if more and page else None)
+
+    # -- catch-up of views ------------------------------------------------------------
+
+    def value_revisions(self, entity_type: str) -> dict[PersistenceId, int]:
+        """Current revision of each value entity of the type (deleted ones included).
+        Scans every value state of the keyspace."""
+        prefix = entity_type + "|"
+        return {
+            PersistenceId(pid): int(revision)
+            for pid, revision in self._rows(
+                "scan_revisions", (), what="list the value entities' revisions",
+                fetch_size=_SCAN_FETCH,
+            )
+            if pid.startswith(prefix) and revision is not None
+        }
+
+    def event_heads(self, entity_type: str) -> dict[PersistenceId, int]:
+        """Last sequence number of each event-sourced entity of the type: the head of its
+        highest partition. Scans every event partition's static head (one row per
+        partition, not per event)."""
+        prefix = entity_type + "|"
+        top: dict[PersistenceId, tuple[int, int]] = {}
+        for pid, partition, head in self._rows(
+            "scan_heads", (), what="list the event-sourced entities' heads",
+            fetch_size=_SCAN_FETCH,
+        ):
+            if not pid.startswith(prefix) or head is None:
+                continue
+            known = top.get(pid)
+            if known is None or partition > known[0]:
+                top[PersistenceId(pid)] = (partition, int(head))
+        return {pid: head for pid, (_, head) in top.items()}
 
     # -- one entity ------------------------------------------------------------------
 

@@ -3,12 +3,15 @@
 - memory journal: memory store (nothing survives a restart, like the journal), no catch-up;
 - sqlite journal: SQLite store `<journal stem>-views<suffix>` next to the journal's file,
   catch-up reading the journal's file read-only;
-- cassandra journal: not built, a function declaring views is refused at start.
+- cassandra journal: Cassandra store in the journal's keyspace (its own tables, with
+  storage-attached indexes), catch-up reading the journal's tables.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import cast
 
 import grpc.aio
 from prometheus_client import CollectorRegistry
@@ -18,7 +21,7 @@ from ..eventing.spec import read_eventing
 from ..journal.base import Journal
 from ..model import SpecError, UserFunctionModel
 from ..settings import Settings
-from .catchup import ChangeSource, SqliteChangeSource
+from .catchup import CassandraChangeSource, ChangeSource, SqliteChangeSource
 from .delivery import ViewDelivery
 from .feed import FeedingJournal
 from .handle import HandleClient
@@ -112,11 +115,25 @@ class Views:
                 registry,
                 max_reply_bytes=settings.max_message_bytes,
             )
+        if settings.journal_type == "cassandra" and settings.journal_cassandra is not None:
+            # Imported lazily: the Cassandra driver is heavy and only needed here.
+            # Contract: `CassandraViewStore(settings: CassandraSettings)` is a `ViewStore`.
+            module = importlib.import_module("larder_sidecar.views.cassandra_store")
+            store = cast(ViewStore, module.CassandraViewStore(settings.journal_cassandra))
+            return cls(
+                model,
+                journal,
+                store,
+                channel,
+                registry,
+                source=CassandraChangeSource(settings.journal_cassandra),
+                max_reply_bytes=settings.max_message_bytes,
+            )
         raise SpecError(
             [
-                f"{', '.join(sorted(model.views))}: views are not built on the "
-                f"{settings.journal_type} journal yet, only on the sqlite and memory "
-                "journals (docs/views.md)"
+                f"{', '.join(sorted(model.views))}: views need the memory, sqlite or "
+                f"cassandra journal with its settings; the {settings.journal_type} journal "
+                "has none (docs/views.md)"
             ]
         )
 

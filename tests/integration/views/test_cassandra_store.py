@@ -1,0 +1,280 @@
+"""The Cassandra view store on the real Cassandra 5: the store contract the memory and
+SQLite stores keep (idempotent, ordered offsets; rows and filter columns; rebuilds), the
+same rows as the evaluator for queries SAI answers whole, in part or not at all, paging,
+a change claimed by a sidecar that died before writing its rows, and two stores racing
+for one entity."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+
+import pytest
+from cassandra.cluster import Cluster
+from google.protobuf.message import Message
+from larder_sidecar.journal.cassandra_settings import CassandraSettings
+from larder_sidecar.views import cassandra_store
+from larder_sidecar.views.cassandra_store import CassandraViewStore, view_key
+from larder_sidecar.views.query import compile_filter
+from larder_sidecar.views.store import Applied, RowChange, TableSchema
+
+from tests.infra.cassandra import CassandraServer
+from tests.unit.sidecar.views import conftest as view_types
+from tests.unit.sidecar.views.conftest import ViewTypes
+from tests.unit.sidecar.views.test_view_store import QUERIES, _row, _schema, _select
+
+KEYSPACE = "larder_views_it"
+
+StoreFactory = Callable[[], CassandraViewStore]
+types = view_types.types  # the unit tests' messages, compiled once per session
+
+
+@pytest.fixture
+async def stores(cassandra: CassandraServer) -> AsyncIterator[Callable[[], CassandraViewStore]]:
+    """New stores on one keyspace; each test uses a view name of its own."""
+    settings = CassandraSettings(
+        contact_points=tuple(cassandra.contact_points), port=cassandra.port, keyspace=KEYSPACE,
+        read_consistency="ONE", write_consistency="ONE", request_timeout=10.0,
+    )
+    async with AsyncExitStack() as stack:
+        cluster = Cluster(list(cassandra.contact_points), port=cassandra.port)
+        session = cluster.connect()
+        session.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = "
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        )
+        cluster.shutdown()
+
+        def make() -> CassandraViewStore:
+            store = CassandraViewStore(settings)
+            stack.push_async_callback(store.close)
+            return store
+
+        yield make
+
+
+def _view_schema(types: ViewTypes, view: str, *queries: str) -> TableSchema:
+    schema = _schema(types, *queries)
+    return TableSchema(view, schema.table, schema.row_type, schema.columns)
+
+
+def _view() -> str:
+    return f"it.View{uuid.uuid4().hex[:8]}"
+
+
+async def test_offsets_make_apply_idempotent_and_ordered(
+    stores: StoreFactory, types: ViewTypes
+) -> None:
+    view = _view()
+    q = "SELECT * FROM customers WHERE name = :customer_name"
+    schema = _view_schema(types, view, q)
+    store = stores()
+    assert await store.open([schema]) == []
+    ann = types.message("Customer", customer_id="c1", name="Ann")
+    assert await store.apply(view, "cust|c1", 0, 1, [_row(schema, "c1", ann)])
+    bob = types.message("Customer", customer_id="c1", name="Bob")
+    assert not await store.apply(view, "cust|c1", 0, 1, [_row(schema, "c1", bob)])
+    assert not await store.apply(view, "cust|c1", 5, 6, [_row(schema, "c1", bob)])
+    assert await store.row(schema, "c1") == ann.SerializeToString()
+    assert await store.offsets(view) == {"cust|c1": 1}
+    ann_filter = types.message("Filter", customer_name="Ann")
+    assert await _select(store, schema, types, q, ann_filter) == ["c1"]
+    assert await store.apply(view, "cust|c1", 1, 2, [RowChange(schema, "c1", None)])
+    assert await store.row(schema, "c1") is None
+    assert await _select(store, schema, types, q, ann_filter) == []
+    # A batch: one entity's items in order, another's beside them; a stale one refused.
+    ann2, bob2, ann3 = (types.message("Customer", customer_id=i, name=n)
+                        for i, n in [("c2", "Ann"), ("c2", "Bob"), ("c3", "Ann")])
+    items = [
+        Applied("cust|c2", 0, 1, [_row(schema, "c2", ann2)]),
+        Applied("cust|c2", 1, 2, [_row(schema, "c2", bob2)]),
+        Applied("cust|c3", 0, 1, [_row(schema, "c3", ann3)]),
+        Applied("cust|c1", 0, 1, [_row(schema, "c1", ann)]),
+    ]
+    assert await store.apply_batch(view, items) == [True, True, True, False]
+    assert await store.offsets(view) == {"cust|c1": 2, "cust|c2": 2, "cust|c3": 1}
+    assert await _select(store, schema, types, q, ann_filter) == ["c3"]
+
+
+async def test_a_changed_table_is_rebuilt_in_new_tables(
+    stores: StoreFactory, types: ViewTypes
+) -> None:
+    view = _view()
+    first = _view_schema(types, view, "SELECT * FROM customers WHERE name = :customer_name")
+    store = stores()
+    assert await store.open([first]) == []
+    ann = types.message("Customer", customer_id="c1", name="Ann", age=30)
+    assert await store.apply(view, "cust|c1", 0, 3, [_row(first, "c1", ann)])
+    same = stores()
+    assert await same.open([first]) == []  # unchanged: kept
+    assert await same.offsets(view) == {"cust|c1": 3}
+    changed = _view_schema(types, view, "SELECT * FROM customers WHERE age > :min_age")
+    rebuilt = stores()
+    assert await rebuilt.open([changed]) == [f"{view}/customers"]
+    assert await rebuilt.offsets(view) == {}  # delivery replays the journal
+    assert await rebuilt.row(changed, "c1") is None
+
+
+async def test_selects_what_the_evaluator_selects(stores: StoreFactory, types: ViewTypes) -> None:
+    """Every query of the SQLite test (pushed down whole, in part, not at all) plus
+    ranges on numbers, timestamps and uint64, against the evaluator over random rows."""
+    view = _view()
+    queries = [
+        *QUERIES,
+        "SELECT * FROM customers WHERE age > :min_age AND name = :customer_name",
+        "SELECT * FROM customers WHERE visits >= 3 AND visits < :min_age",
+        "SELECT * FROM customers WHERE age < 2.5 AND score >= -1.5",
+        "SELECT * FROM customers WHERE balance = 0 AND active = :active",
+        "SELECT * FROM customers WHERE joined < :since AND status = 'SUSPENDED'",
+        "SELECT * FROM customers WHERE age = 7.5",
+        "SELECT * FROM customers WHERE name = :customer_name AND nickname = :nickname",
+    ]
+    schema = _view_schema(types, view, *queries)
+    store = stores()
+    await store.open([schema])
+    rng = random.Random(16)
+    names = ["Ann", "Bob", "", "Émile", "ann"]
+    rows = []
+    for i in range(300):
+        fields: dict[str, object] = {
+            "customer_id": f"c{i:03}", "name": rng.choice(names), "age": rng.randint(-5, 80),
+            "active": rng.random() < 0.5, "balance": rng.choice([0.0, -0.0, 1.5, -2.25, 99.0]),
+            "avatar": rng.choice([b"", b"\x00", b"ab"]), "visits": rng.choice([0, 3, 2**64 - 1]),
+            "status": rng.choice([0, 1, 2]),
+        }
+        if rng.random() < 0.5:
+            fields["score"] = rng.randint(-3, 3)
+        row = types.message("Customer", **fields)
+        if rng.random() < 0.5:
+            row.nickname.value = rng.choice(names)  # type: ignore[attr-defined]
+        if rng.random() < 0.5:
+            row.joined.seconds = rng.randint(-2, 3)  # type: ignore[attr-defined]
+            row.joined.nanos = rng.choice([0, 5])  # type: ignore[attr-defined]
+        if rng.random() < 0.6:
+            row.address.city = rng.choice(["Paris", "", "Oslo"])  # type: ignore[attr-defined]
+        rows.append(row)
+    items = [
+        Applied(f"cust|c{i}", 0, 1, [_row(schema, f"c{i:03}", row)])
+        for i, row in enumerate(rows)
+    ]
+    assert all(await store.apply_batch(view, items))
+    for text in queries:
+        checked = types.validate(text)
+        matches = compile_filter(checked)
+        for _ in range(6):
+            request = types.message(
+                "Filter", customer_name=rng.choice(names), min_age=rng.randint(0, 60),
+                active=rng.random() < 0.5, city=rng.choice(["Paris", "", "Oslo"]),
+                balance=rng.choice([0.0, 1.5]), avatar=rng.choice([b"", b"ab"]),
+            )
+            if rng.random() < 0.7:
+                request.max_score = rng.randint(-3, 3)  # type: ignore[attr-defined]
+            if rng.random() < 0.7:
+                request.nickname.value = rng.choice(names)  # type: ignore[attr-defined]
+            if rng.random() < 0.7:
+                request.since.seconds = rng.randint(-2, 3)  # type: ignore[attr-defined]
+            expected = sorted(r.customer_id for r in rows  # type: ignore[attr-defined]
+                              if matches(r, request))
+            # Cassandra returns rows in token order, not key order.
+            assert sorted(await _select(store, schema, types, text, request)) == expected, text
+
+
+async def test_a_streamed_query_reads_page_after_page(
+    stores: StoreFactory, types: ViewTypes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cassandra_store, "PAGE_ROWS", 7)
+    view = _view()
+    q = "SELECT * FROM customers WHERE age >= :min_age"
+    schema = _view_schema(types, view, q)
+    store = stores()
+    await store.open([schema])
+    items = [
+        Applied(f"cust|c{i}", 0, 1, [
+            _row(schema, f"c{i:02}", types.message("Customer", customer_id=f"c{i:02}", age=i))
+        ])
+        for i in range(40)
+    ]
+    assert all(await store.apply_batch(view, items))
+    found = await _select(store, schema, types, q, types.message("Filter", min_age=5))
+    assert sorted(found) == [f"c{i:02}" for i in range(5, 40)]
+    assert len(found) == len(set(found))
+
+
+async def test_a_change_claimed_by_a_store_that_died_is_completed_by_the_next(
+    stores: StoreFactory, types: ViewTypes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's crash window: the claim (rows kept as the intent) is stored, the rows
+    are not. The next store to open completes it from the intent; a store applying the
+    entity's next change first completes it too."""
+    view = _view()
+    q = "SELECT * FROM customers WHERE name = :customer_name"
+    schema = _view_schema(types, view, q)
+    dying = stores()
+    await dying.open([schema])
+
+    async def die(*_args: object) -> None:
+        raise RuntimeError("killed between the claim and the rows")
+
+    ann = types.message("Customer", customer_id="c1", name="Ann")
+    with monkeypatch.context() as patch:
+        patch.setattr(dying, "_write_rows", die)
+        with pytest.raises(RuntimeError):
+            await dying.apply(view, "cust|c1", 0, 1, [_row(schema, "c1", ann)])
+        with pytest.raises(RuntimeError):
+            await dying.apply(view, "cust|c2", 0, 1, [_row(schema, "c2", ann)])
+    assert await dying.row(schema, "c1") is None
+    assert await dying.offsets(view) == {}
+    # At open: every pending change is completed.
+    restarted = stores()
+    await restarted.open([schema])
+    assert await restarted.offsets(view) == {"cust|c1": 1, "cust|c2": 1}
+    assert await restarted.row(schema, "c1") == ann.SerializeToString()
+    # While running: a redelivery of the claimed change finds it pending and completes it
+    # (the dying store's own retry).
+    with monkeypatch.context() as patch:
+        patch.setattr(dying, "_write_rows", die)
+        with pytest.raises(RuntimeError):
+            await dying.apply(view, "cust|c1", 1, 2, [RowChange(schema, "c1", None)])
+    assert not await dying.apply(view, "cust|c1", 1, 2, [RowChange(schema, "c1", None)])
+    assert await dying.offsets(view) == {"cust|c1": 2, "cust|c2": 1}
+    assert await dying.row(schema, "c1") is None
+    assert view_key(view, [schema]).startswith(view + "@")
+
+
+async def test_two_stores_racing_for_one_entity_apply_each_change_once(
+    stores: StoreFactory, types: ViewTypes
+) -> None:
+    """Two sidecars (say, before and after a hand-off) deliver the same changes of one
+    entity: every change is applied exactly once, in order, and the row is the last."""
+    view = _view()
+    schema = _view_schema(types, view, "SELECT * FROM customers WHERE age > :min_age")
+    a, b = stores(), stores()
+    await a.open([schema])
+    await b.open([schema])
+
+    def change(n: int) -> list[RowChange]:
+        return [_row(schema, "c1", types.message("Customer", customer_id="c1", age=n))]
+
+    async def deliver(store: CassandraViewStore) -> list[int]:
+        won = []
+        for n in range(1, 21):
+            while True:
+                applied = (await store.offsets(view)).get("cust|c1", 0)
+                if applied >= n:
+                    break
+                if await store.apply(view, "cust|c1", applied, applied + 1, change(applied + 1)):
+                    won.append(applied + 1)
+                    break
+        return won
+
+    won_a, won_b = await asyncio.gather(deliver(a), deliver(b))
+    assert sorted(won_a + won_b) == list(range(1, 21))
+    assert await a.offsets(view) == {"cust|c1": 20}
+    stored = await a.row(schema, "c1")
+    assert stored is not None
+    row: Message = types.message("Customer")
+    row.ParseFromString(stored)
+    assert row.age == 20  # type: ignore[attr-defined]
