@@ -6,6 +6,9 @@ README says."""
 from __future__ import annotations
 
 import functools
+import json
+import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,3 +92,26 @@ def test_carts_by_product_over_http_and_grpc(run: tuple[int, Path]) -> None:
     assert over_http("rug") == (200, {"carts": [row("gus", "rug", "Rug")]})
     # The rows live in the view store next to the SQLite journal.
     assert (data / "shopping-cart" / "journal-views.db").is_file()
+
+
+def test_the_readme_grpcurl_for_the_view(run: tuple[int, Path], grpcurl_binary: Path) -> None:
+    port, _ = run
+    base = f"http://127.0.0.1:{port}"
+    text = README.read_text()
+    section = text[text.index("## The view: carts by product"):]
+    (command,) = [line for line in section.splitlines() if line.startswith("grpcurl ")]
+    add(base, "hal", "akka-cap", "Akka Cap")
+    argv = shlex.split(command.replace("akka-mug", "akka-cap")
+                       .replace("localhost:9000", f"localhost:{port}"))
+    # grpcurl prints the proto field names.
+    expected: object = {
+        "carts": [{"product_id": "akka-cap", "user_id": "hal", "name": "Akka Cap"}]}
+
+    def call() -> object:
+        # grpcurl learns the method's types through the sidecar's reflection.
+        done = subprocess.run([str(grpcurl_binary), *argv[1:]], capture_output=True,
+                              text=True, timeout=60, check=True)
+        return json.loads(done.stdout)
+
+    assert eventually(call, expected) == expected
+
