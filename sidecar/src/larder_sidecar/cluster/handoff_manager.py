@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from .. import tracing
 from ..entities import EntityHost, EntityKey
 from . import wire
 from .handoff import HandOffEvent, ShardState, ShardTable
@@ -243,6 +244,21 @@ class HandOffManager:
         source: Member,
         started: float,
     ) -> None:
+        with tracing.span(
+            "hand-off in",
+            # A trace of its own, not that of whatever the spawning task last ran.
+            parent=tracing.extract(()),
+            attributes={"larder.peer": source.id, "larder.shards": len(shards)},
+        ):
+            await self._asking(shards, numbers, source, started)
+
+    async def _asking(
+        self,
+        shards: Sequence[ShardId],
+        numbers: Mapping[ShardId, int],
+        source: Member,
+        started: float,
+    ) -> None:
         loop = asyncio.get_running_loop()
         deadline = started + self._handoff_wait
         ending = "timeout"
@@ -256,6 +272,7 @@ class HandOffManager:
             ]
             shard_map = self._map
             if not pending or shard_map is None:
+                tracing.annotate({"larder.handoff.ending": "lost again"})
                 return
             if shard_map.member(source.id) is None:
                 ending = "gone"
@@ -280,6 +297,7 @@ class HandOffManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, _BACKOFF[1])
+        tracing.annotate({"larder.handoff.ending": ending})
         self._confirm(shards, numbers, source.id, ending, started)
 
     def _confirm(
@@ -332,9 +350,23 @@ class HandOffManager:
             future = asyncio.get_running_loop().create_future()
             for shard in releasing:
                 self._releases[shard] = future
-            self._tasks.spawn(self._release(releasing, future, started), "release")
+            self._tasks.spawn(self._release(releasing, target, future, started), "release")
 
     async def _release(
+        self,
+        shards: Sequence[ShardId],
+        target: MemberId | None,
+        future: asyncio.Future[None],
+        started: float,
+    ) -> None:
+        with tracing.span(
+            "hand-off out",
+            parent=tracing.extract(()),  # a trace of its own, as `_ask`'s
+            attributes={"larder.peer": target or "", "larder.shards": len(shards)},
+        ):
+            await self._releasing(shards, future, started)
+
+    async def _releasing(
         self, shards: Sequence[ShardId], future: asyncio.Future[None], started: float
     ) -> None:
         selected = frozenset(shards)
@@ -358,6 +390,7 @@ class HandOffManager:
                 if self.table.fire(shard, HandOffEvent.RELEASED) is ShardState.ACQUIRING:
                     returning.setdefault(self._returning_from.pop(shard, None), []).append(shard)
             elapsed = asyncio.get_running_loop().time() - started
+            tracing.annotate({"larder.entities.passivated": passivated})
             self._metrics.handoffs.labels("out", "released").inc()
             self._metrics.handoff_duration.labels("out").observe(elapsed)
             log.info(
