@@ -23,12 +23,13 @@ from larder_tck.context import fresh_id
 from larder_tck.expect import CaseFailed, check, expect_equal, show
 from larder_tck.interceptor import Exchange
 from larder_tck.model import ES_MODEL, ES_PKG, VE_MODEL, VE_PKG, VIEW_MODEL
-from larder_tck.proxy_env import ProxyContext
+from larder_tck.proxy_env import ProxyContext, call_on
 from larder_tck.registry import case
 
 from ._proxy import es_messages
 from ._view import (
     ES_ROWS,
+    FAIL,
     FROM_EVENT,
     FROM_STATE,
     IGNORE,
@@ -45,10 +46,16 @@ VIEW_WAIT = 15.0
 QUERY_TIMEOUT = 10.0
 
 
-async def _query(ctx: ProxyContext, method: str, value: str, reply: Any) -> Any | None:
+async def _query(
+    ctx: ProxyContext,
+    method: str,
+    value: str,
+    reply: Any,
+    channel: grpc.aio.Channel | None = None,
+) -> Any | None:
     """A unary query through the sidecar: the reply, or None for NOT_FOUND (no row matched)."""
     m = ViewModel(ctx.model)
-    stub = ctx.sidecar.unary_unary(
+    stub = (channel or ctx.sidecar).unary_unary(
         f"/{VIEW_MODEL}/{method}",
         request_serializer=lambda r: r.SerializeToString(),
         response_deserializer=reply.FromString,
@@ -343,4 +350,64 @@ async def ignored_change(ctx: ProxyContext) -> None:
                 m.upserted(VE_ROWS, entity, m.row(three, previous=one, updates=2)),
             ),
         ],
+    )
+
+
+RETRIES_SEEN = 3
+"""Attempts at a failing update the retry case waits for (the sidecar backs off from 0.1 s)."""
+
+
+@case("proxy.view.failed-update-retried", "proxy", VIEW)
+async def failed_update_retried(ctx: ProxyContext) -> None:
+    """A failing update handler holds its change back: the sidecar retries it and stores nothing."""
+    m = ViewModel(ctx.model)
+    entity = fresh_id("px-view-fail")
+    failing = f"{FAIL}{entity}"
+    request = ctx.model.message(f"{VE_PKG}.Request")
+    action = ctx.model.message(f"{VE_PKG}.RequestAction")
+    # A sidecar of its own: its view stays stuck behind the failing change (docs/views.md,
+    # Delivery), which must not hold up the other cases' view.
+    async with ctx.launcher.launch("view-failure") as sidecar:
+        await call_on(
+            sidecar.channel,
+            ctx.model,
+            service=VE_MODEL,
+            method="Process",
+            request=request(id=entity, actions=[action(update={"value": failing})]),
+            response=f"{VE_PKG}.Response",
+        )
+        attempts = await ctx.interceptor.wait_for(
+            lambda: (
+                calls
+                if len(calls := [x for x in _handle_calls(ctx, FROM_STATE, entity) if x.ended])
+                >= RETRIES_SEEN
+                else None
+            ),
+            f"{RETRIES_SEEN} attempts at the update of {entity!r}, whose handler fails (a "
+            "failed update is retried, never skipped)",
+            VIEW_WAIT,
+        )
+        stored = await _query(ctx, "GetRow", failing, m.Row, sidecar.channel)
+        await sidecar.kill()
+    expected = m.receive(FROM_STATE, VE_ROWS, m.State(value=failing), entity, metadata=False)
+    for i, attempt in enumerate(attempts, start=1):
+        sent = attempt.requests[0].receive
+        sent_without_metadata = type(sent)()
+        sent_without_metadata.CopyFrom(sent)
+        sent_without_metadata.ClearField("metadata")
+        expect_equal(
+            f"sidecar -> frontend, attempt {i} at the failing update",
+            expected,
+            sent_without_metadata,
+            "a retried update is the same ReceiveEvent: no row was stored in between",
+        )
+        check(
+            not attempt.responses,
+            f"attempt {i} at the failing update: the frontend answered {len(attempt.responses)} "
+            f"messages, but its handler fails:\n{_text(list(attempt.responses))}",
+        )
+    check(
+        stored is None,
+        f"GetRow({failing!r}) must be NOT_FOUND: the handler never produced that row; got:\n"
+        f"{_text(stored)}",
     )
