@@ -122,13 +122,16 @@ def _example_curl(
     service: str,
     method: str,
     routes: Sequence[HttpRoute],
-    parameters: dict[str, int | None],
+    *,
+    parameters: dict[str, int],
+    field_types: dict[str, int],
 ) -> str:
-    """A request carrying an example value for every parameter of the query."""
+    """A request carrying an example value for every parameter of the query (and every
+    variable of the path it goes to)."""
     get = next((r for r in routes if r.verb == "GET"), None)
     if get is not None:
         in_path = set(_VARIABLE.findall(get.path))
-        path = _VARIABLE.sub(lambda m: _as_text(parameters.get(m.group(1))), get.path)
+        path = _VARIABLE.sub(lambda m: _as_text(field_types.get(m.group(1))), get.path)
         rest = [(name, kind) for name, kind in parameters.items() if name not in in_path]
         if rest:
             query = "&".join(f"{name}={_as_text(kind)}" for name, kind in rest)
@@ -168,20 +171,19 @@ def view_queries(
                 continue
             query = _query_text(method)
             request = reflected.inputs.get(method.name)
-            fields = {f.name: f for f in request.field} if request is not None else {}
-            parameters: dict[str, int | None] = {}
-            for name in _PARAMETER.findall(query):
-                field = fields.get(name)
-                # A nested parameter is left to its default: the request stays valid.
-                if field is None or field.type != _MESSAGE:
-                    parameters[name] = field.type if field is not None else None
+            field_types = {f.name: int(f.type) for f in request.field} if request else {}
+            # The request fields the query names; a nested parameter (`:range.low`) is
+            # left unset, which the query reads as NULL: the request stays valid.
+            parameters = {name: field_types[name] for name in _PARAMETER.findall(query)
+                          if field_types.get(name, _MESSAGE) != _MESSAGE}
             routes = (*http_routes(method),
                       HttpRoute("POST", f"/{full_name}/{method.name}", "*"))
             from_readme = next((c for c in readme_examples for r in routes
                                 if _matches(r.path, c, r.verb)), None)
             queries.append(ViewQuery(
                 full_name, method.name, query, method.server_streaming, routes,
-                from_readme or _example_curl(port, full_name, method.name, routes, parameters),
+                from_readme or _example_curl(port, full_name, method.name, routes,
+                                             parameters=parameters, field_types=field_types),
             ))
     return queries
 

@@ -117,3 +117,14 @@ def test_what_is_printed() -> None:
 def test_generic_examples_leave_views_out() -> None:
     # Update methods are not served to clients; queries get their own examples.
     assert generic_examples([reflected()], 9100) == []
+
+
+def test_path_variables_take_their_fields_type_and_unknown_parameters_are_left_out() -> None:
+    service = descriptor_pb2.ServiceDescriptorProto(name="OrdersByYear")
+    # ':ghost' sits in a string literal: not a parameter, and no request field either.
+    _method(service, "ByYear", query="SELECT * FROM orders WHERE year = :year AND "
+                                     "note = ' :ghost'", get="/orders/{shard}/by-year")
+    request = _request(("shard", F.TYPE_INT32), ("year", F.TYPE_INT64))
+    (by_year,) = view_queries([ReflectedService("shop.view.OrdersByYear", service, {},
+                                                {"ByYear": request})], 9100)
+    assert by_year.example == "curl 'localhost:9100/orders/1/by-year?year=1'"
