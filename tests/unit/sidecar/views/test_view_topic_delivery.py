@@ -200,6 +200,16 @@ async def test_records_become_rows_and_are_committed_only_once_stored(running: R
     assert r.metric("larder_view_changes_applied_total", view=VOLUMES) == 4
     assert r.metric("larder_view_topic_records_consumed_total", view=VOLUMES,
                     topic=TRADES) == 4
+    # The group's lag: the partition's end (6) minus the next offset to commit (4).
+    r.client.highs[(TRADES, 0)] = 6
+
+    def lag() -> float | None:
+        return r.metric("larder_view_topic_lag", view=VOLUMES, topic=TRADES, partition="0")
+
+    async with asyncio.timeout(5):
+        # Read by the consumer thread every 0.5 s, reported every 0.2 s: nothing signals it.
+        while lag() != 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 async def test_offsets_with_gaps_and_partitions_each_apply(running: Running) -> None:
@@ -304,3 +314,28 @@ async def test_rejected_records_go_to_the_dead_letter_topic(
     assert registry.get_sample_value(
         "larder_view_topic_records_dead_lettered_total", {"view": VOLUMES, "topic": TRADES}
     ) == 1
+
+
+async def test_a_store_in_this_process_reads_the_topics_in_a_group_of_its_own(
+    quotes: tuple[ModuleType, bytes], model: UserFunctionModel
+) -> None:
+    """The memory store holds what this process applied, so each process reads the whole
+    topic; shared stores share the view's group across pods and restarts."""
+    groups = []
+    for per_process in (False, True, True):
+        delivery = ViewDelivery(
+            model.views, MemoryViewStore(), None, ViewMetrics(CollectorRegistry()),
+            load_value=lambda pid: None,  # type: ignore[arg-type,return-value]  # never called
+        )
+        clients = Clients()
+        sources = TopicSources(
+            topic_feeds(model.views), delivery, KafkaSettings(bootstrap_servers="unused:1"),
+            CollectorRegistry(), per_process=per_process, make_client=clients,
+        )
+        await sources.start()
+        await sources.stop()
+        groups.append(sorted(clients.by_group))
+    assert groups[0] == [QUOTES, "volumes"]
+    assert groups[1] != groups[2]
+    for own in groups[1:]:
+        assert [g.rpartition("-")[0] for g in own] == [QUOTES, "volumes"]
