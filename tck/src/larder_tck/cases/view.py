@@ -183,11 +183,11 @@ def _method_options(method: Any) -> Any:
 async def view_discovery(ctx: ModelContext) -> None:
     """The view is declared as a Views component; its methods keep source, table, query."""
     spec = await discover(ctx.channel)
-    (component,) = [c for c in spec.components if c.service_name == VIEW_MODEL]
+    types = [c.component_type for c in spec.components if c.service_name == VIEW_MODEL]
     check(
-        component.component_type == VIEW,
-        f"{VIEW_MODEL} is declared as a {component.component_type!r} component; a view's "
-        f"component_type is {VIEW!r}",
+        types == [VIEW],
+        f"{VIEW_MODEL} is declared as {types}; a view is declared once, with component_type "
+        f"{VIEW!r}",
     )
     files = descriptor_pb2.FileDescriptorSet.FromString(spec.proto)
     declared = {f"{f.package}.{s.name}": s for f in files.file for s in f.service}
