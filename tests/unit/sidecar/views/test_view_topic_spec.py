@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 from larder_protocol import compile_protos
 from larder_sidecar.eventing.settings import KafkaSettings
-from larder_sidecar.eventing.spec import read_eventing
+from larder_sidecar.eventing.spec import EventingSpec, Subscription, read_eventing
 from larder_sidecar.model import SpecError, build_model
 from larder_sidecar.views.delivery import ViewDelivery
 from larder_sidecar.views.metrics import ViewMetrics
@@ -124,3 +125,22 @@ def test_topic_sources_need_kafka_unless_eventing_is_off(
         model.views, eventing, _delivery(model), on, CollectorRegistry()
     )
     assert sources is not None and len(sources.feeds) == 2
+
+
+def test_a_view_may_not_share_its_group_and_topic_with_an_eventing_method(
+    quotes: tuple[ModuleType, bytes],
+) -> None:
+    model = build_model(quotes_spec(quotes[1]), {(0, 7)})
+    method = SimpleNamespace(model=SimpleNamespace(path="/shop.Analytics/OnTrade"))
+    eventing = EventingSpec(
+        (Subscription(method, "view-trades", "volumes"),),  # type: ignore[arg-type]
+        (), (),
+    )
+    with pytest.raises(TopicSourceError, match=re.escape(
+        "VolumesView reads 'view-trades' in consumer group 'volumes', which "
+        "/shop.Analytics/OnTrade consumes too"
+    )):
+        TopicSources.for_views(
+            model.views, eventing, _delivery(model),
+            KafkaSettings(bootstrap_servers="kafka:9092"), CollectorRegistry(),
+        )
