@@ -178,16 +178,16 @@ class ViewDelivery:
             if entity_type in state.routes:
                 self._queue(name, state, change)
 
-    async def apply_topic(self, view: str, message: TopicMessage) -> None:
-        """Queue a topic's record for `view` and wait until it is applied (or found
-        applied before); the consumer commits its offset only after that."""
+    def apply_topic(self, view: str, message: TopicMessage) -> asyncio.Future[None]:
+        """Queue a topic's record for `view`; its `done` is set once it is applied (or
+        found applied before): the consumer commits its offset only after that."""
         state = self._views[view]
         # Never dropped: the consumer bounds how many records are in flight, and a
         # dropped record would not come back before the next rebalance.
         state.pending.append((time.monotonic(), message))
         self._metrics.pending.labels(view).set(len(state.pending))
         state.wakeup.set()
-        await asyncio.shield(message.done)
+        return message.done
 
     def _queue(self, name: str, state: _ViewState, change: Change) -> None:
         if self._source is not None and len(state.pending) >= self._max_pending:
@@ -304,7 +304,10 @@ class ViewDelivery:
                 )
 
     def _plain(self, state: _ViewState, change: Change | TopicMessage) -> bool:
-        """A value entity's change that needs no update handler (batched)."""
+        """A value entity's change, or a topic's record, that needs no update handler
+        (batched)."""
+        if isinstance(change, TopicMessage):
+            return not change.update.transform
         if not isinstance(change, ValueChanged):
             return False
         if change.payload is None:
@@ -313,19 +316,26 @@ class ViewDelivery:
         return not any(u.transform for u in updates)
 
     async def _apply_batch(self, state: _ViewState, batch: list[Change | TopicMessage]) -> None:
-        """Plain value changes in one store transaction; what does not apply there (an
-        offset moved by another sidecar) goes again one by one."""
+        """Plain value changes and topic records in one store transaction; what does not
+        apply there (an offset moved by another sidecar) goes again one by one."""
         name = state.spec.service
         latest: dict[str, int] = {}
         items: list[Applied] = []
         for change in batch:
-            assert isinstance(change, ValueChanged)
-            applied = latest.get(change.pid, state.offsets.get(change.pid, 0))
-            if change.revision <= applied:
+            if isinstance(change, TopicMessage):
+                pid, offset = change.pid, change.offset
+            else:
+                assert isinstance(change, ValueChanged)
+                pid, offset = change.pid, change.revision
+            applied = latest.get(pid, state.offsets.get(pid, 0))
+            if offset <= applied:
                 continue
-            rows = await self._rows(state, change.pid, change.payload)
-            items.append(Applied(change.pid, applied, change.revision, rows))
-            latest[change.pid] = change.revision
+            if isinstance(change, TopicMessage):
+                rows = await self._topic_rows(state, change)
+            else:
+                rows = await self._rows(state, change.pid, change.payload)
+            items.append(Applied(pid, applied, offset, rows))
+            latest[pid] = offset
         results = await self._store.apply_batch(name, items)
         for item, ok in zip(items, results, strict=True):
             if ok:
@@ -335,6 +345,10 @@ class ViewDelivery:
             state.offsets = dict(await self._store.offsets(name))
             for change in batch:
                 await self._apply(state, change)
+            return
+        for change in batch:
+            if isinstance(change, TopicMessage) and not change.done.done():
+                change.done.set_result(None)
 
     async def _apply(self, state: _ViewState, change: Change | TopicMessage) -> None:
         if isinstance(change, TopicMessage):

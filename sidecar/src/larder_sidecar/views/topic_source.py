@@ -128,6 +128,12 @@ def _subject(attributes: Mapping[str, str]) -> str:
     return subject
 
 
+async def _applied(done: asyncio.Future[None]) -> None:
+    # Shielded: a partition revoked mid-way stops waiting, the record stays queued and is
+    # applied (or found applied by the next owner) all the same.
+    await asyncio.shield(done)
+
+
 class TopicRecordHandler:
     """Implements the consumer's `RecordHandler` for the records of one view's topics."""
 
@@ -158,7 +164,7 @@ class TopicRecordHandler:
         )
 
     async def run(self, prepared: PreparedRecord) -> Coroutine[Any, Any, None] | None:
-        """Apply the record (the delivery retries failures; this waits for it), or reject
+        """Queue the record to the view's delivery (which retries failures), or reject
         it; the consumer commits its offset once this and what it returns are done."""
         record, feed = prepared.record, prepared.feed
         if prepared.update is None or prepared.problem:
@@ -174,8 +180,10 @@ class TopicRecordHandler:
             prepared.metadata,
             loop.create_future(),
         )
-        await self._delivery.apply_topic(feed.view, message)
-        return None
+        # Queued in offset order; the partition's next record may be queued behind it
+        # (records without an update handler are then stored in one transaction), and
+        # this one's offset is committed once it is applied.
+        return _applied(self._delivery.apply_topic(feed.view, message))
 
 
 class ViewTopicMetrics:

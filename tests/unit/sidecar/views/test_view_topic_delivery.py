@@ -339,3 +339,44 @@ async def test_a_store_in_this_process_reads_the_topics_in_a_group_of_its_own(
     assert groups[1] != groups[2]
     for own in groups[1:]:
         assert [g.rpartition("-")[0] for g in own] == [QUOTES, "volumes"]
+
+
+class CountingStore(MemoryViewStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.transactions = 0
+
+    async def apply(self, *args: Any, **kwargs: Any) -> bool:
+        self.transactions += 1
+        return await super().apply(*args, **kwargs)
+
+    async def apply_batch(self, view: str, items: Any) -> list[bool]:
+        self.transactions += 1
+        return [await MemoryViewStore.apply(self, view, i.pid, i.expected, i.offset, i.changes)
+                for i in items]
+
+
+async def test_records_stored_as_they_come_share_store_transactions(
+    quotes: tuple[ModuleType, bytes], model: UserFunctionModel
+) -> None:
+    """A partition's records are queued to the delivery without waiting for each other
+    (their offsets are committed as each is applied), so records that need no update
+    handler are stored in batches, in offset order."""
+    pb = quotes[0]
+    store = CountingStore()
+    r = await _run(pb, model, store, VolumeHandler(pb))
+    try:
+        r.quotes_client.feed([
+            FakeRecord(pb.Quote(symbol=f"S{i % 7}", price=i).SerializeToString(),
+                       ce("larder.viewtopic.Quote", f"S{i % 7}"), None, QUOTE_TOPIC, 0, i)
+            for i in range(200)
+        ])
+        await r.committed(QUOTE_TOPIC, 0, 200)
+        schema = r.delivery.tables[(QUOTES, "quotes")]
+        last = await store.row(schema, "S3")
+        assert last is not None and pb.Quote.FromString(last).price == max(range(3, 200, 7))
+        assert await store.offsets(QUOTES) == {f"topic/{QUOTE_TOPIC}/0": 200}
+        assert store.transactions < 200
+    finally:
+        await r.sources.stop()
+        await r.delivery.close()
