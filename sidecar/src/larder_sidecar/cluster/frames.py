@@ -112,13 +112,18 @@ class Decoder:
         """The complete frames now available, as (kind, call, body); a partial frame
         stays buffered until the rest arrives."""
         buffer = self._buffer
-        buffer += data
+        # Usually a read holds whole frames and nothing is held back: split `data` itself
+        # (one copy per body) instead of appending it to the buffer first.
+        source: bytes | bytearray = data
+        if buffer:
+            buffer += data
+            source = buffer
         frames: list[tuple[int, int, bytes]] = []
         start = 0
-        end = len(buffer)
+        end = len(source)
         unpack = HEADER.unpack_from
         while end - start >= HEADER.size:
-            length, kind, call = unpack(buffer, start)
+            length, kind, call = unpack(source, start)
             if length < HEADER_AFTER_LENGTH or length - HEADER_AFTER_LENGTH > self._limit:
                 raise FramingError(
                     f"a frame of {length} bytes (the limit is {self._limit} bytes of body)"
@@ -128,10 +133,13 @@ class Decoder:
             stop = start + 4 + length
             if stop > end:
                 break
-            frames.append((kind, call, bytes(buffer[start + HEADER.size : stop])))
+            frames.append((kind, call, bytes(source[start + HEADER.size : stop])))
             start = stop
-        if start:
-            del buffer[:start]
+        if source is buffer:
+            if start:
+                del buffer[:start]
+        elif start < end:
+            buffer += source[start:]
         return frames
 
     @property

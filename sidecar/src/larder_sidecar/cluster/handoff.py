@@ -64,6 +64,10 @@ TRANSITIONS: Mapping[tuple[ShardState, HandOffEvent], ShardState] = {
 SETTLING = frozenset({ShardState.ACQUIRING, ShardState.RETURNING})
 """States in which commands for the shard wait: it is ours, but not yet servable."""
 
+_NOT_OWNED = ShardState.NOT_OWNED
+"""Bound once: `state()` is asked for every command, and an enum member read through its
+class is a lookup through the metaclass."""
+
 
 class IllegalTransition(Exception):
     """A shard was moved in a way its state does not allow: a bug in the sidecar."""
@@ -85,7 +89,7 @@ class ShardTable:
         self.owned = 0
 
     def state(self, shard: ShardId) -> ShardState:
-        return self._states.get(shard, ShardState.NOT_OWNED)
+        return self._states.get(shard, _NOT_OWNED)
 
     def acquisition(self, shard: ShardId) -> int:
         """The number of the shard's current acquisition (0: none yet)."""

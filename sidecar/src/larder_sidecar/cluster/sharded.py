@@ -67,6 +67,11 @@ have joined a moment ago) before it is refused."""
 MAX_PEER_HOPS = 4
 """Redirects one command may follow; past it the command fails with UNAVAILABLE."""
 
+# Bound once: on the path of every command, `state in SETTLING` hashes an Enum member in
+# Python and `ShardState.X` is a class attribute lookup through the enum's metaclass
+# (about 1.4 µs either way, against 0.2 for two identity tests).
+_ACQUIRING, _RETURNING, _OWNED = ShardState.ACQUIRING, ShardState.RETURNING, ShardState.OWNED
+
 
 def clip_id(entity_id: str, limit: int = 64) -> str:
     return entity_id if len(entity_id) <= limit else entity_id[:limit] + "…"
@@ -235,9 +240,9 @@ class ShardedRouter:
             await self._wait_map()
         shard = self.shard_of(entity_type, entity_id)
         state = self.table.state(shard)
-        if state in SETTLING:
+        if state is _ACQUIRING or state is _RETURNING:  # SETTLING
             state = await self._settled(shard)
-        return self._host if state is ShardState.OWNED else self._peer
+        return self._host if state is _OWNED else self._peer
 
     async def _wait_map(self) -> ShardMap:
         if self._map is None:
@@ -281,7 +286,7 @@ class ShardedRouter:
 
     def _not_served(self, key: EntityKey) -> bool:
         """The host's refusal: every entity whose shard this member does not serve."""
-        return self.table.state(self.shard_of(*key)) is not ShardState.OWNED
+        return self.table.state(self.shard_of(*key)) is not _OWNED
 
     @property
     def _changed(self) -> asyncio.Event:
@@ -310,9 +315,9 @@ class ShardedRouter:
         while True:
             shard_map = self._map or await self._wait_map()
             state = self.table.state(shard)
-            if state in SETTLING:
+            if state is _ACQUIRING or state is _RETURNING:  # SETTLING
                 state = await self._settled(shard)
-            if state is ShardState.OWNED:
+            if state is _OWNED:
                 return await self._host.submit(method, entity_id, payload, metadata)
             if target is None:
                 owner = shard_map.owner(shard)

@@ -86,7 +86,8 @@ def outcome_message(outcome: Outcome) -> Any:
 
 def outcome_of(message: Any) -> Outcome:
     kind = message.WhichOneof("action")
-    return Outcome(kind, getattr(message, kind) if kind else None, list(message.side_effects))
+    # The repeated field itself, not a copy: the outcome only reads it.
+    return Outcome(kind, getattr(message, kind) if kind else None, message.side_effects)
 
 
 def error_message(error: InvokeError) -> Any:
