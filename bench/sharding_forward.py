@@ -28,7 +28,12 @@ as in the other benches; and the load average, since the machine is shared.
         [--entities 32] [--connections 32] [--closed-seconds 6] [--rev REV]
 
 `--rev REV` runs the sidecars from REV's sources (a temporary git worktree, as
-`sidecar_command.py --compare` does) instead of the working tree.
+`sidecar_command.py --compare` does) instead of the working tree. `--baseline-rev REV`
+runs the third sidecar, `s2` (which owns none of the test entities either), from REV's
+sources and adds a phase "forwarded (baseline)": the same commands sent to `s2`, which
+forwards them to the same owner. A change to the forwarding path is then measured against
+its baseline side by side, under the same load (the internal port's wire format must be
+the same in both).
 """
 
 from __future__ import annotations
@@ -164,6 +169,9 @@ async def open_loop(args: argparse.Namespace) -> None:
 # --- the pods ----------------------------------------------------------------------------
 
 
+BASELINE = "s2"
+
+
 def start_sidecar(name: str, function_port: int, internal: dict[str, int],
                   shard_count: int, src: Path | None) -> Sidecar:
     port, admin = tools.free_port(), tools.free_port()
@@ -189,13 +197,15 @@ def start_sidecar(name: str, function_port: int, internal: dict[str, int],
 
 
 @contextmanager
-def pods(protos: Path, shard_count: int, src: Path | None) -> Iterator[dict[str, Pod]]:
+def pods(protos: Path, shard_count: int, src: Path | None,
+         baseline_src: Path | None = None) -> Iterator[dict[str, Pod]]:
     internal = {name: tools.free_port() for name in NAMES}
     with ExitStack() as stack:
         started: dict[str, Pod] = {}
         for name in NAMES:
             function_port = stack.enter_context(user_function(protos))
-            sidecar = start_sidecar(name, function_port, internal, shard_count, src)
+            sidecar = start_sidecar(name, function_port, internal, shard_count,
+                                    baseline_src if name == BASELINE and baseline_src else src)
             stack.callback(tools.stop, sidecar.process)
             function_pid = tools.listener_pid(function_port)
             if function_pid is None:
@@ -311,16 +321,19 @@ wrk.headers["Content-Type"] = "application/json"
 request = function()
   n = n + 1
   local id = ids[(n %% #ids) + 1]
-  return wrk.format(nil, "%(path)s", nil, '{"id":"' .. id .. '","value":1}')
+  return wrk.format(nil, "%(path)s", nil, '{"%(field)s":"' .. id .. '"%(more)s}')
 end
 """
 
 
 def closed_loop_phase(port: int, ids: list[str], pids: dict[str, int],
-                      args: argparse.Namespace) -> dict[str, Any]:
+                      args: argparse.Namespace, kind: str = "counter") -> dict[str, Any]:
+    if kind == "counter":
+        request = {"path": COUNTER_PATH, "field": "id", "more": ',"value":1'}
+    else:
+        request = {"path": FRONT_PATH, "field": "turkeyId", "more": ""}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % {"ids": ",".join(f'"{i}"' for i in ids),
-                                   "path": COUNTER_PATH})
+        script.write(WRK_SCRIPT % {"ids": ",".join(f'"{i}"' for i in ids), **request})
     try:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         before = cpu_of(pids)
@@ -372,19 +385,25 @@ def front_alone() -> Iterator[tuple[int, int]]:
 def run_rounds(started: dict[str, Pod], ids: list[str], front: tuple[int, int],
                args: argparse.Namespace, results: Results) -> None:
     owner, forwarder = started[OWNER], started[FORWARDER]
+    baseline = started[BASELINE] if args.baseline_rev else None
     pids = {
         "forwarder": forwarder.sidecar.process.pid,
         "owner": owner.sidecar.process.pid,
         "function": owner.function_pid,
         **{f"idle {name}": pod.sidecar.process.pid for name, pod in started.items()
-           if name not in (OWNER, FORWARDER)},
+           if name not in (OWNER, FORWARDER) and pod is not baseline},
     }
+    if baseline is not None:
+        pids["baseline forwarder"] = baseline.sidecar.process.pid
     rate = f"{args.rate:g}/s"
     for n in range(args.repeat):
         print(f"round {n + 1}/{args.repeat} (load average {load_average():.1f})", flush=True)
         targets = [("owner", owner), ("forwarded", forwarder)]
-        if n % 2:
-            targets.reverse()
+        if baseline is not None:
+            targets.append(("forwarded (baseline)", baseline))
+        # A different order each round: owner first, forwarded first, baseline first...
+        shift = n % len(targets)
+        targets = targets[shift:] + targets[:shift]
         for label, pod in targets:
             before = forwarded(started)
             row = open_loop_phase(pod.sidecar.port, "counter", ids, pids, args)
@@ -397,6 +416,10 @@ def run_rounds(started: dict[str, Pod], ids: list[str], front: tuple[int, int],
                 row = closed_loop_phase(pod.sidecar.port, ids, pids, args)
                 results.add(f"{label} closed loop",
                             {**row, "forwards": forwarded(started, before)})
+            # The front's own cost where wake-ups are shared by many commands, as in the
+            # closed-loop phases above.
+            results.add("front alone closed loop", closed_loop_phase(
+                front[0], ids, {"front": front[1]}, args, kind="turkey"))
 
 
 def summary(results: Results) -> None:
@@ -412,10 +435,12 @@ def summary(results: Results) -> None:
         print(f"| {phase:<22} | {span([r['rps'] for r in rows])} cmd/s | p50 "
               f"{span([r['p50_ms'] for r in rows])} ms | p99 {span([r['p99_ms'] for r in rows])}"
               f" ms | errors {sum(r['errors'] for r in rows)} | {cpu} |")
-    owner_rows = next((v for k, v in results.rows.items() if k.startswith("owner ")
-                       and "closed" not in k), [])
-    fwd_rows = next((v for k, v in results.rows.items() if k.startswith("forwarded ")
+    def fixed(prefix: str) -> list[dict[str, Any]]:
+        return next((v for k, v in results.rows.items() if k.startswith(prefix)
                      and "closed" not in k), [])
+
+    owner_rows, fwd_rows = fixed("owner "), fixed("forwarded ")
+    base_rows = fixed("forwarded (baseline) ")
     for q in ("p50_ms", "p99_ms"):
         added = [f[q] - o[q]
                  for o, f in zip(owner_rows, fwd_rows, strict=True)]
@@ -423,13 +448,27 @@ def summary(results: Results) -> None:
             print(f"added {q[:3]} (forwarded - owner, per round): "
                   f"{', '.join(f'{a:.2f}' for a in added)} ms; median "
                   f"{statistics.median(added):.2f} ms")
-    front_rows = next((v for k, v in results.rows.items() if k.startswith("front ")), [])
+        if base_rows:
+            added = [b[q] - o[q] for o, b in zip(owner_rows, base_rows, strict=True)]
+            print(f"  baseline: {', '.join(f'{a:.2f}' for a in added)} ms; median "
+                  f"{statistics.median(added):.2f} ms")
+    front_rows = fixed("front ")
     if fwd_rows and owner_rows and front_rows:
         print("CPU µs per command at the fixed rate: forwarding sidecar (forwarded) "
               f"{span([r['cpu_us']['forwarder'] for r in fwd_rows])}; owner sidecar (owner) "
               f"{span([r['cpu_us']['owner'] for r in owner_rows])}; owner sidecar "
               f"(forwarded) {span([r['cpu_us']['owner'] for r in fwd_rows])}; the HTTP front "
               f"alone {span([r['cpu_us']['front'] for r in front_rows])}")
+        ratios = [f["cpu_us"]["forwarder"] / h["cpu_us"]["front"]
+                  for f, h in zip(fwd_rows, front_rows, strict=True)]
+        print(f"forwarding sidecar / HTTP front alone, per round: "
+              f"{', '.join(f'{r:.2f}' for r in ratios)}")
+        if base_rows:
+            ratios = [b["cpu_us"]["baseline forwarder"] / h["cpu_us"]["front"]
+                      for b, h in zip(base_rows, front_rows, strict=True)]
+            base_cpu = span([r["cpu_us"]["baseline forwarder"] for r in base_rows])
+            print(f"  baseline forwarder ({base_cpu} µs) / front alone: "
+                  f"{', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"load average during the run: {span(results.load)}")
 
 
@@ -445,6 +484,8 @@ def main() -> None:
                         help="per closed-loop (wrk) phase; 0 skips them")
     parser.add_argument("--shard-count", type=int, default=16384)
     parser.add_argument("--rev", help="run the sidecars from this git revision's sources")
+    parser.add_argument("--baseline-rev",
+                        help="run s2 from this revision and forward through it too (A/B)")
     # The open-loop client (this script as its own process).
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -469,27 +510,32 @@ def main() -> None:
                            check=True).stdout
     print(f"sidecar sources: {'revision' if args.rev else 'working tree at'} {head}"
           f"{' (with uncommitted changes in larder_sidecar)' if dirty and not args.rev else ''}"
+          f"{f'; s2 from revision {args.baseline_rev} (baseline)' if args.baseline_rev else ''}"
           f"; load average {load_average():.1f}; {os.cpu_count()} CPUs", flush=True)
     results = Results()
     with tempfile.TemporaryDirectory(prefix="larder-bench-") as tmp, ExitStack() as stack:
         protos = Path(tmp) / "protos"
         protos.mkdir()
         compile_bench_protos(protos)
-        src = None
-        if args.rev:
-            tree = Path(tmp) / "rev"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree),
-                            args.rev], check=True, capture_output=True)
-            stack.callback(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove",
-                                            "--force", str(tree)], check=False)
-            src = tree / "sidecar" / "src"
-        started = stack.enter_context(pods(protos, args.shard_count, src))
+        src = _worktree(args.rev, Path(tmp) / "rev", stack) if args.rev else None
+        baseline_src = (_worktree(args.baseline_rev, Path(tmp) / "baseline", stack)
+                        if args.baseline_rev else None)
+        started = stack.enter_context(pods(protos, args.shard_count, src, baseline_src))
         ids = owned_entities(started, args.shard_count, args.entities)
         front = stack.enter_context(front_alone())
         sampler = stack.enter_context(_load_sampler(results))
         run_rounds(started, ids, front, args, results)
         sampler.set()
         summary(results)
+
+
+def _worktree(rev: str, tree: Path, stack: ExitStack) -> Path:
+    """REV's sidecar sources, in a temporary git worktree removed at the end."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                   check=True, capture_output=True)
+    stack.callback(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                    str(tree)], check=False)
+    return tree / "sidecar" / "src"
 
 
 @contextmanager
