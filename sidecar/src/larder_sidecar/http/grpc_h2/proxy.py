@@ -15,8 +15,8 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -39,6 +39,25 @@ log = logging.getLogger(__name__)
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 # Request fields grpc.aio sets itself on the internal hop.
 _NOT_FORWARDED = frozenset({"user-agent", "grpc-accept-encoding"})
+# The status grpc.aio gives a call when a write to it fails: it replaces whatever status
+# the call already had, so a server that ended the call while we were still writing a
+# request message to it (an unknown method, a handler that fails early) would reach the
+# client as this INTERNAL instead of its own status (grpc/grpc#36066, open in grpcio 1.85).
+_WRITE_FAILED = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+T = TypeVar("T")
+Status = tuple[grpc.StatusCode, str, Any]
+
+
+def _settled(accessor: Coroutine[Any, Any, T]) -> T | None:
+    """The value of a grpc.aio accessor (`code()`, `details()`, ...) of a call that has its
+    status, which returns without waiting; None if it would wait."""
+    try:
+        accessor.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    accessor.close()
+    return None
 
 
 def forwarded_metadata(head: RequestHead) -> list[tuple[str, str | bytes]]:
@@ -64,6 +83,7 @@ class ProxyCall:
         "_connection",
         "_credit",
         "_done",
+        "_first_status",
         "_reader",
         "_requests",
         "_stream",
@@ -86,6 +106,7 @@ class ProxyCall:
         self._call: Any = None
         self._task: asyncio.Task[None] | None = None
         self._done = False
+        self._first_status: Status | None = None
         try:
             check_encoding(head.encoding)
             timeout = parse_timeout(head.timeout) if head.timeout is not None else None
@@ -96,6 +117,7 @@ class ProxyCall:
         # Raw bytes both ways: no serializers, so messages are passed on as they came.
         multicallable: Any = channel().stream_stream(head.path, None, None)
         self._call = multicallable(metadata=metadata, timeout=timeout)
+        self._call.add_done_callback(self._status_set)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     # StreamHandler
@@ -131,6 +153,18 @@ class ProxyCall:
         self._stop()
 
     # the call
+
+    def _status_set(self, call: Any) -> None:
+        # grpc.aio runs done callbacks once, when the call first gets a status: the one the
+        # server sent, unless a failed write got there first (see _WRITE_FAILED).
+        code, details = _settled(call.code()), _settled(call.details())
+        if code is not None and details is not None:
+            self._first_status = (code, details, _settled(call.trailing_metadata()))
+
+    def _servers_status(self, code: grpc.StatusCode, details: str, trailing: Any) -> Status:
+        if (code, details) == _WRITE_FAILED and self._first_status is not None:
+            return self._first_status
+        return code, details, trailing
 
     def _give_back(self) -> None:
         credit, self._credit = self._credit, 0
@@ -171,6 +205,7 @@ class ProxyCall:
             except grpc.aio.AioRpcError as e:
                 code, details = e.code(), e.details() or ""
                 trailing, initial = e.trailing_metadata(), e.initial_metadata()
+            code, details, trailing = self._servers_status(code, details or "", trailing)
             if self._done:
                 return
             self._done = True
