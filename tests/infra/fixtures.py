@@ -16,6 +16,8 @@ server did not become ready), every started server's logs are copied to
 - ``helm_binary`` -> Path of a helm 3 executable.
 - ``grpcurl_binary`` -> Path of a grpcurl executable (a gRPC client using reflection).
 - ``h2spec_binary`` -> Path of an h2spec executable (HTTP/2 conformance cases).
+- ``grpc_interop_client_binary`` -> Path of grpc-go's interop test client
+  (``-server_port``, ``-test_case``).
 
 The servers are session-wide: a test that stops one must start it again
 (in a ``finally``). ``start()`` blocks until ready; from async code call it
@@ -37,6 +39,7 @@ from tests.infra.kafka import KafkaServer
 from tests.infra.kube import KubeControlPlane
 from tests.infra.logs import keep_logs
 from tests.infra.servers import Server, start_cassandra, start_kafka, start_kube
+from tests.infra.servers import grpc_interop_client_binary as _grpc_interop_client_binary
 from tests.infra.servers import grpcurl_binary as _grpcurl_binary
 from tests.infra.servers import h2spec_binary as _h2spec_binary
 from tests.infra.servers import helm_binary as _helm_binary
@@ -112,3 +115,8 @@ def grpcurl_binary() -> Path:
 @pytest.fixture(scope="session")
 def h2spec_binary() -> Path:
     return _h2spec_binary()
+
+
+@pytest.fixture(scope="session")
+def grpc_interop_client_binary() -> Path:
+    return _grpc_interop_client_binary()

@@ -176,6 +176,12 @@ COMPONENTS: dict[str, Component] = {
         _go_program_builder("h2spec", versions.H2SPEC),
         f"{_GO_RECIPE} {versions.H2SPEC.pins}",
     ),
+    "grpc-interop-client": Component(
+        "grpc-interop-client",
+        versions.GRPC_INTEROP_CLIENT.version,
+        _go_program_builder("grpc-interop-client", versions.GRPC_INTEROP_CLIENT),
+        _GO_RECIPE,
+    ),
 }
 
 # What a user names on the command line -> the cache components it needs.
@@ -186,6 +192,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "helm": ("helm",),
     "grpcurl": ("grpcurl",),
     "h2spec": ("h2spec",),
+    "grpc-interop": ("grpc-interop-client",),
 }
 
 

@@ -55,6 +55,11 @@ def h2spec_binary() -> Path:
     return installed("h2spec") / "bin" / "h2spec"
 
 
+def grpc_interop_client_binary() -> Path:
+    # grpc-go's interop client package is named `client`, and so is its binary.
+    return installed("grpc-interop-client") / "bin" / "client"
+
+
 def launch(name: str, workdir: Path) -> Server:
     starters: dict[str, Callable[[Path], Server]] = {
         "cassandra": start_cassandra,

@@ -71,4 +71,10 @@ H2SPEC = GoProgram(
     ),
 )
 
+# The official gRPC interop test client (grpc-go's), run against the sidecar's public
+# port. Its module needs Go 1.25 (the toolchain raises the wrapper's go line to it).
+GRPC_INTEROP_CLIENT = GoProgram(
+    "google.golang.org/grpc", "v1.83.2", "google.golang.org/grpc/interop/client"
+)
+
 GO_MIN_VERSION = "1.24.0"
