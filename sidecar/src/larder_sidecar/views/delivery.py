@@ -32,10 +32,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from larder_protocol import message_class
 
+from .. import tracing
 from ..journal.base import PersistenceId, StoredPayload, ValueState
 from .catchup import ChangeSource
 from .feed import Change, EventsAppended, ValueChanged
@@ -98,7 +100,8 @@ class _ViewState:
     routes: dict[str, dict[str, list[ViewUpdate]]]
     """Entity type -> input type URL -> the update methods taking it (one per table)."""
     offsets: dict[str, int]
-    pending: collections.deque[tuple[float, Change | TopicMessage]]
+    pending: collections.deque[tuple[float, Change | TopicMessage, Any]]
+    """(queued at, the change, the trace of the write that made it: its update's parent)."""
     wakeup: asyncio.Event
     busy: bool = False
     behind: bool = False
@@ -174,9 +177,11 @@ class ViewDelivery:
     def publish(self, change: Change) -> None:
         """Queue a committed change for every view it feeds (never blocks)."""
         entity_type = change.pid.partition("|")[0]
+        # Called in the journal write that committed it: its updates go on that trace.
+        trace = tracing.capture()
         for name, state in self._views.items():
             if entity_type in state.routes:
-                self._queue(name, state, change)
+                self._queue(name, state, change, trace)
 
     def apply_topic(self, view: str, message: TopicMessage) -> asyncio.Future[None]:
         """Queue a topic's record for `view`; its `done` is set once it is applied (or
@@ -184,18 +189,18 @@ class ViewDelivery:
         state = self._views[view]
         # Never dropped: the consumer bounds how many records are in flight, and a
         # dropped record would not come back before the next rebalance.
-        state.pending.append((time.monotonic(), message))
+        state.pending.append((time.monotonic(), message, None))
         self._metrics.pending.labels(view).set(len(state.pending))
         state.wakeup.set()
         return message.done
 
-    def _queue(self, name: str, state: _ViewState, change: Change) -> None:
+    def _queue(self, name: str, state: _ViewState, change: Change, trace: Any = None) -> None:
         if self._source is not None and len(state.pending) >= self._max_pending:
             # The journal has it: read it back once the queue has drained.
             state.behind = True
             self._metrics.changes_deferred.labels(name).inc()
         else:
-            state.pending.append((time.monotonic(), change))
+            state.pending.append((time.monotonic(), change, trace))
             self._metrics.pending.labels(name).set(len(state.pending))
         state.wakeup.set()
 
@@ -264,10 +269,10 @@ class ViewDelivery:
                 state.wakeup.clear()
                 await state.wakeup.wait()
                 continue
-            _, change = state.pending[0]
+            _, change, trace = state.pending[0]
             batch = [change]
             if self._plain(state, change):
-                for _, more in itertools.islice(state.pending, 1, BATCH):
+                for _, more, _ in itertools.islice(state.pending, 1, BATCH):
                     if not self._plain(state, more):
                         break
                     batch.append(more)
@@ -275,10 +280,17 @@ class ViewDelivery:
             delay = RETRY_FIRST_S
             while True:
                 try:
-                    if len(batch) == 1:
-                        await self._apply(state, change)
-                    else:
-                        await self._apply_batch(state, batch)
+                    with tracing.span(
+                        f"view update {name}",
+                        # A change read back from the journal (catch-up) or a topic's
+                        # record: a trace of its own.
+                        parent=trace if trace is not None else tracing.extract(()),
+                        attributes={"larder.view.changes": len(batch)},
+                    ):
+                        if len(batch) == 1:
+                            await self._apply(state, change)
+                        else:
+                            await self._apply_batch(state, batch)
                     break
                 except asyncio.CancelledError:
                     raise
@@ -409,17 +421,18 @@ class ViewDelivery:
             return self._row_change(state, schema, message.subject, message.payload)
         assert self._handle is not None  # transformed updates need the user function
         previous = await self._store.row(schema, message.subject)
-        answer = await self._handle.receive(
-            receive_event(
-                update,
+        with tracing.span("user function"):  # Views/Handle
+            answer = await self._handle.receive(
+                receive_event(
+                    update,
+                    message.subject,
+                    update.input_type_url,
+                    message.payload,
+                    previous,
+                    metadata=message.metadata,
+                ),
                 message.subject,
-                update.input_type_url,
-                message.payload,
-                previous,
-                metadata=message.metadata,
-            ),
-            message.subject,
-        )
+            )
         return self._answered(state, schema, answer)
 
     async def _fill_gap(self, state: _ViewState, pid: PersistenceId, first: int, last: int) -> None:
@@ -466,10 +479,11 @@ class ViewDelivery:
                 continue
             assert self._handle is not None  # transformed updates need the user function
             previous = await self._store.row(schema, entity_id)
-            answer = await self._handle.receive(
-                receive_event(update, entity_id, payload.type_url, payload.value, previous),
-                entity_id,
-            )
+            with tracing.span("user function"):  # Views/Handle
+                answer = await self._handle.receive(
+                    receive_event(update, entity_id, payload.type_url, payload.value, previous),
+                    entity_id,
+                )
             changes += self._answered(state, schema, answer)
         return changes
 
