@@ -15,16 +15,23 @@ Side by side in each round, the order of the sidecars rotating between rounds:
   connections (one entity each);
 - gRPC at a fixed 500 commands/s: `ghz --rps 500`.
 
+With `--together` the three sidecars take their load at the same time instead (one
+`wrk` or `ghz` each, on the same user function): on a shared machine whose load moves
+from second to second, all three then run under the same conditions.
+
 Each phase reports commands/s, p50/p99 and the sidecar's CPU µs per command (from
-/proc, steadier than throughput on a shared machine).
+/proc, steadier than throughput on a shared machine), and its ratio against `off`.
+`bench/tracing_hooks.py` times tracing's own calls in-process, steadier still.
 
     .venv/bin/python bench/tracing_cost.py [--seconds 10] [--repeat 3] [--workers 32]
+                                           [--together]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import os
 import statistics
 import subprocess
@@ -32,6 +39,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import tools
 from sidecar_command import (
@@ -111,24 +119,40 @@ def start(label: str, function_port: int, endpoint: str) -> Sidecar:
     return sidecar
 
 
+def _median(values: Any) -> float:
+    """The median of the values a tool reported (wrk leaves out a percentile it lacks)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else float("nan")
+
+
 def summary(results: Results) -> None:
-    print("\nmedians over the rounds (ratio: CPU per command against `off`)")
+    print("\nmedians over the rounds (x off: CPU per command against `off`, the ratio of the"
+          "\nmedians; per round: the median of each round's ratio, `off` measured in the same"
+          "\nround, which a machine whose load drifts between rounds disturbs less)")
     print(f"| {'sidecar / phase':<34} | {'cmd/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} "
-          f"| {'CPU µs/cmd':>10} | {'x off':>5} |")
-    print(f"|{'-' * 36}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 7}|")
-    off: dict[str, float] = {}
+          f"| {'CPU µs/cmd':>10} | {'x off':>5} | {'per round':>9} |")
+    print(f"|{'-' * 36}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 7}|{'-' * 11}|")
+    off = {phase: rows for (label, phase), rows in results.rows.items() if label == "off"}
     for (label, phase), rows in results.rows.items():
         cpu = statistics.median(r["sidecar_cpu_us"] for r in rows)
-        if label == "off":
-            off[phase] = cpu
-    for (label, phase), rows in results.rows.items():
-        cpu = statistics.median(r["sidecar_cpu_us"] for r in rows)
+        base = [r["sidecar_cpu_us"] for r in off[phase]]
+        ratios = [r["sidecar_cpu_us"] / b for r, b in zip(rows, base, strict=True)]
         print(f"| {label + ' ' + phase:<34} | {statistics.median(r['rps'] for r in rows):>7.0f} "
-              f"| {statistics.median(r['p50_ms'] for r in rows):>7.2f} "
-              f"| {statistics.median(r['p99_ms'] for r in rows):>7.2f} | {cpu:>10.0f} "
-              f"| {cpu / off[phase]:>5.2f} |")
+              f"| {_median(r['p50_ms'] for r in rows):>7.2f} "
+              f"| {_median(r['p99_ms'] for r in rows):>7.2f} | {cpu:>10.0f} "
+              f"| {cpu / statistics.median(base):>5.2f} | {statistics.median(ratios):>9.2f} |")
         print(f"    rounds: CPU µs/cmd {[r['sidecar_cpu_us'] for r in rows]}, "
-              f"cmd/s {[r['rps'] for r in rows]}")
+              f"x off {[round(x, 2) for x in ratios]}, cmd/s {[r['rps'] for r in rows]}")
+
+
+def _together(sidecars: list[Sidecar], run: Any, n: int) -> list[dict[str, Any]]:
+    """One load phase on every sidecar at once, each measured on its own."""
+    with concurrent.futures.ThreadPoolExecutor(len(sidecars)) as pool:
+        futures = [
+            pool.submit(measured, s, lambda s=s: run(s, f"{s.label}{n}".replace("%", "p")))
+            for s in sidecars
+        ]
+        return [f.result() for f in futures]
 
 
 def main() -> None:
@@ -137,6 +161,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--together", action="store_true",
+                        help="load the three sidecars at the same time, not one after another")
     args = parser.parse_args()
     try:
         tools.ghz()
@@ -158,13 +184,23 @@ def main() -> None:
                     print(f"round {n + 1}/{args.repeat}, load {os.getloadavg()[0]:.1f}",
                           flush=True)
                     turn = sidecars[n % len(sidecars):] + sidecars[:n % len(sidecars)]
+                    phases = {
+                        "http closed loop": lambda s, t: {
+                            **wrk_run(s.port, args, True, f"w{t}-"), "seconds": args.seconds},
+                        "grpc 500/s": lambda s, t: {
+                            **ghz_run(s.port, desc, ["--rps", "500", "-c", "16", "-z", secs],
+                                      f"r{t}-{{{{.WorkerID}}}}"), "seconds": args.seconds},
+                    }
+                    if args.together:
+                        for phase, run in phases.items():
+                            for s, result in zip(turn, _together(turn, run, n), strict=True):
+                                results.add(s.label, phase, result)
+                        continue
                     for s in turn:
                         tag = f"{s.label}{n}".replace("%", "p")
-                        results.add(s.label, "http closed loop", measured(s, lambda s=s, t=tag: {
-                            **wrk_run(s.port, args, True, f"w{t}-"), "seconds": args.seconds}))
-                        results.add(s.label, "grpc 500/s", measured(s, lambda s=s, t=tag: {
-                            **ghz_run(s.port, desc, ["--rps", "500", "-c", "16", "-z", secs],
-                                      f"r{t}-{{{{.WorkerID}}}}"), "seconds": args.seconds}))
+                        for phase, run in phases.items():
+                            results.add(s.label, phase,
+                                        measured(s, lambda s=s, t=tag, run=run: run(s, t)))
             finally:
                 for s in sidecars:
                     tools.stop(s.process)
