@@ -8,7 +8,7 @@ its own.
   fingerprints of all its tables): a changed row type or query makes new tables, the old
   ones are dropped and the view is rebuilt from the journal.
 - `view_offsets`: per (view generation, persistence id) the offset applied, plus the
-  change being applied (`pending`, `intent`, `ts`); SAI on `view_key` and `pending`.
+  change being applied (`pending`, `intent`, `ts`); SAI on `view_key`.
 
 Applying a change (the argument is in docs/views.md, "Delivery"):
 
@@ -78,10 +78,10 @@ def _registry_cql(ks: str) -> list[str]:
     view_key text, pid text, applied bigint, pending bigint, ts bigint,
     intent list<frozen<tuple<text, text, blob>>>,
     PRIMARY KEY ((view_key, pid)))""",
+        # The view's offsets are read by this index at start; `pending` is not indexed
+        # (each change sets it twice): the start's check filters the view's rows.
         f"CREATE CUSTOM INDEX IF NOT EXISTS view_offsets_view_key ON {ks}.view_offsets "
         "(view_key) USING 'StorageAttachedIndex'",
-        f"CREATE CUSTOM INDEX IF NOT EXISTS view_offsets_pending ON {ks}.view_offsets "
-        "(pending) USING 'StorageAttachedIndex'",
     ]
 
 
@@ -343,7 +343,7 @@ class CassandraViewStore:
             row
             async for row in self._rows(
                 f"SELECT pid, pending, ts, intent FROM {self._ks}.view_offsets "
-                "WHERE view_key = ? AND pending > 0",
+                "WHERE view_key = ? AND pending > 0 ALLOW FILTERING",
                 (key,),
                 what="find view changes left pending",
             )

@@ -1,0 +1,292 @@
+"""Views on Cassandra, in one process (no gRPC): what a view costs the write path, how fast
+delivery applies changes, how long an indexed query takes, and what catch-up's scan costs.
+
+    .venv/bin/python -m tests.infra start cassandra     # another terminal: prints the port
+    .venv/bin/python bench/views_cassandra.py --port PORT [--writes 5000] [--rows 100000]
+
+Uses the view test shop (`tests/unit/sidecar/views/view_protos/larder/viewshop/shop.proto`:
+items are value entities; `ItemsView` stores each item's state as its row in two tables,
+`items` filtering on `category`, `name`, `price` and `prices` on `price`, so each change
+writes two rows). A keyspace of its own per run, consistency ONE (one node). Phases:
+
+1. baseline: `--writes` value-entity writes straight to the Cassandra journal, 16 entities
+   writing side by side (each one write at a time, as one entity's commands are);
+2. the same writes through the views' journal decorator, the view applied behind them as
+   they come (live): writes/s, and when the view has applied them all;
+3. the same writes queued first, then applied with nothing else running: the view's own
+   apply rate (changes/s and rows/s);
+4. `--rows` rows, 10 per category, then `--queries` `ByCategoryQuery` calls (an indexed
+   equality returning 10 rows): latency percentiles, in process (no sidecar, no gRPC);
+5. catch-up's scan: the value revisions of every item (`CassandraChangeSource`).
+
+CPU: this process's (all threads, `time.process_time`) and Cassandra's (its JVM, from
+/proc, found by the port it listens on), per operation; the load average is printed
+because the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from larder_sidecar.journal.base import PersistenceId, StoredPayload, WriteOutcomeUnknown
+from larder_sidecar.journal.cassandra import CassandraJournal
+from larder_sidecar.journal.cassandra_settings import CassandraSettings
+from larder_sidecar.model import UserFunctionModel, build_model
+from larder_sidecar.views.cassandra_store import CassandraViewStore
+from larder_sidecar.views.catchup import CassandraChangeSource
+from larder_sidecar.views.delivery import ViewDelivery
+from larder_sidecar.views.feed import FeedingJournal
+from larder_sidecar.views.metrics import ViewMetrics
+from larder_sidecar.views.queries import ViewQueries
+from prometheus_client import CollectorRegistry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.unit.sidecar.views.shop import PACKAGE, compile_shop, shop_spec
+
+ITEM_URL = f"type.googleapis.com/{PACKAGE}.Item"
+WRITERS = 16
+
+
+def _item(pb: ModuleType, i: int, categories: int) -> StoredPayload:
+    item = pb.Item(item_id=f"i{i}", name=f"n{i}", price=i % 100, category=f"c{i % categories}")
+    return StoredPayload(ITEM_URL, item.SerializeToString())
+
+
+def _listening_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:`port` (Cassandra's JVM), from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+class Clock:
+    """Wall time, this process's CPU and the Cassandra JVM's CPU since `start`."""
+
+    def __init__(self, cassandra_pid: int | None) -> None:
+        self._pid = cassandra_pid
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self.start()
+
+    def _jvm(self) -> float:
+        if self._pid is None:
+            return float("nan")
+        fields = Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick
+
+    def start(self) -> None:
+        self._wall, self._cpu, self._db = time.perf_counter(), time.process_time(), self._jvm()
+
+    def read(self) -> tuple[float, float, float]:
+        return (
+            time.perf_counter() - self._wall,
+            time.process_time() - self._cpu,
+            self._jvm() - self._db,
+        )
+
+
+async def _put(journal: Any, pid: PersistenceId, revision: int, item: StoredPayload) -> int:
+    """One write; an unknown outcome (a timeout under load) is resolved by reading back
+    and retried if it did not land. Returns the writes whose outcome was unknown."""
+    unknown = 0
+    while True:
+        try:
+            await journal.put_value(pid, revision, item)
+        except WriteOutcomeUnknown:
+            unknown += 1
+            if (await journal.load_value(pid)).revision == revision + 1:
+                return unknown  # landed, not published: catch-up finds it
+            continue
+        return unknown
+
+
+async def _writes(journal: Any, pb: ModuleType, n: int, categories: int) -> int:
+    """n writes of n/10 entities (10 revisions each); WRITERS writers, each owning its
+    entities (as a sidecar owns its entities): one write at a time per writer."""
+    entities = max(1, n // 10)
+
+    async def writer(w: int) -> int:
+        unknown = 0
+        for revision in range(n // entities):
+            for e in range(w, entities, WRITERS):
+                i = revision * entities + e
+                pid = PersistenceId(f"items|i{e}")
+                unknown += await _put(journal, pid, revision, _item(pb, i, categories))
+        return unknown
+
+    return sum(await asyncio.gather(*(writer(w) for w in range(WRITERS))))
+
+
+def _delivery(
+    model: UserFunctionModel, journal: CassandraJournal, settings: CassandraSettings,
+    registry: CollectorRegistry, *, source: bool,
+) -> tuple[ViewDelivery, ViewQueries]:
+    metrics = ViewMetrics(registry)
+    store = CassandraViewStore(settings)
+    delivery = ViewDelivery(
+        model.views,
+        store,
+        None,
+        metrics,
+        load_value=journal.load_value,
+        source=CassandraChangeSource(settings) if source else None,
+    )
+    return delivery, ViewQueries(model.views, delivery.tables, store, metrics)
+
+
+def _per(n: int, cpu: float, db: float, unit: str) -> str:
+    return f"{cpu / n * 1e6:.0f} µs CPU/{unit} here + {db / n * 1e6:.0f} µs Cassandra"
+
+
+async def main(args: argparse.Namespace) -> None:
+    # Store failures are retried by delivery; counted below instead of logged.
+    logging.getLogger("larder_sidecar.views").setLevel(logging.CRITICAL)
+    pid = _listening_pid(args.port)
+    clock = Clock(pid)
+    with tempfile.TemporaryDirectory(prefix="larder-bench-views-") as tmp:
+        pb, descriptor_set = compile_shop(Path(tmp) / "protos")
+        model = build_model(shop_spec(descriptor_set), {(0, 7)})
+        print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
+              f"Cassandra pid {pid}")
+
+        def settings(name: str) -> CassandraSettings:
+            return CassandraSettings(
+                contact_points=(args.host,), port=args.port,
+                keyspace=f"bv_{name}_{uuid.uuid4().hex[:8]}",
+                read_consistency="ONE", write_consistency="ONE",
+            )
+
+        base = CassandraJournal(settings("base"))
+        await base.start()
+        clock.start()
+        unknown = await _writes(base, pb, args.writes, 1000)
+        b_wall, b_cpu, b_db = clock.read()
+        await base.close()
+        print(f"baseline   {args.writes / b_wall:8.0f} writes/s  "
+              f"{_per(args.writes, b_cpu, b_db, 'write')}; {unknown} write timeouts")
+
+        live = settings("live")
+        journal = CassandraJournal(live)
+        await journal.start()
+        registry = CollectorRegistry()
+        delivery, queries = _delivery(model, journal, live, registry, source=True)
+        await delivery.start()
+        fed = FeedingJournal(journal, delivery.publish)
+        clock.start()
+        unknown = await _writes(fed, pb, args.writes, 1000)
+        v_wall = clock.read()[0]
+        await delivery.catch_up()  # writes that timed out but landed were not published
+        if not await delivery.idle(900):
+            raise SystemExit("the view did not catch up within 15 minutes")
+        drained, cpu, db = clock.read()
+        print(f"with view  {args.writes / v_wall:8.0f} writes/s  (ratio "
+              f"{(args.writes / v_wall) / (args.writes / b_wall):.2f}); all applied after "
+              f"{drained:.2f}s: {args.writes / drained:.0f} changes/s end to end, "
+              f"{_per(args.writes, cpu, db, 'write+apply')}; {unknown} write timeouts")
+
+        queued_settings = settings("queued")
+        queued_journal = CassandraJournal(queued_settings)
+        await queued_journal.start()
+        # No catch-up source: the changes queued before start are the only ones.
+        queued, _ = _delivery(
+            model, queued_journal, queued_settings, CollectorRegistry(), source=False
+        )
+        if await _writes(FeedingJournal(queued_journal, queued.publish), pb, args.writes, 1000):
+            raise SystemExit("a write timed out: the queued phase would miss it, run again")
+        # The workers start at the end of `start` and run from the next await: the clock
+        # leaves out opening the store (its DDL).
+        await queued.start()
+        clock.start()
+        if not await queued.idle(900):
+            raise SystemExit("the view did not catch up within 15 minutes")
+        applied, cpu, db = clock.read()
+        print(f"queued     {args.writes} changes ({2 * args.writes} rows) applied in "
+              f"{applied:.2f}s: {args.writes / applied:.0f} changes/s, "
+              f"{2 * args.writes / applied:.0f} rows/s, {_per(args.writes, cpu, db, 'change')}")
+        await queued.close()
+        await queued_journal.close()
+
+        categories = args.rows // 10
+        clock.start()
+        gate = asyncio.Semaphore(WRITERS)
+
+        async def put(i: int) -> None:
+            async with gate:
+                await _put(fed, PersistenceId(f"items|r{i}"), 0, _item(pb, i, categories))
+
+        await asyncio.gather(*(put(i) for i in range(args.rows)))
+        await delivery.catch_up()
+        if not await delivery.idle(1800):
+            raise SystemExit("the view did not catch up within 30 minutes")
+        loaded, cpu, db = clock.read()
+        total = args.rows + args.writes // 10
+        print(f"load       {args.rows} rows written and applied in {loaded:.1f}s "
+              f"({args.rows / loaded:.0f}/s end to end)")
+        path = f"/{PACKAGE}.ItemsView/ByCategoryQuery"
+        latencies: list[float] = []
+        clock.start()
+        for q in range(args.queries):
+            request = pb.ByCategory(category=f"c{(q * 7919) % categories}")
+            t = time.perf_counter()
+            rows = [r async for r in queries.stream(path, request)]
+            latencies.append(time.perf_counter() - t)
+            assert len(rows) >= 10, len(rows)
+        _, cpu, db = clock.read()
+        latencies.sort()
+        p50 = statistics.median(latencies) * 1e3
+        p99 = latencies[int(len(latencies) * 0.99)] * 1e3
+        print(f"query      indexed equality, >=10 of {total} rows: p50 {p50:.2f} ms  "
+              f"p99 {p99:.2f} ms  {_per(args.queries, cpu, db, 'query')}")
+
+        source = CassandraChangeSource(live)
+        clock.start()
+        revisions = await source.value_revisions("items")
+        scan, cpu, db = clock.read()
+        source.close()
+        print(f"catch-up   scan of {len(revisions)} value entities' revisions: {scan:.2f}s, "
+              f"{cpu:.2f}s CPU here, {db:.2f}s Cassandra")
+        failures = registry.get_sample_value(
+            "larder_view_update_failures_total", {"view": f"{PACKAGE}.ItemsView"}
+        )
+        print(f"view update failures retried (live view): {failures:.0f}")
+        await delivery.close()
+        await journal.close()
+        print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--writes", type=int, default=5000)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=2000)
+    asyncio.run(main(parser.parse_args()))
