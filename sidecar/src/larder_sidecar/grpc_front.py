@@ -43,6 +43,25 @@ async def _send_metadata(context: grpc.aio.ServicerContext[Any, Any], result: In
         )
 
 
+class _StreamedMetadata:
+    """Metadata of a streamed reply's messages: the first message's is sent as the
+    response's headers (where a unary reply's goes); headers go out once, so every later
+    message's is gathered into the trailers instead of being dropped."""
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self._context = context
+        self._first = True
+        self._trailers: list[tuple[str, str | bytes]] = []
+
+    async def add(self, result: InvokeResult) -> None:
+        if self._first:
+            self._first = False
+            await _send_metadata(self._context, result)
+        elif result.metadata:
+            self._trailers.extend((k, _aio_value(k, v)) for k, v in result.metadata)
+            self._context.set_trailing_metadata(tuple(self._trailers))
+
+
 def _aio_value(key: str, value: str) -> str | bytes:
     # grpc.aio takes binary metadata as bytes; ours carries it as base64 text (a string
     # entry under a -bin key that is not base64 goes as its UTF-8 bytes).
@@ -117,7 +136,9 @@ def _handlers(
             metadata = client_metadata(context, method)
             try:
                 check_size(request, metadata)
+                sent = _StreamedMetadata(context)
                 async for result in dispatcher.streamed_out(method, request, metadata):
+                    await sent.add(result)
                     yield result.payload
             except InvokeError as e:
                 await context.abort(e.code, e.message)
@@ -127,10 +148,12 @@ def _handlers(
     async def streamed(
         request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
+        sent = _StreamedMetadata(context)
         try:
             async for result in dispatcher.streamed(
                 method, requests(request_iterator), client_metadata(context, method)
             ):
+                await sent.add(result)
                 yield result.payload
         except InvokeError as e:
             await context.abort(e.code, e.message)

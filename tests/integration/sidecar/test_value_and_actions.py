@@ -84,11 +84,14 @@ async def test_action_streamed_in_out_and_both(
 
     joined = await _stream(client, "Join", "stream_unary")(texts("a", "b", "c"), timeout=10)
     assert joined.text == "a+b+c"
-    repeated = [
-        r.text
-        async for r in _stream(client, "Repeat", "unary_stream")(pb.Text(text="x"), timeout=10)
-    ]
+    call = _stream(client, "Repeat", "unary_stream")(pb.Text(text="x"), timeout=10)
+    repeated = [r.text async for r in call]
     assert repeated == ["x0", "x1", "x2"]
+    # The first reply's metadata is the response's headers (as for a unary reply); the
+    # later replies' cannot be headers any more, and come in the trailers.
+    assert ("x-reply-0", "0") in tuple(await call.initial_metadata())
+    trailers = tuple(await call.trailing_metadata())
+    assert ("x-reply-1", "1") in trailers and ("x-reply-2", "2") in trailers
     chat = [
         r.text async for r in _stream(client, "Chat", "stream_stream")(texts("p", "q"), timeout=10)
     ]

@@ -276,7 +276,9 @@ class _Echo(action_pb2_grpc.ActionsServicer):  # type: ignore[misc]
         pb = self.fn.pb
         text = self._text(request)
         for i in range(3):
-            yield action_pb2.ActionResponse(reply=reply(pb.Text(text=f"{text}{i}")))
+            yield action_pb2.ActionResponse(
+                reply=reply(pb.Text(text=f"{text}{i}"), [(f"x-reply-{i}", str(i))])
+            )
 
     async def HandleStreamed(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         pb = self.fn.pb
