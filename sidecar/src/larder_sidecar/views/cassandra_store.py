@@ -383,6 +383,12 @@ class CassandraViewStore:
             if applied
         }
 
+    async def write_rows(self, changes: Sequence[RowChange], ts: int) -> None:
+        """Write rows `USING TIMESTAMP ts` with no offset: for loading a table in bulk
+        (the benchmark), never for delivery."""
+        writes = [(self._table(c.table), c.key, c.row, c.values or None) for c in changes]
+        await self._write_rows(writes, ts)
+
     async def _write_rows(self, changes: Sequence[_RowWrite], ts: int) -> None:
         writes = []
         for table, key, row, values in changes:
@@ -419,7 +425,7 @@ class CassandraViewStore:
         if key is None:
             raise ViewStoreError(f"view {view} was not opened in the view store")
         intent: Intent = [(c.table.id, c.key, c.row) for c in changes]
-        ts = _now_micros()
+        ts = now_micros()
         what = f"claim change {offset} of {pid} for view {view}"
         for _ in range(3):
             if expected == 0:
@@ -530,5 +536,5 @@ class CassandraViewStore:
             after = last
 
 
-def _now_micros() -> int:
+def now_micros() -> int:
     return time.time_ns() // 1000
