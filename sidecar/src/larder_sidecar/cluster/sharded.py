@@ -61,6 +61,13 @@ log = logging.getLogger("larder_sidecar.cluster")
 REDIRECT_WAIT = 1.0
 """Seconds a redirected sender waits for its own map to change before it follows the
 redirect to the owner the receiver named."""
+BEHIND_RETRY = 0.05
+"""Seconds before asking a receiver that answered under one of this sidecar's earlier maps
+again (doubling each time): it is behind, and will serve the command once it catches
+up."""
+EARLIER_MAPS = 16
+"""How many of its earlier maps (their fingerprints) a sidecar remembers, to tell that a
+redirect came from a receiver that is behind it."""
 MEMBER_WAIT = 2.0
 """Seconds a call from an unknown sender waits for this sidecar's map to name it (it may
 have joined a moment ago) before it is refused."""
@@ -165,6 +172,8 @@ class ShardedRouter:
         self._metrics = metrics
         self._handoff_wait = handoff_wait
         self._redirect_wait = redirect_wait
+        self._earlier: deque[str] = deque(maxlen=EARLIER_MAPS)
+        """Fingerprints of the maps this sidecar had before its current one."""
         self._map: ShardMap | None = None
         self._first_map = asyncio.Event()
         self._changes = Changes()
@@ -312,6 +321,8 @@ class ShardedRouter:
         out = self._forwarded_out
         hops = 0
         target: tuple[MemberId, str] | None = None
+        behind_until: float | None = None
+        behind_retries = 0
         while True:
             shard_map = self._map or await self._wait_map()
             state = self.table.state(shard)
@@ -373,6 +384,22 @@ class ShardedRouter:
                 out.error.inc()
                 raise wire.error_of(reply.error)
             out.redirect.inc()
+            redirect = reply.redirect
+            if redirect.fingerprint and redirect.fingerprint in self._earlier:
+                # The receiver answered under a map this sidecar has left behind (a member
+                # that joined is often the last to see itself listed): it will serve the
+                # command once it catches up. Ask it again soon rather than follow its old
+                # map elsewhere; not a hop (no loop: each retry waits, and for at most two
+                # redirect waits in all, then the redirect is followed as any other).
+                loop = asyncio.get_running_loop()
+                if behind_until is None:
+                    behind_until = loop.time() + 2 * self._redirect_wait
+                if (remaining := behind_until - loop.time()) > 0:
+                    await self._changes.wait(min(BEHIND_RETRY * 2**behind_retries, remaining))
+                    behind_retries += 1
+                    if self._map is not shard_map:
+                        target = None
+                    continue
             hops += 1
             if hops > MAX_PEER_HOPS:
                 raise InvokeError(
@@ -380,7 +407,7 @@ class ShardedRouter:
                     f"{entity_type}/{clip_id(entity_id)} was redirected {MAX_PEER_HOPS} times: "
                     "the sidecars disagree on its owner while membership changes; retry",
                 )
-            target = await self._after_redirect(shard_map, owner, reply.redirect, hops)
+            target = await self._after_redirect(shard_map, owner, redirect, hops)
 
     async def _after_redirect(
         self, sent_under: ShardMap, refused_by: MemberId, redirect: Any, hops: int
@@ -505,6 +532,11 @@ class ShardedRouter:
                 self.me,
                 membership.version,
             )
+        if old is not None:
+            fingerprint = membership.fingerprint
+            earlier = [f for f in self._earlier if f != fingerprint]
+            earlier.append(old.membership.fingerprint)
+            self._earlier = deque(earlier, maxlen=EARLIER_MAPS)
         self._map = new
         self._resolved.clear()
         self._metrics.map_version.set(membership.version)

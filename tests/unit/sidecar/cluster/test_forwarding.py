@@ -337,3 +337,33 @@ async def test_a_receiver_that_names_the_sender_as_owner_is_asked_again_soon(
     assert loop.time() - started < 2.0
     assert b.ran() == [entity] and a.ran() == []
     assert [to for to, _ in cluster.network.forwards][-1] == address("b")
+
+
+async def test_a_receiver_behind_the_sender_is_asked_again_not_followed(
+    cluster: Cluster, method: Method
+) -> None:
+    # c joins: a and b already list it, c itself is still on the earlier map, under which
+    # the entity is b's. A redirect from c to b is c's old map talking: a asks c again
+    # soon (not after its redirect wait), and never sends the command to b.
+    cluster.redirect_wait = 5.0
+    earlier, current = membership(1, "a", "b"), membership(2, "a", "b", "c")
+    entity = entity_owned_by(shard_map(current), "c")
+    while shard_map(earlier).owner_of("svc", entity) != "b":
+        entity = entity_owned_by(shard_map(current), "c", int(entity[1:]) + 1)
+    a = await cluster.start("a", earlier)
+    b = await cluster.start("b", earlier)
+    c = await cluster.start("c", earlier)
+    await cluster.apply(a, current)
+    await cluster.apply(b, current)
+    await cluster.settled()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    call = asyncio.create_task(a.submit(method, entity))
+    await eventually(lambda: len(cluster.network.forwards) >= 2)  # redirected, asked again
+    await asyncio.sleep(0.2)
+    await cluster.apply(c, current)  # c catches up; a's map does not change
+    assert (await asyncio.wait_for(call, 5)).kind == "reply"
+    assert loop.time() - started < 2.0  # not the 5 s redirect wait
+    assert c.ran() == [entity] and b.ran() == [] and a.ran() == []
+    assert {to for to, _ in cluster.network.forwards} == {address("c")}
+    assert a.sample("larder_forwarded_commands_out_total", result="redirect") >= 2
