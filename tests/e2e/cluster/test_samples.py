@@ -189,6 +189,14 @@ def test_shopping_cart_runs_scales_rolls_and_goes(
         ]
         for pod in pods:
             assert_nothing_left(pod)
+        # The sample's view, on the Cassandra view store: the carts holding a product,
+        # through any pod (the view follows the carts asynchronously, hence the wait).
+        teas = (200, {"carts": [{"productId": "tea", "userId": "alice", "name": "Tea"}]})
+        kubectl.wait_for(
+            "the carts-by-product view answering",
+            lambda: http("GET", f"http://{new_ip}:9000/product-carts/tea") == teas,
+            60,
+        )
 
         kubectl.run("delete", "statefulfunction", "shopping-cart", "--wait=true")
         kubectl.wait_for(
