@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from prometheus_client import CollectorRegistry
 
 from .config import TracingConfig
-from .sampling import RootSampler, Unsampled, new_trace_id, parse_traceparent, unsampled
+from .sampling import (
+    RootSampler,
+    Unsampled,
+    new_ids,
+    parse_traceparent,
+    unsampled_new,
+    unsampled_remote,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -177,10 +184,11 @@ def shutdown() -> None:
 
 def _new_root() -> Unsampled | NewTrace:
     """A new trace, sampled or not here."""
-    trace_id = new_trace_id()
+    ids = new_ids()
+    trace_id = ids >> 64
     if _installed.sampler.sampled(trace_id, None):
         return NewTrace(trace_id)
-    return unsampled(None, None, trace_id)
+    return unsampled_new(ids)
 
 
 def _resolved(parent: Parent) -> Unsampled | NewTrace | Context:
@@ -281,7 +289,7 @@ def extract(metadata: Iterable[tuple[str, str]]) -> Parent | None:
     if remote is None:
         return _new_root()
     if not _installed.sampler.sampled(remote.trace_id, remote):
-        return unsampled(remote, tracestate, 0)
+        return unsampled_remote(remote, tracestate)
     carrier = {TRACEPARENT: remote.header}
     if tracestate is not None:
         carrier[TRACESTATE] = tracestate
@@ -298,15 +306,16 @@ def inject(metadata: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
     if _installed.tracer is None or propagator is None:
         return metadata
     current = _unsampled.get()
-    carrier: dict[str, str] = {}
     if current is not None:
-        carrier[TRACEPARENT] = current.traceparent
+        kept = [(k, v) for k, v in metadata if k.lower() not in _TRACE_HEADERS]
+        kept.append((TRACEPARENT, current.traceparent))
         if current.tracestate is not None:
-            carrier[TRACESTATE] = current.tracestate
-    elif _installed.trace.get_current_span().get_span_context().is_valid:
-        propagator.inject(carrier)
-    else:
+            kept.append((TRACESTATE, current.tracestate))
+        return kept
+    if not _installed.trace.get_current_span().get_span_context().is_valid:
         return metadata
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier)
     kept = [(k, v) for k, v in metadata if k.lower() not in _TRACE_HEADERS]
     return [*kept, *carrier.items()]
 
