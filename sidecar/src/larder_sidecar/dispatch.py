@@ -341,15 +341,36 @@ class Dispatcher:
     async def streamed_in(
         self, method: Method, payloads: AsyncIterator[bytes], metadata: MetadataPairs
     ) -> InvokeResult:
-        commands = _StreamedCommands(self._action_command(method, None, metadata), method, payloads)
-        commands.call = call = self._actions.HandleStreamedIn(commands)
-        try:
-            response = await call
-        except asyncio.CancelledError:
-            commands.raise_malformed()
-            raise
-        except grpc.aio.AioRpcError as e:
-            raise _unavailable(e) from e
+        """A client-streamed action; traced as a unary call is (`call`)."""
+        if not tracing.enabled():
+            return await self._streamed_in(method, payloads, metadata)
+        model = method.model
+        with tracing.span(
+            model.path,
+            tracing.SpanKind.SERVER,
+            parent=tracing.extract(metadata),
+            attributes={"rpc.service": model.service, "rpc.method": model.name},
+        ):
+            try:
+                return await self._streamed_in(method, payloads, metadata)
+            except InvokeError as e:
+                tracing.annotate({"rpc.grpc.status_code": e.code.value[0]})
+                raise
+
+    async def _streamed_in(
+        self, method: Method, payloads: AsyncIterator[bytes], metadata: MetadataPairs
+    ) -> InvokeResult:
+        with tracing.span("user function"):
+            first = self._action_command(method, None, tracing.inject(metadata))
+            commands = _StreamedCommands(first, method, payloads)
+            commands.call = call = self._actions.HandleStreamedIn(commands)
+            try:
+                response = await call
+            except asyncio.CancelledError:
+                commands.raise_malformed()
+                raise
+            except grpc.aio.AioRpcError as e:
+                raise _unavailable(e) from e
         return await self._finish(_action_outcome(response), 0)
 
     def _views(self, method: Method) -> ViewQueries:

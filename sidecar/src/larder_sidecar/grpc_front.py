@@ -19,16 +19,16 @@ from .dispatch import Dispatcher, parse
 from .function_limit import FunctionLimit
 from .invoke import InvokeError, InvokeResult, MetadataPairs
 from .metrics import Metrics
-from .model import IDEMPOTENCY_KEY, EntityIdTooLong, Method
+from .model import ALWAYS_FORWARDED, EntityIdTooLong, Method
 from .reflection import enable_reflection
 
 
 def client_metadata(context: grpc.aio.ServicerContext[Any, Any], method: Method) -> MetadataPairs:
     """The caller's headers that the method's component asked for in discovery
-    (`forward_headers`), and the idempotency key (the entity reads it); binary (`-bin`)
-    ones as their base64 text, as the public port's own gRPC path passes them; gRPC's own
-    headers never travel."""
-    wanted = {*method.component.forward_headers, IDEMPOTENCY_KEY}
+    (`forward_headers`), and those that always travel (the idempotency key, which the
+    entity reads, and the W3C trace context); binary (`-bin`) ones as their base64 text,
+    as the public port's own gRPC path passes them; gRPC's own headers never travel."""
+    wanted = {*method.component.forward_headers, *ALWAYS_FORWARDED}
     return [
         (k, base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v)
         for k, v in context.invocation_metadata() or ()

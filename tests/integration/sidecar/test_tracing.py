@@ -1,20 +1,22 @@
 """Tracing: the sidecar's spans, exported over OTLP to a receiver on loopback, for
 commands over HTTP with a client's `traceparent`, a side effect to another entity, a
-forward, and a journal write that the journal refuses."""
+forward, a journal write that the journal refuses, and a client-streamed action."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from larder_sidecar.app import Sidecar
 from larder_sidecar.journal.sqlite import SqliteJournal
 from larder_sidecar.tracing import TracingConfig
 
 from tests.infra.otlp import OtlpReceiver, ReceivedSpan, children, tree
 
-from .conftest import SidecarFactory
+from .conftest import Client, SidecarFactory
 from .user_function import UserFunction
 
 PKG = "larder.test"
@@ -180,3 +182,34 @@ async def test_a_write_the_journal_refuses_is_a_failed_span(
     server = next(s for s in spans if s.kind == "SERVER" and s.trace_id == failed[0].trace_id)
     assert server.attributes["rpc.grpc.status_code"] == 10  # ABORTED
     assert server.status == "ERROR"
+
+
+async def test_a_client_streamed_action_is_traced_as_a_unary_call(
+    start_sidecar: SidecarFactory,
+    user_function: UserFunction,
+    connect: Callable[[Sidecar], Client],
+) -> None:
+    async with OtlpReceiver() as receiver:
+        client = connect(await start_sidecar(user_function, tracing=config(receiver)))
+        pb = client.pb
+
+        async def texts(*values: str) -> AsyncIterator[Any]:
+            for v in values:
+                yield pb.Text(text=v)
+
+        join = client.channel.stream_unary(
+            f"/{PKG}.Echo/Join",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.Text.FromString,
+        )
+        joined = await join(
+            texts("a", "b"),
+            timeout=10,
+            metadata=(("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"),),
+        )
+        assert joined.text == "a+b"
+        spans = await receiver.wait_for(lambda s: any(x.kind == "SERVER" for x in s))
+    server = one(spans, f"/{PKG}.Echo/Join")
+    assert (server.kind, server.trace_id, server.parent_id) == ("SERVER", CLIENT_TRACE, CLIENT_SPAN)
+    assert server.attributes["rpc.method"] == "Join"
+    assert tree(spans, server) == [f"/{PKG}.Echo/Join", "  user function"]
