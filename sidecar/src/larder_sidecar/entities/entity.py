@@ -92,6 +92,28 @@ class InDoubt:
 class Entity(abc.ABC):
     """One active entity. Subclasses know the event-sourced and value protocols."""
 
+    # Thousands are alive at once, so an entity keeps only what it needs between commands:
+    # no instance dict, no deque while its queue is empty, no asyncio.Event (see
+    # docs/performance.md, *Per-entity memory*).
+    __slots__ = (
+        "_call",
+        "_command_id",
+        "_idle",
+        "_in_doubt",
+        "_queue",
+        "_unstored_keys",
+        "_waiter",
+        "_woken",
+        "entity_id",
+        "entity_type",
+        "env",
+        "key",
+        "lifecycle",
+        "pid",
+        "records",
+        "task",
+    )
+
     kind: Kind
 
     def __init__(self, env: EntityEnvironment, entity_id: str) -> None:
@@ -100,24 +122,31 @@ class Entity(abc.ABC):
         self.entity_id = entity_id
         self.key = EntityKey(env.entity_type, entity_id)
         self.pid: PersistenceId = persistence_id(env.entity_type, entity_id)
-        self.lifecycle = Lifecycle(f"{env.entity_type}/{entity_id}")
-        self._queue: deque[Command] = deque()
+        self.lifecycle = Lifecycle(self.key)
+        # Made by the first command of a burst, dropped when the loop has emptied it.
+        self._queue: deque[Command] | None = None
         # Set by whatever the loop may be waiting for: a command, the idle timer, the
-        # host no longer admitting this entity.
-        self._wakeup = asyncio.Event()
+        # host no longer admitting this entity. A flag, and a future only while the loop
+        # waits (an asyncio.Event would keep a deque per entity).
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._call: Any = None
         self._command_id = 0
         self.records = Records(env.idempotency)
-        # Keys of commands handled but not stored yet (a write in flight).
-        self._unstored_keys: set[str] = set()
+        # Keys of commands handled but not stored yet (a write in flight); None when empty.
+        self._unstored_keys: set[str] | None = None
         # Writes whose outcome was unknown; a later refused write may be their doing.
         self._in_doubt: list[InDoubt] = []
-        self._log_extra = {"entity_type": env.entity_type, "entity_id": entity_id}
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"entity {env.entity_type}/{entity_id}"
         )
         self.task.add_done_callback(log_unexpected_exit)
+
+    @property
+    def _log_extra(self) -> dict[str, str]:
+        # Made when a line is logged, not kept per entity.
+        return {"entity_type": self.entity_type, "entity_id": self.entity_id}
 
     @property
     def state(self) -> State:
@@ -130,12 +159,28 @@ class Entity(abc.ABC):
             self._idle.cancel()
             self._idle = None
         command.queued_ns = tracing.now_ns()
-        self._queue.append(command)
-        self._wakeup.set()
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(command)
+        self.wake()
 
     def wake(self) -> None:
         """Make the loop look again whether the host still admits this entity."""
-        self._wakeup.set()
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        """Until `wake` (at once if it was called since the loop cleared `_woken`)."""
+        if self._woken:
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
     def _arm_idle(self) -> None:
         if self._idle is None:
@@ -148,26 +193,26 @@ class Entity(abc.ABC):
         # so the entity is between commands.
         self._idle = None
         self.lifecycle.fire(Event.IDLE)
-        self._wakeup.set()
+        self.wake()
 
     async def _run(self) -> None:
         try:
             while True:
-                self._wakeup.clear()
+                self._woken = False
                 # Decided by the idle timer while the loop waited: commands that came
                 # since then re-enter, and reach the next incarnation.
                 if self.state is State.PASSIVATING:
                     break
                 while self._queue:
-                    command = self._queue.popleft()
-                    if command.future.done():  # the caller gave up while queued
-                        continue
-                    await self._one(command)
+                    # Not bound to a local: this frame lives as long as the entity, and
+                    # would keep the last command alive with its outcome and the reply.
+                    await self._one(self._queue.popleft())
+                self._queue = None
                 if not self.env.admits(self.key):
                     self.lifecycle.fire(Event.RELEASE)
                     break
                 self._arm_idle()
-                await self._wakeup.wait()
+                await self._wait()
         finally:
             reason = {State.RELEASING: "released", State.PASSIVATING: "idle"}.get(self.state)
             if reason is None:
@@ -182,12 +227,14 @@ class Entity(abc.ABC):
             # Commands that reached this entity after it stopped taking them go back
             # through the host's re-entry (the router), which starts a new incarnation
             # or sends them wherever the entity lives now.
-            late, self._queue = list(self._queue), deque()
+            late, self._queue = list(self._queue or ()), None
             self.env.exited(self, [c for c in late if not c.future.done()])
             await self._close(reason)
             self.lifecycle.fire(Event.STOP)
 
     async def _one(self, command: Command) -> None:
+        if command.future.done():  # the caller gave up while queued
+            return
         if not tracing.enabled():
             await self._handle(command)
             return
@@ -215,7 +262,7 @@ class Entity(abc.ABC):
         key: str | None = None
         try:
             key = command_key(command.metadata)
-            if key is not None and key in self._unstored_keys:
+            if key is not None and self._unstored_keys and key in self._unstored_keys:
                 # A retry while the first command with this key is being stored: that
                 # write's outcome decides (a failed write restarts the entity, which
                 # then reloads whatever landed).

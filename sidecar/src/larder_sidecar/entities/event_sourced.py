@@ -53,16 +53,18 @@ class _Unstored:
 
 
 class EventSourcedEntity(Entity):
+    __slots__ = ("_failed", "_sequence_nr", "_unstored", "_writer")
+
     kind = Kind.EVENT_SOURCED
 
-    # The last sequence number stored in the journal.
-    _sequence_nr = 0
-    _writer: asyncio.Task[None] | None = None
-    _failed: StreamBroken | None = None
-
     def __init__(self, env: EntityEnvironment, entity_id: str) -> None:
-        super().__init__(env, entity_id)
+        # Before the task that `Entity` starts can run (it runs no earlier than the
+        # next turn of the loop, but everything it reads is set here first).
+        self._sequence_nr = 0  # the last sequence number stored in the journal
+        self._writer: asyncio.Task[None] | None = None
+        self._failed: StreamBroken | None = None
         self._unstored: list[_Unstored] = []
+        super().__init__(env, entity_id)
 
     async def _open(self) -> None:
         self._failed = None
@@ -125,6 +127,8 @@ class EventSourcedEntity(Entity):
         # events' write, and a command that changed nothing can simply run again.
         record = self._record(command, key, outcome) if key is not None and events else None
         if record is not None:
+            if self._unstored_keys is None:
+                self._unstored_keys = set()
             self._unstored_keys.add(record.key)
         self._unstored.append(_Unstored(command, outcome, events, snapshot, size, record))
         if self._writer is None:
@@ -188,15 +192,17 @@ class EventSourcedEntity(Entity):
                         later, self._unstored = self._unstored, []
                         for u in later:
                             settle_error(u.command.future, _not_stored(e))
-                        self._unstored_keys.clear()
+                        self._unstored_keys = None
                         if self.state is not State.HANDLING:
                             # Otherwise the command being handled fails and restarts.
                             self._restart(e.message)
                         return
                     if change is not None:
                         self.records.stored(change)
-                    for r in new:
-                        self._unstored_keys.discard(r.key)
+                    if self._unstored_keys is not None:
+                        self._unstored_keys.difference_update(r.key for r in new)
+                        if not self._unstored_keys:
+                            self._unstored_keys = None
                 if len(group) > 1:
                     self.env.metrics.group_commits.labels(self.entity_type).inc()
                 for u in group:

@@ -138,7 +138,8 @@ class EntityHost:
                 f"{component.kind.value} components are not supported",
             )
         entity = kind.entity(self._environment(component), key.entity_id)
-        self._entities[key] = entity
+        # Keyed by the entity's own key: the command's would be one more tuple to keep.
+        self._entities[entity.key] = entity
         return entity
 
     def _environment(self, component: Component) -> EntityEnvironment:

@@ -184,6 +184,8 @@ def is_key_reused(error: InvokeError) -> bool:
 class Records:
     """The idempotency records of one active entity, as stored in the journal."""
 
+    __slots__ = ("_records", "policy")
+
     def __init__(self, policy: IdempotencyPolicy) -> None:
         self.policy = policy
         self._records: dict[str, IdempotencyRecord] = {}

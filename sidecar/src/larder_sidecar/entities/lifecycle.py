@@ -98,16 +98,22 @@ class Lifecycle:
 
     __slots__ = ("_name", "state")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str | tuple[str, ...]) -> None:
+        # An entity passes its key, joined with "/" only for the error: a string per
+        # entity would be one more object to keep for each of thousands.
         self._name = name
         self.state = State.INACTIVE
+
+    @property
+    def name(self) -> str:
+        return self._name if isinstance(self._name, str) else "/".join(self._name)
 
     def fire(self, event: Event) -> State:
         try:
             self.state = TRANSITIONS[self.state, event]
         except KeyError:
             raise IllegalTransition(
-                f"entity {self._name}: {event.value!r} is not legal in state "
+                f"entity {self.name}: {event.value!r} is not legal in state "
                 f"{self.state.value!r}; this is a bug in the sidecar"
             ) from None
         return self.state

@@ -11,13 +11,18 @@ from ..outcome import Outcome
 from ..protocol import value_entity_pb2 as ve_pb2
 from .command import Command
 from .entity import Entity, InDoubt
+from .environment import EntityEnvironment
 from .lifecycle import Event
 
 
 class ValueEntity(Entity):
+    __slots__ = ("_revision",)
+
     kind = Kind.VALUE
 
-    _revision = 0
+    def __init__(self, env: EntityEnvironment, entity_id: str) -> None:
+        self._revision = 0
+        super().__init__(env, entity_id)
 
     async def _open(self) -> None:
         started = time.perf_counter()
