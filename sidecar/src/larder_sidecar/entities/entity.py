@@ -96,9 +96,11 @@ class Entity(abc.ABC):
     # no instance dict, no deque while its queue is empty, no asyncio.Event (see
     # docs/performance.md, *Per-entity memory*).
     __slots__ = (
+        "__weakref__",
         "_call",
         "_command_id",
-        "_idle",
+        "_idle_listed",
+        "_idle_since",
         "_in_doubt",
         "_queue",
         "_unstored_keys",
@@ -130,7 +132,11 @@ class Entity(abc.ABC):
         # waits (an asyncio.Event would keep a deque per entity).
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
-        self._idle: asyncio.TimerHandle | None = None
+        # Loop time the loop started waiting with an empty queue; None while busy. The
+        # component's `IdleTimers` asks `idle_due` when it may have been idle for its
+        # timeout (`_idle_listed`: it has an entry there).
+        self._idle_since: float | None = None
+        self._idle_listed = False
         self._call: Any = None
         self._command_id = 0
         self.records = Records(env.idempotency)
@@ -155,9 +161,7 @@ class Entity(abc.ABC):
     # --- the loop -----------------------------------------------------------------------
 
     def submit(self, command: Command) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._idle_since = None
         command.queued_ns = tracing.now_ns()
         queue = self._queue
         if queue is None:
@@ -183,17 +187,28 @@ class Entity(abc.ABC):
             self._waiter = None
 
     def _arm_idle(self) -> None:
-        if self._idle is None:
-            self._idle = asyncio.get_running_loop().call_later(
-                self.env.idle_timeout, self._idle_expired
-            )
+        if self._idle_since is None:
+            self._idle_since = now = asyncio.get_running_loop().time()
+            if not self._idle_listed:
+                self._idle_listed = True
+                self.env.idle_timers.schedule(self, now + self.env.idle_timeout)
 
-    def _idle_expired(self) -> None:
-        # Only armed while the loop waits with an empty queue (a command cancels it),
-        # so the entity is between commands.
-        self._idle = None
+    def idle_due(self, now: float) -> float | None:
+        """From `IdleTimers`: passivate if idle for the timeout by `now`, else say when
+        to ask again. Idle means the loop has waited with an empty queue since
+        `_idle_since` (a command clears it), so the entity is between commands."""
+        self._idle_listed = False
+        since = self._idle_since
+        if since is None:
+            return None  # busy: listed again when it next waits
+        deadline = since + self.env.idle_timeout
+        if deadline > now:
+            self._idle_listed = True
+            return deadline
+        self._idle_since = None
         self.lifecycle.fire(Event.IDLE)
         self.wake()
+        return None
 
     async def _run(self) -> None:
         try:
@@ -218,8 +233,7 @@ class Entity(abc.ABC):
             if reason is None:
                 self.lifecycle.fire(Event.ABORT)
                 reason = "stopped by an error"
-            if self._idle is not None:
-                self._idle.cancel()
+            self._idle_since = None
             # Replies still waiting for their events are released (or failed) by the
             # write in flight. Before the host forgets this entity: a new incarnation
             # must not load it while that write may still land.

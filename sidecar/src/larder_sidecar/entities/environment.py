@@ -15,6 +15,7 @@ from ..journal.base import Journal
 from ..metrics import Metrics
 from .command import Command, EntityKey
 from .idempotency import IdempotencyPolicy
+from .idle_timers import IdleTimers
 
 if TYPE_CHECKING:
     from .entity import Entity
@@ -40,3 +41,5 @@ class EntityEnvironment:
     the commands that reached it too late on again."""
     idempotency: IdempotencyPolicy = field(default_factory=IdempotencyPolicy)
     """How long, and how many, idempotency records an entity keeps."""
+    idle_timers: IdleTimers = field(default_factory=IdleTimers)
+    """When this component's idle entities reach `idle_timeout`: one loop timer for all."""
