@@ -15,9 +15,11 @@ writes two rows). A keyspace of its own per run, consistency ONE (one node). Pha
    they come (live): writes/s, and when the view has applied them all;
 3. the same writes queued first, then applied with nothing else running: the view's own
    apply rate (changes/s and rows/s);
-4. `--rows` rows, 10 per category, then `--queries` `ByCategoryQuery` calls (an indexed
+4. `--rows` rows, 10 per category (loaded with their offsets without transactions), then `--queries` `ByCategoryQuery` calls (an indexed
    equality returning 10 rows): latency percentiles, in process (no sidecar, no gRPC);
-5. catch-up's scan: the value revisions of every item (`CassandraChangeSource`).
+5. catch-up's scan: the value revisions of every item (`CassandraChangeSource`);
+6. with `--sidecar`: the queries of 4 again through a real `larder-sidecar` process on the
+   loaded keyspace, over gRPC, the shop's user function (our SDK) in this process.
 
 CPU: this process's (all threads, `time.process_time`) and Cassandra's (its JVM, from
 /proc, found by the port it listens on), per operation; the load average is printed
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -40,6 +43,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import grpc.aio
 from larder_sidecar.journal.base import (
     ConcurrentWriteError,
     PersistenceId,
@@ -59,6 +63,8 @@ from larder_sidecar.views.store import RowChange
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.infra.process import free_port
+from tests.integration.views.shop_function import shop_service
 from tests.unit.sidecar.views.shop import PACKAGE, compile_shop, shop_spec
 
 ITEM_URL = f"type.googleapis.com/{PACKAGE}.Item"
@@ -172,6 +178,84 @@ def _delivery(
     return delivery, ViewQueries(model.views, delivery.tables, store, metrics)
 
 
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _through_sidecar(
+    args: argparse.Namespace, pb: ModuleType, live: CassandraSettings, categories: int,
+    cassandra_pid: int | None,
+) -> None:
+    """The query phase again through a real `larder-sidecar` on the loaded keyspace, over
+    gRPC, with the shop's user function (our SDK) in this process."""
+    service = shop_service(pb)
+    await service.start()
+    port, admin = free_port(), free_port()
+    env = {
+        **os.environ,
+        "USER_FUNCTION_PORT": str(service.port), "LARDER_HOST": "127.0.0.1",
+        "LARDER_PORT": str(port), "LARDER_ADMIN_PORT": str(admin),
+        "LARDER_INTERNAL_PORT": str(free_port()), "LARDER_JOURNAL_TYPE": "cassandra",
+        "LARDER_JOURNAL_CASSANDRA_CONTACT_POINTS": args.host,
+        "LARDER_JOURNAL_CASSANDRA_PORT": str(args.port),
+        "LARDER_JOURNAL_CASSANDRA_KEYSPACE": live.keyspace,
+        "LARDER_JOURNAL_CASSANDRA_READ_CONSISTENCY": "ONE",
+        "LARDER_JOURNAL_CASSANDRA_WRITE_CONSISTENCY": "ONE",
+    }
+    sidecar = Path(sys.executable).parent / "larder-sidecar"
+    with tempfile.NamedTemporaryFile(prefix="larder-bench-sidecar-", suffix=".log",
+                                     delete=False) as log:
+        proc = await asyncio.create_subprocess_exec(str(sidecar), env=env, stderr=log)
+    try:
+        started = time.perf_counter()
+        while True:  # polling is the only way to watch another process's readiness
+            if proc.returncode is not None or time.perf_counter() - started > 600:
+                raise SystemExit(f"the sidecar did not become ready; its log: {log.name}")
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", admin)
+                writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                ready = (await reader.read()).startswith(b"HTTP/1.1 200")
+                writer.close()
+                if ready:
+                    break
+            except OSError:
+                pass
+            await asyncio.sleep(0.2)
+        print(f"sidecar    ready after {time.perf_counter() - started:.1f}s (catch-up included)")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_stream(
+                f"/{PACKAGE}.ItemsView/ByCategoryQuery",
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=pb.Item.FromString,
+            )
+            for q in range(50):  # warm-up: connections, prepared statements
+                _ = [r async for r in call(pb.ByCategory(category=f"c{q}"), timeout=30)]
+            latencies: list[float] = []
+            cpu0, side0 = time.process_time(), _proc_cpu(proc.pid)
+            db0 = _proc_cpu(cassandra_pid) if cassandra_pid else float("nan")
+            for q in range(args.queries):
+                request = pb.ByCategory(category=f"c{(q * 7919) % categories}")
+                t = time.perf_counter()
+                rows = [r async for r in call(request, timeout=30)]
+                latencies.append(time.perf_counter() - t)
+                assert len(rows) >= 10, len(rows)
+            cpu, side = time.process_time() - cpu0, _proc_cpu(proc.pid) - side0
+            db = (_proc_cpu(cassandra_pid) if cassandra_pid else float("nan")) - db0
+        latencies.sort()
+        n = args.queries
+        print(f"sidecar    indexed equality over gRPC: p50 "
+              f"{statistics.median(latencies) * 1e3:.2f} ms  p99 "
+              f"{latencies[int(n * 0.99)] * 1e3:.2f} ms  {side / n * 1e6:.0f} µs CPU/query "
+              f"sidecar + {db / n * 1e6:.0f} µs Cassandra + {cpu / n * 1e6:.0f} µs client")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+        await service.stop(0)
+
+
 def _per(n: int, cpu: float, db: float, unit: str) -> str:
     return f"{cpu / n * 1e6:.0f} µs CPU/{unit} here + {db / n * 1e6:.0f} µs Cassandra"
 
@@ -262,13 +346,14 @@ async def main(args: argparse.Namespace) -> None:
             async with gate:
                 await loader.put_value(PersistenceId(f"items|r{i}"), 0, item)
                 rows = [RowChange(s, f"r{i}", item.value) for s in schemas]
-                await store.write_rows(rows, now_micros())
+                await store.load(f"{PACKAGE}.ItemsView", f"items|r{i}", 1, rows, now_micros())
 
         await asyncio.gather(*(put(i) for i in range(args.rows)))
         await loader.close()
         loaded, cpu, db = clock.read()
         total = args.rows + args.writes // 10
-        print(f"load       {args.rows} value states and {2 * args.rows} rows, no transactions, "
+        print(f"load       {args.rows} value states, {2 * args.rows} rows and their offsets, "
+              "no transactions, "
               f"in {loaded:.1f}s")
         path = f"/{PACKAGE}.ItemsView/ByCategoryQuery"
         latencies: list[float] = []
@@ -299,6 +384,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"view update failures retried (live view): {failures:.0f}")
         await delivery.close()
         await journal.close()
+        if args.sidecar:
+            await _through_sidecar(args, pb, live, categories, pid)
         print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
 
 
@@ -309,4 +396,6 @@ if __name__ == "__main__":
     parser.add_argument("--writes", type=int, default=5000)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--sidecar", action="store_true",
+                        help="also query through a larder-sidecar process over gRPC")
     asyncio.run(main(parser.parse_args()))

@@ -383,11 +383,20 @@ class CassandraViewStore:
             if applied
         }
 
-    async def write_rows(self, changes: Sequence[RowChange], ts: int) -> None:
-        """Write rows `USING TIMESTAMP ts` with no offset: for loading a table in bulk
-        (the benchmark), never for delivery."""
+    async def load(
+        self, view: str, pid: str, offset: int, changes: Sequence[RowChange], ts: int
+    ) -> None:
+        """Write rows and an entity's offset without transactions: for loading a table in
+        bulk (the benchmark), never for delivery."""
         writes = [(self._table(c.table), c.key, c.row, c.values or None) for c in changes]
         await self._write_rows(writes, ts)
+        await self._run(
+            f"INSERT INTO {self._ks}.view_offsets (view_key, pid, applied, pending, ts) "
+            "VALUES (?, ?, ?, 0, ?)",
+            (self._keys[view], pid, offset, ts),
+            what=f"load the offset of {pid}",
+            write=True,
+        )
 
     async def _write_rows(self, changes: Sequence[_RowWrite], ts: int) -> None:
         writes = []
