@@ -61,10 +61,11 @@ log = logging.getLogger("larder_sidecar.cluster")
 REDIRECT_WAIT = 1.0
 """Seconds a redirected sender waits for its own map to change before it follows the
 redirect to the owner the receiver named."""
-BEHIND_RETRY = 0.05
+BEHIND_RETRY = (0.05, 0.2)
 """Seconds before asking a receiver that answered under one of this sidecar's earlier maps
-again (doubling each time): it is behind, and will serve the command once it catches
-up."""
+again, doubling from the first up to the second: it is behind and will serve the command
+once it catches up, at a moment nobody knows; a longer pause would mostly be time after
+that moment (a rebalance run had joins' commands wait 0.8 s past it)."""
 EARLIER_MAPS = 16
 """How many of its earlier maps (their fingerprints) a sidecar remembers, to tell that a
 redirect came from a receiver that is behind it."""
@@ -395,7 +396,8 @@ class ShardedRouter:
                 if behind_until is None:
                     behind_until = loop.time() + 2 * self._redirect_wait
                 if (remaining := behind_until - loop.time()) > 0:
-                    await self._changes.wait(min(BEHIND_RETRY * 2**behind_retries, remaining))
+                    pause = min(BEHIND_RETRY[0] * 2**behind_retries, BEHIND_RETRY[1])
+                    await self._changes.wait(min(pause, remaining))
                     behind_retries += 1
                     if self._map is not shard_map:
                         target = None
