@@ -21,14 +21,15 @@ file, and the growth in live objects by type; RSS growth minus traced growth is 
 is outside Python's allocator (grpc-core's C allocations, protobuf's upb arenas, and
 malloc's own overhead).
 
-`--floor` measures what one bare protocol stream costs a grpc.aio client with the
+`--floor` (with `--floor-options JSON`: also with these channel options) measures
+what one bare protocol stream costs a grpc.aio client with the
 sidecar's channel options and nothing else (no entity, no task per stream): N
 `EventSourcedEntities/Handle` calls opened to the same user function, each sent Init
 and one Command and read its Reply, left open. It is the floor of the current design
 (one HTTP/2 stream per active entity).
 
     .venv/bin/python bench/entity_memory.py [--entities 10000] [--repeat 2] \
-        [--compare REV] [--breakdown [--breakdown-rev REV]] [--floor]
+        [--compare REV] [--breakdown [--breakdown-rev REV]] [--floor [--floor-options JSON]]
 """
 
 from __future__ import annotations
@@ -309,13 +310,18 @@ def breakdown(function_port: int, desc: Path, entities: int, src: Path | None,
             print(f"  {per:6.2f}  {name}")
 
 
-def floor(function_port: int, count: int) -> None:
-    print(f"\n== floor: {count} bare Handle streams from a grpc.aio client")
-    for traced in (False, True):
-        out = subprocess.run([PYTHON, str(Path(__file__)), "--floor-child", str(function_port),
-                              str(count)] + (["--traced"] if traced else []),
-                             capture_output=True, text=True, check=True)
-        print("  " + out.stdout.strip().splitlines()[-1], flush=True)
+def floor(function_port: int, count: int, options: str) -> None:
+    variants = [("the sidecar's channel options", "[]")]
+    if options != "[]":
+        variants.append((f"and {options}", options))
+    for name, extra in variants:
+        print(f"\n== floor: {count} bare Handle streams from a grpc.aio client, {name}")
+        for traced in (False, True):
+            out = subprocess.run([PYTHON, str(Path(__file__)), "--floor-child", str(function_port),
+                                  str(count), "--floor-options", extra]
+                                 + (["--traced"] if traced else []),
+                                 capture_output=True, text=True, check=True)
+            print("  " + out.stdout.strip().splitlines()[-1], flush=True)
 
 
 def main() -> None:
@@ -333,7 +339,9 @@ def main() -> None:
     parser.add_argument("--sidecar-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-child", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--floor-options", default="[]", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-options", default="[]", metavar="JSON",
+                        help='with --floor, also with these channel options, e.g. '
+                             '\'[["grpc.enable_retries", 0]]\'')
     args = parser.parse_args()
     if args.sidecar_child:
         sys.argv = sys.argv[:1]
@@ -391,7 +399,7 @@ def main() -> None:
                            if measured else None)
                     breakdown(function_port, desc, args.entities, src, label, rss)
                 if args.floor:
-                    floor(function_port, args.entities)
+                    floor(function_port, args.entities, args.floor_options)
         finally:
             for rev in trees.values():
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
@@ -401,6 +409,9 @@ def main() -> None:
               "| CPU µs/cmd activating | CPU µs/cmd active |")
         print("|---|---|---|---|---|")
         for label, measured in rows.items():
+            if not measured:  # --repeat 0: only the breakdown or the floor
+                continue
+
             def span(key: str, measured: list[dict[str, Any]] = measured) -> str:
                 values = sorted(r[key] for r in measured)
                 return f"{values[0]}" if len(values) == 1 else f"{values[0]} to {values[-1]}"
