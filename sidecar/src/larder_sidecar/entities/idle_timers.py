@@ -20,6 +20,11 @@ from typing import Protocol
 
 log = logging.getLogger("larder_sidecar.entities")
 
+# uvloop's timers count whole milliseconds: one set for `when` may run while `loop.time()`
+# still reads a little less. Entries due within this are taken as due (as the timer of
+# each entity's own was, early by as much), rather than re-armed again and again.
+_CLOCK_SLACK = 0.002
+
 
 class Idle(Protocol):
     def idle_due(self, now: float) -> float | None:
@@ -55,7 +60,7 @@ class IdleTimers:
 
     def _due(self) -> None:
         self._timer = None
-        now = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time() + _CLOCK_SLACK
         due = []
         while self._heap and self._heap[0][0] <= now:
             due.append(heapq.heappop(self._heap)[2]())
