@@ -15,8 +15,9 @@ writes two rows). A keyspace of its own per run, consistency ONE (one node). Pha
    they come (live): writes/s, and when the view has applied them all;
 3. the same writes queued first, then applied with nothing else running: the view's own
    apply rate (changes/s and rows/s);
-4. `--rows` rows, 10 per category (loaded with their offsets without transactions), then `--queries` `ByCategoryQuery` calls (an indexed
-   equality returning 10 rows): latency percentiles, in process (no sidecar, no gRPC);
+4. `--rows` rows, 10 per category (loaded with their offsets, without transactions), then
+   `--queries` `ByCategoryQuery` calls (an indexed equality returning 10 rows): latency
+   percentiles, in process (no sidecar, no gRPC);
 5. catch-up's scan: the value revisions of every item (`CassandraChangeSource`);
 6. with `--sidecar`: the queries of 4 again through a real `larder-sidecar` process on the
    loaded keyspace, over gRPC, the shop's user function (our SDK) in this process.
