@@ -1,6 +1,6 @@
 """Command line:
 `python -m tests.infra provision [all|cassandra|kafka|kube|helm|grpcurl|h2spec|grpc-interop|
-cluster ...]` and `python -m tests.infra start cassandra|kafka|kube` (foreground, Ctrl-C
+ghz|grpc-js|cluster ...]` and `python -m tests.infra start cassandra|kafka|kube` (foreground, Ctrl-C
 stops it)."""
 
 from __future__ import annotations

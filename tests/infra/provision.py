@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.infra import cache, gobuild, maven, versions
+from tests.infra import cache, gobuild, maven, npm_client, versions
 from tests.infra.errors import ProvisionError
 from tests.infra.procs import Step
 
@@ -134,6 +134,20 @@ def _go_program_builder(
     return build
 
 
+def _npm_client_builder(name: str, version: str, package_dir: Path) -> Callable[[Path], None]:
+    def build(staging: Path) -> None:
+        npm_client.install(name, version, package_dir, staging)
+
+    return build
+
+
+# The @grpc/grpc-js client of the shopping-cart sample keeps its package.json and lock
+# next to its script; the entry holds only node_modules (the test puts it on NODE_PATH).
+GRPC_JS_CLIENT_DIR = (
+    Path(__file__).resolve().parents[1] / "e2e" / "samples" / "grpc_js_client"
+)
+GRPC_JS_CLIENT_VERSION = "grpc-js-1.14.7"
+
 _GO_FLAGS = f"go {versions.GO_MIN_VERSION} CGO_ENABLED=0 -mod=mod -trimpath"
 _GO_RECIPE = f"{_GO_FLAGS} {gobuild.ldflags_arg()}"
 _KUBERNETES_LDFLAGS = gobuild.kubernetes_version_ldflags(versions.KUBERNETES.version)
@@ -182,6 +196,14 @@ COMPONENTS: dict[str, Component] = {
         _go_program_builder("grpc-interop-client", versions.GRPC_INTEROP_CLIENT),
         _GO_RECIPE,
     ),
+    "ghz": Component("ghz", versions.GHZ.version, _go_program_builder("ghz", versions.GHZ),
+                     _GO_RECIPE),
+    "grpc-js-client": Component(
+        "grpc-js-client",
+        GRPC_JS_CLIENT_VERSION,
+        _npm_client_builder("grpc-js-client", GRPC_JS_CLIENT_VERSION, GRPC_JS_CLIENT_DIR),
+        npm_client.recipe(GRPC_JS_CLIENT_DIR),
+    ),
 }
 
 # What a user names on the command line -> the cache components it needs.
@@ -193,6 +215,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "grpcurl": ("grpcurl",),
     "h2spec": ("h2spec",),
     "grpc-interop": ("grpc-interop-client",),
+    "ghz": ("ghz",),
+    "grpc-js": ("grpc-js-client",),
 }
 
 

@@ -60,6 +60,15 @@ def grpc_interop_client_binary() -> Path:
     return installed("grpc-interop-client") / "bin" / "client"
 
 
+def ghz_binary() -> Path:
+    return installed("ghz") / "bin" / "ghz"
+
+
+def grpc_js_node_modules() -> Path:
+    """The `node_modules` of the @grpc/grpc-js client (tests/e2e/samples/grpc_js_client)."""
+    return installed("grpc-js-client") / "node_modules"
+
+
 def launch(name: str, workdir: Path) -> Server:
     starters: dict[str, Callable[[Path], Server]] = {
         "cassandra": start_cassandra,

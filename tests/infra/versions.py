@@ -77,4 +77,8 @@ GRPC_INTEROP_CLIENT = GoProgram(
     "google.golang.org/grpc", "v1.83.2", "google.golang.org/grpc/interop/client"
 )
 
+# A gRPC load generator on grpc-go: the third-language client of the shopping-cart sample
+# (the benchmarks build the same version with `go install`, bench/tools.py).
+GHZ = GoProgram("github.com/bojand/ghz", "v0.121.0", "github.com/bojand/ghz/cmd/ghz")
+
 GO_MIN_VERSION = "1.24.0"
