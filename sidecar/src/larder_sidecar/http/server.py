@@ -262,9 +262,10 @@ async def start_public_server(
 ) -> PublicServer:
     """Listen on host:port for gRPC and HTTP/1.1 JSON.
 
-    gRPC: the unary methods among `grpc_methods` (by gRPC path) are served in process by
-    `unary_grpc`; every other stream goes to the grpc.aio server at `grpc_target`
-    (`unix:/path` or `host:port`). Without `unary_grpc`, every stream goes there.
+    gRPC: the methods among `grpc_methods` (by gRPC path) with one request message (unary
+    and server-streamed) are served in process by `unary_grpc`; every other stream goes to
+    the grpc.aio server at `grpc_target` (`unix:/path` or `host:port`). Without
+    `unary_grpc`, every stream goes there.
 
     Raises HttpRuleError when the methods' `google.api.http` options are invalid, and
     OSError when the port cannot be bound.
@@ -277,13 +278,13 @@ async def start_public_server(
     if unary_grpc is not None:
         unary_methods = {
             path: m for path, m in (grpc_methods or {}).items()
-            if not m.model.client_streaming and not m.model.server_streaming
+            if not m.model.client_streaming
         }
         unary = UnaryServices(unary_grpc, unary_methods, max_message_bytes, limit, metrics)
     server = PublicServer(dispatcher, grpc_target, max_message_bytes, limits, metrics,
                           unary=unary)
     await server._listen(host, port)
-    log.info("public port listening on %s:%d (gRPC: %d unary methods here, the rest via %s; "
-             "HTTP/1.1 JSON: %d routes)", host, server.port,
+    log.info("public port listening on %s:%d (gRPC: %d unary and server-streamed methods "
+             "here, the rest via %s; HTTP/1.1 JSON: %d routes)", host, server.port,
              len(unary.methods) if unary else 0, grpc_target, len(routes.routes))
     return server

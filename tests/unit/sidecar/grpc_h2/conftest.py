@@ -23,6 +23,8 @@ from tests.unit.sidecar.http.fakes import FakeInvoker
 
 SERVICE = "test.Echo"
 UNARY = f"/{SERVICE}/Say"
+REPEAT = f"/{SERVICE}/Repeat"
+"""Server-streamed, served in process like UNARY."""
 STREAMED = "/test.Streamer/Count"
 MAX_MESSAGE = 12 * 1024 * 1024
 
@@ -36,12 +38,12 @@ class FakeMethod:
         return wrappers_pb2.BytesValue.FromString(payload)
 
 
-def say_method() -> Method:
+def say_method(name: str = "Say", *, server_streaming: bool = False) -> Method:
     model = MethodModel(
-        service=SERVICE, name="Say", component_type="akkaserverless.component.action.Actions",
+        service=SERVICE, name=name, component_type="akkaserverless.component.action.Actions",
         descriptor=cast(Any, None), input=wrappers_pb2.BytesValue.DESCRIPTOR,
         output=wrappers_pb2.BytesValue.DESCRIPTOR, client_streaming=False,
-        server_streaming=False,
+        server_streaming=server_streaming,
     )
     component = Component(
         service=SERVICE, kind=Kind.ACTION, entity_type=SERVICE, passivation_timeout=None,
@@ -85,6 +87,29 @@ class FakeDispatcher:
         ))
 
 
+    async def streamed_out(
+        self, method: Method, payload: bytes, metadata: MetadataPairs
+    ) -> AsyncIterator[InvokeResult]:
+        """`<n>` answers n messages, `n` through `n + <n> - 1` (first with metadata
+        x-first, later ones x-later-<i>); `<n>-fail` fails after them; `<n>-hang` waits
+        after them until cancelled."""
+        self.calls.append((payload, metadata))
+        request = wrappers_pb2.BytesValue.FromString(payload).value.decode()
+        count, _, then = request.partition("-")
+        for i in range(int(count)):
+            md = (("x-first", "yes"),) if i == 0 else ((f"x-later-{i}", str(i)),)
+            yield InvokeResult(value(str(i).encode()), metadata=md)
+        if then == "fail":
+            raise InvokeError(grpc.StatusCode.ABORTED, "stopped after the messages")
+        if then == "hang":
+            self.started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+
+
 async def _count(request: bytes, context: grpc.aio.ServicerContext[Any, Any]
                  ) -> AsyncIterator[bytes]:
     for i in range(int(request or b"0")):
@@ -117,7 +142,9 @@ async def public(grpc_backend: str, dispatcher: FakeDispatcher) -> AsyncIterator
         max_message_bytes=MAX_MESSAGE, unary_grpc=dispatcher,
         # The user function takes all the port takes, so the port's own limit is tested.
         function_limit=FunctionLimit(max_message_bytes=2 * MAX_MESSAGE),
-        grpc_methods={UNARY: say_method()},
+        grpc_methods={
+            UNARY: say_method(), REPEAT: say_method("Repeat", server_streaming=True),
+        },
     )
     yield server
     await server.close(grace=1.0)

@@ -1,6 +1,10 @@
-"""A unary call of one of the user's methods, served in process: the request message goes
-straight to the dispatcher, as the HTTP/1.1 front's requests do, and the reply is written
-as one HEADERS + DATA + trailers burst.
+"""A call of one of the user's methods with one request message, served in process: the
+request goes straight to the dispatcher, as the HTTP/1.1 front's requests do. A unary
+reply is written as one HEADERS + DATA + trailers burst; a server-streamed reply (a
+streamed action, a streamed view query) as HEADERS, one DATA per message as the client's
+window allows, then trailers. Relaying those through grpc.aio cost two grpc.aio
+operations per message (its write, our read): about 5 ms of CPU for a view query
+answering a dozen rows, against 1.4 ms for the same query over HTTP/1.1.
 
 The call's task is owned by the stream: a client's RST_STREAM, the deadline or the
 connection's end cancels it. A command that has not started then never runs (its
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,12 +51,17 @@ class UnaryDispatcher(Protocol):
         parsed: Message | None = None,
     ) -> InvokeResult: ...
 
+    def streamed_out(
+        self, method: Method, payload: bytes, metadata: MetadataPairs
+    ) -> AsyncIterator[InvokeResult]: ...
+
 
 @dataclass(frozen=True)
 class UnaryServices:
     dispatcher: UnaryDispatcher
     methods: Mapping[str, Method]
-    """The user's unary methods by gRPC path; every other path goes to grpc.aio."""
+    """The user's methods with one request message (unary and server-streamed) by gRPC
+    path; every other path goes to grpc.aio."""
     max_message_bytes: int
     function_limit: FunctionLimit = field(default_factory=FunctionLimit)
     metrics: Metrics = field(default_factory=Metrics)
@@ -72,6 +81,7 @@ class UnaryCall:
         "_deadline",
         "_done",
         "_head",
+        "_headers_sent",
         "_method",
         "_reader",
         "_services",
@@ -95,6 +105,7 @@ class UnaryCall:
         self._task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._done = False
+        self._headers_sent = False
         self._reader = MessageReader(services.max_message_bytes, head.encoding)
         try:
             check_encoding(head.encoding)
@@ -161,6 +172,9 @@ class UnaryCall:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"the request is not a valid {method.model.input.full_name}: {e}",
                 ) from e
+            if method.model.server_streaming:
+                await self._stream_replies(payload, metadata)
+                return
             result = await services.dispatcher.call(method, payload, metadata, parsed)
         except InvokeError as e:
             if isinstance(e.__cause__, EntityIdTooLong):
@@ -182,6 +196,32 @@ class UnaryCall:
         self._connection.send_data(self._stream, prefixed(result.payload),
                                    status_trailers(grpc.StatusCode.OK, ""))
 
+    async def _stream_replies(self, payload: bytes, metadata: MetadataPairs) -> None:
+        """Each reply message as it comes, waiting for the client's window between them so
+        a slow reader holds back the producer. The first reply's metadata is the headers;
+        later replies' go in the trailers (as on the grpc.aio path, `grpc_front.py`)."""
+        connection, stream = self._connection, self._stream
+        trailing: list[tuple[str, str]] = []
+        replies = self._services.dispatcher.streamed_out(self._method, payload, metadata)
+        async for result in replies:
+            if self._done:
+                return
+            if not self._headers_sent:
+                self._headers_sent = True
+                connection.send_headers(stream, RESPONSE_HEAD + metadata_block(result.metadata)
+                                        if result.metadata else RESPONSE_HEAD)
+            elif result.metadata:
+                trailing.extend(result.metadata)
+            connection.send_data(stream, prefixed(result.payload))
+            await connection.writable(stream)
+        if self._done:
+            return
+        if not self._headers_sent:
+            self._fail(grpc.StatusCode.OK, "")  # no message: a trailers-only OK
+            return
+        self._finish()
+        connection.send_data(stream, b"", status_trailers(grpc.StatusCode.OK, "", trailing))
+
     def _expired(self) -> None:
         self._deadline = None
         if self._task is not None:
@@ -192,8 +232,13 @@ class UnaryCall:
         if self._done:
             return
         self._finish()
-        self._connection.send_headers(self._stream, trailers_only(code, message),
-                                      end_stream=True)
+        if self._headers_sent:
+            # A streamed reply that ends badly after its first message: the status goes
+            # in the trailers after the messages already sent.
+            self._connection.send_data(self._stream, b"", status_trailers(code, message))
+        else:
+            self._connection.send_headers(self._stream, trailers_only(code, message),
+                                          end_stream=True)
 
     def _finish(self) -> None:
         self._done = True
