@@ -11,6 +11,7 @@ restarts, so its views (kept in memory too) have nothing to catch up.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import importlib
 from collections.abc import Mapping, Sequence
@@ -46,13 +47,14 @@ class _Reader(Protocol):
     def close(self) -> None: ...
 
 
-class _ReaderChangeSource:
-    """Implements `ChangeSource` on a journal reader's blocking calls, each on a thread."""
+class _ReaderChangeSource(abc.ABC):
+    """Implements `ChangeSource` on a journal reader's blocking calls, each on a thread;
+    a subclass says how its journal's reader is opened."""
 
     PAGE = 500
 
-    async def _reader(self) -> _Reader:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _reader(self) -> _Reader: ...
 
     async def value_revisions(self, entity_type: str) -> Mapping[PersistenceId, int]:
         reader = await self._reader()
