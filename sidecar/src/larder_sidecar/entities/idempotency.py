@@ -50,6 +50,10 @@ KEY_REUSED = "idempotency key reused for a different request"
 """Starts the message of the FAILED_PRECONDITION (HTTP 422) a reused key gets; the
 HTTP front recognises the error by it, also when it crossed from another sidecar."""
 
+ALREADY_APPLIED = "the command with idempotency key"
+"""Starts the message of the ALREADY_EXISTS a retry gets when the first reply was too
+large to keep; eventing recognises it by it (`is_already_applied`)."""
+
 _FINGERPRINT_BYTES = 16
 _FORMAT = 1
 _KINDS: tuple[ActionKind | None, ...] = (None, "reply", "forward", "failure")
@@ -150,7 +154,7 @@ def decode(record: IdempotencyRecord) -> StoredReply:
             None,
             InvokeError(
                 grpc.StatusCode.ALREADY_EXISTS,
-                f"the command with idempotency key {clip(record.key, 80)!r} was applied "
+                f"{ALREADY_APPLIED} {clip(record.key, 80)!r} was applied "
                 f"already; its reply ({data[head:].decode()} bytes) was larger than the "
                 f"{MAX_REPLY_BYTES // 1024} KiB an idempotency record keeps, so it cannot "
                 "be sent again",
@@ -178,6 +182,13 @@ def reused(key: str, method: Method) -> InvokeError:
 def is_key_reused(error: InvokeError) -> bool:
     return error.code is grpc.StatusCode.FAILED_PRECONDITION and error.message.startswith(
         KEY_REUSED
+    )
+
+
+def is_already_applied(error: InvokeError) -> bool:
+    """The error says the command ran before and its reply was too large to keep."""
+    return error.code is grpc.StatusCode.ALREADY_EXISTS and error.message.startswith(
+        ALREADY_APPLIED
     )
 
 

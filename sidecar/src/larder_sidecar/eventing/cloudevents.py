@@ -47,6 +47,8 @@ class Command:
     entity_id: str | None
     """None for actions."""
     metadata: MetadataPairs
+    dedup_key: str | None = None
+    """The idempotency key derived from the record (`dedup.py`), None without one."""
 
 
 def ce_attributes(headers: RecordHeaders) -> dict[str, str]:

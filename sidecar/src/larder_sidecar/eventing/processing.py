@@ -17,8 +17,10 @@ from typing import Any, Protocol
 import grpc
 
 from .. import tracing
+from ..entities.idempotency import is_already_applied, is_key_reused
 from ..invoke import InvokeError, InvokeResult, MetadataPairs
 from ..model import Method
+from . import dedup
 from .cloudevents import (
     Command,
     MalformedRecord,
@@ -135,9 +137,11 @@ class RecordProcessor:
         *,
         backoff: Backoff = Backoff(),
         counters: Counters | None = None,
+        deduplicate: bool = True,
     ) -> None:
         self._spec = spec
         self._runner = runner
+        self._deduplicate = deduplicate
         self._backoff = backoff
         self._counters: Counters = counters or _NoCounters()
         self._outbox = Outbox(publisher, dead_letter_topic, backoff=backoff, counters=counters)
@@ -149,6 +153,8 @@ class RecordProcessor:
             command = decode(subscription.method, record.value(), record.headers() or [])
         except MalformedRecord as e:
             return Prepared(subscription, record, _lane(None, record), None, str(e))
+        if self._deduplicate:
+            command = dedup.keyed(command, record.topic(), record.partition(), record.offset())
         return Prepared(subscription, record, _lane(command, record), command)
 
     async def run(self, prepared: Prepared) -> Coroutine[Any, Any, None] | None:
@@ -191,9 +197,7 @@ class RecordProcessor:
                 break
             except InvokeError as e:
                 if e.code not in TRANSIENT:
-                    return await self._outbox.reject(
-                        record, method.model.path, e.code.name, e.message
-                    )
+                    return await self._refused(record, method, command, e)
                 delay = next(delays)
                 log.warning(
                     "%s on %s failed with %s (%s); retrying in %.1fs",
@@ -206,11 +210,33 @@ class RecordProcessor:
         key = command.entity_id.encode() if command.entity_id is not None else record.key()
         # A deterministic id: a record redelivered after a crash produces a reply
         # with the same ce-id, so consumers downstream can drop the duplicate.
-        event_id = f"{record.topic()}-{record.partition()}-{record.offset()}"
+        event_id = dedup.reply_event_id(
+            command, record.topic(), record.partition(), record.offset()
+        )
         return await self._outbox.publish(
             publication.topic, result.payload, key,
             reply_headers(method, event_id, command.entity_id), record,
         )
+
+    async def _refused(
+        self, record: Any, method: Method, command: Command, error: InvokeError
+    ) -> Coroutine[Any, Any, None] | None:
+        if command.dedup_key is not None:
+            if is_already_applied(error):
+                # A delivery of an event the entity applied before, whose reply was too
+                # large to keep: nothing to run again, but nothing to publish either.
+                log.warning(
+                    "record %s for %s was applied before (key %s); its reply was too "
+                    "large to keep, so it is not published again",
+                    _where(record), method.model.path, command.dedup_key,
+                )
+                return None
+            if is_key_reused(error):
+                return await self._outbox.reject(
+                    record, method.model.path, error.code.name,
+                    f"{error.message} ({dedup.reuse_cause(command.dedup_key)})",
+                )
+        return await self._outbox.reject(record, method.model.path, error.code.name, error.message)
 
     async def handle(self, subscription: Subscription, record: Any) -> None:
         """Everything for one record, up to the broker's acknowledgement."""

@@ -115,6 +115,7 @@ class Eventing:
             self._producer,
             self._settings.dead_letter_topic,
             counters=self.metrics,
+            deduplicate=self._settings.deduplicate,
         )
         try:
             for group, topics in self.spec.groups().items():

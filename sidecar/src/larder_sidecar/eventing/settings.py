@@ -60,6 +60,9 @@ class KafkaSettings:
     max_in_flight: int = 100
     """Records of one partition started and not yet finished; 1 runs a partition's
     records strictly one after another."""
+    deduplicate: bool = True
+    """`LARDER_KAFKA_DEDUPLICATE`: entity commands from records carry an idempotency key
+    derived from the record, so a redelivered record is not applied twice (`dedup.py`)."""
 
     @property
     def enabled(self) -> bool:
@@ -164,6 +167,12 @@ def load_kafka_settings(env: Mapping[str, str] | None = None) -> KafkaSettings:
             f"LARDER_KAFKA_MAX_IN_FLIGHT={raw_in_flight!r} must be a whole number from 1 "
             "to 10000 (records of one partition in flight)"
         )
+    dedup_switch = env.get("LARDER_KAFKA_DEDUPLICATE", "").strip().lower() or "on"
+    if dedup_switch not in ("on", "off"):
+        raise KafkaSettingsError(
+            f"LARDER_KAFKA_DEDUPLICATE={dedup_switch!r} must be on or off (off: a record "
+            "redelivered after a crash or rebalance may apply its command twice)"
+        )
     return KafkaSettings(
         bootstrap_servers=props.get("bootstrap.servers", ""),
         security_protocol=protocol,
@@ -175,4 +184,5 @@ def load_kafka_settings(env: Mapping[str, str] | None = None) -> KafkaSettings:
         extra={k: v for k, v in props.items() if k not in _KNOWN},
         turned_off=switch == "off",
         max_in_flight=max_in_flight,
+        deduplicate=dedup_switch == "on",
     )
