@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -393,23 +393,98 @@ class Dispatcher:
             raise InvokeError(
                 grpc.StatusCode.UNIMPLEMENTED, f"{method.path} is not a streamed view query"
             )
-        return self._view_rows(m, request)
+        return self._traced(m, metadata, lambda _: self._view_rows(m, request))
 
     def streamed_out(
         self, method: Method, payload: bytes, metadata: MetadataPairs
     ) -> AsyncIterator[InvokeResult]:
+        """A server-streamed call: a view query, or an action whose command carries the
+        metadata (with the trace context: opened inside the SERVER span's first step)."""
         if method.component.kind is Kind.VIEW:
-            return self._view_rows(method, parse(method, payload))
+            request = parse(method, payload)
+            return self._traced(method, metadata, lambda _: self._view_rows(method, request))
         parse(method, payload)
-        call = self._actions.HandleStreamedOut(self._action_command(method, payload, metadata))
-        return self._outs(call, None)
+
+        def open_call(sent: MetadataPairs) -> AsyncIterator[InvokeResult]:
+            command = self._action_command(method, payload, sent)
+            return self._outs(self._actions.HandleStreamedOut(command), None)
+
+        return self._traced(method, metadata, open_call)
 
     def streamed(
         self, method: Method, payloads: AsyncIterator[bytes], metadata: MetadataPairs
     ) -> AsyncIterator[InvokeResult]:
-        commands = _StreamedCommands(self._action_command(method, None, metadata), method, payloads)
-        commands.call = call = self._actions.HandleStreamed(commands)
-        return self._outs(call, commands)
+        def open_call(sent: MetadataPairs) -> AsyncIterator[InvokeResult]:
+            commands = _StreamedCommands(self._action_command(method, None, sent), method, payloads)
+            commands.call = call = self._actions.HandleStreamed(commands)
+            return self._outs(call, commands)
+
+        return self._traced(method, metadata, open_call)
+
+    def _traced(
+        self,
+        method: Method,
+        metadata: MetadataPairs,
+        open_call: Callable[[MetadataPairs], AsyncIterator[InvokeResult]],
+    ) -> AsyncIterator[InvokeResult]:
+        """The replies of `open_call(metadata)`, in a SERVER span while tracing is on."""
+        if not tracing.enabled():
+            return open_call(metadata)
+        return self._traced_replies(method, metadata, open_call)
+
+    async def _traced_replies(
+        self,
+        method: Method,
+        metadata: MetadataPairs,
+        open_call: Callable[[MetadataPairs], AsyncIterator[InvokeResult]],
+    ) -> AsyncIterator[InvokeResult]:
+        """A streamed call's SERVER span (continuing the client's `traceparent`), open
+        until its last reply or its end; current only while the call is opened and while
+        each reply is produced (`tracing.steps`), never while the consumer holds a reply,
+        so it does not leak into the front's code between messages. The user function
+        gets the span's context in the call's first command."""
+        model = method.model
+        server = tracing.steps(
+            model.path,
+            tracing.SpanKind.SERVER,
+            parent=tracing.extract(metadata),
+            attributes={"rpc.service": model.service, "rpc.method": model.name},
+        )
+        sent = 0
+        error: BaseException | None = None
+        code = grpc.StatusCode.OK
+        replies: AsyncIterator[InvokeResult] | None = None
+        try:
+            with server.step():
+                replies = open_call(tracing.inject(metadata))
+            while True:
+                with server.step():
+                    try:
+                        result = await anext(replies)
+                    except StopAsyncIteration:
+                        break
+                sent += 1
+                yield result
+        except InvokeError as e:
+            code, error = e.code, e
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client reset the stream, its deadline passed, or the front stopped
+            # reading: not the call's failure (OpenTelemetry's gRPC conventions).
+            code = grpc.StatusCode.CANCELLED
+            closing = getattr(replies, "aclose", None)  # the producer, if still open
+            if closing is not None:
+                with server.step():
+                    await closing()
+            raise
+        except Exception as e:
+            code, error = grpc.StatusCode.UNKNOWN, e
+            raise
+        finally:
+            server.annotate(
+                {"rpc.grpc.status_code": code.value[0], "larder.messages.sent": sent}
+            )
+            server.end(error)
 
 
 class _StreamedCommands:

@@ -213,3 +213,49 @@ async def test_a_client_streamed_action_is_traced_as_a_unary_call(
     assert (server.kind, server.trace_id, server.parent_id) == ("SERVER", CLIENT_TRACE, CLIENT_SPAN)
     assert server.attributes["rpc.method"] == "Join"
     assert tree(spans, server) == [f"/{PKG}.Echo/Join", "  user function"]
+
+
+async def test_streamed_actions_are_server_spans_open_until_their_last_reply(
+    start_sidecar: SidecarFactory,
+    user_function: UserFunction,
+    connect: Callable[[Sidecar], Client],
+) -> None:
+    async with OtlpReceiver() as receiver:
+        client = connect(await start_sidecar(user_function, tracing=config(receiver)))
+        pb = client.pb
+        traced = (("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"),)
+        # Server-streamed: served by the public port itself.
+        repeat = client.channel.unary_stream(
+            f"/{PKG}.Echo/Repeat",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.Text.FromString,
+        )
+        replies = [r.text async for r in repeat(pb.Text(text="r"), timeout=10, metadata=traced)]
+        assert replies == ["r0", "r1", "r2"]
+
+        async def texts(*values: str) -> AsyncIterator[Any]:
+            for v in values:
+                yield pb.Text(text=v)
+
+        # Bidirectional: relayed to the grpc.aio front. Without a client's traceparent.
+        chat = client.channel.stream_stream(
+            f"/{PKG}.Echo/Chat",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.Text.FromString,
+        )
+        replies = [r.text async for r in chat(texts("a", "b"), timeout=10)]
+        assert replies == ["A", "B"]
+        spans = await receiver.wait_for(
+            lambda s: sum(x.kind == "SERVER" for x in s) >= 2, within=10
+        )
+    for name, sent, parent in (("Repeat", 3, CLIENT_SPAN), ("Chat", 2, "")):
+        server = one(spans, f"/{PKG}.Echo/{name}")
+        assert (server.kind, server.parent_id) == ("SERVER", parent), name
+        assert server.attributes["rpc.method"] == name
+        assert server.attributes["larder.messages.sent"] == sent
+        assert server.attributes["rpc.grpc.status_code"] == 0
+        assert server.status == "UNSET"
+        # The user function continues the SERVER span: its context in the first command.
+        got = dict(user_function.record.streamed_metadata)[name]["traceparent"]
+        assert got.split("-")[1:3] == [server.trace_id, server.span_id], name
+    assert one(spans, f"/{PKG}.Echo/Repeat").trace_id == CLIENT_TRACE

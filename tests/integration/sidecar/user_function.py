@@ -63,6 +63,10 @@ def reply(msg: Message, metadata: list[tuple[str, str]] = ()) -> Any:  # type: i
     )
 
 
+def _metadata(command: Any) -> dict[str, str]:
+    return {e.key: e.string_value for e in command.metadata.entries}
+
+
 @dataclass
 class Record:
     """What the user function saw, for assertions."""
@@ -73,6 +77,9 @@ class Record:
     streams_ended: int = 0
     stream_ended: asyncio.Event = field(default_factory=asyncio.Event)
     errors_reported: list[str] = field(default_factory=list)
+    streamed_metadata: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    """A server- or bidirectional-streamed action's name and the metadata of its first
+    command."""
     proxy_terminated: int = 0
     hang: asyncio.Event = field(default_factory=asyncio.Event)
     hanging: asyncio.Event = field(default_factory=asyncio.Event)
@@ -274,6 +281,7 @@ class _Echo(action_pb2_grpc.ActionsServicer):  # type: ignore[misc]
 
     async def HandleStreamedOut(self, request: Any, context: Any) -> AsyncIterator[Any]:
         pb = self.fn.pb
+        self.fn.record.streamed_metadata.append((request.name, _metadata(request)))
         text = self._text(request)
         for i in range(3):
             yield action_pb2.ActionResponse(
@@ -286,6 +294,7 @@ class _Echo(action_pb2_grpc.ActionsServicer):  # type: ignore[misc]
         async for command in request_iterator:
             if header is None:
                 header = command
+                self.fn.record.streamed_metadata.append((command.name, _metadata(command)))
                 continue
             yield action_pb2.ActionResponse(reply=reply(pb.Text(text=self._text(command).upper())))
 

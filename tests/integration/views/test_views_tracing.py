@@ -5,6 +5,7 @@ trip (`Views/Handle`) below it; a plain update (no handler) is a span without on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
@@ -76,3 +77,72 @@ async def test_a_view_update_continues_the_trace_of_the_write_that_made_it(
     put = next(s for s in spans if s.kind == "SERVER" and s.name == f"/{PKG}.Items/Put")
     assert items.trace_id == put.trace_id != TRACE
     assert tree(spans, items) == [f"view update {PKG}.ItemsView"]
+
+
+async def test_view_queries_are_spans_under_their_calls(
+    pb: ModuleType,  # noqa: F811
+    function: LarderService,  # noqa: F811
+    sidecars: Callable[[int], Awaitable[Sidecar]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert function.port is not None
+    async with OtlpReceiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        sidecar = await sidecars(function.port)
+        traced = (("traceparent", f"00-{TRACE}-{SPAN}-01"),)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
+
+            def stub(method: str, reply: Any, streamed: bool = False) -> Any:
+                make = channel.unary_stream if streamed else channel.unary_unary
+                return make(
+                    f"/{PKG}.{method}",
+                    request_serializer=lambda m: m.SerializeToString(),
+                    response_deserializer=reply.FromString,
+                )
+
+            put = stub("Items/Put", Empty)
+            for item_id, price in (("a", 1), ("b", 2), ("c", 9)):
+                item = pb.Item(item_id=item_id, name=item_id, price=price, category="fruit")
+                await put(item, timeout=10)
+            by_category = stub("ItemsView/ByCategoryQuery", pb.Item, streamed=True)
+            for _ in range(100):  # the view follows the writes after they are acknowledged
+                rows = [r async for r in by_category(pb.ByCategory(category="fruit"), timeout=10)]
+                if len(rows) == 3:
+                    break
+                await asyncio.sleep(0.05)
+            # Both traced, each in its own trace from the client's.
+            rows = [
+                r
+                async for r in by_category(
+                    pb.ByCategory(category="fruit"), timeout=10, metadata=traced
+                )
+            ]
+            assert [r.item_id for r in rows] == ["a", "b", "c"]
+            cheaper = await stub("ItemsView/Cheaper", pb.ItemList)(
+                pb.PriceBelow(max_price=5),
+                timeout=10,
+                metadata=(("traceparent", f"00-{'7' * 32}-{SPAN}-01"),),
+            )
+            assert [i.item_id for i in cheaper.items] == ["a", "b"]
+        spans = await receiver.wait_for(
+            lambda s: {x.trace_id for x in s if x.name.startswith("view query")}
+            >= {TRACE, "7" * 32},
+            within=20,
+        )
+    for trace_id, method, rows_sent in ((TRACE, "ByCategoryQuery", 3), ("7" * 32, "Cheaper", 2)):
+        server = next(s for s in spans if s.kind == "SERVER" and s.trace_id == trace_id)
+        assert server.name == f"/{PKG}.ItemsView/{method}"
+        assert server.parent_id == SPAN
+        assert tree(spans, server) == [
+            server.name,
+            f"  view query {PKG}.ItemsView/{method}",
+        ], "\n".join(tree(spans, server))
+        (query,) = [s for s in spans if s.name.startswith("view query") and s.trace_id == trace_id]
+        assert query.attributes["larder.view"] == f"{PKG}.ItemsView"
+        assert query.attributes["larder.view.query"] == method
+        assert query.attributes["larder.view.table"] == "items"
+        assert query.attributes["larder.view.store"] == "sqlite"
+        assert query.attributes["larder.view.rows"] == rows_sent
+    streamed = next(s for s in spans if s.kind == "SERVER" and s.trace_id == TRACE)
+    assert streamed.attributes["larder.messages.sent"] == 3

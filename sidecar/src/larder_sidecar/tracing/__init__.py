@@ -11,13 +11,15 @@ Process-wide, like logging: `Sidecar.start` installs the tracer, `Sidecar.stop` 
 and removes it. Spans follow a command across tasks through the OpenTelemetry context
 (contextvars); where a command changes task (an entity's own loop, a forward to another
 pod, a Kafka record), its context travels with it (`capture`, or `traceparent` in the
-metadata: `inject`, `extract`).
+metadata: `inject`, `extract`). A streamed call's span stays open across its steps
+(`steps`), current only while each step runs.
 """
 
 from .config import TracingConfig, TracingConfigError, tracing_config
 from .runtime import (
     Span,
     SpanKind,
+    Steps,
     annotate,
     capture,
     enabled,
@@ -30,11 +32,13 @@ from .runtime import (
     recording,
     shutdown,
     span,
+    steps,
 )
 
 __all__ = [
     "Span",
     "SpanKind",
+    "Steps",
     "TracingConfig",
     "TracingConfigError",
     "annotate",
@@ -49,5 +53,6 @@ __all__ = [
     "recording",
     "shutdown",
     "span",
+    "steps",
     "tracing_config",
 ]

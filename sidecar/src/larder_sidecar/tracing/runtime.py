@@ -361,3 +361,120 @@ def record_span(name: str, start_ns: int, parent: Parent | None = None) -> None:
     if isinstance(resolved, Unsampled):
         return
     tracer.start_span(name, context=_otel_context(resolved), start_time=start_ns).end()
+
+
+# --- spans open across the steps of a stream ------------------------------------------
+
+
+class Steps:
+    """A span open for a whole streamed call, current only during each of its steps.
+
+    A streamed call's replies are yielded to its consumer (the port's writer, grpc.aio)
+    between steps; a span made current with `span` around the yields would stay current
+    in the consumer's code between them, and its reset could run in another context (a
+    generator closed by its finalizer). Here each step (`step()`: opening the call,
+    reading the next reply) sets the span current and resets it within the step, and the
+    span ends with `end`, which touches no context. This base class is the span while
+    off or in a dropped trace of a stream that opened nothing: each step is a no-op."""
+
+    __slots__ = ()
+
+    def step(self) -> AbstractContextManager[Span | None]:
+        return _NOOP
+
+    def annotate(self, attributes: Mapping[str, Any]) -> None:
+        return
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the span, failed with `error` if there is one (it is recorded on it)."""
+        return
+
+
+_NO_STEPS = Steps()
+
+
+class _UnsampledSteps(Steps):
+    """A dropped trace's stream: its trace current in each step (so what the steps send
+    on, `inject`, carries it flagged unsampled); no OpenTelemetry object."""
+
+    __slots__ = ("_trace",)
+
+    def __init__(self, trace: Unsampled) -> None:
+        self._trace = trace
+
+    def step(self) -> AbstractContextManager[Span | None]:
+        return _Within(self._trace)
+
+
+class _RecordedSteps(Steps):
+    __slots__ = ("_context", "_span")
+
+    def __init__(self, span: Any, context: Context) -> None:
+        self._span = span
+        self._context = context
+
+    def step(self) -> AbstractContextManager[Span | None]:
+        return _Attached(self._span, self._context)
+
+    def annotate(self, attributes: Mapping[str, Any]) -> None:
+        self._span.set_attributes(attributes)
+
+    def end(self, error: BaseException | None = None) -> None:
+        if error is not None:
+            self._span.record_exception(error)
+            self._span.set_status(
+                _installed.trace.Status(
+                    _installed.trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"
+                )
+            )
+        self._span.end()
+
+
+class _Attached(AbstractContextManager["Span | None"]):
+    """A recorded span's context current for a block (no unsampled trace current)."""
+
+    __slots__ = ("_context", "_span", "_token", "_unsampled_token")
+
+    def __init__(self, span: Any, context: Context) -> None:
+        self._span = span
+        self._context = context
+
+    def __enter__(self) -> Span:
+        self._unsampled_token = _unsampled.set(None)
+        self._token = _installed.context.attach(self._context)
+        entered: Span = self._span
+        return entered
+
+    def __exit__(self, *exc: object) -> None:
+        _installed.context.detach(self._token)
+        _unsampled.reset(self._unsampled_token)
+
+
+def steps(
+    name: str,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: Parent | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Steps:
+    """A span started now, for a stream whose steps run apart (`Steps`); the same
+    sampling as `span`: nothing of OpenTelemetry while off or in a dropped trace."""
+    tracer = _installed.tracer
+    if tracer is None:
+        return _NO_STEPS
+    current = _unsampled.get()
+    context: Context
+    if parent is None:
+        if current is not None:
+            return _UnsampledSteps(current)
+        context = _installed.context.get_current()
+        if not _installed.trace.get_current_span(context).get_span_context().is_valid:
+            parent = _new_root()  # outside any trace
+    if parent is not None:
+        resolved = _resolved(parent)
+        if isinstance(resolved, Unsampled):
+            return _UnsampledSteps(resolved)
+        context = _otel_context(resolved)
+    started = tracer.start_span(
+        name, context=context, kind=_installed.kinds[kind], attributes=attributes
+    )
+    return _RecordedSteps(started, _installed.trace.set_span_in_context(started, context))

@@ -137,6 +137,8 @@ _RowWrite = tuple[_Table, str, bytes | None, Sequence[StoredValue] | None]
 class CassandraViewStore:
     """Implements `ViewStore` on Cassandra 5 (SAI is needed: 5.0 or later)."""
 
+    kind = "cassandra"
+
     def __init__(self, settings: CassandraSettings) -> None:
         self._settings = settings
         self._ks = settings.keyspace

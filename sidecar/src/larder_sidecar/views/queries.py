@@ -6,6 +6,9 @@ repeated field `name`; a projection builds each reply from the row's columns and
 request's parameters. Rows come from the store in pages (row key order), so a streamed
 query holds one page in memory; a unary `* AS name` reply is capped (`MAX_UNARY_ROWS`, and
 the largest message the sidecar sends).
+
+With tracing on, each query is a span, `view query <View service>/<Query>`, under the
+call's SERVER span: the view, its table, the store's kind and the rows it answered.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from larder_protocol import message_class
 
+from .. import tracing
 from ..invoke import InvokeError
 from .metrics import ViewMetrics
 from .query import ColumnRef, Parameter, Projection, ValidatedQuery
@@ -141,25 +145,42 @@ class ViewQueries:
             else:
                 yield reshape(row, checked.response_type)
 
+    def _span_attributes(self, served: _Served) -> dict[str, Any]:
+        return {
+            "larder.view": served.query.service,
+            "larder.view.query": served.query.name,
+            "larder.view.table": served.table.table,
+            "larder.view.store": self._store.kind,
+        }
+
     async def unary(self, path: str, request: Message) -> bytes:
         served = self._served(path)
         started = time.perf_counter()
         outcome = "ok"
         try:
-            return await self._unary(served, request)
+            if not tracing.enabled():
+                return (await self._unary(served, request))[0]
+            with tracing.span(
+                f"view query {served.query.service}/{served.query.name}",
+                attributes=self._span_attributes(served),
+            ):
+                reply, rows = await self._unary(served, request)
+                tracing.annotate({"larder.view.rows": rows})
+                return reply
         except InvokeError as e:
             outcome = e.code.name.lower()
             raise
         finally:
             self._observe(served, outcome, started)
 
-    async def _unary(self, served: _Served, request: Message) -> bytes:
+    async def _unary(self, served: _Served, request: Message) -> tuple[bytes, int]:
+        """The reply and how many rows it holds."""
         checked = served.checked
         if checked.result_field is None:
             replies = self._replies(served, request)
             async for reply in replies:
                 await replies.aclose()  # type: ignore[attr-defined]  # an async generator
-                return reply.SerializeToString()
+                return reply.SerializeToString(), 1
             raise InvokeError(
                 grpc.StatusCode.NOT_FOUND,
                 f"the view query {served.query.service}.{served.query.name} selected no row",
@@ -186,20 +207,33 @@ class ViewQueries:
                     "with SELECT * to read them all",
                 )
             field.add().CopyFrom(reshape(row_class.FromString(data), target))
-        return bytes(out.SerializeToString())
+        return bytes(out.SerializeToString()), count
 
     async def stream(self, path: str, request: Message) -> AsyncIterator[bytes]:
         served = self._served(path)
         started = time.perf_counter()
         outcome = "ok"
+        # Open across the yields, current never (nothing runs under it): `tracing.steps`.
+        span = tracing.steps(
+            f"view query {served.query.service}/{served.query.name}",
+            attributes=self._span_attributes(served) if tracing.recording() else None,
+        )
+        rows = 0
+        error: BaseException | None = None
         try:
             async for reply in self._replies(served, request):
+                rows += 1
                 yield reply.SerializeToString()
+        except Exception as e:
+            outcome, error = "error", e
+            raise
         except BaseException:
             outcome = "error"
             raise
         finally:
             self._observe(served, outcome, started)
+            span.annotate({"larder.view.rows": rows})
+            span.end(error)
 
     def _observe(self, served: _Served, outcome: str, started: float) -> None:
         view, name = served.query.service, served.query.name

@@ -84,6 +84,8 @@ def _apply_one(conn: sqlite3.Connection, view: str, item: Applied) -> bool:
 class SqliteViewStore:
     """Implements `ViewStore` on one SQLite file."""
 
+    kind = "sqlite"
+
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self._path = str(path)
         self._busy_timeout = busy_timeout

@@ -89,6 +89,10 @@ class Applied:
 
 
 class ViewStore(Protocol):
+    kind: str
+    """What stores the tables (`memory`, `sqlite`, `cassandra`): a view query span's
+    `larder.view.store`."""
+
     async def open(self, tables: Sequence[TableSchema]) -> list[str]:
         """Create what is missing; a table whose fingerprint changed is emptied, with the
         offsets of its view, so delivery rebuilds it. Returns the ids of tables emptied."""
@@ -118,6 +122,8 @@ class ViewStore(Protocol):
 
 class MemoryViewStore:
     """Implements `ViewStore` in memory; every call completes without yielding."""
+
+    kind = "memory"
 
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, bytes]] = {}
