@@ -1,7 +1,8 @@
 """Tracing of view updates: a `larder-sidecar` process in front of the view-shop function
 (our SDK), exporting over OTLP to a receiver in this test. A change's update continues
 the trace of the command whose journal write made it, with the update handler's round
-trip (`Views/Handle`) below it; a plain update (no handler) is a span without one."""
+trip (`Views/Handle`) below it; a plain update (no handler) is a span without one. A view
+query, streamed or unary, over gRPC or HTTP, is a span below its call's SERVER span."""
 
 from __future__ import annotations
 
@@ -125,12 +126,25 @@ async def test_view_queries_are_spans_under_their_calls(
                 metadata=(("traceparent", f"00-{'7' * 32}-{SPAN}-01"),),
             )
             assert [i.item_id for i in cheaper.items] == ["a", "b"]
+        # Over HTTP/1.1: a streamed query answered as a JSON array.
+        reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port)
+        writer.write(
+            f"GET /items/by-category/fruit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"traceparent: 00-{'8' * 32}-{SPAN}-01\r\n\r\n".encode()
+        )
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        traces = {TRACE, "7" * 32, "8" * 32}
         spans = await receiver.wait_for(
-            lambda s: {x.trace_id for x in s if x.name.startswith("view query")}
-            >= {TRACE, "7" * 32},
+            lambda s: {x.trace_id for x in s if x.name.startswith("view query")} >= traces,
             within=20,
         )
-    for trace_id, method, rows_sent in ((TRACE, "ByCategoryQuery", 3), ("7" * 32, "Cheaper", 2)):
+    for trace_id, method, rows_sent in (
+        (TRACE, "ByCategoryQuery", 3),
+        ("7" * 32, "Cheaper", 2),
+        ("8" * 32, "ByCategoryQuery", 3),
+    ):
         server = next(s for s in spans if s.kind == "SERVER" and s.trace_id == trace_id)
         assert server.name == f"/{PKG}.ItemsView/{method}"
         assert server.parent_id == SPAN
@@ -144,5 +158,6 @@ async def test_view_queries_are_spans_under_their_calls(
         assert query.attributes["larder.view.table"] == "items"
         assert query.attributes["larder.view.store"] == "sqlite"
         assert query.attributes["larder.view.rows"] == rows_sent
-    streamed = next(s for s in spans if s.kind == "SERVER" and s.trace_id == TRACE)
-    assert streamed.attributes["larder.messages.sent"] == 3
+    for trace_id in (TRACE, "8" * 32):
+        streamed = next(s for s in spans if s.kind == "SERVER" and s.trace_id == trace_id)
+        assert streamed.attributes["larder.messages.sent"] == 3
