@@ -20,7 +20,12 @@ writes two rows). A keyspace of its own per run, consistency ONE (one node). Pha
    percentiles, in process (no sidecar, no gRPC);
 5. catch-up's scan: the value revisions of every item (`CassandraChangeSource`);
 6. with `--sidecar`: the queries of 4 again through a real `larder-sidecar` process on the
-   loaded keyspace, over gRPC, the shop's user function (our SDK) in this process.
+   loaded keyspace, over gRPC, the shop's user function (our SDK) in this process;
+7. with `--old-store FILE` (another commit's `views/cassandra_store.py`, e.g.
+   `git show 2d8339e:sidecar/src/larder_sidecar/views/cassandra_store.py > /tmp/old.py`):
+   the store alone, A/B: `--writes` changes (`--writes`/10 entities, 10 revisions each, in
+   the order delivery queues them) through `apply_batch` in batches of delivery's size,
+   the old store and this one alternating, `--rounds` rounds, a keyspace per arm and round.
 
 CPU: this process's (all threads, `time.process_time`) and Cassandra's (its JVM, from
 /proc, found by the port it listens on), per operation; the load average is printed
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -56,11 +62,11 @@ from larder_sidecar.journal.cassandra_settings import CassandraSettings
 from larder_sidecar.model import UserFunctionModel, build_model
 from larder_sidecar.views.cassandra_store import CassandraViewStore, now_micros
 from larder_sidecar.views.catchup import CassandraChangeSource
-from larder_sidecar.views.delivery import ViewDelivery
+from larder_sidecar.views.delivery import BATCH, ViewDelivery, table_schemas
 from larder_sidecar.views.feed import FeedingJournal
 from larder_sidecar.views.metrics import ViewMetrics
 from larder_sidecar.views.queries import ViewQueries
-from larder_sidecar.views.store import RowChange
+from larder_sidecar.views.store import Applied, RowChange
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -257,6 +263,59 @@ async def _through_sidecar(
         await service.stop(0)
 
 
+def _old_store(path: Path) -> type[Any]:
+    """The `CassandraViewStore` of another commit's `cassandra_store.py`, loaded as a
+    module of this package (its relative imports resolve against this tree)."""
+    spec = importlib.util.spec_from_file_location("larder_sidecar.views._old_store", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    store: type[Any] = module.CassandraViewStore
+    return store
+
+
+async def _store_ab(
+    args: argparse.Namespace, pb: ModuleType, model: UserFunctionModel, clock: Clock,
+    settings: Any,
+) -> None:
+    """Phase 7: the store alone, the old store and this one alternating."""
+    arms: list[tuple[str, type[Any]]] = [
+        ("old", _old_store(args.old_store)), ("new", CassandraViewStore)
+    ]
+    tables = table_schemas(model.views)
+    view = f"{PACKAGE}.ItemsView"
+    schemas = [tables[(view, t)] for t in ("items", "prices")]
+    entities = max(1, args.writes // 10)
+    for round_ in range(1, args.rounds + 1):
+        for name, store_class in arms:
+            s = settings(f"ab{name}")
+            keyspace = CassandraJournal(s)  # creates the keyspace
+            await keyspace.start()
+            await keyspace.close()
+            store = store_class(s)
+            await store.open(list(tables.values()))
+            items = []
+            for i in range(entities * 10):
+                e, revision = i % entities, i // entities
+                item = _item(pb, i, 1000).value
+                parsed = pb.Item.FromString(item)
+                items.append(Applied(f"items|i{e}", revision, revision + 1, [
+                    RowChange(t, f"i{e}", item, t.values(parsed)) for t in schemas
+                ]))
+            load = os.getloadavg()[0]
+            clock.start()
+            refused = 0
+            for b in range(0, len(items), BATCH):
+                refused += (await store.apply_batch(view, items[b:b + BATCH])).count(False)
+            wall, cpu, db = clock.read()
+            await store.close()
+            n = len(items)
+            print(f"store {name} round {round_}: {n / wall:.0f} changes/s, "
+                  f"{2 * n / wall:.0f} rows/s, {_per(n, cpu, db, 'change')}; {refused} "
+                  f"refused; load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+
+
 def _per(n: int, cpu: float, db: float, unit: str) -> str:
     return f"{cpu / n * 1e6:.0f} µs CPU/{unit} here + {db / n * 1e6:.0f} µs Cassandra"
 
@@ -279,6 +338,11 @@ async def main(args: argparse.Namespace) -> None:
                 read_consistency="ONE", write_consistency="ONE",
             )
 
+        if args.old_store is not None:
+            await _store_ab(args, pb, model, clock, settings)
+            if args.store_ab_only:
+                print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+                return
         base = CassandraJournal(settings("base"))
         await base.start()
         clock.start()
@@ -399,4 +463,9 @@ if __name__ == "__main__":
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--sidecar", action="store_true",
                         help="also query through a larder-sidecar process over gRPC")
+    parser.add_argument("--old-store", type=Path,
+                        help="another commit's views/cassandra_store.py: the store A/B phase")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the store A/B")
+    parser.add_argument("--store-ab-only", action="store_true",
+                        help="run the store A/B phase (needs --old-store) and stop")
     asyncio.run(main(parser.parse_args()))

@@ -219,6 +219,7 @@ async def test_a_change_claimed_by_a_store_that_died_is_completed_by_the_next(
         raise RuntimeError("killed between the claim and the rows")
 
     ann = types.message("Customer", customer_id="c1", name="Ann")
+    bob = types.message("Customer", customer_id="c2", name="Bob")
     with monkeypatch.context() as patch:
         patch.setattr(dying, "_write_rows", die)
         with pytest.raises(RuntimeError):
@@ -241,6 +242,18 @@ async def test_a_change_claimed_by_a_store_that_died_is_completed_by_the_next(
     assert not await dying.apply(view, "cust|c1", 1, 2, [RowChange(schema, "c1", None)])
     assert await dying.offsets(view) == {"cust|c1": 2, "cust|c2": 1}
     assert await dying.row(schema, "c1") is None
+    # A claim is refused while the change before it is unfinished, even by a caller that
+    # expects the right offset: the offset row holds one change's intent, never two.
+    with monkeypatch.context() as patch:
+        patch.setattr(dying, "_write_rows", die)
+        with pytest.raises(RuntimeError):
+            await dying.apply(view, "cust|c2", 1, 2, [_row(schema, "c2", bob)])
+    bea = types.message("Customer", customer_id="c9", name="Bea")
+    assert not await restarted.apply(view, "cust|c2", 2, 3, [_row(schema, "c9", bea)])
+    assert await restarted.row(schema, "c2") == bob.SerializeToString()
+    assert await restarted.row(schema, "c9") is None
+    assert await restarted.apply(view, "cust|c2", 2, 3, [_row(schema, "c9", bea)])
+    assert await restarted.offsets(view) == {"cust|c1": 2, "cust|c2": 3}
     assert view_key(view, [schema]).startswith(view + "@")
 
 
@@ -278,3 +291,36 @@ async def test_two_stores_racing_for_one_entity_apply_each_change_once(
     row: Message = types.message("Customer")
     row.ParseFromString(stored)
     assert row.age == 20  # type: ignore[attr-defined]
+
+
+async def test_offset_rows_of_the_two_transaction_scheme_are_taken_over_at_open(
+    stores: StoreFactory, types: ViewTypes, cassandra: CassandraServer
+) -> None:
+    """Offset rows a store of the earlier scheme (claim, then complete; no `done`) left:
+    a completed change counts as done, a claimed one is completed from its intent."""
+    view = _view()
+    schema = _view_schema(types, view, "SELECT * FROM customers WHERE name = :customer_name")
+    first = stores()
+    await first.open([schema])  # creates the tables
+    ann = types.message("Customer", customer_id="c2", name="Ann")
+    key = view_key(view, [schema])
+    cluster = Cluster(list(cassandra.contact_points), port=cassandra.port)
+    try:
+        session = cluster.connect()
+        insert = session.prepare(
+            f"INSERT INTO {KEYSPACE}.view_offsets (view_key, pid, applied, pending, ts, intent) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        session.execute(insert, (key, "cust|c1", 3, 0, 10, None))
+        session.execute(
+            insert, (key, "cust|c2", 1, 2, 20, [(schema.id, "c2", ann.SerializeToString())])
+        )
+    finally:
+        cluster.shutdown()
+    assert await first.offsets(view) == {}  # nothing marked done yet
+    store = stores()
+    await store.open([schema])
+    assert await store.offsets(view) == {"cust|c1": 3, "cust|c2": 2}
+    assert await store.row(schema, "c2") == ann.SerializeToString()
+    assert await store.apply(view, "cust|c2", 2, 3, [RowChange(schema, "c2", None)])
+    assert await store.row(schema, "c2") is None

@@ -7,22 +7,25 @@ its own.
   (SAI) when Cassandra 5.0 can index it. Its name hashes the view's *generation* (the
   fingerprints of all its tables): a changed row type or query makes new tables, the old
   ones are dropped and the view is rebuilt from the journal.
-- `view_offsets`: per (view generation, persistence id) the offset applied, plus the
-  change being applied (`pending`, `intent`, `ts`); SAI on `view_key`.
+- `view_offsets`: per (view generation, persistence id) the offset claimed (`applied`),
+  the change's rows (`intent`) and write timestamp (`ts`), and `done`, the offset whose
+  rows are all written; SAI on `view_key`.
 
-Applying a change (the argument is in docs/views.md, "Delivery"):
+Applying a change (the argument is in docs/views.md, "Delivery on Cassandra"):
 
-1. claim: a lightweight transaction (LWT) on the entity's offset row stores the change's
-   rows as `intent`, `pending` = its offset and a write timestamp `ts` above the previous
-   one, if `applied` is the expected offset and nothing is pending;
+1. claim: one lightweight transaction (LWT) on the entity's offset row sets `applied` to
+   the change's offset, `intent` to its rows and `ts` to a write timestamp above the
+   previous one, if `applied` and `done` are both the expected offset (the previous
+   change is claimed and finished);
 2. write the rows `USING TIMESTAMP ts`, so a late write of an older change never
    overwrites a newer one;
-3. complete: an LWT sets `applied` and clears `pending`, if `pending` is still ours.
+3. done: a plain write sets `done` to the offset `USING TIMESTAMP ts` (an older change's
+   late marker never overwrites a newer one's).
 
-Anyone who finds a pending change (a crashed sidecar's, at start or on a conflict) writes
-its intent's rows and completes it: the update handler is never called twice for one
-stored result. Rows are read back in token order of their key (Cassandra has no key
-order across partitions), in pages.
+Anyone who finds `done` behind `applied` (a crashed sidecar's claim, at start or on a
+refused claim) writes the intent's rows and the marker: the update handler is never
+called twice for one stored result. `offsets` reports `done`. Rows are read back in token
+order of their key (Cassandra has no key order across partitions), in pages.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ PAGE_ROWS = 256
 CONCURRENCY = 64
 """Entities whose changes one `apply_batch` writes at the same time."""
 _LWT = "larder-views-lwt"
+_SERIAL = "larder-views-serial"
 _DDL_TIMEOUT = 60.0
 _MIN_TOKEN = -(2**63)
 
@@ -76,10 +80,10 @@ def _registry_cql(ks: str) -> list[str]:
         "(id text PRIMARY KEY, name text, fingerprint text, view_key text)",
         f"""CREATE TABLE IF NOT EXISTS {ks}.view_offsets (
     view_key text, pid text, applied bigint, pending bigint, ts bigint,
-    intent list<frozen<tuple<text, text, blob>>>,
+    intent list<frozen<tuple<text, text, blob>>>, done bigint,
     PRIMARY KEY ((view_key, pid)))""",
-        # The view's offsets are read by this index at start; `pending` is not indexed
-        # (each change sets it twice): the start's check filters the view's rows.
+        # The view's offsets are read by this index at start (the start's check compares
+        # `applied` and `done` of each: CQL cannot compare two columns).
         f"CREATE CUSTOM INDEX IF NOT EXISTS view_offsets_view_key ON {ks}.view_offsets "
         "(view_key) USING 'StorageAttachedIndex'",
     ]
@@ -180,6 +184,8 @@ class CassandraViewStore:
                 EXEC_PROFILE_DEFAULT: profile(s.read_consistency, tuple_factory),
                 _WRITES: profile(s.write_consistency, tuple_factory),
                 _LWT: profile(s.write_consistency, dict_factory),
+                # An offset row read to finish its change: what the last claim stored.
+                _SERIAL: profile(s.serial_consistency, dict_factory),
             },
             reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
             connect_timeout=s.request_timeout,
@@ -221,6 +227,7 @@ class CassandraViewStore:
         lwt: bool = False,
         write: bool = False,
         ddl: bool = False,
+        serial: bool = False,
     ) -> Any:
         session = self._need_session()
         statement: Any = cql if ddl else await self._prepare(cql)
@@ -231,6 +238,8 @@ class CassandraViewStore:
                 timeout=_DDL_TIMEOUT if ddl else self._settings.request_timeout,
                 execution_profile=_LWT
                 if lwt
+                else _SERIAL
+                if serial
                 else _WRITES
                 if write or ddl
                 else (EXEC_PROFILE_DEFAULT),
@@ -280,6 +289,7 @@ class CassandraViewStore:
         # tables follow the user function's queries, so the store always creates them.
         for cql in _registry_cql(self._ks):
             await self._run(cql, what="create the view registry", ddl=True)
+        await self._add_done_column()
         by_view: dict[str, list[TableSchema]] = {}
         for t in tables:
             by_view.setdefault(t.view, []).append(t)
@@ -338,21 +348,39 @@ class CassandraViewStore:
                 write=True,
             )
 
-    async def _finish_pending(self, key: str) -> None:
-        """Complete every change a sidecar claimed and did not complete (it crashed, or
-        is completing it right now: completing twice is harmless)."""
-        found = [
-            row
-            async for row in self._rows(
-                f"SELECT pid, pending, ts, intent FROM {self._ks}.view_offsets "
-                "WHERE view_key = ? AND pending > 0 ALLOW FILTERING",
-                (key,),
-                what="find view changes left pending",
+    async def _add_done_column(self) -> None:
+        """`done` came with one LWT per change: an offsets table made before lacks it."""
+        found = await self._run(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND "
+            "table_name = 'view_offsets' AND column_name = 'done'",
+            (self._ks,),
+            what="read the columns of view_offsets",
+        )
+        if not found:
+            await self._run(
+                f"ALTER TABLE {self._ks}.view_offsets ADD done bigint",
+                what="add the done column to view_offsets",
+                ddl=True,
             )
+
+    async def _finish_pending(self, key: str) -> None:
+        """Finish every change a sidecar claimed and did not finish (it crashed, or is
+        finishing it right now: finishing twice is harmless). CQL cannot compare two
+        columns: the view's offset rows are read (without their intents) and compared
+        here."""
+        found = [
+            pid
+            async for pid, applied, done, pending in self._rows(
+                f"SELECT pid, applied, done, pending FROM {self._ks}.view_offsets "
+                "WHERE view_key = ?",
+                (key,),
+                what="find view changes left unfinished",
+            )
+            if applied != done or pending
         ]
-        for pid, pending, ts, intent in found:
-            log.info("view %s: completing %s change %d left pending", key, pid, pending)
-            await self._roll_forward(key, pid, pending, ts, intent or [])
+        for pid in found:
+            log.info("view %s: finishing the change of %s left unfinished", key, pid)
+            await self._roll_forward(key, pid)
 
     async def close(self) -> None:
         cluster, self._cluster, self._session = self._cluster, None, None
@@ -376,13 +404,13 @@ class CassandraViewStore:
     async def offsets(self, view: str) -> Mapping[str, int]:
         key = self._keys.get(view, view)
         return {
-            pid: int(applied)
-            async for pid, applied in self._rows(
-                f"SELECT pid, applied FROM {self._ks}.view_offsets WHERE view_key = ?",
+            pid: int(done)
+            async for pid, done in self._rows(
+                f"SELECT pid, done FROM {self._ks}.view_offsets WHERE view_key = ?",
                 (key,),
                 what=f"read the offsets of view {view}",
             )
-            if applied
+            if done
         }
 
     async def load(
@@ -393,9 +421,9 @@ class CassandraViewStore:
         writes = [(self._table(c.table), c.key, c.row, c.values or None) for c in changes]
         await self._write_rows(writes, ts)
         await self._run(
-            f"INSERT INTO {self._ks}.view_offsets (view_key, pid, applied, pending, ts) "
-            "VALUES (?, ?, ?, 0, ?)",
-            (self._keys[view], pid, offset, ts),
+            f"INSERT INTO {self._ks}.view_offsets (view_key, pid, applied, done, ts) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (self._keys[view], pid, offset, offset, ts),
             what=f"load the offset of {pid}",
             write=True,
         )
@@ -413,21 +441,51 @@ class CassandraViewStore:
                 )
         await asyncio.gather(*writes)
 
-    async def _roll_forward(
-        self, key: str, pid: str, pending: int, ts: int, intent: Intent
-    ) -> None:
-        """Write a claimed change's rows and complete it."""
+    async def _mark_done(self, key: str, pid: str, offset: int, ts: int) -> None:
+        """The change's rows are all written. Timestamped with the change's `ts`: a late
+        marker of an older change (a paused sidecar's) never overwrites a newer one."""
+        await self._run(
+            f"UPDATE {self._ks}.view_offsets USING TIMESTAMP ? SET done = ? "
+            "WHERE view_key = ? AND pid = ?",
+            (ts, offset, key, pid),
+            what=f"mark change {offset} of {pid} done",
+            write=True,
+        )
+
+    async def _roll_forward(self, key: str, pid: str) -> None:
+        """Finish the entity's claimed change if it is not done: write its intent's rows
+        with its `ts`, then its marker. Read at the serial consistency: the intent and
+        `ts` the last claim stored, never an older claim's."""
+        stored = await self._run(
+            f"SELECT applied, done, pending, ts, intent FROM {self._ks}.view_offsets "
+            "WHERE view_key = ? AND pid = ?",
+            (key, pid),
+            what=f"read the unfinished change of {pid}",
+            serial=True,
+        )
+        if not stored:
+            return
+        row = stored[0]
+        applied, done, pending = row["applied"], row["done"], row["pending"]
+        ts, intent = int(row["ts"] or 0), row["intent"] or []
+        if not pending and (applied is None or applied == done):
+            return  # finished meanwhile
         tables = {t.schema.id: t for t in self._tables.values() if t.view_key == key}
         # A row of a table no longer in the view is left out (the view was rebuilt).
         await self._write_rows(
-            [(tables[tid], k, row, None) for tid, k, row in intent if tid in tables], ts
+            [(tables[tid], k, r, None) for tid, k, r in intent if tid in tables], ts
         )
-        await self._transaction(
-            f"UPDATE {self._ks}.view_offsets SET applied = ?, pending = 0, intent = null "
-            "WHERE view_key = ? AND pid = ? IF pending = ?",
-            (pending, key, pid, pending),
-            what=f"complete change {pending} of {pid}",
-        )
+        if pending:
+            # Claimed by a store of the two-LWT scheme (claim, then complete) that did
+            # not complete it: complete it the same way, then mark it done.
+            await self._transaction(
+                f"UPDATE {self._ks}.view_offsets SET applied = ?, pending = 0 "
+                "WHERE view_key = ? AND pid = ? IF pending = ?",
+                (pending, key, pid, pending),
+                what=f"complete change {pending} of {pid}",
+            )
+            applied = pending
+        await self._mark_done(key, pid, int(applied), ts)
 
     async def apply(
         self, view: str, pid: str, expected: int, offset: int, changes: Sequence[RowChange]
@@ -442,30 +500,24 @@ class CassandraViewStore:
             if expected == 0:
                 row = await self._transaction(
                     f"INSERT INTO {self._ks}.view_offsets "
-                    "(view_key, pid, applied, pending, ts, intent) VALUES (?, ?, 0, ?, ?, ?) "
+                    "(view_key, pid, applied, ts, intent) VALUES (?, ?, ?, ?, ?) "
                     "IF NOT EXISTS",
                     (key, pid, offset, ts, intent),
                     what=what,
                 )
             else:
                 row = await self._transaction(
-                    f"UPDATE {self._ks}.view_offsets SET pending = ?, ts = ?, intent = ? "
-                    "WHERE view_key = ? AND pid = ? IF applied = ? AND pending = 0 AND ts < ?",
-                    (offset, ts, intent, key, pid, expected, ts),
+                    f"UPDATE {self._ks}.view_offsets SET applied = ?, ts = ?, intent = ? "
+                    "WHERE view_key = ? AND pid = ? IF applied = ? AND done = ? AND ts < ?",
+                    (offset, ts, intent, key, pid, expected, expected, ts),
                     what=what,
                 )
             if row["[applied]"]:
                 break
-            applied, pending, stored_ts = row.get("applied"), row.get("pending"), row.get("ts")
-            if pending:
-                # Claimed by a sidecar that crashed, or is completing it now: finish it.
-                stored = await self._run(
-                    f"SELECT intent FROM {self._ks}.view_offsets WHERE view_key = ? AND pid = ?",
-                    (key, pid),
-                    what=f"read the pending change of {pid}",
-                )
-                intent_found: Intent = (stored[0][0] or []) if stored else []
-                await self._roll_forward(key, pid, int(pending), int(stored_ts or 0), intent_found)
+            applied, done, stored_ts = row.get("applied"), row.get("done"), row.get("ts")
+            if applied is not None and applied != done:
+                # Claimed by a sidecar that crashed, or is finishing it now: finish it.
+                await self._roll_forward(key, pid)
                 return False  # the offset moved: delivery rereads it
             if (applied or 0) != expected:
                 return False
@@ -476,13 +528,7 @@ class CassandraViewStore:
         await self._write_rows(
             [(self._table(c.table), c.key, c.row, c.values) for c in changes], ts
         )
-        await self._transaction(
-            f"UPDATE {self._ks}.view_offsets SET applied = ?, pending = 0, intent = null "
-            "WHERE view_key = ? AND pid = ? IF pending = ?",
-            (offset, key, pid, offset),
-            what=f"complete change {offset} of {pid}",
-        )
-        # Not applied: another sidecar completed our claim for us; the change is in.
+        await self._mark_done(key, pid, offset, ts)
         return True
 
     async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:

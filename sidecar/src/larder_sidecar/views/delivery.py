@@ -15,6 +15,11 @@ transaction, and only if the stored offset is still the expected one, so:
 - a change that fails (the user function down, the store unavailable) is retried with
   back-off, and the view waits behind it: nothing is skipped (the other views go on).
 
+A value entity's change that feeds a view as it is (no update handler) carries the
+entity's whole state: one still queued behind a later revision of the same entity is
+dropped when its turn comes, and only the last is written (fewer store writes when a view
+falls behind; rows never go backwards, they just skip intermediate states).
+
 Records of a view's topics (`topic_source.py`) join the same queue as `TopicMessage`s:
 their offset is the partition's Kafka offset (plus one), stored under the source
 `topic/<topic>/<partition>`, and a record is applied only above the stored one (Kafka
@@ -106,6 +111,11 @@ class _ViewState:
     busy: bool = False
     behind: bool = False
     """Changes were dropped (queue full): catch up from the journal once it drains."""
+    latest: dict[str, int] = field(default_factory=dict)
+    """Per value entity whose changes feed this view as they are (no update handler),
+    the highest revision queued: an older one still queued is superseded by it."""
+    collapsible: frozenset[str] = frozenset()
+    """The value entity types whose every update into this view is a plain one."""
 
 
 class ViewDelivery:
@@ -134,8 +144,16 @@ class ViewDelivery:
                 if u.source is SourceKind.TOPIC:
                     continue  # records arrive through `apply_topic`, already routed
                 routes.setdefault(u.entity_type, {}).setdefault(u.input_type_url, []).append(u)
+            plain = frozenset(
+                u.entity_type
+                for u in view.updates
+                if u.source is SourceKind.VALUE_ENTITY
+                and not any(
+                    o.transform for o in view.updates if o.entity_type == u.entity_type
+                )
+            )
             self._views[view.service] = _ViewState(
-                view, routes, {}, collections.deque(), asyncio.Event()
+                view, routes, {}, collections.deque(), asyncio.Event(), collapsible=plain
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._warned: set[tuple[str, str]] = set()
@@ -202,6 +220,11 @@ class ViewDelivery:
         else:
             state.pending.append((time.monotonic(), change, trace))
             self._metrics.pending.labels(name).set(len(state.pending))
+            if (
+                isinstance(change, ValueChanged)
+                and change.pid.partition("|")[0] in state.collapsible
+            ):
+                state.latest[change.pid] = max(change.revision, state.latest.get(change.pid, 0))
         state.wakeup.set()
 
     async def catch_up(self) -> None:
@@ -277,20 +300,23 @@ class ViewDelivery:
                         break
                     batch.append(more)
             state.busy = True
+            # A value entity's state replaced by a later revision still queued is not
+            # written: the later one is (a value change carries the whole state).
+            todo = [c for c in batch if not self._superseded(state, c)]
             delay = RETRY_FIRST_S
-            while True:
+            while todo:
                 try:
                     with tracing.span(
                         f"view update {name}",
                         # A change read back from the journal (catch-up) or a topic's
                         # record: a trace of its own.
                         parent=trace if trace is not None else tracing.extract(()),
-                        attributes={"larder.view.changes": len(batch)},
+                        attributes={"larder.view.changes": len(todo)},
                     ):
-                        if len(batch) == 1:
-                            await self._apply(state, change)
+                        if len(todo) == 1:
+                            await self._apply(state, todo[0])
                         else:
-                            await self._apply_batch(state, batch)
+                            await self._apply_batch(state, todo)
                     break
                 except asyncio.CancelledError:
                     raise
@@ -306,14 +332,25 @@ class ViewDelivery:
                     log.debug("view %s failure", name, exc_info=True)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_S)
-            for _ in batch:
+            for done in batch:
                 state.pending.popleft()
+                if (
+                    isinstance(done, ValueChanged)
+                    and state.latest.get(done.pid, 0) <= done.revision
+                ):
+                    state.latest.pop(done.pid, None)
             state.busy = False
             self._metrics.pending.labels(name).set(len(state.pending))
             if state.pending:
                 self._metrics.lag_seconds.labels(name).set(
                     time.monotonic() - state.pending[0][0]
                 )
+
+    def _superseded(self, state: _ViewState, change: Change | TopicMessage) -> bool:
+        return (
+            isinstance(change, ValueChanged)
+            and state.latest.get(change.pid, 0) > change.revision
+        )
 
     def _plain(self, state: _ViewState, change: Change | TopicMessage) -> bool:
         """A value entity's change, or a topic's record, that needs no update handler

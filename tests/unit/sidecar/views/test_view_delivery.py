@@ -355,6 +355,7 @@ class RacedStore(SqliteViewStore):
         super().__init__(path)
         self.raced: tuple[str, str, RowChange] | None = raced
         self.batches = 0
+        self.items: list[tuple[str, int, int]] = []
 
     async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
         if self.raced is not None:
@@ -363,14 +364,16 @@ class RacedStore(SqliteViewStore):
             other = Applied(pid, 0, 1, [change])
             assert await super().apply_batch(raced_view, [other]) == [True]
         self.batches += 1
+        self.items += [(i.pid, i.expected, i.offset) for i in items]
         return await super().apply_batch(view, items)
 
 
 async def test_queued_value_changes_are_applied_in_batches_in_order(
     model: UserFunctionModel, shop: tuple[ModuleType, bytes], tmp_path: Path
 ) -> None:
-    """Changes waiting when the worker starts go in one transaction; one whose offset
-    another sidecar moved meanwhile is left out, and applied again on its own."""
+    """Changes waiting when the worker starts go in one transaction, a value entity's
+    revisions as its last one; one whose offset another sidecar moved meanwhile is left
+    out, and applied again on its own."""
     pb = shop[0]
     other = _item(pb, "c", "cherry-by-other", 6, "fruit")
     journal = MemoryJournal()
@@ -393,11 +396,14 @@ async def test_queued_value_changes_are_applied_in_batches_in_order(
         assert await delivery.idle(5)
         rows = await _rows(queries, f"/{ITEMS}/ByCategoryQuery", pb.ByCategory(category="fruit"),
                            pb.Item)
-        # c's revision 1 was the other sidecar's (left out of the batch); its revision 2
-        # applied after it, in the same transaction; nothing was left to apply alone.
         assert [(r.item_id, r.price) for r in rows] == [("a", 3), ("c", 7)]
         assert await store.offsets(ITEMS) == {"items|a": 3, "items|b": 2, "items|c": 2}
-        assert store.batches == 1
+        # Each entity's queued revisions went as its last one. c's revision 1 was the
+        # other sidecar's: the batch's c (expecting 0) was refused and applied again alone.
+        assert store.items == [
+            ("items|a", 0, 3), ("items|b", 0, 2), ("items|c", 0, 2), ("items|c", 1, 2)
+        ]
+        assert store.batches == 2
     finally:
         await delivery.close()
 
