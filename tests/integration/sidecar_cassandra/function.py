@@ -61,6 +61,9 @@ def components(pb: Any, snapshot_every: int) -> list[Any]:
 
     @register.command_handler("Set")
     def set_text(state: Any, command: Any, ctx: ValueEntityContext[Any]) -> Any:
+        if command.text == "fail":
+            # A user-function failure on demand (the sharding tests compare its answers).
+            ctx.fail("the register refuses the text 'fail'")
         new = pb.RegisterState(text=command.text, writes=state.writes + 1)
         ctx.update_state(new)
         return new

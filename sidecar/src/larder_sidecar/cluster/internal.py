@@ -18,7 +18,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -354,6 +354,10 @@ class InternalServer:
         self._in_error = metrics.forwarded_in.labels("error")
         self._in_redirect = metrics.forwarded_in.labels("redirect")
         self._in_refused = metrics.forwarded_in.labels("refused")
+        self.relayed_http: Callable[[Any], Awaitable[Any]] | None = None
+        """Serves a relayed HTTP request (an `HttpRequest`) as this sidecar's public HTTP
+        front would and returns its `HttpAnswer`; set once that front runs (app.py: the
+        front is a layer above this one)."""
 
     async def start(self, host: str, port: int) -> int:
         """Bind `host:port` (0: any free port) and serve; returns the bound port."""
@@ -415,6 +419,8 @@ class InternalServer:
 
     async def serve_forward(self, request: Any) -> Any:
         """A forwarded command (its view accepted): the `ForwardReply`."""
+        if request.HasField("http"):
+            return await self._serve_relayed(request)
         try:
             result = await self._run(request)
         except InvokeError as e:
@@ -426,13 +432,49 @@ class InternalServer:
         self._in_redirect.inc()
         return wire.ForwardReply(redirect=result)
 
-    async def _run(self, request: Any) -> Outcome | Any:
-        if request.hops > MAX_PEER_HOPS:
-            raise InvokeError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"the command was redirected {request.hops} times: the sidecars disagree on "
-                "its owner while membership changes; retry",
+    async def _serve_relayed(self, request: Any) -> Any:
+        """A relayed HTTP request: if this member serves the entity, the answer of its own
+        HTTP front (`relayed_http`), else a redirect, having run nothing."""
+        http = request.http
+        serve = self.relayed_http
+        if serve is None:
+            # Not wired yet (the public port starts after the internal one): the sender
+            # forwards it the transcoded way instead (as to a sidecar of an older release).
+            self._in_error.inc()
+            return _error_reply(
+                grpc.StatusCode.UNIMPLEMENTED, "this sidecar does not serve relayed HTTP yet"
             )
+        try:
+            _check_hops(request)
+            with tracing.span(
+                f"forwarded {http.method} {http.path}",
+                tracing.SpanKind.SERVER,
+                # The forwarding sidecar's CLIENT span: the command's trace goes on here.
+                parent=tracing.extract((h.name, h.value) for h in http.headers),
+                attributes={"larder.entity_type": request.entity_type},
+            ):
+                redirect = await self.router.redirect(request.entity_type, request.entity_id)
+                if redirect is None and tracing.enabled():
+                    # The owner's front continues the trace under this span.
+                    wire.set_headers(
+                        http, tracing.inject([(h.name, h.value) for h in http.headers])
+                    )
+                if redirect is None:
+                    # The front's own path from here: the dispatcher routes the command
+                    # again, to this member's entity host (or, if the shard moved on
+                    # meanwhile, to its new owner, as any command of this front).
+                    answer = await serve(http)
+        except InvokeError as e:
+            self._in_error.inc()
+            return wire.ForwardReply(error=wire.error_message(e))
+        if redirect is not None:
+            self._in_redirect.inc()
+            return wire.ForwardReply(redirect=redirect)
+        self._in_ok.inc()
+        return wire.ForwardReply(http=answer)
+
+    async def _run(self, request: Any) -> Outcome | Any:
+        _check_hops(request)
         method = self._methods.get(request.method)
         if method is None or method.component.kind is ComponentKind.ACTION:
             raise InvokeError(
@@ -464,6 +506,15 @@ class InternalServer:
         ):
             # The entity's spans go under this one (the host captures it as their parent).
             return await self.router.serve(method, request.entity_id, request.payload, metadata)
+
+
+def _check_hops(request: Any) -> None:
+    if request.hops > MAX_PEER_HOPS:
+        raise InvokeError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"the command was redirected {request.hops} times: the sidecars disagree on "
+            "its owner while membership changes; retry",
+        )
 
 
 def _error_reply(code: grpc.StatusCode, message: str) -> Any:

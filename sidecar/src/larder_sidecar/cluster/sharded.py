@@ -81,6 +81,11 @@ MAX_PEER_HOPS = 4
 _ACQUIRING, _RETURNING, _OWNED = ShardState.ACQUIRING, ShardState.RETURNING, ShardState.OWNED
 
 
+RelayedHttp = tuple[str, str, str | None, MetadataPairs, bytes]
+"""An HTTP request to relay: method, raw path, raw query (None: none), the header fields
+to pass on (lower-cased names), body."""
+
+
 def clip_id(entity_id: str, limit: int = 64) -> str:
     return entity_id if len(entity_id) <= limit else entity_id[:limit] + "…"
 
@@ -100,29 +105,47 @@ class PeerOwner:
         self, method: Method, entity_id: str, payload: bytes, metadata: MetadataPairs
     ) -> Outcome:
         key = (method.component.entity_type, entity_id)
-        turns = self._turns
-        if key in turns:
-            waiting = turns[key]
-            if waiting is None:
-                waiting = turns[key] = deque()
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            waiting.append(turn)
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.cancelled():
-                    # Still queued, unless `_pass` skipped it already (it was done).
-                    with contextlib.suppress(ValueError):
-                        waiting.remove(turn)
-                else:
-                    self._pass(key)  # handed the turn, then cancelled: hand it on
-                raise
+        if key in self._turns:
+            await self._wait_turn(key)
         else:
-            turns[key] = None
+            self._turns[key] = None
         try:
             return await self._router.forward(method, entity_id, payload, metadata)
         finally:
             self._pass(key)
+
+    async def relay(self, entity_type: str, entity_id: str, http: RelayedHttp) -> Any | None:
+        """Relay an HTTP request for the entity (`ShardedRouter.relay`), in the same turn
+        as the entity's forwarded commands: one sender's commands keep their order
+        whichever way each travels."""
+        key = (entity_type, entity_id)
+        if key in self._turns:
+            await self._wait_turn(key)
+        else:
+            self._turns[key] = None
+        try:
+            return await self._router.relayed(entity_type, entity_id, http)
+        finally:
+            self._pass(key)
+
+    async def _wait_turn(self, key: tuple[str, str]) -> None:
+        """Queue behind the command for `key` in flight; return when it is this one's
+        turn (the caller then owns the turn and must `_pass` it)."""
+        waiting = self._turns[key]
+        if waiting is None:
+            waiting = self._turns[key] = deque()
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.cancelled():
+                # Still queued, unless `_pass` skipped it already (it was done).
+                with contextlib.suppress(ValueError):
+                    waiting.remove(turn)
+            else:
+                self._pass(key)  # handed the turn, then cancelled: hand it on
+            raise
 
     def _pass(self, key: tuple[str, str]) -> None:
         """The turn for `key` goes to the next command waiting, if any."""
@@ -318,6 +341,60 @@ class ShardedRouter:
         """Run a command at its entity's owner: here if the shard is (now) ours, else at
         the owner under this member's map, following redirects up to `MAX_PEER_HOPS`."""
         entity_type = method.component.entity_type
+        path = method.model.path
+
+        def request(hops: int, map_version: int) -> Any:
+            return wire.forward_request(
+                hops=hops,
+                entity_type=entity_type,
+                entity_id=entity_id,
+                method=path,
+                payload=payload,
+                # The owner's spans continue from the current (CLIENT) span.
+                metadata=tracing.inject(metadata),
+                map_version=map_version,
+            )
+
+        reply = await self._send(entity_type, entity_id, request)
+        if reply is None:
+            return await self._host.submit(method, entity_id, payload, metadata)
+        if reply.WhichOneof("result") == "outcome":
+            return wire.outcome_of(reply.outcome)
+        raise wire.error_of(reply.error)
+
+    async def relay(self, entity_type: str, entity_id: str, http: RelayedHttp) -> Any | None:
+        """The HTTP front's lean path (`http/relay.py`): if a peer owns the entity, send it
+        the HTTP request as received and return the owner's `ForwardReply` (its `http`
+        answer, or an `error` the transport or the owner's checks gave); None when this
+        sidecar serves the entity (the front then serves the request itself). Waits for
+        a hand-off as `owner()` does; raises InvokeError as `forward()` does."""
+        if await self.owner(entity_type, entity_id) is not self._peer:
+            return None
+        return await self._peer.relay(entity_type, entity_id, http)
+
+    async def relayed(self, entity_type: str, entity_id: str, http: RelayedHttp) -> Any | None:
+        """`relay` past the owner check, in the entity's turn."""
+        method, path, query, headers, body = http
+
+        def request(hops: int, map_version: int) -> Any:
+            return wire.relay_request(
+                hops=hops,
+                entity_type=entity_type,
+                entity_id=entity_id,
+                # The owner's spans continue from the current (CLIENT) span.
+                http=wire.http_request(method, path, query, tracing.inject(headers), body),
+                map_version=map_version,
+            )
+
+        return await self._send(entity_type, entity_id, request)
+
+    async def _send(
+        self, entity_type: str, entity_id: str, request: Callable[[int, int], Any]
+    ) -> Any | None:
+        """Send the `ForwardRequest` that `request(hops, map_version)` builds to the owner
+        of the entity's shard under this member's map, following redirects up to
+        `MAX_PEER_HOPS`; return its `ForwardReply` (an answer or an error), or None if the
+        shard is (now) this member's: then nothing was sent and the caller serves it."""
         shard = self.shard_of(entity_type, entity_id)
         out = self._forwarded_out
         hops = 0
@@ -330,7 +407,7 @@ class ShardedRouter:
             if state is _ACQUIRING or state is _RETURNING:  # SETTLING
                 state = await self._settled(shard)
             if state is _OWNED:
-                return await self._host.submit(method, entity_id, payload, metadata)
+                return None
             if target is None:
                 owner = shard_map.owner(shard)
                 member = None if owner is None else shard_map.member(owner)
@@ -348,18 +425,10 @@ class ShardedRouter:
                     tracing.SpanKind.CLIENT,
                     attributes={"larder.peer": owner, "larder.shard": shard, "larder.hops": hops},
                 ):
-                    request = wire.forward_request(
-                        hops=hops,
-                        entity_type=entity_type,
-                        entity_id=entity_id,
-                        method=method.model.path,
-                        payload=payload,
-                        # The owner's spans continue from this CLIENT span.
-                        metadata=tracing.inject(metadata),
-                        map_version=shard_map.version,
-                    )
                     reply = await self._transport.forward(
-                        address, wire.view_of(self.me, shard_map), request
+                        address,
+                        wire.view_of(self.me, shard_map),
+                        request(hops, shard_map.version),
                     )
             except PeerUnavailable as e:
                 if not e.sent and self._map is not shard_map and hops < MAX_PEER_HOPS:
@@ -378,12 +447,12 @@ class ShardedRouter:
                     "once membership drops that member",
                 ) from e
             result = reply.WhichOneof("result")
-            if result == "outcome":
+            if result in {"outcome", "http"}:
                 out.ok.inc()
-                return wire.outcome_of(reply.outcome)
+                return reply
             if result == "error":
                 out.error.inc()
-                raise wire.error_of(reply.error)
+                return reply
             out.redirect.inc()
             redirect = reply.redirect
             if redirect.fingerprint and redirect.fingerprint in self._earlier:
@@ -446,12 +515,20 @@ class ShardedRouter:
         """Run a forwarded command if this member serves its shard (after a hand-off to
         it, if one is under way); otherwise a `Redirect` to the owner under our map,
         having run nothing."""
+        redirect = await self.redirect(method.component.entity_type, entity_id)
+        if redirect is None:
+            return await self._host.submit(method, entity_id, payload, metadata)
+        return redirect
+
+    async def redirect(self, entity_type: str, entity_id: str) -> Any | None:
+        """None if this member serves the entity's shard (after a hand-off to it, if one
+        is under way), else the `Redirect` a forwarded command gets instead of running."""
         shard_map = self._map
         if shard_map is None:
             raise InvokeError(grpc.StatusCode.UNAVAILABLE, "the owner has no shard map yet")
-        shard = self.shard_of(method.component.entity_type, entity_id)
+        shard = self.shard_of(entity_type, entity_id)
         if await self._settled(shard) is ShardState.OWNED:
-            return await self._host.submit(method, entity_id, payload, metadata)
+            return None
         shard_map = self._map or shard_map
         return wire.redirect_of(shard_map, shard_map.owner(shard))
 

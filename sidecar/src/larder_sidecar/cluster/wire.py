@@ -22,6 +22,8 @@ ReleaseReply = peer_pb2.ReleaseReply
 Redirect = peer_pb2.Redirect
 MapView = peer_pb2.MapView
 Status = peer_pb2.Status
+HttpRequest = peer_pb2.HttpRequest
+HttpAnswer = peer_pb2.HttpAnswer
 
 RELEASED = peer_pb2.ReleaseReply.RELEASED
 STILL_OWNER = peer_pb2.ReleaseReply.STILL_OWNER
@@ -75,6 +77,54 @@ def forward_request(
     if metadata:
         request.metadata.CopyFrom(protocol_metadata(metadata))
     return request
+
+
+def relay_request(
+    *,
+    hops: int,
+    entity_type: str,
+    entity_id: str,
+    http: Any,
+    map_version: int,
+) -> Any:
+    """A `ForwardRequest` relaying the HTTP request `http` (an `HttpRequest`); `method`
+    stays empty, so a receiver that does not know relaying refuses it unrun."""
+    return ForwardRequest(
+        hops=hops,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        http=http,
+        map_version=map_version,
+    )
+
+
+def http_request(
+    method: str, path: str, query: str | None, headers: MetadataPairs, body: bytes
+) -> Any:
+    return HttpRequest(
+        method=method,
+        path=path,
+        query=query or "",
+        headers=[peer_pb2.Header(name=name, value=value) for name, value in headers],
+        body=body,
+    )
+
+
+def set_headers(http: Any, headers: MetadataPairs) -> None:
+    """Replace the header fields of the `HttpRequest` `http`."""
+    del http.headers[:]
+    http.headers.extend(peer_pb2.Header(name=name, value=value) for name, value in headers)
+
+
+def http_answer(
+    status: int, content_type: str, headers: MetadataPairs, body: bytes
+) -> Any:
+    return HttpAnswer(
+        status=status,
+        content_type=content_type,
+        headers=[peer_pb2.Header(name=name, value=value) for name, value in headers],
+        body=body,
+    )
 
 
 def outcome_message(outcome: Outcome) -> Any:

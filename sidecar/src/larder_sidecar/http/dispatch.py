@@ -10,10 +10,12 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 from larder_protocol import VIEW
+from larder_sidecar.cluster import wire
 from larder_sidecar.entities.idempotency import is_key_reused
 from larder_sidecar.function_limit import FunctionLimit
 from larder_sidecar.invoke import InvokeError, Invoker, StreamInvoker
@@ -22,6 +24,7 @@ from larder_sidecar.metrics import Metrics
 from larder_sidecar.model import EntityIdTooLong
 
 from .path_template import PercentDecodingError
+from .relay import HttpRelay
 from .routes import MethodNotAllowed, Route, RouteNotFound, RouteTable
 from .status import error_body, http_status
 from .transcoding import JSON_CONTENT_TYPE, ReplyDecodeError, TranscodeError, Transcoder
@@ -102,8 +105,29 @@ class Dispatcher:
         self._metrics = metrics or Metrics()
         self._function_limit = function_limit or FunctionLimit()
         self._transcoders = {id(route): Transcoder(route) for route in routes.routes}
+        self.relay: HttpRelay | None = None
+        """Set on a sharded sidecar: commands for a peer's entities go there as HTTP."""
 
-    async def handle(self, request: HttpRequest) -> HttpResponse:
+    async def serve_relayed(self, http: Any) -> Any:
+        """A request another sidecar relayed here (`relay.py`; a `peer.proto`
+        `HttpRequest`), served as if it had arrived on this port; its `HttpAnswer`."""
+        response = await self.handle(
+            HttpRequest(
+                method=http.method,
+                path=http.path,
+                query=http.query or None,
+                headers=[(h.name, h.value) for h in http.headers],
+                body=http.body,
+            ),
+            relay=False,
+        )
+        return wire.http_answer(
+            response.status, response.content_type, response.headers, response.body
+        )
+
+    async def handle(self, request: HttpRequest, *, relay: bool = True) -> HttpResponse:
+        """`relay`: a request for an entity a peer owns may be relayed to it (`relay.py`);
+        False for one relayed here (this sidecar's router runs it wherever it belongs)."""
         try:
             route, bindings = self._routes.match(request.method, request.path)
         except RouteNotFound:
@@ -130,6 +154,20 @@ class Dispatcher:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"a request body must be JSON, sent with Content-Type: application/json "
                     f"(got {clip(content_type or 'no Content-Type', 100)!r})",
+                )
+        if relay and self.relay is not None and not collected:
+            relayed = await self.relay.relay(
+                route,
+                bindings,
+                method=request.method,
+                path=request.path,
+                query=request.query,
+                headers=request.headers,
+                body=request.body,
+            )
+            if relayed is not None:
+                return HttpResponse(
+                    relayed.status, relayed.body, relayed.content_type, relayed.headers
                 )
         transcoder = self._transcoders[id(route)]
         try:

@@ -26,6 +26,7 @@ from .connections import ConnectionSet
 from .dispatch import Dispatcher, error_response
 from .grpc_h2 import GrpcFront, UnaryDispatcher, UnaryServices
 from .http1 import Http1Connection
+from .relay import HttpRelay, RelayRouter
 from .routes import build_route_table
 
 log = logging.getLogger(__name__)
@@ -259,13 +260,15 @@ async def start_public_server(
     function_limit: FunctionLimit | None = None,
     unary_grpc: UnaryDispatcher | None = None,
     grpc_methods: Mapping[str, Method] | None = None,
+    relay: RelayRouter | None = None,
 ) -> PublicServer:
     """Listen on host:port for gRPC and HTTP/1.1 JSON.
 
     gRPC: the methods among `grpc_methods` (by gRPC path) with one request message (unary
     and server-streamed) are served in process by `unary_grpc`; every other stream goes to
     the grpc.aio server at `grpc_target` (`unix:/path` or `host:port`). Without
-    `unary_grpc`, every stream goes there.
+    `unary_grpc`, every stream goes there. With `relay` (a sharded sidecar's router), an
+    HTTP command for an entity a peer owns is relayed to it as HTTP (`relay.py`).
 
     Raises HttpRuleError when the methods' `google.api.http` options are invalid, and
     OSError when the port cannot be bound.
@@ -274,6 +277,8 @@ async def start_public_server(
     metrics = metrics or Metrics()
     limit = function_limit or FunctionLimit()
     dispatcher = Dispatcher(routes, invoker, metrics, limit)
+    if relay is not None and grpc_methods is not None:
+        dispatcher.relay = HttpRelay(relay, grpc_methods)
     unary = None
     if unary_grpc is not None:
         unary_methods = {
