@@ -14,6 +14,11 @@ topic is published too, so each record also costs one produced reply.
 --max-in-flight is the sidecar's LARDER_KAFKA_MAX_IN_FLIGHT (records of one partition
 in flight); 1 is the strictly sequential mode, one record after another per partition.
 
+--compare-dedup N runs N rounds of each of LARDER_KAFKA_DEDUPLICATE=on and off, in
+alternating order, on one topic (each round appends --records records and a fresh
+sidecar consumes them), and reports records/s and the sidecar's CPU per record for each:
+what deriving an idempotency key per record and keeping it in the journal costs.
+
 Without --bootstrap-servers a Kafka is started from the test infrastructure's cache
 (`python -m tests.infra provision kafka` first).
 """
@@ -27,6 +32,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +48,9 @@ from tests.integration.eventing.counter_function import (  # noqa: E402
     compile_counter,
     counter_service,
 )
+
+sys.path.insert(0, str(REPO / "bench"))
+from tools import cpu_seconds  # noqa: E402
 
 SIDECAR = Path(sys.executable).parent / "larder-sidecar"
 GROUP = "larder.eventingtest.Counter"  # the service name: the default consumer group
@@ -66,14 +75,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def fill(bootstrap: str, topic: str, out_topic: str, args: argparse.Namespace, pb: object
-         ) -> None:
+def create(bootstrap: str, topic: str, out_topic: str, args: argparse.Namespace) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([
         NewTopic(topic, num_partitions=args.partitions, replication_factor=1),
         NewTopic(out_topic, num_partitions=args.partitions, replication_factor=1),
     ]).values():
         future.result(30)
+
+
+def fill(bootstrap: str, topic: str, args: argparse.Namespace, pb: object) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     headers: list[tuple[str, str | bytes | None]] = [
         ("ce-specversion", b"1.0"), ("ce-type", b"larder.eventingtest.AddRequest"),
@@ -82,9 +93,11 @@ def fill(bootstrap: str, topic: str, out_topic: str, args: argparse.Namespace, p
     for n in range(args.records):
         entity = f"e{n % args.entities}"
         value = add(id=entity, amount=1, tag=str(n)).SerializeToString()
+        # CloudEvents ids, as the published SDKs' producers send them.
+        with_id = [*headers, ("ce-source", b"/bench"), ("ce-id", uuid.uuid4().hex.encode())]
         while True:
             try:
-                producer.produce(topic, value, key=entity.encode(), headers=headers)
+                producer.produce(topic, value, key=entity.encode(), headers=with_id)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -98,33 +111,85 @@ def committed(consumer: Consumer, topic: str, partitions: int) -> int:
 
 async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> float:
     protos = compile_counter(workdir / "protos")
-    await asyncio.to_thread(fill, bootstrap, protos.topic_in, protos.topic_out, args, protos.pb)
+    await asyncio.to_thread(create, bootstrap, protos.topic_in, protos.topic_out, args)
+    await asyncio.to_thread(fill, bootstrap, protos.topic_in, args, protos.pb)
     service = counter_service(protos.pb)
     await service.start()
+    assert service.port is not None
+    try:
+        rate, _ = await consume(args, bootstrap, workdir, protos.topic_in, service.port, 1, "on")
+        return rate
+    finally:
+        await service.stop(0)
+
+
+async def compare_dedup(args: argparse.Namespace, bootstrap: str, workdir: Path) -> None:
+    protos = compile_counter(workdir / "protos")
+    await asyncio.to_thread(create, bootstrap, protos.topic_in, protos.topic_out, args)
+    service = counter_service(protos.pb)
+    await service.start()
+    assert service.port is not None
+    results: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+    try:
+        batch = 0
+        for n in range(args.compare_dedup):
+            for mode in (("on", "off") if n % 2 == 0 else ("off", "on")):
+                batch += 1
+                await asyncio.to_thread(fill, bootstrap, protos.topic_in, args, protos.pb)
+                load = os.getloadavg()[0]
+                rate, cpu = await consume(
+                    args, bootstrap, workdir, protos.topic_in, service.port, batch, mode
+                )
+                results[mode].append((rate, cpu))
+                print(f"round {n + 1}, dedup {mode}: {rate:,.0f} records/s, sidecar "
+                      f"{cpu:,.0f} µs CPU/record (load {load:.1f})", flush=True)
+    finally:
+        await service.stop(0)
+    for mode, rows in results.items():
+        rates = sorted(r for r, _ in rows)
+        cpus = sorted(c for _, c in rows)
+        print(f"dedup {mode}: median {rates[len(rates) // 2]:,.0f} records/s, "
+              f"{cpus[len(cpus) // 2]:,.0f} µs CPU/record")
+    ratios = sorted(on[1] / off[1] for on, off in zip(results["on"], results["off"], strict=True))
+    print("CPU/record on/off per round: " + ", ".join(f"{r:.2f}" for r in ratios))
+
+
+async def consume(
+    args: argparse.Namespace, bootstrap: str, workdir: Path, topic: str, function_port: int,
+    batch: int, dedup: str,
+) -> tuple[float, float]:
+    """Start a sidecar, wait until the group's commits cover `batch` fills; return
+    records/s and the sidecar's CPU µs per record over that window."""
     env = {
         **os.environ,
-        "USER_FUNCTION_PORT": str(service.port),
+        "USER_FUNCTION_PORT": str(function_port),
         "LARDER_PORT": str(free_port()),
         "LARDER_ADMIN_PORT": str(free_port()),
         "LARDER_INTERNAL_PORT": str(free_port()),
         "LARDER_JOURNAL_TYPE": args.journal,
-        "LARDER_JOURNAL_SQLITE_PATH": str(workdir / "journal.sqlite3"),
+        "LARDER_JOURNAL_SQLITE_PATH": str(workdir / f"journal-{batch}.sqlite3"),
         "LARDER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "LARDER_LOG_LEVEL": "WARNING",
         "LARDER_KAFKA_MAX_IN_FLIGHT": str(args.max_in_flight),
+        "LARDER_KAFKA_DEDUPLICATE": dedup,
     }
-    with (workdir / "sidecar.log").open("wb") as log:
+    with (workdir / "sidecar.log").open("ab") as log:
         sidecar = await asyncio.create_subprocess_exec(str(SIDECAR), env=env, stderr=log)
     watcher = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP})
+    target = batch * args.records
     try:
-        started = 0.0
+        started = cpu_start = 0.0
+        first = 0
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            done = await asyncio.to_thread(committed, watcher, protos.topic_in, args.partitions)
-            if done and not started:
+            done = await asyncio.to_thread(committed, watcher, topic, args.partitions)
+            if done > target - args.records and not started:
                 started, first = time.perf_counter(), done
-            if done >= args.records:
-                return (done - first) / (time.perf_counter() - started)
+                cpu_start = cpu_seconds(sidecar.pid)
+            if done >= target:
+                elapsed = time.perf_counter() - started
+                cpu = cpu_seconds(sidecar.pid) - cpu_start
+                return (done - first) / elapsed, cpu * 1e6 / max(1, done - first)
             assert sidecar.returncode is None, (workdir / "sidecar.log").read_text()
             # Another process's progress is only visible by asking the broker.
             await asyncio.sleep(0.05)
@@ -133,7 +198,6 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> float:
         watcher.close()
         sidecar.terminate()
         await sidecar.wait()
-        await service.stop(0)
 
 
 def main() -> None:
@@ -144,7 +208,12 @@ def main() -> None:
     parser.add_argument("--journal", choices=("memory", "sqlite"), default="memory")
     parser.add_argument("--max-in-flight", type=int, default=100)
     parser.add_argument("--bootstrap-servers")
+    parser.add_argument("--compare-dedup", type=int, default=0, metavar="ROUNDS")
     args = parser.parse_args()
+    if args.compare_dedup:
+        with broker(args.bootstrap_servers) as bootstrap, tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(compare_dedup(args, bootstrap, Path(tmp)))
+        return
     with broker(args.bootstrap_servers) as bootstrap, tempfile.TemporaryDirectory() as tmp:
         rate = asyncio.run(run(args, bootstrap, Path(tmp)))
     print(f"{args.records} records, {args.partitions} partitions, {args.entities} entities, "
