@@ -15,6 +15,8 @@ from contextlib import AsyncExitStack
 import pytest
 from cassandra.cluster import Cluster
 from google.protobuf.message import Message
+from larder_sidecar.journal.base import PersistenceId, StoredPayload
+from larder_sidecar.journal.cassandra import CassandraJournal
 from larder_sidecar.journal.cassandra_settings import CassandraSettings
 from larder_sidecar.views import cassandra_store
 from larder_sidecar.views.cassandra_store import CassandraViewStore, view_key
@@ -324,3 +326,30 @@ async def test_offset_rows_of_the_two_transaction_scheme_are_taken_over_at_open(
     assert await store.row(schema, "c2") == ann.SerializeToString()
     assert await store.apply(view, "cust|c2", 2, 3, [RowChange(schema, "c2", None)])
     assert await store.row(schema, "c2") is None
+
+
+async def test_a_store_given_the_journal_shares_its_session(
+    cassandra: CassandraServer, types: ViewTypes
+) -> None:
+    """In a sidecar the view store runs on the journal's session (one connection pool to
+    Cassandra, not two); closing the store leaves the journal's session open."""
+    settings = CassandraSettings(
+        contact_points=tuple(cassandra.contact_points), port=cassandra.port, keyspace=KEYSPACE,
+        read_consistency="ONE", write_consistency="ONE", request_timeout=10.0,
+    )
+    journal = CassandraJournal(settings)
+    await journal.start()
+    try:
+        view = _view()
+        schema = _view_schema(types, view, "SELECT * FROM customers WHERE name = :customer_name")
+        store = CassandraViewStore(settings, journal)
+        await store.open([schema])
+        assert store._session is journal.connection()[1]
+        ann = types.message("Customer", customer_id="c1", name="Ann")
+        assert await store.apply(view, "cust|c1", 0, 1, [_row(schema, "c1", ann)])
+        assert await store.row(schema, "c1") == ann.SerializeToString()
+        await store.close()
+        pid = PersistenceId(f"items|{uuid.uuid4().hex}")
+        assert await journal.put_value(pid, 0, StoredPayload("type.googleapis.com/x", b"v")) == 1
+    finally:
+        await journal.close()

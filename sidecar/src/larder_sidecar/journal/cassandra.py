@@ -17,14 +17,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
-from cassandra import ConsistencyLevel
-from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import (
-    DCAwareRoundRobinPolicy,
-    ExponentialReconnectionPolicy,
-    TokenAwarePolicy,
-)
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, Session
 from cassandra.query import (
     BatchStatement,
     BatchType,
@@ -47,9 +40,10 @@ from .base import (
     StoredPayload,
     ValueState,
 )
-from .cassandra_errors import DRIVER_ERRORS, JournalRetryPolicy, translate
+from .cassandra_errors import DRIVER_ERRORS, translate
 from .cassandra_loop import LoopConnection
 from .cassandra_schema import ADDED_COLUMNS, TABLES, Statements, add_column_cql, schema_cql
+from .cassandra_session import connect
 from .cassandra_settings import PREFIX, CassandraSettings
 
 log = logging.getLogger(__name__)
@@ -111,44 +105,22 @@ class CassandraJournal:
 
     def _connect(self, connection_class: type[LoopConnection]) -> tuple[Cluster, Session]:
         s = self._settings
-        routing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_datacenter or ""))
-
-        def profile(consistency: str, row_factory: Any) -> ExecutionProfile:
-            return ExecutionProfile(
-                load_balancing_policy=routing,
-                retry_policy=JournalRetryPolicy(),
-                consistency_level=ConsistencyLevel.name_to_value[consistency],
-                serial_consistency_level=ConsistencyLevel.name_to_value[s.serial_consistency],
-                request_timeout=s.request_timeout,
-                row_factory=row_factory,
-            )
-
-        auth = (
-            PlainTextAuthProvider(username=s.username, password=s.password)
-            if s.username is not None
-            else None
-        )
-        cluster = Cluster(
-            contact_points=list(s.contact_points),
-            port=s.port,
-            auth_provider=auth,
-            execution_profiles={
-                EXEC_PROFILE_DEFAULT: profile(s.read_consistency, tuple_factory),
+        return connect(
+            s,
+            connection_class,
+            {
+                EXEC_PROFILE_DEFAULT: (s.read_consistency, tuple_factory),
                 # Conditional writes answer `[applied]` plus the current values by name.
-                _WRITES: profile(s.write_consistency, dict_factory),
+                _WRITES: (s.write_consistency, dict_factory),
             },
-            # After an outage the journal must come back by itself within seconds,
-            # not after the driver's default back-off of up to ten minutes.
-            reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
-            connect_timeout=s.request_timeout,
-            connection_class=connection_class,
-            control_connection_timeout=s.request_timeout,
         )
-        try:
-            return cluster, cluster.connect()
-        except BaseException:
-            cluster.shutdown()
-            raise
+
+    def connection(self) -> tuple[Cluster, Session]:
+        """The started journal's cluster and session, for the view store to share (it
+        adds its profiles; the journal still owns them and shuts them down)."""
+        if self._cluster is None or self._session is None:
+            raise JournalUnavailable("the Cassandra journal is not started (or was closed)")
+        return self._cluster, self._session
 
     def _check_schema(self) -> None:
         assert self._cluster is not None

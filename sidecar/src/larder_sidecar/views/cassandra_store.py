@@ -1,5 +1,5 @@
-"""The view store on Cassandra: the journal's keyspace and connection settings, tables of
-its own.
+"""The view store on Cassandra: the journal's keyspace and connection (in a sidecar, the
+journal's session, `journal/cassandra_session.py`), tables of its own.
 
 - `view_tables` (registry): per view table its CQL table name and fingerprint.
 - one table per view table: `key` (partition key), `row` (protobuf bytes), `c0`, `c1`, …
@@ -37,21 +37,16 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
-from cassandra import ConsistencyLevel
-from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import (
-    DCAwareRoundRobinPolicy,
-    ExponentialReconnectionPolicy,
-    TokenAwarePolicy,
-)
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, Session
 from cassandra.query import PreparedStatement, dict_factory, tuple_factory
 from google.protobuf.message import Message
 from larder_protocol import message_class
 
 from ..journal import cassandra_aio as aio
-from ..journal.cassandra_errors import DRIVER_ERRORS, JournalRetryPolicy, describe
+from ..journal.cassandra import CassandraJournal
+from ..journal.cassandra_errors import DRIVER_ERRORS, describe
 from ..journal.cassandra_loop import LoopConnection
+from ..journal.cassandra_session import Profiles, add_profiles, connect
 from ..journal.cassandra_settings import PREFIX, CassandraSettings
 from .columns import StoredValue
 from .cql import CqlCondition, CqlValue, cql_column, translate
@@ -139,12 +134,16 @@ _RowWrite = tuple[_Table, str, bytes | None, Sequence[StoredValue] | None]
 
 
 class CassandraViewStore:
-    """Implements `ViewStore` on Cassandra 5 (SAI is needed: 5.0 or later)."""
+    """Implements `ViewStore` on Cassandra 5 (SAI is needed: 5.0 or later). With
+    `journal` (started before `open`), on the journal's connection; else on its own."""
 
     kind = "cassandra"
 
-    def __init__(self, settings: CassandraSettings) -> None:
+    def __init__(
+        self, settings: CassandraSettings, journal: CassandraJournal | None = None
+    ) -> None:
         self._settings = settings
+        self._journal = journal
         self._ks = settings.keyspace
         self._cluster: Cluster | None = None
         self._session: Session | None = None
@@ -155,48 +154,28 @@ class CassandraViewStore:
 
     # -- plumbing --------------------------------------------------------------------
 
-    def _connect(self, connection_class: type[LoopConnection]) -> tuple[Cluster, Session]:
+    def _profiles(self) -> Profiles:
         s = self._settings
-        routing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_datacenter or ""))
+        return {
+            # Rows and offsets are read at the read consistency and written at the write
+            # consistency; the offsets' transactions at the serial one. The default
+            # profile is the journal's (the same settings) when the connection is shared.
+            EXEC_PROFILE_DEFAULT: (s.read_consistency, tuple_factory),
+            _WRITES: (s.write_consistency, tuple_factory),
+            _LWT: (s.write_consistency, dict_factory),
+            # An offset row read to finish its change: what the last claim stored.
+            _SERIAL: (s.serial_consistency, dict_factory),
+        }
 
-        def profile(consistency: str, rows: Any) -> ExecutionProfile:
-            return ExecutionProfile(
-                load_balancing_policy=routing,
-                retry_policy=JournalRetryPolicy(),
-                consistency_level=ConsistencyLevel.name_to_value[consistency],
-                serial_consistency_level=ConsistencyLevel.name_to_value[s.serial_consistency],
-                request_timeout=s.request_timeout,
-                row_factory=rows,
-            )
-
-        auth = (
-            PlainTextAuthProvider(username=s.username, password=s.password)
-            if s.username is not None
-            else None
+    async def _open_connection(self) -> None:
+        if self._journal is not None:
+            cluster, session = self._journal.connection()
+            await asyncio.to_thread(add_profiles, cluster, self._settings, self._profiles())
+            self._session = session  # the journal's: it shuts the cluster down
+            return
+        self._cluster, self._session = await asyncio.to_thread(
+            connect, self._settings, LoopConnection.for_running_loop(), self._profiles()
         )
-        cluster = Cluster(
-            contact_points=list(s.contact_points),
-            port=s.port,
-            auth_provider=auth,
-            execution_profiles={
-                # Rows and offsets are read at the read consistency and written at the
-                # write consistency; the offsets' transactions at the serial one.
-                EXEC_PROFILE_DEFAULT: profile(s.read_consistency, tuple_factory),
-                _WRITES: profile(s.write_consistency, tuple_factory),
-                _LWT: profile(s.write_consistency, dict_factory),
-                # An offset row read to finish its change: what the last claim stored.
-                _SERIAL: profile(s.serial_consistency, dict_factory),
-            },
-            reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
-            connect_timeout=s.request_timeout,
-            connection_class=connection_class,
-            control_connection_timeout=s.request_timeout,
-        )
-        try:
-            return cluster, cluster.connect()
-        except BaseException:
-            cluster.shutdown()
-            raise
 
     async def _prepare(self, cql: str) -> PreparedStatement:
         found: PreparedStatement | None = self._prepared.get(cql)
@@ -276,9 +255,7 @@ class CassandraViewStore:
         s = self._settings
         if self._session is None:
             try:
-                self._cluster, self._session = await asyncio.to_thread(
-                    self._connect, LoopConnection.for_running_loop()
-                )
+                await self._open_connection()
             except DRIVER_ERRORS as e:
                 raise ViewStoreError(
                     f"cannot connect the view store to Cassandra at "

@@ -117,9 +117,14 @@ class Views:
             )
         if settings.journal_type == "cassandra" and settings.journal_cassandra is not None:
             # Imported lazily: the Cassandra driver is heavy and only needed here.
-            # Contract: `CassandraViewStore(settings: CassandraSettings)` is a `ViewStore`.
+            # Contract: `CassandraViewStore(settings: CassandraSettings, journal)` is a
+            # `ViewStore`; on a `CassandraJournal` it shares the journal's session.
             module = importlib.import_module("larder_sidecar.views.cassandra_store")
-            store = cast(ViewStore, module.CassandraViewStore(settings.journal_cassandra))
+            journals = importlib.import_module("larder_sidecar.journal.cassandra")
+            shared = journal if isinstance(journal, journals.CassandraJournal) else None
+            store = cast(
+                ViewStore, module.CassandraViewStore(settings.journal_cassandra, shared)
+            )
             return cls(
                 model,
                 journal,

@@ -8,6 +8,7 @@ from types import ModuleType
 
 import grpc.aio
 import pytest
+from larder_sidecar.journal.cassandra import CassandraJournal
 from larder_sidecar.journal.cassandra_settings import CassandraSettings
 from larder_sidecar.journal.memory import MemoryJournal
 from larder_sidecar.journal.sqlite import SqliteJournal
@@ -59,12 +60,22 @@ async def test_the_store_follows_the_journal(
         finally:
             await journal.close()
         # Built, not started: nothing connects to Cassandra here.
+        on_cassandra = replace(
+            Settings(), journal_type="cassandra", journal_cassandra=CassandraSettings()
+        )
         cassandra = Views.for_settings(
-            replace(Settings(), journal_type="cassandra", journal_cassandra=CassandraSettings()),
-            model, MemoryJournal(), channel, CollectorRegistry(),
+            on_cassandra, model, MemoryJournal(), channel, CollectorRegistry()
         )
         assert isinstance(cassandra.delivery._store, CassandraViewStore)
+        assert cassandra.delivery._store._journal is None  # a connection of its own
         assert isinstance(cassandra.delivery._source, CassandraChangeSource)
+        # On the Cassandra journal (a sidecar's), the store shares the journal's session.
+        journal_on_cassandra = CassandraJournal(CassandraSettings())
+        shared = Views.for_settings(
+            on_cassandra, model, journal_on_cassandra, channel, CollectorRegistry()
+        )
+        assert isinstance(shared.delivery._store, CassandraViewStore)
+        assert shared.delivery._store._journal is journal_on_cassandra
         with pytest.raises(SpecError, match="the cassandra journal has none"):
             Views.for_settings(
                 replace(Settings(), journal_type="cassandra"), model, MemoryJournal(), channel,
