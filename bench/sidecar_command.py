@@ -17,11 +17,13 @@ The sidecar's CPU time per command is printed for every load phase: on a shared
 machine it is steadier than throughput.
 
     .venv/bin/python bench/sidecar_command.py [--seconds 10] [--repeat 3] [--workers 32]
-        [--compare <git rev>]
+        [--compare <git rev>] [--compare-env NAME=VALUE]
 
 `--compare REV` also runs the sidecar as of REV (from a temporary git worktree) in the
 same run, alternating with the working tree's, so an optimization is measured against
-its baseline under the same load from the rest of the machine.
+its baseline under the same load from the rest of the machine. `--compare-env NAME=VALUE`
+does the same with a second sidecar of the working tree that has the variable set (e.g.
+`LARDER_ENTITY_STREAMS=grpc`, the entity streams on grpc.aio instead of our client).
 """
 
 from __future__ import annotations
@@ -121,7 +123,9 @@ def wait_ready(sidecar: Sidecar, timeout: float = 60.0) -> None:
     raise TimeoutError(f"sidecar {sidecar.label} not ready after {timeout:.0f}s")
 
 
-def start_sidecar(label: str, function_port: int, src: Path | None) -> Sidecar:
+def start_sidecar(
+    label: str, function_port: int, src: Path | None, extra: dict[str, str] | None = None
+) -> Sidecar:
     port, admin, internal = tools.free_port(), tools.free_port(), tools.free_port()
     env = {
         **os.environ,
@@ -133,6 +137,7 @@ def start_sidecar(label: str, function_port: int, src: Path | None) -> Sidecar:
         "LARDER_JOURNAL_TYPE": "memory",
         "LARDER_LOG_LEVEL": "WARNING",
         "LARDER_PASSIVATION_TIMEOUT": "30m",
+        **(extra or {}),
     }
     if src is not None:
         # The older sidecar's sources first, ahead of the editable install.
@@ -218,12 +223,21 @@ def measured(sidecar: Sidecar, run: Any) -> dict[str, Any]:
 
 def memory(sidecar: Sidecar, desc: Path, args: argparse.Namespace, results: Results) -> None:
     before = tools.rss_bytes(sidecar.process.pid)
-    ghz_run(sidecar.port, desc, ["-n", str(args.entities), "-c", "50"],
-            f"mem-{sidecar.label}-{{{{.RequestNumber}}}}")
+    run = ghz_run(sidecar.port, desc, ["-n", str(args.entities), "-c", "50"],
+                  f"mem-{sidecar.label}-{{{{.RequestNumber}}}}")
     after = tools.rss_bytes(sidecar.process.pid)
+    # What the RSS growth is divided by must really be active: the sidecar's own count.
+    url = f"http://127.0.0.1:{sidecar.admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    active = sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        if line.startswith("larder_active_entities")
+    )
     results.add(sidecar.label, f"rss {args.entities} entities", {
         "before_mb": round(before / 2**20, 1), "after_mb": round(after / 2**20, 1),
         "per_entity_kb": round((after - before) / args.entities / 1024, 1),
+        "errors": run.get("errors"), "active_entities": active,
     })
 
 
@@ -292,6 +306,11 @@ def main() -> None:
                         help="concurrent commands (one entity each) in the closed-loop phases")
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--compare", metavar="REV", help="also run the sidecar as of this rev")
+    parser.add_argument(
+        "--compare-env", metavar="NAME=VALUE", action="append", default=[],
+        help="also run the working tree's sidecar with this variable set (repeatable: one "
+             "more sidecar with all of them)",
+    )
     args = parser.parse_args()
     try:
         tools.ghz()
@@ -302,16 +321,22 @@ def main() -> None:
         protos = Path(tmp) / "protos"
         protos.mkdir()
         desc = compile_bench_protos(protos)
-        sources: list[tuple[str, Path | None]] = [("sidecar", None)]
+        sources: list[tuple[str, Path | None, dict[str, str]]] = [("sidecar", None, {})]
+        if args.compare_env:
+            extra = dict(item.split("=", 1) for item in args.compare_env)
+            sources.insert(0, (",".join(args.compare_env), None, extra))
         if args.compare:
             tree = Path(tmp) / "compare"
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree),
                             args.compare], check=True, capture_output=True)
-            sources.insert(0, (f"@{args.compare[:10]}", tree / "sidecar" / "src"))
+            sources.insert(0, (f"@{args.compare[:10]}", tree / "sidecar" / "src", {}))
         results = Results()
         try:
             with user_function(protos) as function_port:
-                sidecars = [start_sidecar(label, function_port, src) for label, src in sources]
+                sidecars = [
+                    start_sidecar(label, function_port, src, extra)
+                    for label, src, extra in sources
+                ]
                 try:
                     for s in sidecars:
                         results.add(s.label, "rss idle", {
@@ -327,7 +352,7 @@ def main() -> None:
             if args.compare:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                                 str(Path(tmp) / "compare")], check=False)
-        summary(results, [label for label, _ in sources])
+        summary(results, [label for label, _, _ in sources])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from .eventing import Eventing
 from .function_limit import FunctionLimit
 from .function_watch import UserFunctionWatch
 from .grpc_front import build_grpc_server
+from .h2.channel import StreamChannel
 from .http import PublicServer, start_public_server
 from .inspection import JournalInspection, reader_factory
 from .journal.base import Journal
@@ -81,6 +82,8 @@ class Sidecar:
         self.views: Views | None = None
         self.public_port = 0
         self._channel: grpc.aio.Channel | None = None
+        self._streams: StreamChannel | None = None
+        """The entities' streams to the user function, unless grpc.aio carries them."""
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
         self._public: PublicServer | None = None
@@ -156,6 +159,10 @@ class Sidecar:
             for rebuilt in await self.views.start():
                 log.warning("view table %s changed its row type or queries: rebuilt", rebuilt)
             entity_journal = self.views.journal
+        if s.entity_streams == "h2":
+            self._streams = StreamChannel(
+                s.user_function_host, s.user_function_port, s.max_message_bytes
+            )
         self.entities = EntityHost(
             entity_journal,
             self._channel,
@@ -163,6 +170,7 @@ class Sidecar:
             s.passivation_timeout,
             reenter=self._reenter,
             idempotency=IdempotencyPolicy(s.idempotency_window, s.idempotency_max_keys),
+            streams=self._streams,
         )
         if self._make_router is None and clustered(s):
             self.cluster = ClusterNode(s, self.entities, model.methods, self.metrics.registry)
@@ -275,6 +283,8 @@ class Sidecar:
             await self.cluster.close(SHUTDOWN_GRACE)
         if self.function_watch is not None:
             await self.function_watch.close()
+        if self._streams is not None:
+            await self._streams.close()
         if self._channel is not None:
             if self.model is not None:
                 await proxy_terminated(self._channel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -60,9 +61,13 @@ class EntityHost:
         reenter: Reenter | None = None,
         kinds: Mapping[Kind, EntityKind] = KINDS,
         idempotency: IdempotencyPolicy | None = None,
+        streams: Any = None,
     ) -> None:
         """`reenter` routes the commands a stopping entity did not handle (the sidecar
-        passes its router's path); without it they come straight back here."""
+        passes its router's path); without it they come straight back here. `streams`
+        opens the entities' streams: anything with grpc.aio's `stream_stream`, as the
+        generated stubs use it (the sidecar passes its `h2.channel.StreamChannel`);
+        without it, `channel` does."""
         self.journal = journal
         self.metrics = metrics
         self._channel = channel
@@ -71,7 +76,7 @@ class EntityHost:
         self._kinds = kinds
         self._idempotency = idempotency or IdempotencyPolicy()
         # One stub per component type, shared by its entities.
-        self._stubs = {kind: k.stub(channel) for kind, k in kinds.items()}
+        self._stubs = {kind: k.stub(streams or channel) for kind, k in kinds.items()}
         self._environments: dict[str, EntityEnvironment] = {}
         self._entities: dict[EntityKey, Entity] = {}
         self._released: list[EntityPredicate] = []

@@ -19,8 +19,8 @@ from typing import Protocol, cast
 
 from larder_sidecar.http.connections import ConnectionSet
 
-from . import frames
-from .frames import (
+from ...h2 import frames
+from ...h2.frames import (
     ACK,
     END_HEADERS,
     END_STREAM,

@@ -1,8 +1,10 @@
-"""HTTP/2 frames (RFC 9113 §4, §6): the constants and the byte layouts the gRPC front writes.
+"""HTTP/2 frames (RFC 9113 §4, §6): the constants and the byte layouts we write.
 
-Frames are read in `connection.py`, which cuts them straight out of its buffer; this
-module only builds the ones it sends. Each builder returns the whole frame (9-byte
-header and payload) so a response can be joined into one write.
+Shared by the public port's gRPC front (`http/grpc_h2/connection.py`) and the client of
+the user function's entity streams (`h2/client.py`); each reads frames by cutting them
+straight out of its own buffer, so this module only builds the ones they send. Each
+builder returns the whole frame (9-byte header and payload) so several can be joined
+into one write.
 """
 
 from __future__ import annotations
