@@ -23,7 +23,8 @@ machine it is steadier than throughput.
 same run, alternating with the working tree's, so an optimization is measured against
 its baseline under the same load from the rest of the machine. `--compare-env NAME=VALUE`
 does the same with a second sidecar of the working tree that has the variable set (e.g.
-`LARDER_ENTITY_STREAMS=grpc`, the entity streams on grpc.aio instead of our client).
+`LARDER_USER_FUNCTION_TRANSPORT=grpc`: the entity streams on grpc.aio instead of our
+client).
 """
 
 from __future__ import annotations
@@ -161,10 +162,11 @@ def python_client(target: str, port: int, protos: Path, args: argparse.Namespace
     return result
 
 
-def ghz_run(port: int, desc: Path, extra: list[str], data_id: str) -> dict[str, Any]:
+def ghz_run(port: int, desc: Path, extra: list[str], data_id: str,
+            call: str = "larder.bench.Counter.Increase") -> dict[str, Any]:
     out = subprocess.run(
         [str(tools.ghz()), "--insecure", "--protoset", str(desc),
-         "--call", "larder.bench.Counter.Increase",
+         "--call", call,
          "-d", json.dumps({"id": data_id, "value": 1}), "-O", "json", *extra,
          f"127.0.0.1:{port}"],
         capture_output=True, text=True, check=False,
@@ -267,6 +269,11 @@ def round_of(n: int, sidecars: list[Sidecar], function_port: int, protos: Path, 
             phase = "http generic POST" if generic else "http google.api.http"
             results.add(s.label, phase, measured(s, lambda s=s, tag=tag, g=generic: {
                 **wrk_run(s.port, args, g, f"w{tag}{g}-"), "seconds": args.seconds}))
+        if args.actions:
+            results.add(s.label, "grpc ghz action closed loop", measured(s, lambda s=s: {
+                **ghz_run(s.port, desc, ["-c", str(args.workers), "--connections", "2",
+                                         "-z", secs], "a", call="larder.bench.Echo.Say"),
+                "seconds": args.seconds}))
 
 
 def summary(results: Results, labels: list[str]) -> None:

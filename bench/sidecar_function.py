@@ -1,7 +1,8 @@
 """The benchmark's user function: one event-sourced counter on `larder_sdk`.
 
 `Increase` emits one `ValueIncreased` and replies `Empty`; no snapshots, so every
-command costs the same. Run by `bench/sidecar_command.py` as its own process:
+command costs the same. `Echo.Say`, a stateless action, answers its request. Run by
+`bench/sidecar_command.py` as its own process:
 
     PORT=8080 python bench/sidecar_function.py <dir with the compiled larder/bench protos>
 """
@@ -15,7 +16,7 @@ from typing import Any
 import uvloop
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
-from larder_sdk import EventSourcedContext, EventSourcedEntity, LarderService
+from larder_sdk import Action, ActionContext, EventSourcedContext, EventSourcedEntity, LarderService
 
 
 def main() -> None:
@@ -42,8 +43,14 @@ def main() -> None:
         state.value += event.value
         return state
 
+    echo = Action(pb.DESCRIPTOR.services_by_name["Echo"])
+
+    @echo.command_handler
+    def say(command: Any, ctx: ActionContext) -> Any:
+        return command
+
     # Shut down promptly when the benchmark stops it (it sends SIGTERM, no sidecar stop).
-    uvloop.run(LarderService([counter], service_name="bench", shutdown_wait=0.5).serve())
+    uvloop.run(LarderService([counter, echo], service_name="bench", shutdown_wait=0.5).serve())
 
 
 if __name__ == "__main__":

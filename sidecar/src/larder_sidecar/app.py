@@ -24,7 +24,7 @@ from .eventing import Eventing
 from .function_limit import FunctionLimit
 from .function_watch import UserFunctionWatch
 from .grpc_front import build_grpc_server
-from .h2.channel import StreamChannel
+from .h2.channel import ActionChannel, StreamChannel
 from .http import PublicServer, start_public_server
 from .inspection import JournalInspection, reader_factory
 from .journal.base import Journal
@@ -159,7 +159,7 @@ class Sidecar:
             for rebuilt in await self.views.start():
                 log.warning("view table %s changed its row type or queries: rebuilt", rebuilt)
             entity_journal = self.views.journal
-        if s.entity_streams == "h2":
+        if s.user_function_transport == "h2":
             self._streams = StreamChannel(
                 s.user_function_host, s.user_function_port, s.max_message_bytes
             )
@@ -178,7 +178,10 @@ class Sidecar:
         else:
             self.router = (self._make_router or LocalRouter)(self.entities)
         self.eventing = Eventing.for_model(model, self.settings.kafka, self.metrics.registry)
-        dispatcher_args = (model, self.router, self._channel, self.metrics)
+        actions: Any = self._channel
+        if self._streams is not None:
+            actions = ActionChannel(self._streams, self._channel)
+        dispatcher_args = (model, self.router, actions, self.metrics)
         if self.eventing is None:
             self.dispatcher = Dispatcher(*dispatcher_args)
         else:

@@ -122,10 +122,12 @@ class Settings:
     sent."""
     max_entity_id_bytes: int = 1024
     """Longest entity id (UTF-8 bytes); a longer key is INVALID_ARGUMENT."""
-    entity_streams: Literal["h2", "grpc"] = "h2"
-    """`LARDER_ENTITY_STREAMS`: what carries the entities' streams to the user function:
-    the sidecar's own HTTP/2 client (`h2/`, the default) or grpc.aio (as before it; kept
-    to compare and as a way out should a user function's server disagree with ours)."""
+    user_function_transport: Literal["h2", "grpc"] = "h2"
+    """`LARDER_USER_FUNCTION_TRANSPORT`: what carries the entities' streams and the unary
+    action calls to the user function: the sidecar's own HTTP/2 client (`h2/`, the
+    default) or grpc.aio (as before it; kept to compare, and as a way out should a user
+    function's gRPC server and our client ever disagree). Discovery, streamed actions and
+    views use grpc.aio either way."""
     public: PublicPortLimits = field(default_factory=PublicPortLimits)
     log_level: str = "INFO"
     log_format: LogFormat = "text"
@@ -273,8 +275,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "LARDER_USER_FUNCTION_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024
         ),
         max_entity_id_bytes=_positive_int(env, "LARDER_MAX_ENTITY_ID_BYTES", 1024, 16),
-        entity_streams=cast(
-            Literal["h2", "grpc"], _choice(env, "LARDER_ENTITY_STREAMS", "h2", ("h2", "grpc"))
+        user_function_transport=cast(
+            Literal["h2", "grpc"],
+            _choice(env, "LARDER_USER_FUNCTION_TRANSPORT", "h2", ("h2", "grpc")),
         ),
         public=_public_limits(env),
         log_level=log_level,

@@ -51,11 +51,19 @@ def sidecar_settings(user_function_port: int, **overrides: Any) -> Settings:
     return replace(base, **overrides)
 
 
+@pytest.fixture(params=["h2", "grpc"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every in-process sidecar test runs on both clients of the user function: ours
+    (the default) and grpc.aio (`LARDER_USER_FUNCTION_TRANSPORT=grpc`)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def start_sidecar() -> AsyncIterator[SidecarFactory]:
+async def start_sidecar(transport: str) -> AsyncIterator[SidecarFactory]:
     started: list[Sidecar] = []
 
     async def start(fn: UserFunction, journal: Journal | None = None, **overrides: Any) -> Sidecar:
+        overrides.setdefault("user_function_transport", transport)
         sidecar = Sidecar(
             sidecar_settings(fn.port, **overrides),
             journal=journal if journal is not None else MemoryJournal(),

@@ -94,6 +94,10 @@ def test_parsing() -> None:
             {"LARDER_USER_FUNCTION_MAX_MESSAGE_BYTES": "1"},
             "LARDER_USER_FUNCTION_MAX_MESSAGE_BYTES=1 is too small",
         ),
+        (
+            {"LARDER_USER_FUNCTION_TRANSPORT": "quic"},
+            "LARDER_USER_FUNCTION_TRANSPORT='quic' must be one of",
+        ),
         # Parsed by the eventing package, reported like every other setting.
         ({"LARDER_KAFKA_MAX_IN_FLIGHT": "many"}, "LARDER_KAFKA_MAX_IN_FLIGHT"),
     ],
@@ -101,3 +105,9 @@ def test_parsing() -> None:
 def test_errors_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
         load_settings(env)
+
+
+def test_the_user_function_transport_is_ours_unless_grpc_is_asked_for() -> None:
+    assert load_settings({}).user_function_transport == "h2"
+    settings = load_settings({"LARDER_USER_FUNCTION_TRANSPORT": "grpc"})
+    assert settings.user_function_transport == "grpc"

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from .client import ClientConnection
-from .stream import ClientStream, rpc_error
+from .stream import EOF, ClientStream, rpc_error
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,36 @@ class _Opener:
         return self._channel.open(stream, self._path)
 
 
+class _UnaryCaller:
+    """What `unary_unary` returns: calling it makes one call (one message each way)."""
+
+    __slots__ = ("_opener",)
+
+    def __init__(self, opener: _Opener) -> None:
+        self._opener = opener
+
+    async def __call__(self, request: Any, **_options: Any) -> Any:
+        call = self._opener()
+        try:
+            await call.write(request)
+            await call.done_writing()
+            response = await call.read()
+            after = await call.read() if response is not EOF else EOF
+        except BaseException:
+            # A caller that gave up (cancelled, e.g. its client went away) resets the
+            # stream, so the user function learns it too.
+            call.cancel()
+            raise
+        if response is EOF or after is not EOF:
+            call.cancel()
+            raise rpc_error(
+                grpc.StatusCode.INTERNAL,
+                "the user function answered a unary call with "
+                + ("no response message" if response is EOF else "more than one message"),
+            )
+        return response
+
+
 class StreamChannel:
     def __init__(self, host: str, port: int, max_message_bytes: int) -> None:
         self._host, self._port = host, port
@@ -70,6 +100,16 @@ class StreamChannel:
     ) -> _Opener:
         """As `grpc.aio.Channel.stream_stream` (the generated stubs call it)."""
         return _Opener(self, path, request_serializer, response_deserializer)
+
+    def unary_unary(
+        self,
+        path: str,
+        request_serializer: Callable[[Any], bytes],
+        response_deserializer: Callable[[bytes], Any],
+        **_options: Any,
+    ) -> _UnaryCaller:
+        """As `grpc.aio.Channel.unary_unary`: an awaitable call per request."""
+        return _UnaryCaller(_Opener(self, path, request_serializer, response_deserializer))
 
     def open(self, stream: ClientStream, path: str) -> asyncio.Future[None] | None:
         """Put `stream` on a connection now (None), or once one is made (the future)."""
@@ -147,3 +187,24 @@ class StreamChannel:
             connection.close()
         if connections:
             await asyncio.wait([c.lost for c in connections], timeout=1.0)
+
+
+class ActionChannel:
+    """The channel the dispatcher's action stub is built on: unary calls (`HandleUnary`,
+    one per action command) on our client, the streamed ones on grpc.aio, whose stubs
+    take a request iterator that our streams do not."""
+
+    def __init__(self, streams: StreamChannel, channel: Any) -> None:
+        self._streams, self._channel = streams, channel
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return self._streams.unary_unary(*args, **kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.unary_stream(*args, **kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.stream_unary(*args, **kwargs)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.stream_stream(*args, **kwargs)

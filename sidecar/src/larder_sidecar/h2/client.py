@@ -6,8 +6,8 @@ and every command is one message each way on it. Through grpc.aio each message i
 trip through the C core's call batch and its completion queue poller, and each call
 holds the C core's state: with the entity streams framed here the sidecar spends a third
 to a half less CPU per command and 4 KB instead of 27 KB per active entity
-(docs/performance.md, *Entity streams*). Discovery, actions and views keep grpc.aio (a
-call per request, where its cost is shared with more work). Each call is a `ClientStream`
+(docs/performance.md, *Entity streams*). Unary action calls use it too; discovery,
+streamed actions and views keep grpc.aio. Each call is a `ClientStream`
 (`stream.py`); `channel.py` makes and replaces connections.
 
 What it speaks, because gRPC needs it: SETTINGS both ways, flow control both ways (we

@@ -20,6 +20,8 @@ from larder_sidecar.h2.frames import ErrorCode, FrameType, Setting
 from larder_sidecar.h2.stream import EOF
 
 PATH = "/test.Echo/Chat"
+cancelled: list[bytes] = []
+"""Requests the echo server saw cancelled."""
 
 
 def identity(data: bytes) -> bytes:
@@ -41,11 +43,33 @@ async def echo_server() -> AsyncIterator[int]:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "asked to fail: 100%")
             yield request
 
+    async def say(request: bytes, context: Any) -> bytes:
+        if request == b"sleep":
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.append(request)
+                raise
+        if request == b"fail":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        return b"said " + request
+
+    async def twice(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        yield request
+        if request != b"once":
+            yield request
+
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20)])
     handlers = {
         "Chat": grpc.stream_stream_rpc_method_handler(
             chat, request_deserializer=identity, response_serializer=identity
-        )
+        ),
+        "Say": grpc.unary_unary_rpc_method_handler(
+            say, request_deserializer=identity, response_serializer=identity
+        ),
+        "Twice": grpc.unary_stream_rpc_method_handler(
+            twice, request_deserializer=identity, response_serializer=identity
+        ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -380,3 +404,39 @@ async def test_a_server_that_ends_first_gets_our_side_closed_with_no_error() -> 
         await call.write(b"more")
     await channel.close()
     server.close()
+
+
+async def test_unary_calls_answer_fail_and_refuse_a_streamed_answer(echo_server: int) -> None:
+    channel = StreamChannel("127.0.0.1", echo_server, 8 << 20)
+    say = channel.unary_unary("/test.Echo/Say", identity, identity)
+    assert await asyncio.gather(*(say(f"{n}".encode()) for n in range(20))) == [
+        f"said {n}".encode() for n in range(20)
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await say(b"fail")
+    assert (raised.value.code(), raised.value.details()) == (
+        grpc.StatusCode.NOT_FOUND, "no such thing"
+    )
+    twice = channel.unary_unary("/test.Echo/Twice", identity, identity)
+    assert await twice(b"once") == b"once"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await twice(b"two")
+    assert raised.value.code() is grpc.StatusCode.INTERNAL
+    assert "more than one message" in (raised.value.details() or "")
+    await channel.close()
+
+
+async def test_a_unary_caller_that_gives_up_cancels_the_call_at_the_server(
+    echo_server: int,
+) -> None:
+    channel = StreamChannel("127.0.0.1", echo_server, 8 << 20)
+    say = channel.unary_unary("/test.Echo/Say", identity, identity)
+    cancelled.clear()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(say(b"sleep"), 0.3)
+    for _ in range(50):  # the server's handler is cancelled when our reset arrives
+        if cancelled:
+            break
+        await asyncio.sleep(0.05)
+    assert cancelled == [b"sleep"]
+    await channel.close()
