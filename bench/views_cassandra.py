@@ -25,7 +25,8 @@ writes two rows). A keyspace of its own per run, consistency ONE (one node). Pha
    `git show 2d8339e:sidecar/src/larder_sidecar/views/cassandra_store.py > /tmp/old.py`):
    the store alone, A/B: `--writes` changes (`--writes`/10 entities, 10 revisions each, in
    the order delivery queues them) through `apply_batch` in batches of delivery's size,
-   the old store and this one alternating, `--rounds` rounds, a keyspace per arm and round.
+   the old store and this one alternating (which goes first alternates too), `--rounds`
+   rounds, a keyspace per arm and round.
 
 CPU: this process's (all threads, `time.process_time`) and Cassandra's (its JVM, from
 /proc, found by the port it listens on), per operation; the load average is printed
@@ -288,7 +289,8 @@ async def _store_ab(
     schemas = [tables[(view, t)] for t in ("items", "prices")]
     entities = max(1, args.writes // 10)
     for round_ in range(1, args.rounds + 1):
-        for name, store_class in arms:
+        # Which arm goes first alternates: a round's first arm runs on a cooler machine.
+        for name, store_class in arms if round_ % 2 else arms[::-1]:
             s = settings(f"ab{name}")
             keyspace = CassandraJournal(s)  # creates the keyspace
             await keyspace.start()

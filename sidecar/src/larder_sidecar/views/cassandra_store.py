@@ -38,7 +38,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, Session
-from cassandra.query import PreparedStatement, dict_factory, tuple_factory
+from cassandra.query import (
+    BatchStatement,
+    BatchType,
+    PreparedStatement,
+    dict_factory,
+    tuple_factory,
+)
 from google.protobuf.message import Message
 from larder_protocol import message_class
 
@@ -67,6 +73,11 @@ _MIN_TOKEN = -(2**63)
 Intent = list[tuple[str, str, bytes | None]]
 """A claimed change's rows: (table id, row key, row bytes or None to delete)."""
 _WRITES = "larder-views-writes"
+BATCH_BYTES = 4096
+"""Plain writes (rows, done markers) go to Cassandra in unlogged batches of about this
+many bytes: a request per batch, not per row, and under Cassandra's default batch size
+warning (5 KiB)."""
+BATCH_WRITES = 32
 
 
 def _registry_cql(ks: str) -> list[str]:
@@ -130,7 +141,10 @@ class _Table:
         return tuple(c.store(v) for c, v in zip(self.columns, values, strict=True))
 
 
-_RowWrite = tuple[_Table, str, bytes | None, Sequence[StoredValue] | None]
+_RowWrite = tuple[_Table, str, bytes | None, Sequence[StoredValue] | None, int]
+"""A row to write (None: delete), its filter values when extracted already, its ts."""
+_Write = tuple[PreparedStatement, Sequence[Any], int]
+"""A plain write: statement, values, about how many bytes it carries."""
 
 
 class CassandraViewStore:
@@ -395,8 +409,8 @@ class CassandraViewStore:
     ) -> None:
         """Write rows and an entity's offset without transactions: for loading a table in
         bulk (the benchmark), never for delivery."""
-        writes = [(self._table(c.table), c.key, c.row, c.values or None) for c in changes]
-        await self._write_rows(writes, ts)
+        writes = [(self._table(c.table), c.key, c.row, c.values or None, ts) for c in changes]
+        await self._write_rows(writes)
         await self._run(
             f"INSERT INTO {self._ks}.view_offsets (view_key, pid, applied, done, ts) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -405,28 +419,68 @@ class CassandraViewStore:
             write=True,
         )
 
-    async def _write_rows(self, changes: Sequence[_RowWrite], ts: int) -> None:
-        writes = []
-        for table, key, row, values in changes:
-            what = f"write row {key!r} of {table.schema.id}"
+    async def _write_rows(self, rows: Sequence[_RowWrite]) -> None:
+        writes: list[_Write] = []
+        for table, key, row, values, ts in rows:
             if row is None:
-                writes.append(self._run(table.delete, (ts, key), what=what, write=True))
+                writes.append((await self._prepare(table.delete), (ts, key), len(key)))
             else:
                 stored = table.values(row, values)
                 writes.append(
-                    self._run(table.upsert, (key, row, *stored, ts), what=what, write=True)
+                    (await self._prepare(table.upsert), (key, row, *stored, ts), 2 * len(row))
                 )
-        await asyncio.gather(*writes)
+        await self._write_batched(writes, what="write view rows")
 
-    async def _mark_done(self, key: str, pid: str, offset: int, ts: int) -> None:
-        """The change's rows are all written. Timestamped with the change's `ts`: a late
-        marker of an older change (a paused sidecar's) never overwrites a newer one."""
-        await self._run(
+    async def _write_batched(self, writes: Sequence[_Write], *, what: str) -> None:
+        """Plain writes in unlogged batches, side by side. Not atomic, and need not be:
+        every write here is timestamped and idempotent, a change's done marker is written
+        only once its rows are, and a failed batch fails the changes whose writes it
+        carried (their claims, found unfinished, write them again)."""
+        groups: list[list[_Write]] = []
+        size = BATCH_BYTES
+        for write in writes:
+            if size + write[2] > BATCH_BYTES or len(groups[-1]) >= BATCH_WRITES:
+                groups.append([])
+                size = 0
+            groups[-1].append(write)
+            size += write[2]
+        session = self._need_session()
+
+        async def send(group: list[_Write]) -> None:
+            statement: Any
+            if len(group) == 1:
+                statement = group[0][0].bind(group[0][1])
+            else:
+                statement = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for prepared, values, _ in group:
+                    statement.add(prepared, values)
+                statement.is_idempotent = True
+            try:
+                await aio.result(
+                    session.execute_async(
+                        statement,
+                        timeout=self._settings.request_timeout,
+                        execution_profile=_WRITES,
+                    )
+                )
+            except DRIVER_ERRORS as e:
+                raise ViewStoreError(
+                    f"Cassandra view store could not {what}: {describe(e)}; the view retries"
+                ) from e
+
+        await asyncio.gather(*(send(g) for g in groups))
+
+    async def _mark_done(self, done: Sequence[tuple[str, str, int, int]]) -> None:
+        """(view key, pid, offset, ts): each change's rows are all written. Timestamped
+        with the change's `ts`: a late marker of an older change (a paused sidecar's)
+        never overwrites a newer one."""
+        statement = await self._prepare(
             f"UPDATE {self._ks}.view_offsets USING TIMESTAMP ? SET done = ? "
-            "WHERE view_key = ? AND pid = ?",
-            (ts, offset, key, pid),
-            what=f"mark change {offset} of {pid} done",
-            write=True,
+            "WHERE view_key = ? AND pid = ?"
+        )
+        await self._write_batched(
+            [(statement, (ts, offset, key, pid), 16 + len(pid)) for key, pid, offset, ts in done],
+            what="mark view changes done",
         )
 
     async def _roll_forward(self, key: str, pid: str) -> None:
@@ -450,7 +504,7 @@ class CassandraViewStore:
         tables = {t.schema.id: t for t in self._tables.values() if t.view_key == key}
         # A row of a table no longer in the view is left out (the view was rebuilt).
         await self._write_rows(
-            [(tables[tid], k, r, None) for tid, k, r in intent if tid in tables], ts
+            [(tables[tid], k, r, None, ts) for tid, k, r in intent if tid in tables]
         )
         if pending:
             # Claimed by a store of the two-LWT scheme (claim, then complete) that did
@@ -462,17 +516,22 @@ class CassandraViewStore:
                 what=f"complete change {pending} of {pid}",
             )
             applied = pending
-        await self._mark_done(key, pid, int(applied), ts)
+        await self._mark_done([(key, pid, int(applied), ts)])
 
-    async def apply(
-        self, view: str, pid: str, expected: int, offset: int, changes: Sequence[RowChange]
-    ) -> bool:
+    def _key(self, view: str) -> str:
         key = self._keys.get(view)
         if key is None:
             raise ViewStoreError(f"view {view} was not opened in the view store")
+        return key
+
+    async def _claim(
+        self, key: str, pid: str, expected: int, offset: int, changes: Sequence[RowChange]
+    ) -> int | None:
+        """Claim the change: its write timestamp, or None when refused (after finishing
+        the entity's unfinished change, if that refused it)."""
         intent: Intent = [(c.table.id, c.key, c.row) for c in changes]
         ts = now_micros()
-        what = f"claim change {offset} of {pid} for view {view}"
+        what = f"claim change {offset} of {pid} for view {key}"
         for _ in range(3):
             if expected == 0:
                 row = await self._transaction(
@@ -490,42 +549,54 @@ class CassandraViewStore:
                     what=what,
                 )
             if row["[applied]"]:
-                break
+                return ts
             applied, done, stored_ts = row.get("applied"), row.get("done"), row.get("ts")
             if applied is not None and applied != done:
                 # Claimed by a sidecar that crashed, or is finishing it now: finish it.
                 await self._roll_forward(key, pid)
-                return False  # the offset moved: delivery rereads it
+                return None  # the offset moved: delivery rereads it
             if (applied or 0) != expected:
-                return False
+                return None
             # Only the timestamp failed: this clock is behind the last writer's.
             ts = int(stored_ts or 0) + 1
-        else:
-            raise ViewStoreError(f"could not {what}: the offset row kept changing")
-        await self._write_rows(
-            [(self._table(c.table), c.key, c.row, c.values) for c in changes], ts
-        )
-        await self._mark_done(key, pid, offset, ts)
-        return True
+        raise ViewStoreError(f"could not {what}: the offset row kept changing")
+
+    async def apply(
+        self, view: str, pid: str, expected: int, offset: int, changes: Sequence[RowChange]
+    ) -> bool:
+        return (await self.apply_batch(view, [Applied(pid, expected, offset, changes)]))[0]
 
     async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
-        # Cassandra has no transaction across entities: each item is applied on its own
-        # (each atomically, see above); one entity's items in order, entities side by side.
+        # Cassandra has no transaction across entities: each item is claimed on its own
+        # (see above). In waves: the first item of every entity, then the second, … (one
+        # entity's items in order); per wave the claims side by side, then every claimed
+        # change's rows, then their done markers, each in a few batched requests.
+        key = self._key(view)
         results: list[bool] = [False] * len(items)
         chains: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             chains.setdefault(item.pid, []).append(i)
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def chain(indexes: list[int]) -> None:
+        async def claim(i: int) -> int | None:
+            item = items[i]
             async with gate:
-                for i in indexes:
-                    item = items[i]
-                    results[i] = await self.apply(
-                        view, item.pid, item.expected, item.offset, item.changes
-                    )
+                return await self._claim(key, item.pid, item.expected, item.offset, item.changes)
 
-        await asyncio.gather(*(chain(ix) for ix in chains.values()))
+        for depth in range(max((len(c) for c in chains.values()), default=0)):
+            wave = [c[depth] for c in chains.values() if len(c) > depth]
+            stamps = await asyncio.gather(*(claim(i) for i in wave))
+            claimed = [(i, ts) for i, ts in zip(wave, stamps, strict=True) if ts is not None]
+            await self._write_rows(
+                [
+                    (self._table(c.table), c.key, c.row, c.values, ts)
+                    for i, ts in claimed
+                    for c in items[i].changes
+                ]
+            )
+            await self._mark_done([(key, items[i].pid, items[i].offset, ts) for i, ts in claimed])
+            for i, _ in claimed:
+                results[i] = True
         return results
 
     # -- queries ---------------------------------------------------------------------
