@@ -8,7 +8,9 @@ current member calling from that member's address (else PERMISSION_DENIED, and t
 connection is closed), with the same shard count (else FAILED_PRECONDITION). The view is
 checked once (and again when this sidecar's map changes), not per call; each call must
 carry the version of that view. A forward then runs only if this member serves the
-entity's shard; otherwise it is answered with a redirect, having run nothing.
+entity's shard; otherwise it is answered with a redirect, having run nothing. A forward
+that relays an HTTP request (`ForwardRequest.http`, `http/relay.py`) is served by this
+sidecar's own public HTTP front (`relayed_http`), and its encoded answer goes back.
 """
 
 from __future__ import annotations
@@ -454,22 +456,21 @@ class InternalServer:
                 attributes={"larder.entity_type": request.entity_type},
             ):
                 redirect = await self.router.redirect(request.entity_type, request.entity_id)
-                if redirect is None and tracing.enabled():
+                if redirect is not None:
+                    self._in_redirect.inc()
+                    return wire.ForwardReply(redirect=redirect)
+                if tracing.enabled():
                     # The owner's front continues the trace under this span.
                     wire.set_headers(
                         http, tracing.inject([(h.name, h.value) for h in http.headers])
                     )
-                if redirect is None:
-                    # The front's own path from here: the dispatcher routes the command
-                    # again, to this member's entity host (or, if the shard moved on
-                    # meanwhile, to its new owner, as any command of this front).
-                    answer = await serve(http)
+                # The front's own path from here: the dispatcher routes the command again,
+                # to this member's entity host (or, if the shard moved on meanwhile, to
+                # its new owner, as any command of this front).
+                answer = await serve(http)
         except InvokeError as e:
             self._in_error.inc()
             return wire.ForwardReply(error=wire.error_message(e))
-        if redirect is not None:
-            self._in_redirect.inc()
-            return wire.ForwardReply(redirect=redirect)
         self._in_ok.inc()
         return wire.ForwardReply(http=answer)
 
