@@ -313,6 +313,8 @@ def main() -> None:
                         help="concurrent commands (one entity each) in the closed-loop phases")
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--compare", metavar="REV", help="also run the sidecar as of this rev")
+    parser.add_argument("--actions", action="store_true",
+                        help="also a closed-loop gRPC phase on the stateless action Echo.Say")
     parser.add_argument(
         "--compare-env", metavar="NAME=VALUE", action="append", default=[],
         help="also run the working tree's sidecar with this variable set (repeatable: one "
