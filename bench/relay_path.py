@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 async def _measure(commands: int) -> dict[str, float]:
     """CPU µs per command: the relay, then the front alone."""
+    from forward_path import _Peer  # noqa: PLC0415
     from larder_sidecar.cluster import frames, wire  # noqa: PLC0415
     from larder_sidecar.cluster.membership import Member, MemberId, Membership  # noqa: PLC0415
     from larder_sidecar.cluster.metrics import ClusterMetrics  # noqa: PLC0415
@@ -39,7 +40,6 @@ async def _measure(commands: int) -> dict[str, float]:
     from larder_sidecar.journal.memory import MemoryJournal  # noqa: PLC0415
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
-    from bench.forward_path import _Peer  # noqa: PLC0415
     from tests.unit.sidecar.entities.fakes import emit_one, es_method, make_host  # noqa: PLC0415
     from tests.unit.sidecar.http.fakes import FakeInvoker  # noqa: PLC0415
 
