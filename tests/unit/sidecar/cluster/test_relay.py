@@ -13,12 +13,23 @@ from typing import Any
 import grpc
 import pytest
 from larder_sidecar.cluster import wire
+from larder_sidecar.cluster.handoff import ShardState
 from larder_sidecar.cluster.sharded import MAX_PEER_HOPS
 from larder_sidecar.invoke import InvokeError
 from larder_sidecar.model import Method
 
-from ..entities.fakes import es_method
-from .fakes import Cluster, Network, Node, address, entity_owned_by, membership, shard_map
+from ..entities.fakes import GatedJournal, es_method
+from .fakes import (
+    Cluster,
+    Network,
+    Node,
+    address,
+    entity_owned_by,
+    eventually,
+    membership,
+    shard,
+    shard_map,
+)
 
 HEADERS = [("content-type", "application/json"), ("idempotency-key", "k1")]
 
@@ -215,3 +226,36 @@ async def test_a_caller_that_gives_up_in_the_queue_passes_the_turn_on(
     front.gate.set()
     await asyncio.wait_for(asyncio.gather(first, last), 5)
     assert [r.body for r in front.requests] == [b"1", b"3"]
+
+
+async def test_a_relay_to_a_member_acquiring_the_shard_waits_for_the_hand_off(
+    method: Method,
+) -> None:
+    journal = GatedJournal()
+    journal.gate.set()
+    cluster = Cluster(Network(), method, journal, handoff_wait=10.0)
+    try:
+        alone, both = membership(1, "a"), membership(2, "a", "b")
+        moving = entity_owned_by(shard_map(both), "b")
+        a = await cluster.start("a", alone)
+        await a.submit(method, moving)
+        # A command's journal write is held at a when the shard moves to b.
+        journal.gate.clear()
+        journal.waiting.clear()
+        in_flight = asyncio.create_task(a.submit(method, moving))
+        await journal.waiting.wait()
+        b = await cluster.start("b", both)
+        front = Front()
+        b.server.relayed_http = front
+        await cluster.apply(a, both)
+        relayed = asyncio.create_task(_relay(a, moving, _http(b"7")))
+        # b holds the relay until a has written and released the shard: not served yet.
+        await eventually(lambda: b.sample("larder_commands_waiting_on_handoff") == 1)
+        assert front.requests == [] and not relayed.done()
+        journal.gate.set()
+        assert (await asyncio.wait_for(in_flight, 5)).kind == "reply"
+        reply = await asyncio.wait_for(relayed, 5)
+        assert reply.WhichOneof("result") == "http" and len(front.requests) == 1
+        assert b.router.table.state(shard(moving)) is ShardState.OWNED
+    finally:
+        await cluster.close()
