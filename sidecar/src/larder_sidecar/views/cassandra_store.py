@@ -24,8 +24,10 @@ Applying a change (the argument is in docs/views.md, "Delivery on Cassandra"):
 
 Anyone who finds `done` behind `applied` (a crashed sidecar's claim, at start or on a
 refused claim) writes the intent's rows and the marker: the update handler is never
-called twice for one stored result. `offsets` reports `done`. Rows are read back in token
-order of their key (Cassandra has no key order across partitions), in pages.
+called twice for one stored result. `offsets` reports `done`. A delivery batch goes in
+waves (each entity's next change), its rows and markers in unlogged batches: a request
+per few KiB, not per row. Rows are read back in token order of their key (Cassandra has
+no key order across partitions), in pages.
 """
 
 from __future__ import annotations
