@@ -60,8 +60,7 @@ class _UnaryCaller:
     async def __call__(self, request: Any, **_options: Any) -> Any:
         call = self._opener()
         try:
-            await call.write(request)
-            await call.done_writing()
+            await call.write(request, last=True)
             response = await call.read()
             after = await call.read() if response is not EOF else EOF
         except BaseException:

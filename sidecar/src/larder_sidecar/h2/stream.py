@@ -100,7 +100,9 @@ class ClientStream:
 
     # The caller's side.
 
-    async def write(self, message: Any) -> None:
+    async def write(self, message: Any, *, last: bool = False) -> None:
+        """Send one message; `last` also closes our side, in the message's own DATA frame
+        (as gRPC clients send a unary request) rather than an empty one after it."""
         if self._conn is None:
             await self._open()
         if self._error is not None:
@@ -117,6 +119,7 @@ class ClientStream:
                 f"{conn.max_message_bytes}-byte limit",
             )
         self._pending += b"\x00" + len(data).to_bytes(4, "big") + data
+        self._pending_end = last
         conn.pump(self)
         while self._pending and self._error is None:
             # Only a message larger than the peer's windows waits here.

@@ -440,3 +440,28 @@ async def test_a_unary_caller_that_gives_up_cancels_the_call_at_the_server(
         await asyncio.sleep(0.05)
     assert cancelled == [b"sleep"]
     await channel.close()
+
+
+async def test_a_unary_request_ends_the_stream_in_its_own_data_frame() -> None:
+    frames_seen: list[tuple[int, int]] = []
+
+    async def script(peer: Peer) -> None:
+        await peer.handshake()
+        await peer.until(FrameType.HEADERS, 1)
+        kind, flags, _, payload = await peer.frame()
+        while kind != FrameType.DATA:
+            kind, flags, _, payload = await peer.frame()
+        frames_seen.append((flags, len(payload)))
+        peer.ok_head(1)
+        peer.message(1, b"done")
+        peer.headers(1, [("grpc-status", "0")], end=True)
+        await asyncio.sleep(0.5)
+
+    channel, server = await scripted(script)
+    say = channel.unary_unary("/test.Echo/Say", identity, identity)
+    assert await say(b"hello") == b"done"
+    # One DATA frame: the message (5-byte prefix + 5 bytes) with END_STREAM, as gRPC
+    # clients send a unary request; a separate empty frame costs the server a wake-up.
+    assert frames_seen == [(frames.END_STREAM, 10)]
+    await channel.close()
+    server.close()
