@@ -95,11 +95,18 @@ class Dispatcher:
         client's `traceparent`; eventing passes False, its record has a span already."""
         if not entry or not tracing.enabled():
             return await self._entry(method, payload, metadata, parsed)
+        parent = tracing.extract(metadata)
+        if tracing.dropped(parent):  # no span: the trace current, in two C calls
+            token = tracing.within(parent)
+            try:
+                return await self._entry(method, payload, metadata, parsed)
+            finally:
+                tracing.leave(token)
         model = method.model
         with tracing.span(
             model.path,
             tracing.SpanKind.SERVER,
-            parent=tracing.extract(metadata),
+            parent=parent,
             attributes={"rpc.service": model.service, "rpc.method": model.name},
         ):
             try:

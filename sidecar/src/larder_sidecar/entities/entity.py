@@ -254,6 +254,14 @@ class Entity(abc.ABC):
             return
         model = command.method.model
         parent = command.parent if command.parent is not None else tracing.extract(command.metadata)
+        if tracing.dropped(parent):  # no span, no queue span: the trace current, and kept
+            command.trace = parent  # for the journal write
+            token = tracing.within(parent)
+            try:
+                await self._handle(command)
+            finally:
+                tracing.leave(token)
+            return
         with tracing.span(
             f"handle {model.service}/{model.name}",
             parent=parent,
@@ -459,6 +467,12 @@ class Entity(abc.ABC):
     ) -> Any:
         """`write` with its errors turned into StreamBroken; traced as "journal write"
         (under `parent`, a command's captured context, when it runs in another task)."""
+        if tracing.dropped(parent):  # no span: the trace current, in two C calls
+            token = tracing.within(parent)
+            try:
+                return await self._journal_write_traced(write, in_doubt)
+            finally:
+                tracing.leave(token)
         with tracing.span("journal write", parent=parent, attributes=attributes):
             return await self._journal_write_traced(write, in_doubt)
 

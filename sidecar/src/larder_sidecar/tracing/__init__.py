@@ -22,10 +22,12 @@ from .runtime import (
     Steps,
     annotate,
     capture,
+    dropped,
     enabled,
     extract,
     inject,
     install,
+    leave,
     log_trace_id,
     now_ns,
     record_span,
@@ -33,6 +35,7 @@ from .runtime import (
     shutdown,
     span,
     steps,
+    within,
 )
 
 __all__ = [
@@ -43,10 +46,12 @@ __all__ = [
     "TracingConfigError",
     "annotate",
     "capture",
+    "dropped",
     "enabled",
     "extract",
     "inject",
     "install",
+    "leave",
     "log_trace_id",
     "now_ns",
     "record_span",
@@ -55,4 +60,5 @@ __all__ = [
     "span",
     "steps",
     "tracing_config",
+    "within",
 ]

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeGuard
 
 from prometheus_client import CollectorRegistry
 
@@ -46,6 +46,10 @@ log = logging.getLogger("larder_sidecar.tracing")
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 _TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
+_TRACEPARENT_LENGTH = len(TRACEPARENT)
+_TRACESTATE_LENGTH = len(TRACESTATE)
+_TRACE_HEADER_LENGTHS = (_TRACEPARENT_LENGTH, _TRACESTATE_LENGTH)
+_LOW_64 = (1 << 64) - 1
 
 
 class SpanKind(enum.Enum):
@@ -82,6 +86,21 @@ _NOOP: AbstractContextManager[Span | None] = contextlib.nullcontext()
 _unsampled: contextvars.ContextVar[Unsampled | None] = contextvars.ContextVar(
     "larder_trace_unsampled", default=None
 )
+
+
+# A dropped trace's hot path, for the sites every command passes (the front's call, the
+# entity's handling, the journal write): the trace made current with the context
+# variable's own `set` and `reset` (C calls) in a try/finally, instead of a `span` call
+# and a `with` on `_Within` (three Python calls and an object): `within(trace)` where
+# `dropped(parent)` says the parent is a dropped trace, `leave(token)` after.
+within = _unsampled.set
+leave = _unsampled.reset
+
+
+def dropped(parent: Parent | None) -> TypeGuard[Unsampled]:
+    """Whether `parent` (`extract`, `capture`) is a trace this sidecar does not record:
+    then the caller makes it current with `within` and opens no span."""
+    return type(parent) is Unsampled
 
 
 class _Within(AbstractContextManager["Span | None"]):
@@ -186,7 +205,9 @@ def _new_root() -> Unsampled | NewTrace:
     """A new trace, sampled or not here."""
     ids = new_ids()
     trace_id = ids >> 64
-    if _installed.sampler.sampled(trace_id, None):
+    # `RootSampler.sampled` without a remote parent, inline: this runs for every command
+    # whose client sent no trace.
+    if trace_id & _LOW_64 < _installed.sampler.bound:
         return NewTrace(trace_id)
     return unsampled_new(ids)
 
@@ -280,10 +301,11 @@ def extract(metadata: Iterable[tuple[str, str]]) -> Parent | None:
         return None
     traceparent = tracestate = None
     for key, value in metadata:
-        lowered = key.lower()
-        if lowered == TRACEPARENT:
+        # The length first: most headers are neither, and `lower` makes a string.
+        length = len(key)
+        if length == _TRACEPARENT_LENGTH and key.lower() == TRACEPARENT:
             traceparent = value
-        elif lowered == TRACESTATE:
+        elif length == _TRACESTATE_LENGTH and key.lower() == TRACESTATE:
             tracestate = value
     remote = parse_traceparent(traceparent) if traceparent is not None else None
     if remote is None:
@@ -307,7 +329,7 @@ def inject(metadata: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
         return metadata
     current = _unsampled.get()
     if current is not None:
-        kept = [(k, v) for k, v in metadata if k.lower() not in _TRACE_HEADERS]
+        kept = _without_trace_headers(metadata)
         kept.append((TRACEPARENT, current.traceparent))
         if current.tracestate is not None:
             kept.append((TRACESTATE, current.tracestate))
@@ -316,8 +338,16 @@ def inject(metadata: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
         return metadata
     carrier: dict[str, str] = {}
     propagator.inject(carrier)
-    kept = [(k, v) for k, v in metadata if k.lower() not in _TRACE_HEADERS]
-    return [*kept, *carrier.items()]
+    return [*_without_trace_headers(metadata), *carrier.items()]
+
+
+def _without_trace_headers(metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    # The length first, as in `extract`.
+    return [
+        (k, v)
+        for k, v in metadata
+        if len(k) not in _TRACE_HEADER_LENGTHS or k.lower() not in _TRACE_HEADERS
+    ]
 
 
 def log_trace_id() -> str | None:
