@@ -342,11 +342,12 @@ def main() -> None:
         results = Results()
         try:
             with user_function(protos) as function_port:
-                sidecars = [
-                    start_sidecar(label, function_port, src, extra)
-                    for label, src, extra in sources
-                ]
+                sidecars: list[Sidecar] = []
                 try:
+                    # One by one, so a sidecar that fails to start does not leave the
+                    # ones before it running.
+                    for label, src, extra in sources:
+                        sidecars.append(start_sidecar(label, function_port, src, extra))
                     for s in sidecars:
                         results.add(s.label, "rss idle", {
                             "rss_mb": round(tools.rss_bytes(s.process.pid) / 2**20, 1)})
