@@ -43,7 +43,10 @@ def protocol_metadata(pairs: MetadataPairs) -> Any:
     """A protocol `Metadata` from header pairs: a `-bin` header's base64 text becomes a
     bytes entry (as a gRPC server hands binary metadata to its handler); everything else,
     and a `-bin` value that is not base64, a string entry."""
-    entries = []
+    metadata = component_pb2.Metadata()
+    # Each entry made in place: entries built apart and passed to `Metadata(entries=...)`
+    # are each made and then copied, twice the cost (every command's metadata passes here).
+    add = metadata.entries.add
     for key, value in pairs:
         if key.endswith("-bin"):
             try:
@@ -51,7 +54,7 @@ def protocol_metadata(pairs: MetadataPairs) -> Any:
             except (binascii.Error, ValueError):
                 pass
             else:
-                entries.append(component_pb2.MetadataEntry(key=key, bytes_value=raw))
+                add(key=key, bytes_value=raw)
                 continue
-        entries.append(component_pb2.MetadataEntry(key=key, string_value=value))
-    return component_pb2.Metadata(entries=entries)
+        add(key=key, string_value=value)
+    return metadata
