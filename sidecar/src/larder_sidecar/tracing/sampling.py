@@ -139,5 +139,6 @@ def unsampled_remote(remote: Remote, tracestate: str | None) -> Unsampled:
 def unsampled_new(ids: int) -> Unsampled:
     """The `Unsampled` for a new trace (`new_ids`), whose parent id names a span that is
     not recorded (W3C requires one; OpenTelemetry's unsampled spans do the same)."""
-    text = f"{ids:048x}"
-    return Unsampled(f"00-{text[:32]}-{text[32:]}-00", None)
+    # 24 bytes in hex, a "-" after the first 16: the trace id, then the span id (half
+    # the cost of formatting the number and slicing the text).
+    return Unsampled("00-" + ids.to_bytes(24).hex("-", -16) + "-00", None)
