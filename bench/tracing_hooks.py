@@ -33,15 +33,37 @@ TRACEPARENT = ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba90
 
 
 async def _command(metadata: list[tuple[str, str]]) -> None:
+    # As `Dispatcher.call`: a dropped trace is made current without a span.
+    parent = tracing.extract(metadata)
+    if tracing.dropped(parent):
+        token = tracing.within(parent)
+        try:
+            await _entered(metadata)
+        finally:
+            tracing.leave(token)
+        return
     with tracing.span(
         "/b.Counter/Increase",
         tracing.SpanKind.SERVER,
-        parent=tracing.extract(metadata),
+        parent=parent,
         attributes={"rpc.service": "b.Counter", "rpc.method": "Increase"},
     ):
-        submitted = tracing.capture()
-        queued = tracing.now_ns()
-        await asyncio.sleep(0)  # the entity's task takes it
+        await _entered(metadata)
+
+
+async def _entered(metadata: list[tuple[str, str]]) -> None:
+    submitted = tracing.capture()
+    queued = tracing.now_ns()
+    await asyncio.sleep(0)  # the entity's task takes it
+    # As `Entity._one`.
+    trace = submitted
+    if tracing.dropped(submitted):
+        token = tracing.within(submitted)
+        try:
+            _exchange(metadata)
+        finally:
+            tracing.leave(token)
+    else:
         attributes = (
             {"larder.entity_type": "c", "larder.entity_id": "1", "rpc.method": "Increase"}
             if tracing.recording(submitted)
@@ -50,11 +72,23 @@ async def _command(metadata: list[tuple[str, str]]) -> None:
         with tracing.span("handle b.Counter/Increase", parent=submitted, attributes=attributes):
             tracing.record_span("queue", queued)
             trace = tracing.capture()
-            with tracing.span("user function"):
-                tracing.inject(metadata)
-        written = {"larder.journal.events": 1} if tracing.recording(trace) else None
-        with tracing.span("journal write", parent=trace, attributes=written):
+            _exchange(metadata)
+    # As `Entity._journal_write`.
+    written = {"larder.journal.events": 1} if tracing.recording(trace) else None
+    if tracing.dropped(trace):
+        token = tracing.within(trace)
+        try:
             tracing.annotate({"larder.journal.outcome": "stored"})
+        finally:
+            tracing.leave(token)
+        return
+    with tracing.span("journal write", parent=trace, attributes=written):
+        tracing.annotate({"larder.journal.outcome": "stored"})
+
+
+def _exchange(metadata: list[tuple[str, str]]) -> None:
+    with tracing.span("user function"):
+        tracing.inject(metadata)
 
 
 async def _commands(n: int, metadata: list[tuple[str, str]]) -> float:
