@@ -24,8 +24,8 @@ The client (this process, grpc.aio) sends `--rate` writes/s open loop for `--sec
   includes up to one poll interval and one query's latency.
 
 Printed: writes/s reached, write latency, both lags' p50/p99/max, the sidecar's (and the
-user function's, and this client's) CPU per write, and the load average before and after
-(the machine is shared).
+user function's, this client's and Cassandra's JVM's) CPU per write, and the load average
+before and after (the machine is shared).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ import grpc
 import grpc.aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from views_cassandra import _listening_pid as listening_pid
+
 from tests.infra.process import free_port
 from tests.integration.views.shop_function import compile_shop, shop_service
 
@@ -269,13 +271,16 @@ async def main(args: argparse.Namespace) -> None:
                 run = Run(pb, channel, args, admin)
                 await run.paced(args.warmup, record=False)
                 load0 = os.getloadavg()
+                db = listening_pid(args.cassandra_port) if args.cassandra_port else None
                 cpu0 = (_proc_cpu(proc.pid), _proc_cpu(function.pid), time.process_time())
+                db0 = _proc_cpu(db) if db else 0.0
                 elapsed = await run.paced(args.seconds, record=True)
                 cpu = (
                     _proc_cpu(proc.pid) - cpu0[0],
                     _proc_cpu(function.pid) - cpu0[1],
                     time.process_time() - cpu0[2],
                 )
+                db_cpu = _proc_cpu(db) - db0 if db else 0.0
                 load1 = os.getloadavg()
             n = len(run.write_latency)
             print(
@@ -293,7 +298,8 @@ async def main(args: argparse.Namespace) -> None:
             )
             print(
                 f"CPU/write  sidecar {cpu[0] / n * 1e6:.0f} µs, user function "
-                f"{cpu[1] / n * 1e6:.0f} µs, client {cpu[2] / n * 1e6:.0f} µs "
+                f"{cpu[1] / n * 1e6:.0f} µs, client {cpu[2] / n * 1e6:.0f} µs, Cassandra "
+                f"{db_cpu / n * 1e6:.0f} µs "
                 f"(sidecar {cpu[0] / elapsed * 100:.0f}% of a core)"
             )
             print(f"load average {load0[0]:.2f} -> {load1[0]:.2f} (1 min)")
