@@ -100,7 +100,11 @@ async def test_control_periodic_commit_log_loses_acknowledged_appends_on_kill_9(
     # Cassandra's default, and the session node's: synced every 10 s, after the
     # acknowledgement. The journal's docs and the Journal's Durable condition say so.
     server = node("periodic")
+    # A kill -9 loses what the commit log had not yet synced; once in a while the kill
+    # lands right after a sync with nothing to lose, so the control gets two tries.
     acknowledged, lost = await _acknowledged_then_killed(server)
+    if lost == 0:
+        acknowledged, lost = await _acknowledged_then_killed(server)
     assert acknowledged > 50
     assert lost > 0, (
         f"a periodic commit log kept all {acknowledged} appends through kill -9; the "
