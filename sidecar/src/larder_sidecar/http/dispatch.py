@@ -23,6 +23,7 @@ from larder_sidecar.logs import clip
 from larder_sidecar.metrics import Metrics
 from larder_sidecar.model import EntityIdTooLong
 
+from .hop import HOP_HEADERS
 from .path_template import PercentDecodingError
 from .relay import HttpRelay
 from .routes import MethodNotAllowed, Route, RouteNotFound, RouteTable
@@ -31,22 +32,9 @@ from .transcoding import JSON_CONTENT_TYPE, ReplyDecodeError, TranscodeError, Tr
 
 log = logging.getLogger(__name__)
 
-# Headers about this HTTP hop, not about the call: they are not passed on as metadata.
-_HOP_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "te",
-        "trailer",
-        "expect",
-        "host",
-        "content-length",
-        "content-type",
-    }
-)
+# Headers about this HTTP hop, not about the call, and the body's type (the front has read
+# it): they are not passed on as metadata.
+_HOP_HEADERS = HOP_HEADERS | {"content-type"}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 _RESERVED_REPLY_HEADERS = _HOP_HEADERS | {"date", "server"}
 

@@ -31,25 +31,13 @@ from larder_sidecar.cluster.sharded import RelayedHttp
 from larder_sidecar.invoke import InvokeError
 from larder_sidecar.model import Method
 
+from .hop import HOP_HEADERS
 from .routes import Bindings, Route
 from .status import error_body, http_status
 
-# Headers about the HTTP hop, not the request: not relayed (content-type is: the owner's
-# front checks it). The owner's front drops hop headers from the metadata anyway.
-_NOT_RELAYED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "te",
-        "trailer",
-        "expect",
-        "host",
-        "content-length",
-    }
-)
+# The request's own header fields are relayed, content-type included (the owner's front
+# checks it); those of this hop are not.
+_NOT_RELAYED = HOP_HEADERS
 
 
 class RelayRouter(Protocol):
