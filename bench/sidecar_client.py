@@ -10,7 +10,8 @@ Two targets for the same command (`larder.bench.Counter/Increase`, one event):
 
 Closed loop (`--rate 0`: every worker sends its next command when the last one is
 answered) or open loop at a fixed rate (commands spread over the workers). Prints one
-JSON object: count, errors, seconds, rps, latency percentiles in ms.
+JSON object: count, errors, seconds, this process's CPU seconds over the measured window
+(`cpu_s`), rps, latency percentiles in ms.
 
     python bench/sidecar_client.py direct|sidecar <port> <protos dir> \
         [--workers 32] [--seconds 10] [--rate 0] [--prefix run1]
@@ -107,6 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     errors = 0
     loop = asyncio.get_running_loop()
     started = loop.time()
+    cpu_started = time.process_time()  # every thread of this process, grpc's included
     deadline = started + args.seconds
 
     async def worker(k: int, call: Call) -> None:
@@ -133,6 +135,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     await asyncio.gather(*(worker(k, c) for k, c in enumerate(calls)))
     elapsed = loop.time() - started
+    cpu = time.process_time() - cpu_started
     await channel.close(None)
     latencies.sort()
     return {
@@ -140,6 +143,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "count": len(latencies),
         "errors": errors,
         "seconds": round(elapsed, 2),
+        "cpu_s": round(cpu, 3),
         "rps": round(len(latencies) / elapsed, 1),
         "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
         "p90_ms": round(percentile(latencies, 0.90) * 1000, 3),

@@ -13,8 +13,12 @@ run and repeated `--repeat` times:
   `google.api.http` route `POST /counters/{id}/increase`;
 - memory: the sidecar's RSS idle, and before/after activating `--entities` entities.
 
-The sidecar's CPU time per command is printed for every load phase: on a shared
-machine it is steadier than throughput.
+The CPU time per command of every process on the path is printed for every load
+phase: the sidecar's (`sidecar_cpu_us`), the user function's (`function_cpu_us`) and
+the load generator's (`client_cpu_us`: the Python client's own count over its measured
+window; ghz's and wrk's whole run, from the rusage of the finished child). On a shared
+machine CPU per command is steadier than throughput, and since client, sidecar and
+function share the same 2 cores, commands/s ≈ cores / their sum (`total_cpu_us`).
 
     .venv/bin/python bench/sidecar_command.py [--seconds 10] [--repeat 3] [--workers 32]
         [--compare <git rev>] [--compare-env NAME=VALUE]
@@ -33,6 +37,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -79,6 +84,12 @@ class Sidecar:
 
 
 @dataclass
+class Function:
+    process: subprocess.Popen[bytes]
+    port: int
+
+
+@dataclass
 class Results:
     rows: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -96,14 +107,14 @@ def compile_bench_protos(out: Path) -> Path:
 
 
 @contextmanager
-def user_function(protos: Path) -> Iterator[int]:
+def user_function(protos: Path) -> Iterator[Function]:
     port = tools.free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1"}
     process = subprocess.Popen([PYTHON, str(BENCH / "sidecar_function.py"), str(protos)],
                                env=env)
     try:
         tools.wait_port(port, process)
-        yield port
+        yield Function(process, port)
     finally:
         tools.stop(process)
 
@@ -212,14 +223,36 @@ def _wrk_ms(value: str) -> float:
     return round(float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 3)
 
 
-def measured(sidecar: Sidecar, run: Any) -> dict[str, Any]:
-    """Run one load phase; add the sidecar's CPU µs per command."""
-    before = tools.cpu_seconds(sidecar.process.pid)
+def children_cpu() -> float:
+    """User + system CPU of this process's finished (waited-for) children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measured(sidecar: Sidecar | None, function: Function, run: Any
+             ) -> dict[str, Any]:
+    """Run one load phase; add the CPU µs per command of each process on the path.
+
+    The load generator is a child that finishes within `run()`, so the growth of the
+    children's rusage is its whole run (start-up included); the Python client reports
+    its own CPU over its measured window (`cpu_s`), which is used instead when present.
+    """
+    pids = {"function": function.process.pid}
+    if sidecar is not None:
+        pids["sidecar"] = sidecar.process.pid
+    before = {name: tools.cpu_seconds(pid) for name, pid in pids.items()}
+    before_children = children_cpu()
+    load_before = os.getloadavg()[0]
     result: dict[str, Any] = run()
-    used = tools.cpu_seconds(sidecar.process.pid) - before
+    used = {name: tools.cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    used["client"] = result.pop("cpu_s", None) or children_cpu() - before_children
     count = result.get("count") or result["rps"] * float(result.get("seconds", 0) or 0)
     if count:
-        result["sidecar_cpu_us"] = round(used / count * 1e6, 1)
+        for name in ("sidecar", "function", "client"):
+            if name in used:
+                result[f"{name}_cpu_us"] = round(used[name] / count * 1e6, 1)
+        result["total_cpu_us"] = round(sum(used.values()) / count * 1e6, 1)
+    result["load"] = round(max(load_before, os.getloadavg()[0]), 2)
     return result
 
 
@@ -243,34 +276,35 @@ def memory(sidecar: Sidecar, desc: Path, args: argparse.Namespace, results: Resu
     })
 
 
-def round_of(n: int, sidecars: list[Sidecar], function_port: int, protos: Path, desc: Path,
-             args: argparse.Namespace, results: Results) -> None:
+def round_of(n: int, sidecars: list[Sidecar], function: Function, protos: Path,
+             desc: Path, args: argparse.Namespace, results: Results) -> None:
     print(f"round {n + 1}/{args.repeat}", flush=True)
     secs = f"{args.seconds:.0f}s"
-    results.add("baseline", "direct closed loop",
-                python_client("direct", function_port, protos, args, f"d{n}"))
+    function_port, fn = function.port, function
+    results.add("baseline", "direct closed loop", measured(None, fn, lambda:
+                python_client("direct", function_port, protos, args, f"d{n}")))
     for s in sidecars:
         tag = f"{s.label}{n}"
-        results.add(s.label, "grpc ghz closed loop", measured(s, lambda s=s, tag=tag: {
+        results.add(s.label, "grpc ghz closed loop", measured(s, fn, lambda s=s, tag=tag: {
             **ghz_run(s.port, desc, ["-c", str(args.workers), "--connections", "2", "-z", secs],
                       f"g{tag}-{{{{.WorkerID}}}}"), "seconds": args.seconds}))
-        results.add(s.label, "grpc python closed loop", measured(s, lambda s=s, tag=tag:
+        results.add(s.label, "grpc python closed loop", measured(s, fn, lambda s=s, tag=tag:
                     python_client("sidecar", s.port, protos, args, f"p{tag}")))
-    results.add("baseline", "direct 500/s", python_client("direct", function_port, protos,
-                                                          args, f"dr{n}", rate=500))
+    results.add("baseline", "direct 500/s", measured(None, fn, lambda: python_client(
+        "direct", function_port, protos, args, f"dr{n}", rate=500)))
     for s in sidecars:
         tag = f"{s.label}{n}"
-        results.add(s.label, "grpc ghz 500/s", measured(s, lambda s=s, tag=tag: {
+        results.add(s.label, "grpc ghz 500/s", measured(s, fn, lambda s=s, tag=tag: {
             **ghz_run(s.port, desc, ["--rps", "500", "-c", "16", "-z", secs],
                       f"r{tag}-{{{{.WorkerID}}}}"), "seconds": args.seconds}))
-        results.add(s.label, "grpc python 500/s", measured(s, lambda s=s, tag=tag:
+        results.add(s.label, "grpc python 500/s", measured(s, fn, lambda s=s, tag=tag:
                     python_client("sidecar", s.port, protos, args, f"pr{tag}", rate=500)))
         for generic in (True, False):
             phase = "http generic POST" if generic else "http google.api.http"
-            results.add(s.label, phase, measured(s, lambda s=s, tag=tag, g=generic: {
+            results.add(s.label, phase, measured(s, fn, lambda s=s, tag=tag, g=generic: {
                 **wrk_run(s.port, args, g, f"w{tag}{g}-"), "seconds": args.seconds}))
         if args.actions:
-            results.add(s.label, "grpc ghz action closed loop", measured(s, lambda s=s: {
+            results.add(s.label, "grpc ghz action closed loop", measured(s, fn, lambda s=s: {
                 **ghz_run(s.port, desc, ["-c", str(args.workers), "--connections", "2",
                                          "-z", secs], "a", call="larder.bench.Echo.Say"),
                 "seconds": args.seconds}))
@@ -282,9 +316,12 @@ def summary(results: Results, labels: list[str]) -> None:
             for (label, phase), rows in results.rows.items() if label == "baseline"}
     base_p50 = {phase: statistics.median(r["p50_ms"] for r in rows)
                 for (label, phase), rows in results.rows.items() if label == "baseline"}
+    print("CPU µs per command: sidecar, user function, load generator, their total; load: "
+          "the 1-minute load average (highest of before/after the phase)")
     print(f"| {'path':<38} | {'cmd/s':>8} | {'x base':>6} | {'p50 ms':>7} | {'p99 ms':>7} "
-          f"| {'CPU µs/cmd':>10} |")
-    print(f"|{'-' * 40}|{'-' * 10}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
+          f"| {'sidecar':>7} | {'function':>8} | {'client':>6} | {'total':>6} | {'load':>5} |")
+    print(f"|{'-' * 40}|{'-' * 10}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 10}"
+          f"|{'-' * 8}|{'-' * 8}|{'-' * 7}|")
     for (label, phase), rows in results.rows.items():
         if "rps" not in rows[0]:
             print(f"| {label + ' ' + phase:<38} | {rows[-1]}")
@@ -293,15 +330,22 @@ def summary(results: Results, labels: list[str]) -> None:
         ref = base["direct 500/s" if "500/s" in phase else "direct closed loop"]
         p50 = statistics.median(r["p50_ms"] for r in rows)
         p99 = statistics.median(r["p99_ms"] for r in rows)
-        cpu = [r["sidecar_cpu_us"] for r in rows if "sidecar_cpu_us" in r]
+        cpu = {key: _median(rows, f"{key}_cpu_us")
+               for key in ("sidecar", "function", "client", "total")}
         print(f"| {label + ' ' + phase:<38} | {rps:>8.0f} | {rps / ref:>6.2f} | {p50:>7.2f} "
-              f"| {p99:>7.2f} | {statistics.median(cpu) if cpu else float('nan'):>10.0f} |")
+              f"| {p99:>7.2f} | {cpu['sidecar']:>7.0f} | {cpu['function']:>8.0f} "
+              f"| {cpu['client']:>6.0f} | {cpu['total']:>6.0f} | {_median(rows, 'load'):>5.2f} |")
     if "direct 500/s" in base_p50:
         for label in labels:
             at_rate = results.rows.get((label, "grpc python 500/s"))
             if at_rate:
                 added = statistics.median(r["p50_ms"] for r in at_rate) - base_p50["direct 500/s"]
                 print(f"{label}: added p50 latency at 500/s (same Python client): {added:.2f} ms")
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in rows if key in r]
+    return statistics.median(values) if values else float("nan")
 
 
 def main() -> None:
@@ -341,18 +385,18 @@ def main() -> None:
             sources.insert(0, (f"@{args.compare[:10]}", tree / "sidecar" / "src", {}))
         results = Results()
         try:
-            with user_function(protos) as function_port:
+            with user_function(protos) as function:
                 sidecars: list[Sidecar] = []
                 try:
                     # One by one, so a sidecar that fails to start does not leave the
                     # ones before it running.
                     for label, src, extra in sources:
-                        sidecars.append(start_sidecar(label, function_port, src, extra))
+                        sidecars.append(start_sidecar(label, function.port, src, extra))
                     for s in sidecars:
                         results.add(s.label, "rss idle", {
                             "rss_mb": round(tools.rss_bytes(s.process.pid) / 2**20, 1)})
                     for n in range(args.repeat):
-                        round_of(n, sidecars, function_port, protos, desc, args, results)
+                        round_of(n, sidecars, function, protos, desc, args, results)
                     for s in sidecars:
                         memory(s, desc, args, results)
                 finally:
