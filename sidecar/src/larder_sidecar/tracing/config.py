@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Exporter = Literal["otlp", "console"]
+Encoder = Literal["lean", "sdk"]
 SamplerName = Literal[
     "always_on",
     "always_off",
@@ -56,6 +57,10 @@ class TracingConfig:
     """`OTEL_RESOURCE_ATTRIBUTES` plus the pod's name and namespace."""
     export_delay: float = 5.0
     """Seconds between batch exports (`OTEL_BSP_SCHEDULE_DELAY`, milliseconds there)."""
+    encoder: Encoder = "lean"
+    """`LARDER_TRACING_ENCODER`: OTLP requests made by the sidecar's own encoder (`lean`,
+    `otlp_wire.py`) or by the OTLP exporter's (`sdk`: the same message, at three times
+    the CPU; kept to compare, and as a fallback)."""
 
 
 def _truthy(env: Mapping[str, str], name: str) -> bool:
@@ -126,9 +131,7 @@ def tracing_config(env: Mapping[str, str]) -> TracingConfig | None:
         insecure = _truthy(env, "OTEL_EXPORTER_OTLP_INSECURE")
     sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
     if sampler not in _SAMPLERS:
-        raise TracingConfigError(
-            f"OTEL_TRACES_SAMPLER={sampler!r}: one of {', '.join(_SAMPLERS)}"
-        )
+        raise TracingConfigError(f"OTEL_TRACES_SAMPLER={sampler!r}: one of {', '.join(_SAMPLERS)}")
     ratio = _number(env, "OTEL_TRACES_SAMPLER_ARG", 1.0)
     if ratio > 1:
         raise TracingConfigError(
@@ -141,6 +144,12 @@ def tracing_config(env: Mapping[str, str]) -> TracingConfig | None:
     ):
         if env.get(variable, "").strip():
             resource.setdefault(attribute, env[variable].strip())
+    encoder = env.get("LARDER_TRACING_ENCODER", "").strip().lower() or "lean"
+    if encoder not in ("lean", "sdk"):
+        raise TracingConfigError(
+            f"LARDER_TRACING_ENCODER={encoder!r}: lean (the sidecar's OTLP encoder, the "
+            "default) or sdk (the OTLP exporter's own)"
+        )
     headers = _pairs(env, "OTEL_EXPORTER_OTLP_HEADERS")
     headers.update(_pairs(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"))
     return TracingConfig(
@@ -155,4 +164,5 @@ def tracing_config(env: Mapping[str, str]) -> TracingConfig | None:
         or resource.get("service.name", "larder-sidecar"),
         resource=resource,
         export_delay=_number(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
+        encoder="sdk" if encoder == "sdk" else "lean",
     )

@@ -21,6 +21,8 @@ from .export import BoundedExport
 from .metrics import TracingMetrics
 from .sampling import new_span_id, new_trace_id
 
+log = logging.getLogger("larder_sidecar.tracing")
+
 
 class ChosenTraceIds(IdGenerator):
     """Random ids, except the trace id of a new root: the one the sampling decision was
@@ -52,6 +54,31 @@ def version() -> str:
         return "unknown"
 
 
+def _otlp_exporter(config: TracingConfig) -> SpanExporter:
+    """OTLP/gRPC, the request encoded by `otlp_wire` unless told otherwise."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter,
+    )
+
+    from .otlp_grpc import LeanOTLPSpanExporter, lean_exporter_supported  # noqa: PLC0415
+
+    kind: type[OTLPSpanExporter] = OTLPSpanExporter
+    if config.encoder == "lean":
+        if lean_exporter_supported():
+            kind = LeanOTLPSpanExporter
+        else:
+            log.info(
+                "tracing: this opentelemetry-exporter-otlp-proto-grpc lacks the hooks of "
+                "the sidecar's own OTLP encoder; exporting with its own (slower) one"
+            )
+    return kind(
+        endpoint=config.endpoint,
+        insecure=config.insecure,
+        headers=dict(config.headers),
+        timeout=int(config.timeout),
+    )
+
+
 def build(
     config: TracingConfig, registry: CollectorRegistry | None, ids: ChosenTraceIds
 ) -> tuple[TracerProvider, str]:
@@ -60,16 +87,7 @@ def build(
     if config.exporter == "console":
         exporter, where = ConsoleSpanExporter(), "stdout"
     else:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-            OTLPSpanExporter,
-        )
-
-        exporter = OTLPSpanExporter(
-            endpoint=config.endpoint,
-            insecure=config.insecure,
-            headers=dict(config.headers),
-            timeout=int(config.timeout),
-        )
+        exporter = _otlp_exporter(config)
         where = config.endpoint
         # It logs each failed export and each retry; BoundedExport says it once per
         # outage and counts the spans lost, which is what an operator can act on.
