@@ -25,7 +25,9 @@ function share the same 2 cores, commands/s ≈ cores / their sum (`total_cpu_us
 
 `--compare REV` also runs the sidecar as of REV (from a temporary git worktree) in the
 same run, alternating with the working tree's, so an optimization is measured against
-its baseline under the same load from the rest of the machine. `--compare-env NAME=VALUE`
+its baseline under the same load from the rest of the machine; with `--compare-sdk` that
+sidecar's user function is a second process on REV's `larder_sdk` (the function's CPU
+per command is then each sidecar's own function's). `--compare-env NAME=VALUE`
 does the same with a second sidecar of the working tree that has the variable set (e.g.
 `LARDER_USER_FUNCTION_TRANSPORT=grpc`: the entity streams on grpc.aio instead of our
 client).
@@ -34,6 +36,7 @@ client).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -76,17 +79,18 @@ end
 
 
 @dataclass
+class Function:
+    process: subprocess.Popen[bytes]
+    port: int
+
+
+@dataclass
 class Sidecar:
     label: str
     process: subprocess.Popen[bytes]
     port: int
     admin_port: int
-
-
-@dataclass
-class Function:
-    process: subprocess.Popen[bytes]
-    port: int
+    function: Function
 
 
 @dataclass
@@ -107,9 +111,12 @@ def compile_bench_protos(out: Path) -> Path:
 
 
 @contextmanager
-def user_function(protos: Path) -> Iterator[Function]:
+def user_function(protos: Path, sdk_src: Path | None = None) -> Iterator[Function]:
+    """The bench function; with `sdk_src`, on the `larder_sdk` found there."""
     port = tools.free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1"}
+    if sdk_src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(sdk_src), env.get("PYTHONPATH", "")])
     process = subprocess.Popen([PYTHON, str(BENCH / "sidecar_function.py"), str(protos)],
                                env=env)
     try:
@@ -136,13 +143,13 @@ def wait_ready(sidecar: Sidecar, timeout: float = 60.0) -> None:
 
 
 def start_sidecar(
-    label: str, function_port: int, src: Path | None, extra: dict[str, str] | None = None
+    label: str, function: Function, src: Path | None, extra: dict[str, str] | None = None
 ) -> Sidecar:
     port, admin, internal = tools.free_port(), tools.free_port(), tools.free_port()
     env = {
         **os.environ,
         "USER_FUNCTION_HOST": "127.0.0.1",
-        "USER_FUNCTION_PORT": str(function_port),
+        "USER_FUNCTION_PORT": str(function.port),
         "LARDER_PORT": str(port),
         "LARDER_ADMIN_PORT": str(admin),
         "LARDER_INTERNAL_PORT": str(internal),
@@ -156,7 +163,7 @@ def start_sidecar(
         env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
     process = subprocess.Popen([PYTHON, "-c", "from larder_sidecar.main import main; main()"],
                                env=env)
-    sidecar = Sidecar(label, process, port, admin)
+    sidecar = Sidecar(label, process, port, admin, function)
     wait_ready(sidecar)
     return sidecar
 
@@ -229,17 +236,17 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measured(sidecar: Sidecar | None, function: Function, run: Any
-             ) -> dict[str, Any]:
+def measured(target: Sidecar | Function, run: Any) -> dict[str, Any]:
     """Run one load phase; add the CPU µs per command of each process on the path.
 
     The load generator is a child that finishes within `run()`, so the growth of the
     children's rusage is its whole run (start-up included); the Python client reports
     its own CPU over its measured window (`cpu_s`), which is used instead when present.
     """
-    pids = {"function": function.process.pid}
-    if sidecar is not None:
-        pids["sidecar"] = sidecar.process.pid
+    if isinstance(target, Sidecar):
+        pids = {"function": target.function.process.pid, "sidecar": target.process.pid}
+    else:
+        pids = {"function": target.process.pid}
     before = {name: tools.cpu_seconds(pid) for name, pid in pids.items()}
     before_children = children_cpu()
     load_before = os.getloadavg()[0]
@@ -281,30 +288,32 @@ def round_of(n: int, sidecars: list[Sidecar], function: Function, protos: Path,
     print(f"round {n + 1}/{args.repeat}", flush=True)
     secs = f"{args.seconds:.0f}s"
     function_port, fn = function.port, function
-    results.add("baseline", "direct closed loop", measured(None, fn, lambda:
+    results.add("baseline", "direct closed loop", measured(fn, lambda:
                 python_client("direct", function_port, protos, args, f"d{n}")))
     for s in sidecars:
         tag = f"{s.label}{n}"
-        results.add(s.label, "grpc ghz closed loop", measured(s, fn, lambda s=s, tag=tag: {
+        results.add(s.label, "grpc ghz closed loop", measured(s, lambda s=s, tag=tag: {
             **ghz_run(s.port, desc, ["-c", str(args.workers), "--connections", "2", "-z", secs],
                       f"g{tag}-{{{{.WorkerID}}}}"), "seconds": args.seconds}))
-        results.add(s.label, "grpc python closed loop", measured(s, fn, lambda s=s, tag=tag:
+        results.add(s.label, "grpc python closed loop", measured(s, lambda s=s, tag=tag:
                     python_client("sidecar", s.port, protos, args, f"p{tag}")))
-    results.add("baseline", "direct 500/s", measured(None, fn, lambda: python_client(
+    if args.closed_loop_only:
+        return
+    results.add("baseline", "direct 500/s", measured(fn, lambda: python_client(
         "direct", function_port, protos, args, f"dr{n}", rate=500)))
     for s in sidecars:
         tag = f"{s.label}{n}"
-        results.add(s.label, "grpc ghz 500/s", measured(s, fn, lambda s=s, tag=tag: {
+        results.add(s.label, "grpc ghz 500/s", measured(s, lambda s=s, tag=tag: {
             **ghz_run(s.port, desc, ["--rps", "500", "-c", "16", "-z", secs],
                       f"r{tag}-{{{{.WorkerID}}}}"), "seconds": args.seconds}))
-        results.add(s.label, "grpc python 500/s", measured(s, fn, lambda s=s, tag=tag:
+        results.add(s.label, "grpc python 500/s", measured(s, lambda s=s, tag=tag:
                     python_client("sidecar", s.port, protos, args, f"pr{tag}", rate=500)))
         for generic in (True, False):
             phase = "http generic POST" if generic else "http google.api.http"
-            results.add(s.label, phase, measured(s, fn, lambda s=s, tag=tag, g=generic: {
+            results.add(s.label, phase, measured(s, lambda s=s, tag=tag, g=generic: {
                 **wrk_run(s.port, args, g, f"w{tag}{g}-"), "seconds": args.seconds}))
         if args.actions:
-            results.add(s.label, "grpc ghz action closed loop", measured(s, fn, lambda s=s: {
+            results.add(s.label, "grpc ghz action closed loop", measured(s, lambda s=s: {
                 **ghz_run(s.port, desc, ["-c", str(args.workers), "--connections", "2",
                                          "-z", secs], "a", call="larder.bench.Echo.Say"),
                 "seconds": args.seconds}))
@@ -357,6 +366,12 @@ def main() -> None:
                         help="concurrent commands (one entity each) in the closed-loop phases")
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--compare", metavar="REV", help="also run the sidecar as of this rev")
+    parser.add_argument("--closed-loop-only", action="store_true",
+                        help="only the closed-loop phases (throughput and CPU per command): "
+                             "no 500/s, HTTP or memory phases")
+    parser.add_argument("--compare-sdk", action="store_true",
+                        help="with --compare: the compared sidecar gets a user function of "
+                             "its own, on that revision's larder_sdk")
     parser.add_argument("--actions", action="store_true",
                         help="also a closed-loop gRPC phase on the stateless action Echo.Say")
     parser.add_argument(
@@ -385,20 +400,28 @@ def main() -> None:
             sources.insert(0, (f"@{args.compare[:10]}", tree / "sidecar" / "src", {}))
         results = Results()
         try:
-            with user_function(protos) as function:
+            with contextlib.ExitStack() as functions:
+                function = functions.enter_context(user_function(protos))
                 sidecars: list[Sidecar] = []
                 try:
                     # One by one, so a sidecar that fails to start does not leave the
                     # ones before it running.
                     for label, src, extra in sources:
-                        sidecars.append(start_sidecar(label, function.port, src, extra))
+                        own = function
+                        if args.compare_sdk and src is not None:
+                            # The compared revision's sidecar in front of a function on
+                            # that revision's SDK.
+                            own = functions.enter_context(
+                                user_function(protos, src.parent.parent / "sdk" / "src"))
+                        sidecars.append(start_sidecar(label, own, src, extra))
                     for s in sidecars:
                         results.add(s.label, "rss idle", {
                             "rss_mb": round(tools.rss_bytes(s.process.pid) / 2**20, 1)})
                     for n in range(args.repeat):
                         round_of(n, sidecars, function, protos, desc, args, results)
                     for s in sidecars:
-                        memory(s, desc, args, results)
+                        if not args.closed_loop_only:
+                            memory(s, desc, args, results)
                 finally:
                     for s in sidecars:
                         tools.stop(s.process)
