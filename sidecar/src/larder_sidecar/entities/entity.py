@@ -102,6 +102,7 @@ class Entity(abc.ABC):
         "_idle_listed",
         "_idle_since",
         "_in_doubt",
+        "_loop",
         "_queue",
         "_unstored_keys",
         "_waiter",
@@ -144,7 +145,10 @@ class Entity(abc.ABC):
         self._unstored_keys: set[str] | None = None
         # Writes whose outcome was unknown; a later refused write may be their doing.
         self._in_doubt: list[InDoubt] = []
-        self.task = asyncio.get_running_loop().create_task(
+        # Held: in CPython 3.11 every asyncio.get_running_loop() is a getpid system call,
+        # and the loop is needed on every command.
+        self._loop = asyncio.get_running_loop()
+        self.task = self._loop.create_task(
             self._run(), name=f"entity {env.entity_type}/{entity_id}"
         )
         self.task.add_done_callback(log_unexpected_exit)
@@ -180,7 +184,7 @@ class Entity(abc.ABC):
         """Until `wake` (at once if it was called since the loop cleared `_woken`)."""
         if self._woken:
             return
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         try:
             await waiter
         finally:
@@ -188,7 +192,7 @@ class Entity(abc.ABC):
 
     def _arm_idle(self) -> None:
         if self._idle_since is None:
-            self._idle_since = now = asyncio.get_running_loop().time()
+            self._idle_since = now = self._loop.time()
             if not self._idle_listed:
                 self._idle_listed = True
                 self.env.idle_timers.schedule(self, now + self.env.idle_timeout)

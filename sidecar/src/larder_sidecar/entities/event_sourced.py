@@ -132,7 +132,7 @@ class EventSourcedEntity(Entity):
             self._unstored_keys.add(record.key)
         self._unstored.append(_Unstored(command, outcome, events, snapshot, size, record))
         if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(
+            self._writer = self._loop.create_task(
                 self._write_behind(), name=f"journal writes {self.entity_type}/{self.entity_id}"
             )
         if len(self._unstored) >= _MAX_GROUP_COMMANDS and self.state is State.HANDLING:

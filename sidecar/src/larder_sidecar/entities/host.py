@@ -81,6 +81,9 @@ class EntityHost:
         self._entities: dict[EntityKey, Entity] = {}
         self._released: list[EntityPredicate] = []
         self._accepting = True
+        # The loop, held at the first command: in CPython 3.11 every
+        # asyncio.get_running_loop() is a getpid system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def active(self) -> int:
@@ -105,7 +108,10 @@ class EntityHost:
     ) -> asyncio.Future[Outcome]:
         """Queue a command for `entity_id` at once; the future settles with its outcome
         or InvokeError, and cancelling it withdraws the command if still queued."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
         # With tracing on, the entity's spans go under the submitter's current span.
         self._enqueue(
             Command(method, entity_id, payload, metadata, future, parent=tracing.capture())

@@ -97,7 +97,10 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, authority: str, max_message_bytes: int) -> None:
         self.authority = authority
         self.max_message_bytes = max_message_bytes
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Held once: in CPython 3.11 every asyncio.get_running_loop() is a getpid system
+        # call, and the streams ask for the loop on every read.
+        self.loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[None] = self.loop.create_future()
         """Done when the connection is closed (by either side)."""
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
@@ -383,7 +386,7 @@ class ClientConnection(asyncio.Protocol):
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

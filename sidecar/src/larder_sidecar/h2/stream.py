@@ -58,6 +58,7 @@ class ClientStream:
         "_error",
         "_headers",
         "_inbox",
+        "_loop",
         "_messages",
         "_opened",
         "_opener",
@@ -83,6 +84,8 @@ class ClientStream:
         self._serialize = serialize
         self._deserialize = deserialize
         self._conn: ClientConnection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The connection's loop, from `attach` on."""
         self._stream_id = 0
         self._opened: asyncio.Future[None] | None = None
         self._messages: deque[Any] = deque()
@@ -123,7 +126,8 @@ class ClientStream:
         conn.pump(self)
         while self._pending and self._error is None:
             # Only a message larger than the peer's windows waits here.
-            self._space = asyncio.get_running_loop().create_future()
+            assert self._loop is not None
+            self._space = self._loop.create_future()
             await self._space
         if self._error is not None:
             raise self._error
@@ -136,7 +140,8 @@ class ClientStream:
                 raise self._error
             if self._remote_ended:
                 return EOF
-            self._read_waiter = waiter = asyncio.get_running_loop().create_future()
+            assert self._loop is not None
+            self._read_waiter = waiter = self._loop.create_future()
             await waiter
         return self._messages.popleft()
 
@@ -183,7 +188,8 @@ class ClientStream:
         self._conn = conn
         self._stream_id = stream_id
         self.send_window = window
-        self._headers = asyncio.get_running_loop().create_future()
+        self._loop = conn.loop
+        self._headers = conn.loop.create_future()
 
     @property
     def stream_id(self) -> int:

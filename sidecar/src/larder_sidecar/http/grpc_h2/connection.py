@@ -136,6 +136,9 @@ class Http2Connection(asyncio.Protocol):
     ) -> None:
         self._open_call = open_call
         self._connections = connections
+        # Held once: in CPython 3.11 every asyncio.get_running_loop() is a getpid system
+        # call, and every call of the connection schedules something on the loop.
+        self.loop = asyncio.get_running_loop()
         self._idle_timeout = idle_timeout
         self._max_header_list = max_header_list_size
         self._decoder = HeaderDecoder(max_header_list_size)
@@ -571,7 +574,7 @@ class Http2Connection(asyncio.Protocol):
             raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, "PING is not 8 bytes")
         if flags & ACK:
             return
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         if not self._sent_data_since_ping and now - self._last_ping < MIN_PING_INTERVAL:
             self._ping_strikes += 1
             if self._ping_strikes > MAX_PING_STRIKES:
@@ -687,7 +690,7 @@ class Http2Connection(asyncio.Protocol):
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -740,14 +743,14 @@ class Http2Connection(asyncio.Protocol):
             return
         # A client that stopped reading must not keep the drain from happening.
         transport.resume_reading()
-        self._linger_timer = asyncio.get_running_loop().call_later(
+        self._linger_timer = self.loop.call_later(
             LINGER_SECONDS, transport.close
         )
 
     def _arm_idle(self) -> None:
         if self._closed or self._idle_timer is not None:
             return
-        self._idle_timer = asyncio.get_running_loop().call_later(
+        self._idle_timer = self.loop.call_later(
             self._idle_timeout, self._idle_expired
         )
 

@@ -118,7 +118,7 @@ class ProxyCall:
         multicallable: Any = channel().stream_stream(head.path, None, None)
         self._call = multicallable(metadata=metadata, timeout=timeout)
         self._call.add_done_callback(self._status_set)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = connection.loop.create_task(self._run())
 
     # StreamHandler
 

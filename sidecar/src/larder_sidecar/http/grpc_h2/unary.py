@@ -111,7 +111,7 @@ class UnaryCall:
             check_encoding(head.encoding)
             if head.timeout is not None:
                 timeout = parse_timeout(head.timeout)
-                self._deadline = asyncio.get_running_loop().call_later(timeout, self._expired)
+                self._deadline = connection.loop.call_later(timeout, self._expired)
         except CallError as e:
             self._fail(e.code, e.message)
 
@@ -144,7 +144,7 @@ class UnaryCall:
             self._fail(grpc.StatusCode.INTERNAL,
                        f"{self._method.model.path} is unary but the request has no message")
         else:
-            self._task = asyncio.get_running_loop().create_task(
+            self._task = self._connection.loop.create_task(
                 self._run(reader.messages[0])
             )
 
