@@ -11,7 +11,7 @@ from larder_sdk._context import EffectContext
 from larder_sdk._definition import CommandHandler
 from larder_sdk._errors import CommandFailed
 from larder_sdk._replies import unexpected_failure
-from larder_sdk._tracing import handler_span
+from larder_sdk._tracing import handler_span, tracing_configured
 
 
 def decode_payload(
@@ -31,6 +31,13 @@ async def run_handler(handler: CommandHandler, ctx: EffectContext, *args: Any) -
     """Call `handler.fn(*args, ctx)`, awaiting it if it is async; return what it returned.
 
     With tracing set up by the application, in a span continuing the sidecar's trace."""
+    if not tracing_configured():
+        # Without the span's context manager: a generator and its wrapper per command.
+        result = handler.fn(*args, ctx)
+        if handler.is_async:
+            result = await result
+        check_not_failed(ctx)
+        return result
     with handler_span(handler.method, ctx):
         result = handler.fn(*args, ctx)
         if handler.is_async:
