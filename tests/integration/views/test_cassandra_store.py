@@ -19,6 +19,7 @@ from larder_sidecar.journal.base import PersistenceId, StoredPayload
 from larder_sidecar.journal.cassandra import CassandraJournal
 from larder_sidecar.journal.cassandra_settings import CassandraSettings
 from larder_sidecar.views import cassandra_store
+from larder_sidecar.views.cassandra_claims import BUCKETS, bucket_of
 from larder_sidecar.views.cassandra_store import CassandraViewStore, view_key
 from larder_sidecar.views.query import compile_filter
 from larder_sidecar.views.store import Applied, RowChange, TableSchema
@@ -298,34 +299,118 @@ async def test_two_stores_racing_for_one_entity_apply_each_change_once(
 async def test_offset_rows_of_the_two_transaction_scheme_are_taken_over_at_open(
     stores: StoreFactory, types: ViewTypes, cassandra: CassandraServer
 ) -> None:
-    """Offset rows a store of the earlier scheme (claim, then complete; no `done`) left:
-    a completed change counts as done, a claimed one is completed from its intent."""
+    """Offset rows the schemes before buckets left in `view_offsets`: of the two-LWT
+    scheme (claim, then complete; no `done`) a completed change counts as done, a
+    claimed one is completed from its intent; of the one-LWT scheme a done change counts
+    as done, an unfinished one is finished. All move into `view_claims`, and claims go
+    on from them."""
     view = _view()
     schema = _view_schema(types, view, "SELECT * FROM customers WHERE name = :customer_name")
     first = stores()
     await first.open([schema])  # creates the tables
     ann = types.message("Customer", customer_id="c2", name="Ann")
+    bob = types.message("Customer", customer_id="c4", name="Bob")
     key = view_key(view, [schema])
     cluster = Cluster(list(cassandra.contact_points), port=cassandra.port)
     try:
         session = cluster.connect()
-        insert = session.prepare(
+        two_lwt = session.prepare(
             f"INSERT INTO {KEYSPACE}.view_offsets (view_key, pid, applied, pending, ts, intent) "
             "VALUES (?, ?, ?, ?, ?, ?)"
         )
-        session.execute(insert, (key, "cust|c1", 3, 0, 10, None))
+        session.execute(two_lwt, (key, "cust|c1", 3, 0, 10, None))
         session.execute(
-            insert, (key, "cust|c2", 1, 2, 20, [(schema.id, "c2", ann.SerializeToString())])
+            two_lwt, (key, "cust|c2", 1, 2, 20, [(schema.id, "c2", ann.SerializeToString())])
+        )
+        # As that scheme wrote them: `done` with the write timestamp of its change's
+        # claim (c4's claim of change 7 at 40 is unfinished: `done` is change 6's, at 35).
+        one_lwt = session.prepare(
+            f"INSERT INTO {KEYSPACE}.view_offsets (view_key, pid, applied, done, ts, intent) "
+            "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+        )
+        session.execute(one_lwt, (key, "cust|c3", 5, 5, 30, None, 30))
+        session.execute(
+            one_lwt, (key, "cust|c4", 7, 6, 40, [(schema.id, "c4", bob.SerializeToString())], 35)
         )
     finally:
         cluster.shutdown()
-    assert await first.offsets(view) == {}  # nothing marked done yet
+    assert await first.offsets(view) == {}  # nothing in view_claims yet
     store = stores()
     await store.open([schema])
-    assert await store.offsets(view) == {"cust|c1": 3, "cust|c2": 2}
+    taken = {"cust|c1": 3, "cust|c2": 2, "cust|c3": 5, "cust|c4": 7}
+    assert await store.offsets(view) == taken
     assert await store.row(schema, "c2") == ann.SerializeToString()
+    assert await store.row(schema, "c4") == bob.SerializeToString()
     assert await store.apply(view, "cust|c2", 2, 3, [RowChange(schema, "c2", None)])
     assert await store.row(schema, "c2") is None
+    # A taken-over offset is the only one: a claim expecting another is refused.
+    assert not await store.apply(view, "cust|c3", 4, 5, [RowChange(schema, "c3", None)])
+    assert await store.apply(view, "cust|c3", 5, 6, [RowChange(schema, "c3", None)])
+    # Taken over once: view_offsets holds none of the view's rows any more.
+    again = stores()
+    await again.open([schema])
+    assert await again.offsets(view) == {**taken, "cust|c2": 3, "cust|c3": 6}
+
+
+async def test_a_refused_claim_does_not_hold_back_its_bucket(
+    stores: StoreFactory, types: ViewTypes
+) -> None:
+    """One conditional batch claims a wave's changes of one bucket; Cassandra refuses it
+    whole when one condition fails. The store sends it again without the refused claims:
+    the others are applied, the refused ones are not, and a refused one whose stored
+    change is unfinished has it finished."""
+    view = _view()
+    schema = _view_schema(types, view, "SELECT * FROM customers WHERE name = :customer_name")
+    store = stores()
+    await store.open([schema])
+    # Many entities of one bucket, so one batch carries them all.
+    pids = [p for p in (f"cust|{i}" for i in range(400)) if bucket_of(p) == 3][:12]
+    assert len(pids) == 12
+
+    def put(pid: str, name: str) -> RowChange:
+        return _row(schema, pid, types.message("Customer", customer_id=pid, name=name))
+
+    assert all(await store.apply_batch(view, [Applied(p, 0, 1, [put(p, "a")]) for p in pids]))
+    # pids[0]'s offset moved on (another sidecar applied 2 already).
+    assert await store.apply(view, pids[0], 1, 2, [put(pids[0], "other")])
+    items = [Applied(p, 1, 2, [put(p, "b")]) for p in pids]
+    results = await store.apply_batch(view, items)
+    assert results == [False] + [True] * 11
+    assert await store.row(schema, pids[0]) == put(pids[0], "other").row
+    assert await store.row(schema, pids[5]) == put(pids[5], "b").row
+    offsets = await store.offsets(view)
+    assert {p: offsets[p] for p in pids} == dict.fromkeys(pids, 2)
+
+
+async def test_a_batch_claimed_by_a_store_that_died_is_finished_at_open(
+    stores: StoreFactory, types: ViewTypes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery batch over every bucket, claimed, then the store dies before its rows:
+    the next store to open writes every claimed change's rows and marks it done."""
+    view = _view()
+    schema = _view_schema(types, view, "SELECT * FROM customers WHERE name = :customer_name")
+    dying = stores()
+    await dying.open([schema])
+
+    async def die(*_args: object) -> None:
+        raise RuntimeError("killed between the claims and the rows")
+
+    pids = [f"cust|{i}" for i in range(100)]
+    assert {bucket_of(p) for p in pids} == set(range(BUCKETS))
+
+    def put(pid: str) -> RowChange:
+        return _row(schema, pid, types.message("Customer", customer_id=pid, name=pid))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dying, "_write_rows", die)
+        with pytest.raises(RuntimeError):
+            await dying.apply_batch(view, [Applied(p, 0, 1, [put(p)]) for p in pids])
+    assert await dying.offsets(view) == {}
+    restarted = stores()
+    await restarted.open([schema])
+    assert await restarted.offsets(view) == dict.fromkeys(pids, 1)
+    for p in pids[::7]:
+        assert await restarted.row(schema, p) == put(p).row
 
 
 async def test_a_store_given_the_journal_shares_its_session(

@@ -7,27 +7,32 @@ journal's session, `journal/cassandra_session.py`), tables of its own.
   (SAI) when Cassandra 5.0 can index it. Its name hashes the view's *generation* (the
   fingerprints of all its tables): a changed row type or query makes new tables, the old
   ones are dropped and the view is rebuilt from the journal.
-- `view_offsets`: per (view generation, persistence id) the offset claimed (`applied`),
-  the change's rows (`intent`) and write timestamp (`ts`), and `done`, the offset whose
-  rows are all written; SAI on `view_key`.
+- `view_claims`: per view generation the entities' offset rows in `BUCKETS` partitions
+  ((view generation, bucket), persistence id; `cassandra_claims.py`): the offset claimed
+  (`applied`), the change's rows (`intent`) and write timestamp (`ts`), and `done`, the
+  offset whose rows are all written.
+- `view_offsets`: the same per (view generation, persistence id), one partition per
+  entity, from the schemes before buckets; taken over into `view_claims` at open.
 
-Applying a change (the argument is in docs/views.md, "Delivery on Cassandra"):
+Applying a delivery batch (the argument is in docs/views.md, "Delivery on Cassandra"), in
+waves (each entity's next change):
 
-1. claim: one lightweight transaction (LWT) on the entity's offset row sets `applied` to
-   the change's offset, `intent` to its rows and `ts` to a write timestamp above the
-   previous one, if `applied` and `done` are both the expected offset (the previous
-   change is claimed and finished);
+1. claim: per bucket one conditional batch (one Paxos round) sets, for each of the
+   wave's entities in that bucket, `applied` to the change's offset, `intent` to its rows
+   and `ts` to a write timestamp above the previous one, if `applied` and `done` are both
+   the expected offset (the previous change is claimed and finished). Cassandra applies
+   the batch whole or not at all: a refused batch is sorted by the stored rows it answers
+   and sent again without the claims that were refused;
 2. write the rows `USING TIMESTAMP ts`, so a late write of an older change never
    overwrites a newer one;
-3. done: a plain write sets `done` to the offset `USING TIMESTAMP ts` (an older change's
+3. done: plain writes set `done` to the offset `USING TIMESTAMP ts` (an older change's
    late marker never overwrites a newer one's).
 
 Anyone who finds `done` behind `applied` (a crashed sidecar's claim, at start or on a
 refused claim) writes the intent's rows and the marker: the update handler is never
-called twice for one stored result. `offsets` reports `done`. A delivery batch goes in
-waves (each entity's next change), its rows and markers in unlogged batches: a request
-per few KiB, not per row. Rows are read back in token order of their key (Cassandra has
-no key order across partitions), in pages.
+called twice for one stored result. `offsets` reports `done`. Rows and markers go in
+unlogged batches: a request per few KiB, not per row. Rows are read back in token order
+of their key (Cassandra has no key order across partitions), in pages.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from ..journal.cassandra_errors import DRIVER_ERRORS, describe
 from ..journal.cassandra_loop import LoopConnection
 from ..journal.cassandra_session import Profiles, add_profiles, connect
 from ..journal.cassandra_settings import PREFIX, CassandraSettings
+from .cassandra_claims import BUCKETS, Claim, bucket_of, by_bucket, sort_answer
 from .columns import StoredValue
 from .cql import CqlCondition, CqlValue, cql_column, translate
 from .query import RowFilter, ValidatedQuery, compile_filter
@@ -65,15 +71,11 @@ log = logging.getLogger("larder_sidecar.views")
 
 PAGE_ROWS = 256
 """Rows fetched per statement while a query streams: memory stays bounded."""
-CONCURRENCY = 64
-"""Entities whose changes one `apply_batch` writes at the same time."""
 _LWT = "larder-views-lwt"
 _SERIAL = "larder-views-serial"
 _DDL_TIMEOUT = 60.0
 _MIN_TOKEN = -(2**63)
 
-Intent = list[tuple[str, str, bytes | None]]
-"""A claimed change's rows: (table id, row key, row bytes or None to delete)."""
 _WRITES = "larder-views-writes"
 BATCH_BYTES = 4096
 """Plain writes (rows, done markers) go to Cassandra in unlogged batches of about this
@@ -94,6 +96,10 @@ def _registry_cql(ks: str) -> list[str]:
         # `applied` and `done` of each: CQL cannot compare two columns).
         f"CREATE CUSTOM INDEX IF NOT EXISTS view_offsets_view_key ON {ks}.view_offsets "
         "(view_key) USING 'StorageAttachedIndex'",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.view_claims (
+    view_key text, bucket int, pid text, applied bigint, done bigint, ts bigint,
+    intent list<frozen<tuple<text, text, blob>>>,
+    PRIMARY KEY ((view_key, bucket), pid))""",
     ]
 
 
@@ -321,6 +327,8 @@ class CassandraViewStore:
                     write=True,
                 )
             await self._finish_pending(key)
+            await self._take_over(key)
+            await self._finish_claims(key)
         return rebuilt
 
     async def _forget(self, old_key: str) -> None:
@@ -340,6 +348,13 @@ class CassandraViewStore:
                 what="delete an offset of a rebuilt view",
                 write=True,
             )
+        for bucket in range(BUCKETS):
+            await self._run(
+                f"DELETE FROM {self._ks}.view_claims WHERE view_key = ? AND bucket = ?",
+                (old_key, bucket),
+                what="delete the offsets of a rebuilt view",
+                write=True,
+            )
 
     async def _add_done_column(self) -> None:
         """`done` came with one LWT per change: an offsets table made before lacks it."""
@@ -357,10 +372,9 @@ class CassandraViewStore:
             )
 
     async def _finish_pending(self, key: str) -> None:
-        """Finish every change a sidecar claimed and did not finish (it crashed, or is
-        finishing it right now: finishing twice is harmless). CQL cannot compare two
-        columns: the view's offset rows are read (without their intents) and compared
-        here."""
+        """Finish every change a sidecar of the schemes before buckets claimed in
+        `view_offsets` and did not finish (it crashed). CQL cannot compare two columns:
+        the view's offset rows are read (without their intents) and compared here."""
         found = [
             pid
             async for pid, applied, done, pending in self._rows(
@@ -374,6 +388,67 @@ class CassandraViewStore:
         for pid in found:
             log.info("view %s: finishing the change of %s left unfinished", key, pid)
             await self._roll_forward(key, pid)
+
+    async def _take_over(self, key: str) -> None:
+        """Move the view's offset rows of `view_offsets` (all finished by now) into
+        `view_claims`, then delete them. Per entity: its offset claimed with a
+        transaction if it has no claim row yet (a sidecar of this scheme may have
+        claimed a newer change already: that one stands), `done` written plainly with the
+        row's `ts` (as every `done`: never by a transaction, whose cells carry the
+        ballot's timestamp). A crash in between leaves a claim with an empty intent and
+        `done` behind: finished like any other (`_finish_claims`)."""
+        old = [
+            (pid, int(done), int(ts or 0))
+            async for pid, done, ts in self._rows(
+                f"SELECT pid, done, ts FROM {self._ks}.view_offsets WHERE view_key = ?",
+                (key,),
+                what="read the offsets of the scheme before buckets",
+            )
+            if done is not None
+        ]
+        if not old:
+            return
+        log.info("view %s: taking over %d offsets of the scheme before buckets", key, len(old))
+        insert = await self._prepare(
+            f"INSERT INTO {self._ks}.view_claims (view_key, bucket, pid, applied, ts) "
+            "VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+        )
+        for pid, done, ts in old:
+            await self._transaction(
+                insert.query_string,
+                (key, bucket_of(pid), pid, done, ts),
+                what=f"take over the offset of {pid}",
+            )
+        await self._mark_done([(key, pid, done, ts) for pid, done, ts in old])
+        delete = await self._prepare(
+            f"DELETE FROM {self._ks}.view_offsets WHERE view_key = ? AND pid = ?"
+        )
+        await self._write_batched(
+            [(delete, (key, pid), 16 + len(pid)) for pid, _, _ in old],
+            what="delete the offsets taken over",
+        )
+
+    async def _claim_rows(self, key: str, columns: str) -> AsyncIterator[Any]:
+        """The view's offset rows of `view_claims`, bucket after bucket."""
+        for bucket in range(BUCKETS):
+            async for row in self._rows(
+                f"SELECT {columns} FROM {self._ks}.view_claims WHERE view_key = ? AND bucket = ?",
+                (key, bucket),
+                what="read the offsets of a view",
+            ):
+                yield row
+
+    async def _finish_claims(self, key: str) -> None:
+        """Finish every change claimed and not finished (a sidecar crashed, or is
+        finishing it right now: finishing twice is harmless)."""
+        found = [
+            pid
+            async for pid, applied, done in self._claim_rows(key, "pid, applied, done")
+            if applied != done
+        ]
+        for pid in found:
+            log.info("view %s: finishing the change of %s left unfinished", key, pid)
+            await self._finish(key, pid)
 
     async def close(self) -> None:
         cluster, self._cluster, self._session = self._cluster, None, None
@@ -396,15 +471,7 @@ class CassandraViewStore:
 
     async def offsets(self, view: str) -> Mapping[str, int]:
         key = self._keys.get(view, view)
-        return {
-            pid: int(done)
-            async for pid, done in self._rows(
-                f"SELECT pid, done FROM {self._ks}.view_offsets WHERE view_key = ?",
-                (key,),
-                what=f"read the offsets of view {view}",
-            )
-            if done
-        }
+        return {pid: int(done) async for pid, done in self._claim_rows(key, "pid, done") if done}
 
     async def load(
         self, view: str, pid: str, offset: int, changes: Sequence[RowChange], ts: int
@@ -414,9 +481,9 @@ class CassandraViewStore:
         writes = [(self._table(c.table), c.key, c.row, c.values or None, ts) for c in changes]
         await self._write_rows(writes)
         await self._run(
-            f"INSERT INTO {self._ks}.view_offsets (view_key, pid, applied, done, ts) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (self._keys[view], pid, offset, offset, ts),
+            f"INSERT INTO {self._ks}.view_claims (view_key, bucket, pid, applied, done, ts) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (self._keys[view], bucket_of(pid), pid, offset, offset, ts),
             what=f"load the offset of {pid}",
             write=True,
         )
@@ -477,16 +544,22 @@ class CassandraViewStore:
         with the change's `ts`: a late marker of an older change (a paused sidecar's)
         never overwrites a newer one."""
         statement = await self._prepare(
-            f"UPDATE {self._ks}.view_offsets USING TIMESTAMP ? SET done = ? "
-            "WHERE view_key = ? AND pid = ?"
+            f"UPDATE {self._ks}.view_claims USING TIMESTAMP ? SET done = ? "
+            "WHERE view_key = ? AND bucket = ? AND pid = ?"
         )
+        # Sorted by bucket: a batch of markers mostly goes to one partition.
+        marks = sorted((bucket_of(pid), key, pid, offset, ts) for key, pid, offset, ts in done)
         await self._write_batched(
-            [(statement, (ts, offset, key, pid), 16 + len(pid)) for key, pid, offset, ts in done],
+            [
+                (statement, (ts, offset, key, bucket, pid), 16 + len(pid))
+                for bucket, key, pid, offset, ts in marks
+            ],
             what="mark view changes done",
         )
 
     async def _roll_forward(self, key: str, pid: str) -> None:
-        """Finish the entity's claimed change if it is not done: write its intent's rows
+        """Finish the entity's change claimed in `view_offsets` (the schemes before
+        buckets) if it is not done: write its intent's rows
         with its `ts`, then its marker. Read at the serial consistency: the intent and
         `ts` the last claim stored, never an older claim's."""
         stored = await self._run(
@@ -518,6 +591,37 @@ class CassandraViewStore:
                 what=f"complete change {pending} of {pid}",
             )
             applied = pending
+        await self._run(
+            f"UPDATE {self._ks}.view_offsets USING TIMESTAMP ? SET done = ? "
+            "WHERE view_key = ? AND pid = ?",
+            (ts, int(applied), key, pid),
+            what=f"mark change {applied} of {pid} done",
+            write=True,
+        )
+
+    async def _finish(self, key: str, pid: str) -> None:
+        """Finish the entity's claimed change if it is not done: write its intent's rows
+        with its `ts`, then its marker. Read at the serial consistency: the intent and
+        `ts` the last claim stored, never an older claim's."""
+        stored = await self._run(
+            f"SELECT applied, done, ts, intent FROM {self._ks}.view_claims "
+            "WHERE view_key = ? AND bucket = ? AND pid = ?",
+            (key, bucket_of(pid), pid),
+            what=f"read the unfinished change of {pid}",
+            serial=True,
+        )
+        if not stored:
+            return
+        row = stored[0]
+        applied, done = row["applied"], row["done"]
+        ts, intent = int(row["ts"] or 0), row["intent"] or []
+        if applied is None or applied == done:
+            return  # finished meanwhile
+        tables = {t.schema.id: t for t in self._tables.values() if t.view_key == key}
+        # A row of a table no longer in the view is left out (the view was rebuilt).
+        await self._write_rows(
+            [(tables[tid], k, r, None, ts) for tid, k, r in intent if tid in tables]
+        )
         await self._mark_done([(key, pid, int(applied), ts)])
 
     def _key(self, view: str) -> str:
@@ -526,42 +630,67 @@ class CassandraViewStore:
             raise ViewStoreError(f"view {view} was not opened in the view store")
         return key
 
-    async def _claim(
-        self, key: str, pid: str, expected: int, offset: int, changes: Sequence[RowChange]
-    ) -> int | None:
-        """Claim the change: its write timestamp, or None when refused (after finishing
-        the entity's unfinished change, if that refused it)."""
-        intent: Intent = [(c.table.id, c.key, c.row) for c in changes]
-        ts = now_micros()
-        what = f"claim change {offset} of {pid} for view {key}"
-        for _ in range(3):
-            if expected == 0:
-                row = await self._transaction(
-                    f"INSERT INTO {self._ks}.view_offsets "
-                    "(view_key, pid, applied, ts, intent) VALUES (?, ?, ?, ?, ?) "
-                    "IF NOT EXISTS",
-                    (key, pid, offset, ts, intent),
-                    what=what,
+    async def _claim_bucket(self, key: str, bucket: int, claims: list[Claim]) -> list[Claim]:
+        """Claim changes of entities in one bucket with one conditional batch (a Paxos
+        round): the claims granted. A refused batch is sorted by the stored rows
+        Cassandra answers and sent again with the claims whose conditions held; an
+        entity whose stored change is unfinished has it finished (its claim refused:
+        the offset moved, delivery rereads it)."""
+        first = await self._prepare(
+            f"INSERT INTO {self._ks}.view_claims "
+            "(view_key, bucket, pid, applied, ts, intent) VALUES (?, ?, ?, ?, ?, ?) "
+            "IF NOT EXISTS"
+        )
+        next_ = await self._prepare(
+            f"UPDATE {self._ks}.view_claims SET applied = ?, ts = ?, intent = ? "
+            "WHERE view_key = ? AND bucket = ? AND pid = ? "
+            "IF applied = ? AND done = ? AND ts < ?"
+        )
+        session = self._need_session()
+        what = f"claim {len(claims)} changes in bucket {bucket} of view {key}"
+        for _ in range(4):
+            if not claims:
+                return []
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for c in claims:
+                if c.expected == 0:
+                    batch.add(first, (key, bucket, c.pid, c.offset, c.ts, c.intent))
+                else:
+                    batch.add(
+                        next_,
+                        (
+                            c.offset,
+                            c.ts,
+                            c.intent,
+                            key,
+                            bucket,
+                            c.pid,
+                            c.expected,
+                            c.expected,
+                            c.ts,
+                        ),
+                    )
+            batch.is_idempotent = False  # a transaction is never re-sent blindly
+            try:
+                rows = await aio.result(
+                    session.execute_async(
+                        batch, timeout=self._settings.request_timeout, execution_profile=_LWT
+                    )
                 )
-            else:
-                row = await self._transaction(
-                    f"UPDATE {self._ks}.view_offsets SET applied = ?, ts = ?, intent = ? "
-                    "WHERE view_key = ? AND pid = ? IF applied = ? AND done = ? AND ts < ?",
-                    (offset, ts, intent, key, pid, expected, expected, ts),
-                    what=what,
-                )
-            if row["[applied]"]:
-                return ts
-            applied, done, stored_ts = row.get("applied"), row.get("done"), row.get("ts")
-            if applied is not None and applied != done:
+            except DRIVER_ERRORS as e:
+                raise ViewStoreError(
+                    f"Cassandra view store could not {what}: {describe(e)}; the view retries"
+                ) from e
+            if not rows:
+                raise ViewStoreError(f"Cassandra answered no [applied] row to {what}")
+            if rows[0]["[applied]"]:
+                return claims
+            answer = sort_answer(claims, rows)
+            for pid in answer.unfinished:
                 # Claimed by a sidecar that crashed, or is finishing it now: finish it.
-                await self._roll_forward(key, pid)
-                return None  # the offset moved: delivery rereads it
-            if (applied or 0) != expected:
-                return None
-            # Only the timestamp failed: this clock is behind the last writer's.
-            ts = int(stored_ts or 0) + 1
-        raise ViewStoreError(f"could not {what}: the offset row kept changing")
+                await self._finish(key, pid)
+            claims = answer.retry
+        raise ViewStoreError(f"could not {what}: the offset rows kept changing")
 
     async def apply(
         self, view: str, pid: str, expected: int, offset: int, changes: Sequence[RowChange]
@@ -569,36 +698,46 @@ class CassandraViewStore:
         return (await self.apply_batch(view, [Applied(pid, expected, offset, changes)]))[0]
 
     async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
-        # Cassandra has no transaction across entities: each item is claimed on its own
+        # Cassandra has no transaction across partitions: a wave's claims go per bucket
         # (see above). In waves: the first item of every entity, then the second, … (one
-        # entity's items in order); per wave the claims side by side, then every claimed
-        # change's rows, then their done markers, each in a few batched requests.
+        # entity's items in order); per wave the buckets' claims side by side, then
+        # every claimed change's rows, then their done markers, each in a few batched
+        # requests.
         key = self._key(view)
         results: list[bool] = [False] * len(items)
         chains: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             chains.setdefault(item.pid, []).append(i)
-        gate = asyncio.Semaphore(CONCURRENCY)
-
-        async def claim(i: int) -> int | None:
-            item = items[i]
-            async with gate:
-                return await self._claim(key, item.pid, item.expected, item.offset, item.changes)
-
         for depth in range(max((len(c) for c in chains.values()), default=0)):
-            wave = [c[depth] for c in chains.values() if len(c) > depth]
-            stamps = await asyncio.gather(*(claim(i) for i in wave))
-            claimed = [(i, ts) for i, ts in zip(wave, stamps, strict=True) if ts is not None]
+            ts = now_micros()
+            wave = [
+                Claim(
+                    i,
+                    items[i].pid,
+                    items[i].expected,
+                    items[i].offset,
+                    [(c.table.id, c.key, c.row) for c in items[i].changes],
+                    ts,
+                )
+                for i in (c[depth] for c in chains.values() if len(c) > depth)
+            ]
+            granted = [
+                claim
+                for group in await asyncio.gather(
+                    *(self._claim_bucket(key, b, claims) for b, claims in by_bucket(wave))
+                )
+                for claim in group
+            ]
             await self._write_rows(
                 [
-                    (self._table(c.table), c.key, c.row, c.values, ts)
-                    for i, ts in claimed
-                    for c in items[i].changes
+                    (self._table(c.table), c.key, c.row, c.values, claim.ts)
+                    for claim in granted
+                    for c in items[claim.index].changes
                 ]
             )
-            await self._mark_done([(key, items[i].pid, items[i].offset, ts) for i, ts in claimed])
-            for i, _ in claimed:
-                results[i] = True
+            await self._mark_done([(key, c.pid, c.offset, c.ts) for c in granted])
+            for claim in granted:
+                results[claim.index] = True
         return results
 
     # -- queries ---------------------------------------------------------------------
