@@ -26,7 +26,9 @@ writes two rows). A keyspace of its own per run, consistency ONE (one node). Pha
    the store alone, A/B: `--writes` changes (`--writes`/10 entities, 10 revisions each, in
    the order delivery queues them) through `apply_batch` in batches of delivery's size,
    the old store and this one alternating (which goes first alternates too), `--rounds`
-   rounds, a keyspace per arm and round.
+   rounds, a keyspace per arm and round;
+8. with `--old-store FILE --live-ab` (or `--live-ab-only`): the live view A/B, per round
+   the journal alone, then phase 2 with the old store and with this one.
 
 CPU: this process's (all threads, `time.process_time`) and Cassandra's (its JVM, from
 /proc, found by the port it listens on), per operation; the load average is printed
@@ -171,10 +173,10 @@ async def _writes(journal: Any, pb: ModuleType, n: int, categories: int) -> int:
 
 def _delivery(
     model: UserFunctionModel, journal: CassandraJournal, settings: CassandraSettings,
-    registry: CollectorRegistry, *, source: bool,
+    registry: CollectorRegistry, *, source: bool, store_class: type[Any] = CassandraViewStore,
 ) -> tuple[ViewDelivery, ViewQueries]:
     metrics = ViewMetrics(registry)
-    store = CassandraViewStore(settings)
+    store = store_class(settings)
     delivery = ViewDelivery(
         model.views,
         store,
@@ -318,6 +320,60 @@ async def _store_ab(
                   f"refused; load {load:.1f} -> {os.getloadavg()[0]:.1f}")
 
 
+async def _live_ab(
+    args: argparse.Namespace, pb: ModuleType, model: UserFunctionModel, clock: Clock,
+    settings: Any,
+) -> None:
+    """Phase 8: the live view, A/B: per round the journal alone, then the writes with the
+    view applied behind them by the old store and by this one (which store goes first
+    alternates), a keyspace per arm and round."""
+    arms: list[tuple[str, type[Any] | None]] = [
+        ("old", _old_store(args.old_store)), ("new", CassandraViewStore)
+    ]
+    view = f"{PACKAGE}.ItemsView"
+    for round_ in range(1, args.rounds + 1):
+        alone = 0.0
+        for name, store_class in [("alone", None), *(arms if round_ % 2 else arms[::-1])]:
+            s = settings(f"live{name}")
+            journal = CassandraJournal(s)
+            await journal.start()
+            load = os.getloadavg()[0]
+            if store_class is None:
+                clock.start()
+                unknown = await _writes(journal, pb, args.writes, 1000)
+                wall, cpu, db = clock.read()
+                await journal.close()
+                alone = args.writes / wall
+                print(f"live {name} round {round_}: {alone:.0f} writes/s, "
+                      f"{_per(args.writes, cpu, db, 'write')}; {unknown} write timeouts; "
+                      f"load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+                continue
+            registry = CollectorRegistry()
+            delivery, _ = _delivery(
+                model, journal, s, registry, source=True, store_class=store_class
+            )
+            await delivery.start()
+            clock.start()
+            unknown = await _writes(
+                FeedingJournal(journal, delivery.publish), pb, args.writes, 1000
+            )
+            wall = clock.read()[0]
+            await delivery.catch_up()  # writes that timed out but landed were not published
+            if not await delivery.idle(900):
+                raise SystemExit("the view did not catch up within 15 minutes")
+            drained, cpu, db = clock.read()
+            written = int(registry.get_sample_value(
+                "larder_view_changes_applied_total", {"view": view}
+            ) or 0)
+            await delivery.close()
+            await journal.close()
+            print(f"live {name} round {round_}: {args.writes / wall:.0f} writes/s (ratio "
+                  f"{args.writes / wall / alone:.2f}), all applied after {drained:.2f}s: "
+                  f"{written} changes written = {2 * written / drained:.0f} rows/s; "
+                  f"{_per(args.writes, cpu, db, 'write+apply')}; {unknown} write timeouts; "
+                  f"load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+
+
 def _per(n: int, cpu: float, db: float, unit: str) -> str:
     return f"{cpu / n * 1e6:.0f} µs CPU/{unit} here + {db / n * 1e6:.0f} µs Cassandra"
 
@@ -341,8 +397,11 @@ async def main(args: argparse.Namespace) -> None:
             )
 
         if args.old_store is not None:
-            await _store_ab(args, pb, model, clock, settings)
-            if args.store_ab_only:
+            if not args.live_ab_only:
+                await _store_ab(args, pb, model, clock, settings)
+            if args.live_ab or args.live_ab_only:
+                await _live_ab(args, pb, model, clock, settings)
+            if args.store_ab_only or args.live_ab_only:
                 print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
                 return
         base = CassandraJournal(settings("base"))
@@ -477,4 +536,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the store A/B")
     parser.add_argument("--store-ab-only", action="store_true",
                         help="run the store A/B phase (needs --old-store) and stop")
+    parser.add_argument("--live-ab", action="store_true",
+                        help="with --old-store: also the live view A/B phase")
+    parser.add_argument("--live-ab-only", action="store_true",
+                        help="run the live view A/B phase (needs --old-store) and stop")
     asyncio.run(main(parser.parse_args()))
