@@ -374,7 +374,8 @@ def main() -> None:
         rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in sources}
         loads = [load_average()]
         try:
-            with sidecar_command.user_function(protos) as function_port:
+            with sidecar_command.user_function(protos) as function:
+                function_port = function.port
                 for n in range(args.repeat):
                     # A fresh sidecar per round and label, started and measured in turn,
                     # the order alternating between rounds.

@@ -203,7 +203,7 @@ def pods(protos: Path, shard_count: int, src: Path | None,
     with ExitStack() as stack:
         started: dict[str, Pod] = {}
         for name in NAMES:
-            function_port = stack.enter_context(user_function(protos))
+            function_port = stack.enter_context(user_function(protos)).port
             sidecar = start_sidecar(name, function_port, internal, shard_count,
                                     baseline_src if name == BASELINE and baseline_src else src)
             stack.callback(tools.stop, sidecar.process)

@@ -296,7 +296,7 @@ class Cluster:
         """Start a pod and wait until its sidecar is ready; at its listed address, or (not
         listed yet) at a new one."""
         stack = ExitStack()
-        function_port = stack.enter_context(user_function(self.protos))
+        function_port = stack.enter_context(user_function(self.protos)).port
         function_pid = tools.listener_pid(function_port)
         if function_pid is None:
             raise RuntimeError(f"no process listens on the function port {function_port}")
