@@ -44,6 +44,7 @@ from typing import Any
 import tools
 from sidecar_command import (
     PYTHON,
+    Function,
     Results,
     Sidecar,
     compile_bench_protos,
@@ -62,6 +63,24 @@ MODES: dict[str, dict[str, str]] = {
     "1%": {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
     "100%": {"OTEL_TRACES_SAMPLER": "always_on"},
 }
+# A mode's variant, after a space in its label ("1% sdk"): `sdk`, the OTLP exporter's
+# own encoder (`LARDER_TRACING_ENCODER=sdk`); `base`, the sidecar package of `--baseline`.
+VARIANTS = ("sdk", "base")
+
+
+def _label_env(label: str, baseline: Path | None) -> dict[str, str]:
+    mode, _, variant = label.partition(" ")
+    if mode not in MODES or (variant and variant not in VARIANTS):
+        sys.exit(f"tracing_cost: {label!r}: a mode ({', '.join(MODES)}), then optionally "
+                 f"a space and {' or '.join(VARIANTS)}")
+    env = dict(MODES[mode])
+    if variant == "sdk":
+        env["LARDER_TRACING_ENCODER"] = "sdk"
+    if variant == "base":
+        if baseline is None:
+            sys.exit(f"tracing_cost: {label!r} needs --baseline <an older sidecar/src>")
+        env["PYTHONPATH"] = os.pathsep.join([str(baseline), os.environ.get("PYTHONPATH", "")])
+    return env
 
 
 class Receiver:
@@ -97,12 +116,12 @@ class Receiver:
         return len(self.receiver.spans)
 
 
-def start(label: str, function_port: int, endpoint: str) -> Sidecar:
+def start(label: str, function: Function, endpoint: str, baseline: Path | None) -> Sidecar:
     port, admin, internal = tools.free_port(), tools.free_port(), tools.free_port()
     env = {
         **os.environ,
         "USER_FUNCTION_HOST": "127.0.0.1",
-        "USER_FUNCTION_PORT": str(function_port),
+        "USER_FUNCTION_PORT": str(function.port),
         "LARDER_PORT": str(port),
         "LARDER_ADMIN_PORT": str(admin),
         "LARDER_INTERNAL_PORT": str(internal),
@@ -110,11 +129,14 @@ def start(label: str, function_port: int, endpoint: str) -> Sidecar:
         "LARDER_LOG_LEVEL": "WARNING",
         "LARDER_PASSIVATION_TIMEOUT": "30m",
     }
-    if MODES[label]:
-        env.update(MODES[label], OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME=label)
+    extra = _label_env(label, baseline)
+    if extra.keys() - {"PYTHONPATH"}:
+        env.update(extra, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME=label)
+    else:
+        env.update(extra)
     process = subprocess.Popen([PYTHON, "-c", "from larder_sidecar.main import main; main()"],
                                env=env)
-    sidecar = Sidecar(label, process, port, admin)
+    sidecar = Sidecar(label, process, port, admin, function)
     wait_ready(sidecar)
     return sidecar
 
@@ -145,11 +167,16 @@ def summary(results: Results) -> None:
               f"x off {[round(x, 2) for x in ratios]}, cmd/s {[r['rps'] for r in rows]}")
 
 
+def _tag(label: str, n: int) -> str:
+    """A prefix for the round's entity ids: no `%` or space (wrk's and ghz's templates)."""
+    return f"{label}{n}".replace("%", "p").replace(" ", "-")
+
+
 def _together(sidecars: list[Sidecar], run: Any, n: int) -> list[dict[str, Any]]:
     """One load phase on every sidecar at once, each measured on its own."""
     with concurrent.futures.ThreadPoolExecutor(len(sidecars)) as pool:
         futures = [
-            pool.submit(measured, s, lambda s=s: run(s, f"{s.label}{n}".replace("%", "p")))
+            pool.submit(measured, s, lambda s=s: run(s, _tag(s.label, n)))
             for s in sidecars
         ]
         return [f.result() for f in futures]
@@ -162,7 +189,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--together", action="store_true",
-                        help="load the three sidecars at the same time, not one after another")
+                        help="load the sidecars at the same time, not one after another")
+    parser.add_argument("--modes", default="off,1%,100%",
+                        help="the sidecars, comma-separated: off, 1%%, 100%%, each "
+                             "optionally with ' sdk' or ' base' (e.g. 'off,1%%,1%% sdk'); "
+                             "`off` first: the ratios are against it")
+    parser.add_argument("--baseline", type=Path,
+                        help="an older revision's sidecar/src, for the ' base' variants")
     args = parser.parse_args()
     try:
         tools.ghz()
@@ -175,9 +208,22 @@ def main() -> None:
         protos = Path(tmp) / "protos"
         protos.mkdir()
         desc = compile_bench_protos(protos)
-        with Receiver() as receiver, user_function(protos) as function_port:
+        labels = [label.strip() for label in args.modes.split(",")]
+        if labels[0] != "off":
+            sys.exit("tracing_cost: --modes must start with off (the ratios are against it)")
+        for label in labels:
+            _label_env(label, args.baseline)  # a wrong label stops before anything starts
+        with Receiver() as receiver, user_function(protos) as function:
             endpoint = receiver.receiver.endpoint
-            sidecars = [start(label, function_port, endpoint) for label in MODES]
+            sidecars: list[Sidecar] = []
+            try:
+                for label in labels:
+                    # One at a time: those started are stopped if the next one fails.
+                    sidecars.append(start(label, function, endpoint, args.baseline))  # noqa: PERF401
+            except BaseException:
+                for s in sidecars:
+                    tools.stop(s.process)
+                raise
             try:
                 secs = f"{args.seconds:.0f}s"
                 for n in range(args.repeat):
@@ -197,7 +243,7 @@ def main() -> None:
                                 results.add(s.label, phase, result)
                         continue
                     for s in turn:
-                        tag = f"{s.label}{n}".replace("%", "p")
+                        tag = _tag(s.label, n)
                         for phase, run in phases.items():
                             results.add(s.label, phase,
                                         measured(s, lambda s=s, t=tag, run=run: run(s, t)))

@@ -6,22 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 
 import pytest
+from larder_sidecar import tracing
 from larder_sidecar.tracing import TracingConfig, TracingConfigError, tracing_config
 from larder_sidecar.tracing.export import BoundedExport
+from larder_sidecar.tracing.metrics import TracingMetrics
 from larder_sidecar.tracing.otlp_grpc import LeanOTLPSpanExporter, lean_exporter_supported
-from larder_sidecar.tracing.otlp_wire import Encoder
+from larder_sidecar.tracing.otlp_wire import EncodedSpan, Encoder
 from larder_sidecar.tracing.provider import ChosenTraceIds, build
+from larder_sidecar.tracing.runtime import _installed
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
@@ -32,6 +36,7 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
+from prometheus_client import CollectorRegistry
 
 from tests.infra.otlp import OtlpReceiver
 
@@ -254,3 +259,62 @@ async def test_the_lean_exporter_delivers_over_grpc_and_reconnects() -> None:
     raised = next(s for s in received if s.name == "raised")
     assert raised.status_message == "ValueError: no such entity"
     assert raised.events == ["exception"]
+
+
+async def test_spans_encoded_as_they_end_reach_the_collector_whole() -> None:
+    """Through `tracing.install` as the sidecar does it: spans queued as `EncodedSpan`s,
+    current while their block runs, a failure recorded on the span it left."""
+    async with OtlpReceiver() as receiver:
+        tracing.install(
+            TracingConfig(endpoint=receiver.endpoint, sampler="always_on", export_delay=0.05)
+        )
+        try:
+            (processor,) = _installed.provider._active_span_processor._span_processors  # type: ignore[union-attr]
+            assert isinstance(processor, BoundedExport)
+            assert processor._prepare is EncodedSpan
+            with tracing.span("call", tracing.SpanKind.SERVER, attributes={"rpc.method": "Add"}):
+                with tracing.span("handle"):
+                    tracing.annotate({"larder.entity_id": "cart-1"})
+                with pytest.raises(KeyError), tracing.span("journal write"):
+                    raise KeyError("fenced")
+                trace_id = tracing.log_trace_id()
+            assert tracing.log_trace_id() is None  # nothing current after the block
+            received = await receiver.wait_for(lambda got: len(got) == 3)
+        finally:
+            await asyncio.to_thread(tracing.shutdown)
+    by_name = {s.name: s for s in received}
+    call, handle, write = by_name["call"], by_name["handle"], by_name["journal write"]
+    assert {s.trace_id for s in received} == {trace_id}
+    assert (call.parent_id, handle.parent_id, write.parent_id) == ("", call.span_id, call.span_id)
+    assert (call.kind, call.attributes) == ("SERVER", {"rpc.method": "Add"})
+    assert handle.attributes == {"larder.entity_id": "cart-1"}
+    assert (write.status, write.status_message) == ("ERROR", "KeyError: 'fenced'")
+    assert write.events == ["exception"]
+    assert call.status == handle.status == "UNSET"
+
+
+def test_a_span_that_cannot_be_encoded_is_dropped_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(span: ReadableSpan) -> bytes:
+        raise RuntimeError("encoder bug")
+
+    class _Never(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            raise AssertionError("nothing reaches the exporter")
+
+        def shutdown(self) -> None:
+            return
+
+    registry = CollectorRegistry()
+    processor = BoundedExport(
+        _Never(), TracingMetrics(registry), 0.01, "collector:4317", prepare=broken
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    with caplog.at_level(logging.ERROR, logger="larder_sidecar.tracing"):
+        for n in range(3):  # the span's end, in the command's code, does not raise
+            provider.get_tracer("t").start_span(f"s{n}").end()
+    provider.shutdown()
+    assert registry.get_sample_value("larder_trace_spans_dropped_total") == 3
+    assert caplog.text.count("could not be encoded") == 1

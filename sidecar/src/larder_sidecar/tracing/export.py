@@ -1,7 +1,8 @@
 """Finished spans to the exporter: a bounded queue, one thread, drops counted.
 
-Commands never wait for the collector: a span is queued in O(1) on the event loop, and
-the exporter (OTLP over gRPC, with its own retries) runs on this processor's thread. When
+Commands never wait for the collector: a span is queued on the event loop (as it is, or
+already encoded by `otlp_wire` when that is the exporter: `prepare`), and the exporter
+(OTLP over gRPC, with its own retries) runs on this processor's thread. When
 the collector is slow or gone and the queue is full, new spans are dropped and counted
 (`larder_trace_spans_dropped_total`), with one WARNING when dropping starts and one
 INFO when spans flow again — not a line per span, as OpenTelemetry's own batch
@@ -13,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 # Imported only with tracing on (`runtime.install` imports this module then).
@@ -37,19 +39,25 @@ class BoundedExport(SpanProcessor):
         metrics: TracingMetrics,
         delay: float,
         where: str,
+        *,
         max_queue: int = MAX_QUEUE,
+        prepare: Callable[[ReadableSpan], Any] | None = None,
     ) -> None:
+        """`prepare`: what is queued for a span instead of the span (`otlp_wire`'s
+        `EncodedSpan`, for the exporter that takes it), made when the span ends."""
         self._exporter = exporter
+        self._prepare = prepare
         self._metrics = metrics
         self._delay = delay
         self._where = where
         self._max_queue = max_queue
         # deque appends and pops are atomic: the loop appends, the thread pops.
-        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._queue: collections.deque[Any] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._dropping = False
         self._failing = False
+        self._unpreparable = False
         self._flushed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="larder-span-export", daemon=True)
         self._thread.start()
@@ -73,7 +81,17 @@ class BoundedExport(SpanProcessor):
                     self._where,
                 )
             return
-        self._queue.append(span)
+        if self._prepare is None:
+            self._queue.append(span)
+        else:
+            try:
+                self._queue.append(self._prepare(span))
+            except Exception:  # never the command's failure; said once, counted
+                self._metrics.dropped.inc()
+                if not self._unpreparable:
+                    self._unpreparable = True
+                    log.exception("tracing: a span could not be encoded; it is dropped")
+                return
         if len(self._queue) >= MAX_BATCH:
             self._wake.set()
 
@@ -103,7 +121,7 @@ class BoundedExport(SpanProcessor):
             if self._stopping:
                 return
 
-    def _export(self, batch: list[ReadableSpan]) -> None:
+    def _export(self, batch: list[Any]) -> None:
         try:
             ok = self._exporter.export(batch) is SpanExportResult.SUCCESS
             problem = "the exporter gave up"

@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.sdk.trace import ReadableSpan
 
-from .otlp_wire import Encoder
+from .otlp_wire import EncodedSpan, Encoder
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -52,7 +52,10 @@ def lean_exporter_supported() -> bool:
 
 
 class LeanOTLPSpanExporter(OTLPSpanExporter):
-    """`OTLPSpanExporter` with the request encoded by `otlp_wire`."""
+    """`OTLPSpanExporter` with the request encoded by `otlp_wire`: `export` takes the
+    SDK's spans or `EncodedSpan`s (what `BoundedExport` queues for it)."""
+
+    prepare = EncodedSpan
 
     def __init__(self, **kwargs: Any) -> None:
         self._encoder = Encoder()
@@ -65,5 +68,7 @@ class LeanOTLPSpanExporter(OTLPSpanExporter):
         channel: grpc.Channel = self._channel  # type: ignore[assignment]
         self._client = _EncodedTraceService(channel)  # type: ignore[assignment]
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
+    def _translate_data(  # type: ignore[override]
+        self, data: Sequence[ReadableSpan | EncodedSpan]
+    ) -> bytes:
         return self._encoder.encode(data)

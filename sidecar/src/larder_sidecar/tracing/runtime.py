@@ -140,6 +140,54 @@ class _Recorded(AbstractContextManager["Span | None"]):
             _unsampled.reset(self._token)
 
 
+class _Current(AbstractContextManager["Span | None"]):
+    """A recorded span, current for a block: what OpenTelemetry's `start_as_current_span`
+    does (the span starts on entering, is current inside, records an `Exception` leaving
+    the block and is marked failed by it, ends on leaving), as one small object instead
+    of two generator-based context managers (a few µs of a recorded span's cost)."""
+
+    __slots__ = ("_attributes", "_context", "_kind", "_name", "_span", "_token", "_tracer")
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        context: Context | None,
+        kind: Any,
+        attributes: Mapping[str, Any] | None,
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._context = context
+        self._kind = kind
+        self._attributes = attributes
+
+    def __enter__(self) -> Span:
+        span = self._tracer.start_span(
+            self._name, context=self._context, kind=self._kind, attributes=self._attributes
+        )
+        self._span = span
+        # Current on top of the current context, as OpenTelemetry's `use_span` does.
+        self._token = _installed.context.attach(_installed.trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        span = self._span
+        try:
+            # An `Exception` only: GeneratorExit, CancelledError and the like are no
+            # failure of the span's work (OpenTelemetry's rule too).
+            if isinstance(error, Exception) and span.is_recording():
+                span.record_exception(error)
+                span.set_status(
+                    _installed.trace.Status(
+                        _installed.trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"
+                    )
+                )
+        finally:
+            _installed.context.detach(self._token)
+            span.end()
+
+
 class _Installed:
     """What `install` set up; one per process, like logging's configuration. The
     OpenTelemetry modules are kept here so the hot path does not import them per call."""
@@ -254,17 +302,13 @@ def span(
         if current is not None:
             return _NOOP
         if _installed.trace.get_current_span().get_span_context().is_valid:
-            return tracer.start_as_current_span(
-                name, kind=_installed.kinds[kind], attributes=attributes
-            )
+            return _Current(tracer, name, None, _installed.kinds[kind], attributes)
         parent = _new_root()  # outside any trace
     else:
         parent = _resolved(parent)
     if isinstance(parent, Unsampled):
         return _NOOP if parent is current else _Within(parent)
-    started = tracer.start_as_current_span(
-        name, context=_otel_context(parent), kind=_installed.kinds[kind], attributes=attributes
-    )
+    started = _Current(tracer, name, _otel_context(parent), _installed.kinds[kind], attributes)
     return started if current is None else _Recorded(started)
 
 
