@@ -187,13 +187,13 @@ def floor_child(port: int, count: int, traced: bool,
 # --- the harness ----------------------------------------------------------------------
 
 
-def start_sidecar(label: str, function_port: int, src: Path | None,
+def start_sidecar(label: str, function: sidecar_command.Function, src: Path | None,
                   trace_prefix: str | None = None) -> Any:
     port, admin, internal = tools.free_port(), tools.free_port(), tools.free_port()
     env = {
         **os.environ,
         "USER_FUNCTION_HOST": "127.0.0.1",
-        "USER_FUNCTION_PORT": str(function_port),
+        "USER_FUNCTION_PORT": str(function.port),
         "LARDER_PORT": str(port),
         "LARDER_ADMIN_PORT": str(admin),
         "LARDER_INTERNAL_PORT": str(internal),
@@ -208,7 +208,7 @@ def start_sidecar(label: str, function_port: int, src: Path | None,
         # The older sidecar's sources first, ahead of the editable install.
         env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
     process = subprocess.Popen([PYTHON, str(Path(__file__)), "--sidecar-child"], env=env)
-    sidecar = sidecar_command.Sidecar(label, process, port, admin)
+    sidecar = sidecar_command.Sidecar(label, process, port, admin, function)
     sidecar_command.wait_ready(sidecar)
     return sidecar
 
@@ -258,12 +258,12 @@ def _site(frame: Any) -> str:
     return f"{path}:{frame.lineno}"
 
 
-def breakdown(function_port: int, desc: Path, entities: int, src: Path | None,
+def breakdown(function: sidecar_command.Function, desc: Path, entities: int, src: Path | None,
               label: str, rss_per_entity: float | None) -> None:
     """A traced sidecar: what the Python allocator holds per entity, by site and type."""
     with tempfile.TemporaryDirectory(prefix="larder-trace-") as tmp:
         prefix = f"{tmp}/snap"
-        sidecar = start_sidecar(f"{label}+trace", function_port, src, prefix)
+        sidecar = start_sidecar(f"{label}+trace", function, src, prefix)
         try:
             activate(sidecar, desc, 2000, "warm-trace")
             rss0 = settle(sidecar.process.pid)
@@ -375,13 +375,12 @@ def main() -> None:
         loads = [load_average()]
         try:
             with sidecar_command.user_function(protos) as function:
-                function_port = function.port
                 for n in range(args.repeat):
                     # A fresh sidecar per round and label, started and measured in turn,
                     # the order alternating between rounds.
                     order = sources if n % 2 == 0 else sources[::-1]
                     for label, src in order:
-                        sidecar = start_sidecar(label, function_port, src)
+                        sidecar = start_sidecar(label, function, src)
                         try:
                             idle = settle(sidecar.process.pid)
                             activate(sidecar, desc, 2000, f"warm{n}")  # 2,000 entities
@@ -398,9 +397,9 @@ def main() -> None:
                     measured = rows.get(label)
                     rss = (sorted(r["kb_per_entity"] for r in measured)[len(measured) // 2]
                            if measured else None)
-                    breakdown(function_port, desc, args.entities, src, label, rss)
+                    breakdown(function, desc, args.entities, src, label, rss)
                 if args.floor:
-                    floor(function_port, args.entities, args.floor_options)
+                    floor(function.port, args.entities, args.floor_options)
         finally:
             for rev in trees.values():
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",

@@ -60,7 +60,7 @@ from typing import Any
 import tools
 from larder_sidecar.cluster.membership import Member, MemberId, Membership
 from larder_sidecar.cluster.shards import ShardMap
-from sidecar_command import Sidecar, compile_bench_protos, user_function, wait_ready
+from sidecar_command import Function, Sidecar, compile_bench_protos, user_function, wait_ready
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -172,13 +172,13 @@ async def open_loop(args: argparse.Namespace) -> None:
 BASELINE = "s2"
 
 
-def start_sidecar(name: str, function_port: int, internal: dict[str, int],
+def start_sidecar(name: str, function: Function, internal: dict[str, int],
                   shard_count: int, src: Path | None) -> Sidecar:
     port, admin = tools.free_port(), tools.free_port()
     env = {
         **os.environ,
         "USER_FUNCTION_HOST": "127.0.0.1",
-        "USER_FUNCTION_PORT": str(function_port),
+        "USER_FUNCTION_PORT": str(function.port),
         "LARDER_PORT": str(port),
         "LARDER_ADMIN_PORT": str(admin),
         "LARDER_INTERNAL_PORT": str(internal[name]),
@@ -193,7 +193,7 @@ def start_sidecar(name: str, function_port: int, internal: dict[str, int],
         env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
     process = subprocess.Popen([PYTHON, "-c", "from larder_sidecar.main import main; main()"],
                                env=env)
-    return Sidecar(name, process, port, admin)
+    return Sidecar(name, process, port, admin, function)
 
 
 @contextmanager
@@ -203,8 +203,9 @@ def pods(protos: Path, shard_count: int, src: Path | None,
     with ExitStack() as stack:
         started: dict[str, Pod] = {}
         for name in NAMES:
-            function_port = stack.enter_context(user_function(protos)).port
-            sidecar = start_sidecar(name, function_port, internal, shard_count,
+            function = stack.enter_context(user_function(protos))
+            function_port = function.port
+            sidecar = start_sidecar(name, function, internal, shard_count,
                                     baseline_src if name == BASELINE and baseline_src else src)
             stack.callback(tools.stop, sidecar.process)
             function_pid = tools.listener_pid(function_port)

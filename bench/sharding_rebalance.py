@@ -296,7 +296,8 @@ class Cluster:
         """Start a pod and wait until its sidecar is ready; at its listed address, or (not
         listed yet) at a new one."""
         stack = ExitStack()
-        function_port = stack.enter_context(user_function(self.protos)).port
+        function = stack.enter_context(user_function(self.protos))
+        function_port = function.port
         function_pid = tools.listener_pid(function_port)
         if function_pid is None:
             raise RuntimeError(f"no process listens on the function port {function_port}")
@@ -329,7 +330,7 @@ class Cluster:
                 [PYTHON, "-c", "from larder_sidecar.main import main; main()"],
                 env=env, stdout=out, stderr=subprocess.STDOUT)
         stack.callback(tools.stop, process)
-        sidecar = Sidecar(name, process, port, admin)
+        sidecar = Sidecar(name, process, port, admin, function)
         pod = Pod(name, f"127.0.0.1:{internal}", sidecar, function_pid, log, stack)
         try:
             wait_ready(sidecar)
