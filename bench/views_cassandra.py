@@ -28,7 +28,9 @@ writes two rows). A keyspace of its own per run, consistency ONE (one node). Pha
    the old store and this one alternating (which goes first alternates too), `--rounds`
    rounds, a keyspace per arm and round;
 8. with `--old-store FILE --live-ab` (or `--live-ab-only`): the live view A/B, per round
-   the journal alone, then phase 2 with the old store and with this one.
+   the journal alone, then phase 2 with the old store and with this one;
+9. with `--pods N` (alone): contention between pods, the changes of 7 delivered by one
+   store, then by N stores at once each owning a share of the entities.
 
 CPU: this process's (all threads, `time.process_time`) and Cassandra's (its JVM, from
 /proc, found by the port it listens on), per operation; the load average is printed
@@ -69,7 +71,7 @@ from larder_sidecar.views.delivery import BATCH, ViewDelivery, table_schemas
 from larder_sidecar.views.feed import FeedingJournal
 from larder_sidecar.views.metrics import ViewMetrics
 from larder_sidecar.views.queries import ViewQueries
-from larder_sidecar.views.store import Applied, RowChange
+from larder_sidecar.views.store import Applied, RowChange, ViewStoreError
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -374,6 +376,62 @@ async def _live_ab(
                   f"load {load:.1f} -> {os.getloadavg()[0]:.1f}")
 
 
+async def _pods(
+    args: argparse.Namespace, pb: ModuleType, model: UserFunctionModel, clock: Clock,
+    settings: Any,
+) -> None:
+    """Phase 9: contention between pods. The store-alone changes of phase 7 delivered by
+    one store, then by `--pods` stores (each its own connection, as pods are) at once,
+    each owning the entities `e % pods` (as sharded pods own theirs): their claims share
+    the view's bucket partitions. A failed batch (a Paxos round that timed out under
+    contention) is counted and applied again, as delivery retries it."""
+    tables = table_schemas(model.views)
+    view = f"{PACKAGE}.ItemsView"
+    schemas = [tables[(view, t)] for t in ("items", "prices")]
+    entities = max(1, args.writes // 10)
+    for round_ in range(1, args.rounds + 1):
+        for pods in (1, args.pods) if round_ % 2 else (args.pods, 1):
+            s = settings(f"pods{pods}")
+            keyspace = CassandraJournal(s)  # creates the keyspace
+            await keyspace.start()
+            await keyspace.close()
+            stores = [CassandraViewStore(s) for _ in range(pods)]
+            for store in stores:
+                await store.open(list(tables.values()))
+            owned: list[list[Applied]] = [[] for _ in range(pods)]
+            for i in range(entities * 10):
+                e, revision = i % entities, i // entities
+                item = _item(pb, i, 1000).value
+                parsed = pb.Item.FromString(item)
+                owned[e % pods].append(Applied(f"items|i{e}", revision, revision + 1, [
+                    RowChange(t, f"i{e}", item, t.values(parsed)) for t in schemas
+                ]))
+            failed = 0
+
+            async def deliver(store: CassandraViewStore, items: list[Applied]) -> None:
+                nonlocal failed
+                for b in range(0, len(items), BATCH):
+                    while True:
+                        try:
+                            await store.apply_batch(view, items[b:b + BATCH])
+                            break
+                        except ViewStoreError:
+                            failed += 1
+
+            load = os.getloadavg()[0]
+            clock.start()
+            await asyncio.gather(*(deliver(st, it) for st, it in zip(stores, owned, strict=True)))
+            wall, cpu, db = clock.read()
+            offsets = await stores[0].offsets(view)
+            for store in stores:
+                await store.close()
+            n = entities * 10
+            assert offsets == {f"items|i{e}": 10 for e in range(entities)}, "changes lost"
+            print(f"pods {pods} round {round_}: {n / wall:.0f} changes/s, "
+                  f"{2 * n / wall:.0f} rows/s, {_per(n, cpu, db, 'change')}; {failed} batches "
+                  f"failed and retried; load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+
+
 def _per(n: int, cpu: float, db: float, unit: str) -> str:
     return f"{cpu / n * 1e6:.0f} µs CPU/{unit} here + {db / n * 1e6:.0f} µs Cassandra"
 
@@ -396,6 +454,10 @@ async def main(args: argparse.Namespace) -> None:
                 read_consistency="ONE", write_consistency="ONE",
             )
 
+        if args.pods:
+            await _pods(args, pb, model, clock, settings)
+            print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+            return
         if args.old_store is not None:
             if not args.live_ab_only:
                 await _store_ab(args, pb, model, clock, settings)
@@ -536,6 +598,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the store A/B")
     parser.add_argument("--store-ab-only", action="store_true",
                         help="run the store A/B phase (needs --old-store) and stop")
+    parser.add_argument("--pods", type=int, default=0,
+                        help="run only the contention phase: this many stores against one")
     parser.add_argument("--live-ab", action="store_true",
                         help="with --old-store: also the live view A/B phase")
     parser.add_argument("--live-ab-only", action="store_true",
