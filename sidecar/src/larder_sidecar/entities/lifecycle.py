@@ -22,6 +22,11 @@ from collections.abc import Mapping
 
 
 class State(enum.Enum):
+    # Members are singletons compared by identity, so the identity hash agrees with
+    # equality; Enum's own __hash__ is Python code (hash of the name), and `fire`
+    # hashes a state and an event for every move, several per command.
+    __hash__ = object.__hash__
+
     INACTIVE = "inactive"
     """No protocol stream: just created, or dropped after a failure. The next command
     activates the entity from the journal."""
@@ -44,6 +49,8 @@ class State(enum.Enum):
 
 
 class Event(enum.Enum):
+    __hash__ = object.__hash__  # as State's
+
     ACTIVATE = "activate"
     ACTIVATED = "activated"
     FAIL = "fail"
