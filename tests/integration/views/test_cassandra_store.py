@@ -332,12 +332,20 @@ async def test_offset_rows_of_the_two_transaction_scheme_are_taken_over_at_open(
         session.execute(
             one_lwt, (key, "cust|c4", 7, 6, 40, [(schema.id, "c4", bob.SerializeToString())], 35)
         )
+        # c5: an old row, and a claim row this scheme made meanwhile (a newer change,
+        # done): that one stands.
+        session.execute(one_lwt, (key, "cust|c5", 2, 2, 50, None, 50))
+        session.execute(
+            f"INSERT INTO {KEYSPACE}.view_claims (view_key, bucket, pid, applied, done, ts) "
+            "VALUES (%s, %s, %s, 4, 4, 60) USING TIMESTAMP 60",
+            (key, bucket_of("cust|c5"), "cust|c5"),
+        )
     finally:
         cluster.shutdown()
-    assert await first.offsets(view) == {}  # nothing in view_claims yet
+    assert await first.offsets(view) == {"cust|c5": 4}  # only what this scheme claimed
     store = stores()
     await store.open([schema])
-    taken = {"cust|c1": 3, "cust|c2": 2, "cust|c3": 5, "cust|c4": 7}
+    taken = {"cust|c1": 3, "cust|c2": 2, "cust|c3": 5, "cust|c4": 7, "cust|c5": 4}
     assert await store.offsets(view) == taken
     assert await store.row(schema, "c2") == ann.SerializeToString()
     assert await store.row(schema, "c4") == bob.SerializeToString()

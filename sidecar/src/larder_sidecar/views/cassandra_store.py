@@ -395,8 +395,10 @@ class CassandraViewStore:
         transaction if it has no claim row yet (a sidecar of this scheme may have
         claimed a newer change already: that one stands), `done` written plainly with the
         row's `ts` (as every `done`: never by a transaction, whose cells carry the
-        ballot's timestamp). A crash in between leaves a claim with an empty intent and
-        `done` behind: finished like any other (`_finish_claims`)."""
+        ballot's timestamp). The claims go as delivery's do, a conditional batch per
+        bucket (a claim row that exists refuses its entity's). A crash in between leaves
+        a claim with an empty intent and `done` behind: finished like any other
+        (`_finish_claims`)."""
         old = [
             (pid, int(done), int(ts or 0))
             async for pid, done, ts in self._rows(
@@ -409,17 +411,10 @@ class CassandraViewStore:
         if not old:
             return
         log.info("view %s: taking over %d offsets of the scheme before buckets", key, len(old))
-        insert = await self._prepare(
-            f"INSERT INTO {self._ks}.view_claims (view_key, bucket, pid, applied, ts) "
-            "VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+        granted = await self._claim_all(
+            key, [Claim(i, pid, 0, done, [], ts) for i, (pid, done, ts) in enumerate(old)]
         )
-        for pid, done, ts in old:
-            await self._transaction(
-                insert.query_string,
-                (key, bucket_of(pid), pid, done, ts),
-                what=f"take over the offset of {pid}",
-            )
-        await self._mark_done([(key, pid, done, ts) for pid, done, ts in old])
+        await self._mark_done([(key, c.pid, c.offset, c.ts) for c in granted])
         delete = await self._prepare(
             f"DELETE FROM {self._ks}.view_offsets WHERE view_key = ? AND pid = ?"
         )
@@ -630,6 +625,19 @@ class CassandraViewStore:
             raise ViewStoreError(f"view {view} was not opened in the view store")
         return key
 
+    async def _claim_all(self, key: str, claims: Sequence[Claim]) -> list[Claim]:
+        """The claims granted: the buckets side by side, a bucket's batches one after the
+        other (two rounds on one partition at once would only contend)."""
+        per_bucket: dict[int, list[list[Claim]]] = {}
+        for number, group in by_bucket(claims):
+            per_bucket.setdefault(number, []).append(group)
+
+        async def bucket(number: int, groups: list[list[Claim]]) -> list[Claim]:
+            return [c for g in groups for c in await self._claim_bucket(key, number, g)]
+
+        done = await asyncio.gather(*(bucket(b, gs) for b, gs in per_bucket.items()))
+        return [claim for granted in done for claim in granted]
+
     async def _claim_bucket(self, key: str, bucket: int, claims: list[Claim]) -> list[Claim]:
         """Claim changes of entities in one bucket with one conditional batch (a Paxos
         round): the claims granted. A refused batch is sorted by the stored rows
@@ -721,13 +729,7 @@ class CassandraViewStore:
                 )
                 for i in (c[depth] for c in chains.values() if len(c) > depth)
             ]
-            granted = [
-                claim
-                for group in await asyncio.gather(
-                    *(self._claim_bucket(key, b, claims) for b, claims in by_bucket(wave))
-                )
-                for claim in group
-            ]
+            granted = await self._claim_all(key, wave)
             await self._write_rows(
                 [
                     (self._table(c.table), c.key, c.row, c.values, claim.ts)
