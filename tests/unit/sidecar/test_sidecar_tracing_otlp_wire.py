@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
@@ -318,3 +319,30 @@ def test_a_span_that_cannot_be_encoded_is_dropped_and_counted(
     provider.shutdown()
     assert registry.get_sample_value("larder_trace_spans_dropped_total") == 3
     assert caplog.text.count("could not be encoded") == 1
+
+
+def test_force_flush_waits_for_the_batch_on_its_way() -> None:
+    """A flush (a test's, the sidecar's at shutdown) returns once the spans are exported,
+    not as soon as the export thread has taken them from the queue."""
+    entered, release = threading.Event(), threading.Event()
+    exported: list[str] = []
+
+    class _Slow(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            entered.set()
+            release.wait(5)
+            exported.extend(s.name for s in spans)
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            return
+
+    processor = BoundedExport(_Slow(), TracingMetrics(CollectorRegistry()), 0.01, "c:4317")
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    provider.get_tracer("t").start_span("on its way").end()
+    assert entered.wait(5)  # the thread took it: the queue is empty, the export is not done
+    threading.Timer(0.2, release.set).start()
+    assert processor.force_flush(5000)
+    assert exported == ["on its way"]
+    provider.shutdown()

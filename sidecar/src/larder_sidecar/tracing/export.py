@@ -58,6 +58,7 @@ class BoundedExport(SpanProcessor):
         self._dropping = False
         self._failing = False
         self._unpreparable = False
+        self._exporting = False
         self._flushed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="larder-span-export", daemon=True)
         self._thread.start()
@@ -105,7 +106,10 @@ class BoundedExport(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         with self._flushed:
             self._wake.set()
-            return self._flushed.wait_for(lambda: not self._queue, timeout_millis / 1000)
+            # Until the last batch is exported, not only taken from the queue.
+            return self._flushed.wait_for(
+                lambda: not self._queue and not self._exporting, timeout_millis / 1000
+            )
 
     # --- the export thread ------------------------------------------------------------
 
@@ -114,8 +118,10 @@ class BoundedExport(SpanProcessor):
             self._wake.wait(self._delay)
             self._wake.clear()
             while self._queue:
+                self._exporting = True
                 batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
                 self._export(batch)
+            self._exporting = False
             with self._flushed:
                 self._flushed.notify_all()
             if self._stopping:
