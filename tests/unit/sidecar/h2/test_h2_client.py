@@ -176,7 +176,7 @@ class Peer:
         payload = await self.reader.readexactly(word >> 8)
         return word & 0xFF, flags, stream_id & 0x7FFFFFFF, payload
 
-    async def until(self, kind: FrameType, stream_id: int | None = None) -> tuple[int, bytes]:
+    async def until(self, kind: int, stream_id: int | None = None) -> tuple[int, bytes]:
         while True:
             got, flags, sid, payload = await self.frame()
             if got == kind and (stream_id is None or sid == stream_id):
