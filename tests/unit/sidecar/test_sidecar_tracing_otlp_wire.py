@@ -204,11 +204,17 @@ def test_a_value_otlp_cannot_carry_is_left_out_and_the_rest_kept(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     resource = Resource.create({})
-    span = _readable("odd", resource, None, {"ok": "yes", "odd": object(), "after": 2})
+    attributes = {"ok": "yes", "odd": object(), "huge": 2**64, "after": 2}
+    span = _readable("odd", resource, None, attributes)
     with caplog.at_level(logging.WARNING, logger="larder_sidecar.tracing"):
         (decoded,) = _decoded([span]).resource_spans[0].scope_spans[0].spans
     assert [a.key for a in decoded.attributes] == ["ok", "after"]
     assert "'odd' left out" in caplog.text
+    assert "'huge' left out" in caplog.text
+    # As OpenTelemetry's encoder does (it logs each such attribute, and leaves it out).
+    assert [
+        a.key for a in encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].attributes
+    ] == ["ok", "after"]
 
 
 def test_the_installed_exporter_takes_the_lean_encoder_and_the_switch_works() -> None:

@@ -33,6 +33,7 @@ _fixed32 = struct.Struct("<I").pack
 _double = struct.Struct("<d").pack
 _SMALL = [bytes((n,)) for n in range(0x80)]
 _INT64 = (1 << 64) - 1
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 # Span.SpanKind in OTLP counts from 1 (0 is "unspecified"); OpenTelemetry's from 0.
 _KINDS = {
@@ -78,6 +79,8 @@ def _value(value: Any) -> bytes:
     if isinstance(value, str):
         return _field(b"\x0a", value.encode())
     if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"the integer {value} does not fit OTLP's int64")
         return b"\x18" + _varint(value & _INT64)  # int64: two's complement in 10 bytes
     if isinstance(value, float):
         return b"\x21" + _double(value)
@@ -104,7 +107,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]
     for key, value in attributes.items():
         try:
             out.append(_field(tag, _key_value(key, value)))
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             log.warning("tracing: attribute %r left out of the export: %s", key, e)
     return out
 
