@@ -13,7 +13,12 @@ Side by side in each round, the order of the sidecars rotating between rounds:
 
 - HTTP/JSON closed loop: `wrk`, `POST /larder.bench.Counter/Increase`, `--workers`
   connections (one entity each);
-- gRPC at a fixed 500 commands/s: `ghz --rps 500`.
+- gRPC at a fixed 500 commands/s: `ghz --rps 500`;
+- HTTP/JSON at a fixed 500 commands/s: the open-loop client of `sharding_forward.py`
+  (32 kept-alive connections, a command due every 2 ms whether or not the earlier ones
+  were answered), the same command as the closed loop. At a fixed rate every sidecar
+  handles the same commands per second, so commands share wake-ups alike; in the closed
+  loop a sidecar that is a little slower also batches less, which counts its cost twice.
 
 With `--together` the three sidecars take their load at the same time instead (one
 `wrk` or `ghz` each, on the same user function): on a shared machine whose load moves
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import json
 import os
 import statistics
 import subprocess
@@ -167,6 +173,31 @@ def summary(results: Results) -> None:
               f"x off {[round(x, 2) for x in ratios]}, cmd/s {[r['rps'] for r in rows]}")
 
 
+def http_open_loop(port: int, tag: str, seconds: float, rate: float = 500.0,
+                   entities: int = 32) -> dict[str, Any]:
+    """HTTP/JSON at a fixed rate through `sharding_forward.py`'s open-loop client. Its
+    activation of each entity (one command each, before the paced ones, no warm-up
+    phase) falls inside the measured CPU, so it is counted as commands too."""
+    ids = [f"h{tag}-{k}" for k in range(entities)]
+    client = subprocess.Popen(
+        [PYTHON, str(Path(__file__).with_name("sharding_forward.py")), "--client",
+         "--port", str(port), "--kind", "counter", "--ids", ",".join(ids),
+         "--rate", str(rate), "--seconds", str(seconds), "--connections", "32",
+         "--warmup", "0"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert client.stdin is not None and client.stdout is not None
+    if client.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the open-loop client failed to start ({client.wait()})")
+    client.stdin.write("go\n")
+    client.stdin.flush()
+    result: dict[str, Any] = json.loads(client.stdout.readline())
+    client.wait()
+    return {"count": result["count"] + len(ids), "errors": result["errors"],
+            "rps": result["rps"], "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+            "seconds": seconds, "cpu_s": result["client_cpu_s"]}
+
+
 def _tag(label: str, n: int) -> str:
     """A prefix for the round's entity ids: no `%` or space (wrk's and ghz's templates)."""
     return f"{label}{n}".replace("%", "p").replace(" ", "-")
@@ -236,6 +267,7 @@ def main() -> None:
                         "grpc 500/s": lambda s, t: {
                             **ghz_run(s.port, desc, ["--rps", "500", "-c", "16", "-z", secs],
                                       f"r{t}-{{{{.WorkerID}}}}"), "seconds": args.seconds},
+                        "http 500/s": lambda s, t: http_open_loop(s.port, t, args.seconds),
                     }
                     if args.together:
                         for phase, run in phases.items():
