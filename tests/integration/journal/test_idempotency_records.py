@@ -109,3 +109,38 @@ async def test_unfenced_appends_keep_the_records_across_partitions(
         assert list(recovery.idempotency) == [kept]
     finally:
         await journal.close()
+
+
+@pytest.mark.parametrize("partition_size", [3, 10_000])
+async def test_a_write_landing_between_the_events_and_the_records_is_read_too(
+    cassandra: CassandraServer, partition_size: int
+) -> None:
+    """Loading reads the events, then the records: a write that lands in between (here
+    made to, deterministically; in life an outcome-unknown write of the entity's own, as
+    a frozen node resumes) must not leave records newer than the events, or the entity
+    answers the retry from the record and then writes from a stale position."""
+    journal = CassandraJournal(settings_for(cassandra, partition_size=partition_size))
+    await journal.start()
+    try:
+        pid = persistence_id("it.Landing", uuid.uuid4().hex)
+        await journal.append(pid, 0, [StoredPayload("t/E", b"1")], None, change([record("k1")]))
+        read_records = journal._highest_below  # the seam between the two reads
+        landed: list[int] = []
+
+        async def land_first(*args: object, **kwargs: object) -> object:
+            if not landed:
+                landed.append(1)
+                await journal.append(
+                    pid, 1, [StoredPayload("t/E", b"2")], None, change([record("k2")])
+                )
+            return await read_records(*args, **kwargs)  # type: ignore[arg-type]
+
+        journal._highest_below = land_first  # type: ignore[method-assign,assignment]
+        recovery = await journal.load(pid)
+        assert landed == [1]
+        assert {r.key for r in recovery.idempotency} == {"k1", "k2"}
+        # The events agree with the records: the entity starts after the write landed.
+        assert recovery.last_sequence_nr == 2
+        assert [e.value for e in recovery.events] == [b"1", b"2"]
+    finally:
+        await journal.close()

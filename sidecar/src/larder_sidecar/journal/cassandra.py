@@ -53,6 +53,8 @@ _WRITES = "larder-writes"
 _DDL_TIMEOUT = 60.0
 # Partitions whose heads one query reads when looking for the entity's last batch.
 _HEAD_SCAN_WIDTH = 32
+_LOAD_ATTEMPTS = 3
+"""Reads of an entity when writes keep landing between its events and its records."""
 _READY_PID = "__larder_readiness_probe__"
 
 
@@ -237,6 +239,22 @@ class CassandraJournal:
     # -- event-sourced entities ------------------------------------------------------
 
     async def load(self, pid: PersistenceId) -> Recovery:
+        # The events and the records are two reads: a write that lands between them
+        # (another sidecar's, or this entity's own write whose outcome was unknown)
+        # leaves records newer than the events. The records' row carries the head its
+        # partition had when they were read; behind it, the events are read again, so an
+        # entity never starts from a state older than the records it answers retries by.
+        for _ in range(_LOAD_ATTEMPTS - 1):
+            recovery, head = await self._load_once(pid)
+            if head is None or head <= recovery.last_sequence_nr:
+                return recovery
+            log.info("%s: a write landed while it was being loaded; reading it again", pid)
+        recovery, _ = await self._load_once(pid)
+        return recovery
+
+    async def _load_once(self, pid: PersistenceId) -> tuple[Recovery, int | None]:
+        """The entity as read, and the head of the partition its records were read
+        from (None if no records were read)."""
         snapshot = await self._load_snapshot(pid)
         last = snapshot.sequence_nr if snapshot else 0
         events: list[StoredPayload] = []
@@ -257,6 +275,7 @@ class CassandraJournal:
                 break
             partition = after_next
         records: tuple[IdempotencyRecord, ...] = ()
+        row: tuple[Any, ...] | None = None
         if last_written is not None:
             row = await self._highest_below(pid, last_written + 1, "select_records", width=1)
             records = _records(pid, row[2] if row else None)
@@ -265,9 +284,10 @@ class CassandraJournal:
             # highest non-empty one up to the snapshot's.
             row = await self._highest_below(pid, last // size + 1, "select_records")
             records = _records(pid, row[2] if row else None)
-        return Recovery(
+        recovery = Recovery(
             snapshot=snapshot, events=tuple(events), last_sequence_nr=last, idempotency=records
         )
+        return recovery, (int(row[1]) if row and row[1] is not None else None)
 
     async def _read_partition(
         self, pid: PersistenceId, partition: int, last: int, into: list[StoredPayload]
