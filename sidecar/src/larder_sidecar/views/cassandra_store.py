@@ -710,7 +710,8 @@ class CassandraViewStore:
         # (see above). In waves: the first item of every entity, then the second, … (one
         # entity's items in order); per wave the buckets' claims side by side, then
         # every claimed change's rows, then their done markers, each in a few batched
-        # requests.
+        # requests. An entity whose claim was refused has no claim in the later waves
+        # (the contract: its later items are refused).
         key = self._key(view)
         results: list[bool] = [False] * len(items)
         chains: dict[str, list[int]] = {}
@@ -727,8 +728,14 @@ class CassandraViewStore:
                     [(c.table.id, c.key, c.row) for c in items[i].changes],
                     ts,
                 )
-                for i in (c[depth] for c in chains.values() if len(c) > depth)
+                for i in (
+                    c[depth]
+                    for c in chains.values()
+                    if len(c) > depth and (depth == 0 or results[c[depth - 1]])
+                )
             ]
+            if not wave:
+                break  # every entity with items left was refused
             granted = await self._claim_all(key, wave)
             await self._write_rows(
                 [

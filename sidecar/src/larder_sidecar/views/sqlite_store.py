@@ -204,8 +204,16 @@ class SqliteViewStore:
 
     async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
         def apply(conn: sqlite3.Connection) -> list[bool]:
+            refused: set[str] = set()
+            results: list[bool] = []
             with _immediate(conn):
-                return [_apply_one(conn, view, item) for item in items]
+                for item in items:
+                    # After a refused item of its pid: refused too (the contract's why).
+                    ok = item.pid not in refused and _apply_one(conn, view, item)
+                    if not ok:
+                        refused.add(item.pid)
+                    results.append(ok)
+            return results
 
         return await self._run(apply)
 

@@ -112,7 +112,9 @@ class ViewStore(Protocol):
 
     async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
         """`apply` for each item in order, in one transaction: an item whose offset does
-        not match is left out (False), the others are written."""
+        not match is left out (False), the others are written. An item after a refused
+        one of the same pid is refused too, whatever its offset: delivery may have made
+        its rows from the refused one's (an update handler's previous row)."""
 
     def select(
         self, table: TableSchema, query: ValidatedQuery, request: Message
@@ -161,10 +163,16 @@ class MemoryViewStore:
         return True
 
     async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
-        return [
-            await self.apply(view, item.pid, item.expected, item.offset, item.changes)
-            for item in items
-        ]
+        refused: set[str] = set()
+        results: list[bool] = []
+        for item in items:
+            ok = item.pid not in refused and await self.apply(
+                view, item.pid, item.expected, item.offset, item.changes
+            )
+            if not ok:
+                refused.add(item.pid)
+            results.append(ok)
+        return results
 
     async def select(
         self, table: TableSchema, query: ValidatedQuery, request: Message

@@ -11,7 +11,13 @@ import pytest
 from google.protobuf.message import Message
 from larder_sidecar.views.query import FilterColumn, compile_filter
 from larder_sidecar.views.sqlite_store import SqliteViewStore
-from larder_sidecar.views.store import MemoryViewStore, RowChange, TableSchema, ViewStore
+from larder_sidecar.views.store import (
+    Applied,
+    MemoryViewStore,
+    RowChange,
+    TableSchema,
+    ViewStore,
+)
 
 from .conftest import ViewTypes
 
@@ -174,3 +180,26 @@ async def test_timestamps_far_from_the_epoch_are_stored_and_ordered(
     request.since.nanos = 999_999_999  # type: ignore[attr-defined]
     assert await _select(store, schema, types, q, request) == ["c1", "c2", "c3"]
     await store.close()
+
+
+async def test_an_item_after_a_refused_one_of_its_entity_is_refused(
+    store: ViewStore, types: ViewTypes
+) -> None:
+    """Delivery may make an item's rows from the item before it in the batch (an update
+    handler's previous row): when that one is refused, so is the next, even though its
+    expected offset is the stored one (another sidecar applied the refused change)."""
+    schema = _schema(types, "SELECT * FROM customers WHERE name = :customer_name")
+    await store.open([schema])
+
+    def put(key: str, name: str) -> RowChange:
+        return _row(schema, key, types.message("Customer", customer_id=key, name=name))
+
+    assert await store.apply("v.View", "cust|a", 0, 1, [put("a", "theirs")])
+    items = [
+        Applied("cust|a", 0, 1, [put("a", "mine 1")]),
+        Applied("cust|a", 1, 2, [put("a", "mine 2")]),
+        Applied("cust|b", 0, 1, [put("b", "b")]),
+    ]
+    assert await store.apply_batch("v.View", items) == [False, False, True]
+    assert await store.offsets("v.View") == {"cust|a": 1, "cust|b": 1}
+    assert await store.row(schema, "a") == put("a", "theirs").row
