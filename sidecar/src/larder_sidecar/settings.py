@@ -115,6 +115,11 @@ class Settings:
     """Seconds an entity keeps the record of a command sent with an idempotency key."""
     idempotency_max_keys: int = 100
     """Idempotency records kept per entity; beyond it the oldest are forgotten."""
+    view_gather: float = 0.05
+    """`LARDER_VIEW_GATHER`: on the Cassandra view store, seconds the oldest queued view
+    change may wait for more to join its delivery batch (a Paxos round per bucket covers
+    them all); 0: none. The other stores do not wait (a local transaction has no fixed
+    round to share)."""
     max_message_bytes: int = 12 * 1024 * 1024
     user_function_max_message_bytes: int = 4 * 1024 * 1024
     """The largest message the user function accepts (its gRPC server's receive limit;
@@ -191,7 +196,10 @@ def _public_limits(env: Mapping[str, str]) -> PublicPortLimits:
     )
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, *, zero: bool = False
+) -> float:
+    """A duration; with `zero`, 0 is allowed (off)."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -201,8 +209,10 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(
             f"{name}={raw!r} is not a duration (seconds, or with a unit: 500ms, 30s, 2m)"
         ) from None
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be positive")
+    if not value > 0 and not (zero and value == 0):  # NaN too
+        raise SettingsError(
+            f"{name}={raw!r} must be {'0 or more' if zero else 'positive'}"
+        )
     return value
 
 
@@ -270,6 +280,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         passivation_timeout=_seconds(env, "LARDER_PASSIVATION_TIMEOUT", 30.0),
         idempotency_window=_seconds(env, "LARDER_IDEMPOTENCY_WINDOW", 24 * 3600.0),
         idempotency_max_keys=_positive_int(env, "LARDER_IDEMPOTENCY_MAX_KEYS", 100),
+        view_gather=_seconds(env, "LARDER_VIEW_GATHER", 0.05, zero=True),
         max_message_bytes=max_bytes,
         user_function_max_message_bytes=_positive_int(
             env, "LARDER_USER_FUNCTION_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024

@@ -111,3 +111,13 @@ def test_the_user_function_transport_is_ours_unless_grpc_is_asked_for() -> None:
     assert load_settings({}).user_function_transport == "h2"
     settings = load_settings({"LARDER_USER_FUNCTION_TRANSPORT": "grpc"})
     assert settings.user_function_transport == "grpc"
+
+
+def test_view_gather_is_a_duration_and_zero_turns_it_off() -> None:
+    assert load_settings({}).view_gather == 0.05
+    assert load_settings({"LARDER_VIEW_GATHER": "0"}).view_gather == 0.0
+    assert load_settings({"LARDER_VIEW_GATHER": "20ms"}).view_gather == 0.02
+    with pytest.raises(SettingsError, match="LARDER_VIEW_GATHER='-1' must be 0 or more"):
+        load_settings({"LARDER_VIEW_GATHER": "-1"})
+    with pytest.raises(SettingsError, match="LARDER_VIEW_GATHER='soon' is not a duration"):
+        load_settings({"LARDER_VIEW_GATHER": "soon"})

@@ -3,17 +3,23 @@ applied idempotently.
 
 Each view has a worker task and a queue of changes (`feed.py` publishes them after the
 journal committed them; catch-up adds what the journal holds beyond the view's offsets).
-The worker applies one change at a time: it makes the rows (the state itself, or the
-user function's answer on `Views/Handle` for transformed updates) and hands them to the
-store with the offset the view last applied for that entity (a value entity's revision,
-an event's sequence number). The store writes rows and the new offset in one
-transaction, and only if the stored offset is still the expected one, so:
+The worker takes the queued changes in batches: it makes each change's rows in queue
+order (the state itself, or the user function's answer on `Views/Handle` for transformed
+updates) and hands them to the store as items, each with the offset the view last applied
+for its entity (a value entity's revision, an event's sequence number). The store writes
+an item's rows and new offset only if the stored offset is still the expected one, a
+batch in one transaction on SQLite, a Paxos round per bucket per wave on Cassandra, so:
 
 - a change already applied (offset not above the stored one) is skipped: idempotent;
 - an event whose predecessors the view has not seen makes the worker read them from the
   journal first: in order per entity;
 - a change that fails (the user function down, the store unavailable) is retried with
-  back-off, and the view waits behind it: nothing is skipped (the other views go on).
+  back-off, and the view waits behind it: nothing is skipped (the other views go on);
+- an item the store refuses (another sidecar moved the entity's offset) makes the worker
+  reread the offsets and apply the batch's changes one by one.
+
+An update handler is given the row as it stands before the change: within a batch that is
+the row an earlier change of the batch made (`_Batch`), not the stored one.
 
 A value entity's change that feeds a view as it is (no update handler) carries the
 entity's whole state: one still queued behind a later revision of the same entity is
@@ -25,6 +31,10 @@ their offset is the partition's Kafka offset (plus one), stored under the source
 `topic/<topic>/<partition>`, and a record is applied only above the stored one (Kafka
 offsets have gaps), so a record redelivered after a crash is skipped.
 
+With `gather` (on Cassandra), a worker that finds fewer than a batch of changes queued
+lets them gather until the oldest is `gather` seconds old: a wave's Paxos rounds, a fixed
+cost per bucket, then cover more changes.
+
 The argument for why nothing is lost, per journal, is in docs/views.md.
 """
 
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import logging
 import time
@@ -57,8 +68,9 @@ LoadValue = Callable[[PersistenceId], Awaitable[ValueState]]
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 BATCH = 256
-"""Value-entity changes stored as they are (no update handler) applied in one store
-transaction: a transaction per change would cap a view at the store's commit rate."""
+"""Changes taken from the queue for one store call (and at most about as many events):
+one transaction on SQLite, a Paxos round per bucket per wave on Cassandra. A call per
+change would cap a view at the store's commit rate."""
 MAX_PENDING = 10_000
 """Changes a view keeps queued in memory. Beyond it, when the journal can be read back,
 published changes are dropped and the view catches up from the journal once its queue
@@ -88,6 +100,55 @@ def topic_pid(topic: str, partition: int) -> str:
 
 class GapUnrecoverable(Exception):
     """Events a view needs are not in any journal this sidecar can read."""
+
+
+class _Cut(Exception):
+    """The change cannot join the batch being made: the batch ends before it, and the
+    change starts the next one (alone, one by one, when it cannot join any)."""
+
+
+@dataclass
+class _Batch:
+    """The store items of a batch being made, and the rows they write.
+
+    A transformed change's previous row is read here before the store: the row an earlier
+    change of the batch made, as applying them one by one would have given it. Only rows
+    of the change's own entity: a row key written by changes of two entities ends the
+    batch (`_Cut`) before the second, since on Cassandra a wave holds one change per
+    entity (two entities' writes of one key, in one wave, would carry one timestamp and
+    land in no set order), and a change made from another entity's row could be applied
+    while that row's change is refused. Within one entity, the store refuses every item
+    after a refused one (`ViewStore.apply_batch`).
+    """
+
+    items: list[Applied] = field(default_factory=list)
+    latest: dict[str, int] = field(default_factory=dict)
+    """Per entity, the offset of its last item here."""
+    rows: dict[tuple[str, str], tuple[bytes | None, str]] = field(default_factory=dict)
+    """(table id, key) -> the row (None: deleted) and the entity whose item wrote it."""
+
+    def applied(self, offsets: Mapping[str, int], pid: str) -> int:
+        """The entity's offset once the items so far are applied."""
+        return self.latest.get(pid, offsets.get(pid, 0))
+
+    def previous(self, table: TableSchema, key: str, pid: str) -> tuple[bool, bytes | None]:
+        """(True, the row) when an item here wrote it; `_Cut` if another entity's did."""
+        found = self.rows.get((table.id, key))
+        if found is None:
+            return False, None
+        if found[1] != pid:
+            raise _Cut
+        return True, found[0]
+
+    def add(self, pid: str, expected: int, offset: int, changes: Sequence[RowChange]) -> None:
+        for c in changes:
+            found = self.rows.get((c.table.id, c.key))
+            if found is not None and found[1] != pid:
+                raise _Cut
+        for c in changes:
+            self.rows[(c.table.id, c.key)] = (c.row, pid)
+        self.items.append(Applied(pid, expected, offset, changes))
+        self.latest[pid] = offset
 
 
 def table_schemas(views: Mapping[str, ViewSpec]) -> dict[tuple[str, str], TableSchema]:
@@ -129,7 +190,10 @@ class ViewDelivery:
         load_value: LoadValue,
         source: ChangeSource | None = None,
         max_pending: int = MAX_PENDING,
+        gather: float = 0.0,
     ) -> None:
+        """`gather`: seconds the oldest queued change may wait for more to join its batch
+        when fewer than `BATCH` are queued (0: none; see the module's docstring)."""
         self.tables = table_schemas(views)
         self._store = store
         self._handle = handle
@@ -137,6 +201,9 @@ class ViewDelivery:
         self._load_value = load_value
         self._source = source
         self._max_pending = max_pending
+        self._gather = gather
+        self._full = min(BATCH, max_pending)
+        """Queued changes that end a gathering: a batch, or a full queue."""
         self._views: dict[str, _ViewState] = {}
         for view in views.values():
             routes: dict[str, dict[str, list[ViewUpdate]]] = {}
@@ -152,8 +219,13 @@ class ViewDelivery:
                     o.transform for o in view.updates if o.entity_type == u.entity_type
                 )
             )
-            self._views[view.service] = _ViewState(
+            state = _ViewState(
                 view, routes, {}, collections.deque(), asyncio.Event(), collapsible=plain
+            )
+            self._views[view.service] = state
+            # Read at each scrape: it counts the batch in flight and the time gathering.
+            metrics.lag_seconds.labels(view.service).set_function(
+                functools.partial(_oldest_age, state.pending)
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._warned: set[tuple[str, str]] = set()
@@ -209,7 +281,7 @@ class ViewDelivery:
         # dropped record would not come back before the next rebalance.
         state.pending.append((time.monotonic(), message, None))
         self._metrics.pending.labels(view).set(len(state.pending))
-        state.wakeup.set()
+        self._wake(state)
         return message.done
 
     def _queue(self, name: str, state: _ViewState, change: Change, trace: Any = None) -> None:
@@ -217,6 +289,7 @@ class ViewDelivery:
             # The journal has it: read it back once the queue has drained.
             state.behind = True
             self._metrics.changes_deferred.labels(name).inc()
+            state.wakeup.set()
         else:
             state.pending.append((time.monotonic(), change, trace))
             self._metrics.pending.labels(name).set(len(state.pending))
@@ -225,7 +298,14 @@ class ViewDelivery:
                 and change.pid.partition("|")[0] in state.collapsible
             ):
                 state.latest[change.pid] = max(change.revision, state.latest.get(change.pid, 0))
-        state.wakeup.set()
+            self._wake(state)
+
+    def _wake(self, state: _ViewState) -> None:
+        """Wake the worker for a change just queued, when it may be waiting for it: for a
+        first change, or gathering (`_gathered`) for a full batch. Not for every change:
+        a worker gathering would wake (a task switch) for each."""
+        if len(state.pending) == 1 or len(state.pending) >= self._full:
+            state.wakeup.set()
 
     async def catch_up(self) -> None:
         """Queue, for every view, what the journal holds beyond the view's offsets."""
@@ -288,39 +368,40 @@ class ViewDelivery:
                 state.busy = False
                 continue
             if not state.pending:
-                self._metrics.lag_seconds.labels(name).set(0)
                 state.wakeup.clear()
                 await state.wakeup.wait()
                 continue
+            if self._gather > 0:
+                await self._gathered(state)
             _, change, trace = state.pending[0]
-            batch = [change]
-            if self._plain(state, change):
-                for _, more, _ in itertools.islice(state.pending, 1, BATCH):
-                    if not self._plain(state, more):
-                        break
-                    batch.append(more)
+            batch = [c for _, c, _ in itertools.islice(state.pending, BATCH)]
             state.busy = True
-            # A value entity's state replaced by a later revision still queued is not
-            # written: the later one is (a value change carries the whole state).
-            todo = [c for c in batch if not self._superseded(state, c)]
             delay = RETRY_FIRST_S
-            while todo:
+            failed = False
+            while True:
                 try:
                     with tracing.span(
                         f"view update {name}",
                         # A change read back from the journal (catch-up) or a topic's
                         # record: a trace of its own.
                         parent=trace if trace is not None else tracing.extract(()),
-                        attributes={"larder.view.changes": len(todo)},
+                        attributes={
+                            "larder.view.changes": sum(
+                                not self._superseded(state, c) for c in batch
+                            )
+                        },
                     ):
-                        if len(todo) == 1:
-                            await self._apply(state, todo[0])
-                        else:
-                            await self._apply_batch(state, todo)
+                        if failed:
+                            # The failed attempt may have applied part of the batch (a
+                            # Cassandra wave): start from what the store holds, so that
+                            # no change is made again from rows it already wrote.
+                            state.offsets = dict(await self._store.offsets(name))
+                        done = await self._apply_batch(state, batch)
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
+                    failed = True
                     self._metrics.update_failures.labels(name).inc()
                     log.error(  # noqa: TRY400 - the message says it all; traces at debug
                         "view %s: applying %s failed, retrying in %.1fs: %s",
@@ -332,19 +413,29 @@ class ViewDelivery:
                     log.debug("view %s failure", name, exc_info=True)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_S)
-            for done in batch:
+            for applied in batch[:done]:
                 state.pending.popleft()
                 if (
-                    isinstance(done, ValueChanged)
-                    and state.latest.get(done.pid, 0) <= done.revision
+                    isinstance(applied, ValueChanged)
+                    and state.latest.get(applied.pid, 0) <= applied.revision
                 ):
-                    state.latest.pop(done.pid, None)
+                    state.latest.pop(applied.pid, None)
             state.busy = False
             self._metrics.pending.labels(name).set(len(state.pending))
-            if state.pending:
-                self._metrics.lag_seconds.labels(name).set(
-                    time.monotonic() - state.pending[0][0]
-                )
+
+    async def _gathered(self, state: _ViewState) -> None:
+        """Wait until the oldest queued change is `gather` seconds old or `BATCH` are
+        queued (`_wake` wakes the worker then, not for every change)."""
+        while len(state.pending) < self._full:
+            wait = state.pending[0][0] + self._gather - time.monotonic()
+            if wait <= 0:
+                return
+            state.wakeup.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await state.wakeup.wait()
+            except TimeoutError:
+                return
 
     def _superseded(self, state: _ViewState, change: Change | TopicMessage) -> bool:
         return (
@@ -352,52 +443,87 @@ class ViewDelivery:
             and state.latest.get(change.pid, 0) > change.revision
         )
 
-    def _plain(self, state: _ViewState, change: Change | TopicMessage) -> bool:
-        """A value entity's change, or a topic's record, that needs no update handler
-        (batched)."""
-        if isinstance(change, TopicMessage):
-            return not change.update.transform
-        if not isinstance(change, ValueChanged):
-            return False
-        if change.payload is None:
-            return True
-        updates = state.routes[change.pid.partition("|")[0]].get(change.payload.type_url, [])
-        return not any(u.transform for u in updates)
-
-    async def _apply_batch(self, state: _ViewState, batch: list[Change | TopicMessage]) -> None:
-        """Plain value changes and topic records in one store transaction; what does not
-        apply there (an offset moved by another sidecar) goes again one by one."""
+    async def _apply_batch(self, state: _ViewState, batch: list[Change | TopicMessage]) -> int:
+        """Apply the changes at the start of `batch` in one store call; returns how many
+        are done, at least one. A change only partly in the call (its first events: the
+        call was full) is not done: it is taken again, its applied events skipped. What
+        the store refuses (an offset another sidecar moved) goes again one by one."""
         name = state.spec.service
-        latest: dict[str, int] = {}
-        items: list[Applied] = []
+        made = _Batch()
+        taken = 0
         for change in batch:
-            if isinstance(change, TopicMessage):
-                pid, offset = change.pid, change.offset
-            else:
-                assert isinstance(change, ValueChanged)
-                pid, offset = change.pid, change.revision
-            applied = latest.get(pid, state.offsets.get(pid, 0))
-            if offset <= applied:
-                continue
-            if isinstance(change, TopicMessage):
-                rows = await self._topic_rows(state, change)
-            else:
-                rows = await self._rows(state, change.pid, change.payload)
-            items.append(Applied(pid, applied, offset, rows))
-            latest[pid] = offset
-        results = await self._store.apply_batch(name, items)
-        for item, ok in zip(items, results, strict=True):
+            if not self._superseded(state, change):
+                try:
+                    if not await self._add(state, made, change):
+                        break
+                except _Cut:
+                    break
+            taken += 1
+        if taken == 0 and not made.items:
+            # The first change cannot go in a batch (a gap the journal cannot fill here):
+            # on its own, as delivery always did, which reports why.
+            await self._apply(state, batch[0])
+            return 1
+        results = await self._store.apply_batch(name, made.items) if made.items else []
+        for item, ok in zip(made.items, results, strict=True):
             if ok:
                 state.offsets[item.pid] = item.offset
                 self._metrics.changes_applied.labels(name).inc()
         if not all(results):
             state.offsets = dict(await self._store.offsets(name))
-            for change in batch:
-                await self._apply(state, change)
-            return
-        for change in batch:
+            taken = max(taken, 1)
+            for change in batch[:taken]:
+                if not self._superseded(state, change):
+                    await self._apply(state, change)
+            return taken
+        for change in batch[:taken]:
             if isinstance(change, TopicMessage) and not change.done.done():
                 change.done.set_result(None)
+        return taken
+
+    async def _add(self, state: _ViewState, made: _Batch, change: Change | TopicMessage) -> bool:
+        """Add `change`'s items to `made`, making their rows; False when the batch filled
+        up before its last event. Raises `_Cut` when it cannot join (the items of its
+        events before the one that cannot stay)."""
+        if isinstance(change, TopicMessage):
+            applied = made.applied(state.offsets, change.pid)
+            # "Above", not "next": Kafka offsets have gaps (transactions, compaction).
+            if change.offset > applied:
+                rows = await self._topic_rows(state, change, made)
+                made.add(change.pid, applied, change.offset, rows)
+            return True
+        if isinstance(change, ValueChanged):
+            applied = made.applied(state.offsets, change.pid)
+            if change.revision > applied:
+                rows = await self._rows(state, change.pid, change.payload, made)
+                made.add(change.pid, applied, change.revision, rows)
+            return True
+        for i, event in enumerate(change.events):
+            offset = change.first_seq + i
+            applied = made.applied(state.offsets, change.pid)
+            if offset <= applied:
+                continue  # applied before (a redelivery, or another sidecar did it)
+            if len(made.items) >= BATCH:
+                return False
+            if offset > applied + 1:
+                await self._fill_in(state, made, change.pid, applied + 1, offset - 1)
+            rows = await self._rows(state, change.pid, event, made)
+            made.add(change.pid, offset - 1, offset, rows)
+        return True
+
+    async def _fill_in(
+        self, state: _ViewState, made: _Batch, pid: PersistenceId, first: int, last: int
+    ) -> None:
+        """The events `first`..`last` the view has not seen, read from the journal, into
+        the batch before the event after them."""
+        if self._source is None:
+            raise _Cut
+        events = await self._source.events(pid, first, last)
+        if len(events) != last - first + 1:
+            raise _Cut  # one by one, which reads them again and reports what is missing
+        for i, event in enumerate(events):
+            rows = await self._rows(state, pid, event, made)
+            made.add(pid, first + i - 1, first + i, rows)
 
     async def _apply(self, state: _ViewState, change: Change | TopicMessage) -> None:
         if isinstance(change, TopicMessage):
@@ -451,13 +577,15 @@ class ViewDelivery:
         if not message.done.done():
             message.done.set_result(None)
 
-    async def _topic_rows(self, state: _ViewState, message: TopicMessage) -> list[RowChange]:
+    async def _topic_rows(
+        self, state: _ViewState, message: TopicMessage, made: _Batch | None = None
+    ) -> list[RowChange]:
         update = message.update
         schema = self.tables[(state.spec.service, update.table)]
         if not update.transform:
             return self._row_change(state, schema, message.subject, message.payload)
         assert self._handle is not None  # transformed updates need the user function
-        previous = await self._store.row(schema, message.subject)
+        previous = await self._previous(schema, message.subject, message.pid, made)
         with tracing.span("user function"):  # Views/Handle
             answer = await self._handle.receive(
                 receive_event(
@@ -483,8 +611,23 @@ class ViewDelivery:
         for i, event in enumerate(events):
             await self._apply_one(state, pid, first + i, event, value=False)
 
+    async def _previous(
+        self, schema: TableSchema, key: str, pid: str, made: _Batch | None
+    ) -> bytes | None:
+        """The row an update handler is given: as the batch being made left it, else as
+        stored."""
+        if made is not None:
+            found, row = made.previous(schema, key, pid)
+            if found:
+                return row
+        return await self._store.row(schema, key)
+
     async def _rows(
-        self, state: _ViewState, pid: PersistenceId, payload: StoredPayload | None
+        self,
+        state: _ViewState,
+        pid: PersistenceId,
+        payload: StoredPayload | None,
+        made: _Batch | None = None,
     ) -> list[RowChange]:
         entity_type, _, entity_id = pid.partition("|")
         routes = state.routes[entity_type]
@@ -515,7 +658,7 @@ class ViewDelivery:
                 changes += self._row_change(state, schema, entity_id, payload.value)
                 continue
             assert self._handle is not None  # transformed updates need the user function
-            previous = await self._store.row(schema, entity_id)
+            previous = await self._previous(schema, entity_id, pid, made)
             with tracing.span("user function"):  # Views/Handle
                 answer = await self._handle.receive(
                     receive_event(update, entity_id, payload.type_url, payload.value, previous),
@@ -567,3 +710,12 @@ def _describe(change: Change | TopicMessage) -> str:
     if isinstance(change, ValueChanged):
         return f"{change.pid} revision {change.revision}"
     return f"{change.pid} events {change.first_seq}..{change.last_seq}"
+
+
+def _oldest_age(pending: collections.deque[tuple[float, Any, Any]]) -> float:
+    """`larder_view_lag_seconds` of a queue: the age of its oldest change, 0 when none
+    waits (the worker takes a change off the queue once it is applied)."""
+    try:
+        return time.monotonic() - pending[0][0]
+    except IndexError:
+        return 0.0

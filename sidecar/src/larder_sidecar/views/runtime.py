@@ -51,6 +51,7 @@ class Views:
         *,
         source: ChangeSource | None = None,
         max_reply_bytes: int = 12 * 1024 * 1024,
+        gather: float = 0.0,
     ) -> None:
         metrics = ViewMetrics(registry)
         transforms = any(u.transform for v in model.views.values() for u in v.updates)
@@ -61,6 +62,7 @@ class Views:
             metrics,
             load_value=journal.load_value,
             source=source,
+            gather=gather,
         )
         self.queries = ViewQueries(
             model.views, self.delivery.tables, store, metrics, max_reply_bytes=max_reply_bytes
@@ -133,6 +135,9 @@ class Views:
                 registry,
                 source=CassandraChangeSource(settings.journal_cassandra),
                 max_reply_bytes=settings.max_message_bytes,
+                # A wave costs a Paxos round per bucket, however few its changes: let
+                # changes gather (the local stores' transaction has no such fixed cost).
+                gather=settings.view_gather,
             )
         raise SpecError(
             [

@@ -4,6 +4,7 @@ between the journal write and the view update (catch-up), and through update han
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +20,7 @@ from larder_sidecar.journal.memory import MemoryJournal
 from larder_sidecar.journal.sqlite import SqliteJournal
 from larder_sidecar.model import UserFunctionModel, build_model
 from larder_sidecar.views.catchup import SqliteChangeSource
-from larder_sidecar.views.delivery import ViewDelivery
+from larder_sidecar.views.delivery import BATCH, ViewDelivery
 from larder_sidecar.views.feed import EventsAppended, FeedingJournal, ValueChanged
 from larder_sidecar.views.handle import Answer, HandleClient, HandleFailed
 from larder_sidecar.views.metrics import ViewMetrics
@@ -434,5 +435,298 @@ async def test_a_unary_reply_of_all_rows_is_capped_with_a_clear_error(
             await roomy.unary(cheaper, pb.PriceBelow(max_price=10))
         reply = pb.ItemList.FromString(await roomy.unary(cheaper, pb.PriceBelow(max_price=2)))
         assert [i.item_id for i in reply.items] == ["i0", "i1"]
+    finally:
+        await delivery.close()
+
+
+# --- batches: gathering, events and transformed changes --------------------------------
+
+
+class CountingStore(MemoryViewStore):
+    """The memory store, recording every store call as the (pid, expected, offset) of its
+    items (`apply` as a call of one) and when it came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, list[tuple[str, int, int]]]] = []
+        self.times: list[float] = []
+        self.refused: list[tuple[str, int, int]] = []
+        self._inside = False
+
+    async def apply(
+        self, view: str, pid: str, expected: int, offset: int, changes: Sequence[RowChange]
+    ) -> bool:
+        if not self._inside:
+            self.calls.append((view, [(pid, expected, offset)]))
+            self.times.append(time.monotonic())
+        return await super().apply(view, pid, expected, offset, changes)
+
+    async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
+        self.calls.append((view, [(i.pid, i.expected, i.offset) for i in items]))
+        self.times.append(time.monotonic())
+        self._inside = True
+        try:
+            results = await super().apply_batch(view, items)
+        finally:
+            self._inside = False
+        self.refused += [(i.pid, i.expected, i.offset)
+                         for i, ok in zip(items, results, strict=True) if not ok]
+        return results
+
+    def of(self, view: str) -> list[list[tuple[str, int, int]]]:
+        return [items for v, items in self.calls if v == view]
+
+
+def _counting(model: UserFunctionModel, handler: Any, *, gather: float = 0.0,
+              journal: Any = None, source: Any = None
+              ) -> tuple[ViewDelivery, ViewQueries, CountingStore, ViewMetrics]:
+    store = CountingStore()
+    metrics = ViewMetrics(CollectorRegistry())
+    journal = journal or MemoryJournal()
+    delivery = ViewDelivery(model.views, store, handler, metrics,
+                            load_value=journal.load_value, source=source, gather=gather)
+    return delivery, ViewQueries(model.views, delivery.tables, store, metrics), store, metrics
+
+
+def _put(pb: ModuleType, i: int, revision: int = 1) -> ValueChanged:
+    return ValueChanged(PersistenceId(f"items|i{i}"), revision,
+                        _item(pb, f"i{i}", f"n{i}", i, "c"))
+
+
+def _lag(metrics: ViewMetrics, view: str) -> float:
+    (sample,) = metrics.lag_seconds.labels(view)._child_samples()
+    return float(sample.value)
+
+
+async def test_changes_published_within_the_gather_window_go_in_one_batch(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes]
+) -> None:
+    pb = shop[0]
+    gather = 0.3
+    delivery, _, store, metrics = _counting(model, None, gather=gather)
+    await delivery.start()
+    try:
+        first = time.monotonic()
+        for i in range(3):
+            delivery.publish(_put(pb, i))
+            await asyncio.sleep(0.02)  # published one after the other, not at once
+        # Gathering: nothing applied yet, and the lag metric counts the time waiting.
+        assert store.of(ITEMS) == []
+        assert _lag(metrics, ITEMS) >= 0.05
+        assert await delivery.idle(5)
+        assert store.of(ITEMS) == [[(f"items|i{i}", 0, 1) for i in range(3)]]
+        assert store.times[0] - first >= gather - 0.01
+        assert _lag(metrics, ITEMS) == 0
+    finally:
+        await delivery.close()
+
+
+async def test_a_full_batch_does_not_wait_for_the_gather_and_close_ends_a_gathering(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes]
+) -> None:
+    pb = shop[0]
+    delivery, _, store, _ = _counting(model, None, gather=60)
+    await delivery.start()
+    try:
+        for i in range(BATCH):
+            delivery.publish(_put(pb, i))
+        assert await delivery.idle(5)
+        assert [len(items) for items in store.of(ITEMS)] == [BATCH]
+        delivery.publish(_put(pb, 0, 2))
+        await asyncio.sleep(0.05)
+        assert len(store.of(ITEMS)) == 1  # a lone change gathers...
+    finally:
+        # ... and the worker gathering is cancelled at once on close.
+        await asyncio.wait_for(delivery.close(), 2)
+
+
+async def test_without_gather_a_change_is_applied_at_once(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes]
+) -> None:
+    pb = shop[0]
+    delivery, _, store, _ = _counting(model, None, gather=0)
+    await delivery.start()
+    try:
+        for i in range(3):
+            delivery.publish(_put(pb, i))
+            assert await delivery.idle(5)
+        assert store.of(ITEMS) == [[(f"items|i{i}", 0, 1)] for i in range(3)]
+    finally:
+        await delivery.close()
+
+
+async def test_queued_events_go_in_one_batch_each_made_from_the_row_before_it(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes]
+) -> None:
+    """An account's events, queued, in one store call with other accounts' events: the
+    update handler of each is given the row the batch's earlier events made, not the
+    stored one (which the batch has not written yet)."""
+    pb = shop[0]
+    handler = SummingHandler(pb)
+    delivery, queries, store, _ = _counting(model, handler)
+    acc, other = PersistenceId("accounts|acc"), PersistenceId("accounts|other")
+    delivery.publish(EventsAppended(acc, 1, (_deposit(pb, 5), _deposit(pb, 7))))
+    delivery.publish(EventsAppended(other, 1, (_deposit(pb, 2),)))
+    delivery.publish(EventsAppended(acc, 3, (_deposit(pb, 1),)))
+    for i in range(20):
+        delivery.publish(EventsAppended(PersistenceId(f"accounts|a{i}"), 1,
+                                        (_deposit(pb, i),)))
+    await delivery.start()
+    try:
+        assert await delivery.idle(5)
+        assert handler.seen[:4] == [("acc", 5, None), ("acc", 7, 5), ("other", 2, None),
+                                    ("acc", 1, 12)]
+        (batch,) = store.of(BALANCES)
+        assert batch[:4] == [(acc, 0, 1), (acc, 1, 2), (other, 0, 1), (acc, 2, 3)]
+        assert len(batch) == 24
+        rows = await _rows(queries, f"/{BALANCES}/AtLeast", pb.MinTotal(min=3), pb.Balance)
+        assert {r.account_id: (r.total, r.deposits) for r in rows}["acc"] == (13, 3)
+    finally:
+        await delivery.close()
+
+
+async def test_a_gap_is_filled_from_the_journal_in_the_same_batch(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes], tmp_path: Path
+) -> None:
+    pb = shop[0]
+    path = tmp_path / "journal.db"
+    journal = SqliteJournal(path)
+    await journal.start()
+    handler = SummingHandler(pb)
+    delivery, _, store, _ = _counting(model, handler, journal=journal,
+                                      source=SqliteChangeSource(path))
+    await delivery.start()
+    try:
+        g, h = PersistenceId("accounts|g"), PersistenceId("accounts|h")
+        await journal.append(g, 0, [_deposit(pb, 1), _deposit(pb, 2)])  # never published
+        await journal.append(g, 2, [_deposit(pb, 3)])
+        await journal.append(h, 0, [_deposit(pb, 4)])
+        # Queued together, before the worker runs: one batch.
+        delivery.publish(EventsAppended(h, 1, (_deposit(pb, 4),)))
+        delivery.publish(EventsAppended(g, 3, (_deposit(pb, 3),)))
+        assert await delivery.idle(5)
+        assert handler.seen == [("h", 4, None), ("g", 1, None), ("g", 2, 1), ("g", 3, 3)]
+        assert store.of(BALANCES) == [[(h, 0, 1), (g, 0, 1), (g, 1, 2), (g, 2, 3)]]
+    finally:
+        await delivery.close()
+        await journal.close()
+
+
+class RacingStore(CountingStore):
+    """Another sidecar on the same store applies `raced` (pid, its row) at offset 1 just
+    before the first batch lands."""
+
+    def __init__(self, view: str, pid: str, change: RowChange) -> None:
+        super().__init__()
+        self.raced: tuple[str, str, RowChange] | None = (view, pid, change)
+
+    async def apply_batch(self, view: str, items: Sequence[Applied]) -> list[bool]:
+        if self.raced is not None:
+            raced_view, pid, change = self.raced
+            self.raced = None
+            assert await MemoryViewStore.apply(self, raced_view, pid, 0, 1, [change])
+        return await super().apply_batch(view, items)
+
+
+async def test_a_refused_event_and_the_ones_made_from_it_go_again_one_by_one(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes]
+) -> None:
+    """The batch's first event of `acc` is refused (another sidecar applied it, with a
+    row of its own): the event after it, made from this batch's answer, is refused too,
+    and made again alone from the stored row; the other account's event is applied."""
+    pb = shop[0]
+    handler = SummingHandler(pb)
+    probe = ViewDelivery(model.views, MemoryViewStore(), None, ViewMetrics(CollectorRegistry()),
+                         load_value=MemoryJournal().load_value)
+    schema = probe.tables[(BALANCES, "balances")]
+    theirs = pb.Balance(account_id="acc", deposits=1, total=100).SerializeToString()
+    store = RacingStore(BALANCES, "accounts|acc", RowChange(schema, "acc", theirs))
+    metrics = ViewMetrics(CollectorRegistry())
+    delivery = ViewDelivery(model.views, store, handler, metrics,
+                            load_value=MemoryJournal().load_value)
+    queries = ViewQueries(model.views, delivery.tables, store, metrics)
+    acc, other = PersistenceId("accounts|acc"), PersistenceId("accounts|other")
+    delivery.publish(EventsAppended(acc, 1, (_deposit(pb, 5), _deposit(pb, 7))))
+    delivery.publish(EventsAppended(other, 1, (_deposit(pb, 2),)))
+    await delivery.start()
+    try:
+        assert await delivery.idle(5)
+        assert store.refused == [(acc, 0, 1), (acc, 1, 2)]
+        assert store.of(BALANCES) == [[(acc, 0, 1), (acc, 1, 2), (other, 0, 1)],
+                                      [(acc, 1, 2)]]
+        assert handler.seen == [("acc", 5, None), ("acc", 7, 5), ("other", 2, None),
+                                ("acc", 7, 100)]
+        rows = await _rows(queries, f"/{BALANCES}/AtLeast", pb.MinTotal(min=0), pb.Balance)
+        assert [(r.account_id, r.total) for r in rows] == [("acc", 107), ("other", 2)]
+    finally:
+        await delivery.close()
+
+
+class FailingOnCall(SummingHandler):
+    """Fails its `nth` call (1-based), once."""
+
+    def __init__(self, pb: ModuleType, nth: int) -> None:
+        super().__init__(pb)
+        self.calls = 0
+        self.nth = nth
+
+    async def receive(self, event: Any, entity_id: str) -> Answer:
+        self.calls += 1
+        if self.calls == self.nth:
+            raise HandleFailed("the user function is restarting")
+        return await super().receive(event, entity_id)
+
+
+async def test_a_handler_failing_in_a_batch_retries_it_and_applies_nothing_twice(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes]
+) -> None:
+    pb = shop[0]
+    handler = FailingOnCall(pb, nth=3)
+    delivery, queries, store, metrics = _counting(model, handler)
+    acc, other = PersistenceId("accounts|acc"), PersistenceId("accounts|other")
+    delivery.publish(EventsAppended(acc, 1, (_deposit(pb, 5), _deposit(pb, 7))))
+    delivery.publish(EventsAppended(other, 1, (_deposit(pb, 2), _deposit(pb, 3))))
+    await delivery.start()
+    try:
+        assert await delivery.idle(10)
+        assert metrics.update_failures.labels(BALANCES)._value.get() == 1
+        # Nothing reached the store from the failed attempt; the retry made it all again.
+        assert store.of(BALANCES) == [[(acc, 0, 1), (acc, 1, 2), (other, 0, 1), (other, 1, 2)]]
+        assert handler.seen == [("acc", 5, None), ("acc", 7, 5),
+                                ("acc", 5, None), ("acc", 7, 5), ("other", 2, None),
+                                ("other", 3, 2)]
+        rows = await _rows(queries, f"/{BALANCES}/AtLeast", pb.MinTotal(min=0), pb.Balance)
+        assert [(r.account_id, r.total) for r in rows] == [("acc", 12), ("other", 5)]
+    finally:
+        await delivery.close()
+
+
+class SharedRowHandler(SummingHandler):
+    """Answers every deposit as the row `all` (a row two entities write)."""
+
+    async def receive(self, event: Any, entity_id: str) -> Answer:
+        answer = await super().receive(event, entity_id)
+        return Answer("all", row=answer.row)
+
+
+async def test_a_row_written_by_two_entities_ends_the_batch_before_the_second(
+    model: UserFunctionModel, shop: tuple[ModuleType, bytes]
+) -> None:
+    """On Cassandra one wave holds one change per entity, with one timestamp: two
+    entities' writes of one row in one batch could land in either order."""
+    pb = shop[0]
+    handler = SharedRowHandler(pb)
+    delivery, _, store, _ = _counting(model, handler)
+    a, b = PersistenceId("accounts|a"), PersistenceId("accounts|b")
+    delivery.publish(EventsAppended(a, 1, (_deposit(pb, 1), _deposit(pb, 2))))
+    delivery.publish(EventsAppended(b, 1, (_deposit(pb, 3),)))
+    await delivery.start()
+    try:
+        assert await delivery.idle(5)
+        assert store.of(BALANCES) == [[(a, 0, 1), (a, 1, 2)], [(b, 0, 1)]]
+        schema = delivery.tables[(BALANCES, "balances")]
+        row = await store.row(schema, "all")
+        assert row is not None
+        assert pb.Balance.FromString(row).total == 3  # b's, the last one
     finally:
         await delivery.close()

@@ -45,6 +45,7 @@ async def test_the_store_follows_the_journal(
             Settings(), model, MemoryJournal(), channel, CollectorRegistry()
         )
         assert isinstance(memory.delivery._store, MemoryViewStore)
+        assert memory.delivery._gather == 0  # a local store: nothing to share by waiting
         path = tmp_path / "journal.db"
         journal = SqliteJournal(path)
         await journal.start()
@@ -56,6 +57,7 @@ async def test_the_store_follows_the_journal(
             store = sqlite.delivery._store
             assert isinstance(store, SqliteViewStore)
             assert store.path == str(tmp_path / "journal-views.db")
+            assert sqlite.delivery._gather == 0
             await sqlite.close()
         finally:
             await journal.close()
@@ -69,6 +71,7 @@ async def test_the_store_follows_the_journal(
         assert isinstance(cassandra.delivery._store, CassandraViewStore)
         assert cassandra.delivery._store._journal is None  # a connection of its own
         assert isinstance(cassandra.delivery._source, CassandraChangeSource)
+        assert cassandra.delivery._gather == on_cassandra.view_gather == 0.05
         # On the Cassandra journal (a sidecar's), the store shares the journal's session.
         journal_on_cassandra = CassandraJournal(CassandraSettings())
         shared = Views.for_settings(
