@@ -1,7 +1,7 @@
 """View lag under a fixed rate of writes, through a real `larder-sidecar` process.
 
     flock /tmp/larder-bench.lock .venv/bin/python bench/views_lag.py [--rate 500]
-        [--seconds 20] [--cassandra-port PORT]
+        [--seconds 20] [--cassandra-port PORT] [--sidecar-env LARDER_VIEW_GATHER=0 ...]
 
 The view test shop (`tests/integration/views/shop_function.py`, our SDK, in a process of
 its own: `--function`) behind one sidecar, on the SQLite journal (a temporary directory)
@@ -16,16 +16,18 @@ The client (this process, grpc.aio) sends `--rate` writes/s open loop for `--sec
 `--warmup` s at the same rate. Lag is measured two ways:
 
 - the sidecar's metric `larder_view_lag_seconds{view}`, scraped from `/metrics` on the
-  admin port every `--scrape` s: the age of the oldest change waiting for the view,
-  as delivery last set it (after each applied batch; 0 when nothing waits);
+  admin port every `--scrape` s: the age of the oldest change not yet applied, as of
+  the scrape (0 when nothing waits; before the sidecar read it at the scrape, it was
+  set after each applied batch, so it missed the batch in flight);
 - end to end: for every `--sample`th write, the time from the write's reply (the change
   is acknowledged) until `ItemsView/OneByName` (`SELECT * FROM items WHERE name = :name`,
   indexed) through the sidecar returns that write's row, polled every `--poll` s: this
   includes up to one poll interval and one query's latency.
 
-Printed: writes/s reached, write latency, both lags' p50/p99/max, the sidecar's (and the
-user function's, this client's and Cassandra's JVM's) CPU per write, and the load average
-before and after (the machine is shared).
+The sidecar gets this process's environment plus `--sidecar-env` (repeatable `K=V`, e.g.
+`LARDER_VIEW_GATHER=0`). Printed: writes/s reached, write latency, both lags'
+p50/p99/max, the sidecar's (and the user function's, this client's and Cassandra's
+JVM's) CPU per write, and the load average before and after (the machine is shared).
 """
 
 from __future__ import annotations
@@ -224,6 +226,11 @@ def _sidecar_env(
         "LARDER_ADMIN_PORT": str(admin),
         "LARDER_INTERNAL_PORT": str(free_port()),
     }
+    for pair in args.sidecar_env:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--sidecar-env {pair!r}: expected K=V")
+        env[key] = value
     if args.cassandra_port is None:
         env.update(LARDER_JOURNAL_TYPE="sqlite", LARDER_JOURNAL_SQLITE_PATH=str(tmp / "j.db"))
     else:
@@ -243,6 +250,7 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"journal {journal}; {args.rate:.0f} writes/s for {args.seconds:.0f} s on "
         f"{args.entities} value entities; load average {os.getloadavg()[0]:.2f}"
+        + (f"; sidecar env {' '.join(args.sidecar_env)}" if args.sidecar_env else "")
     )
     with tempfile.TemporaryDirectory(prefix="larder-bench-lag-") as tmp_name:
         tmp = Path(tmp_name)
@@ -334,5 +342,12 @@ if __name__ == "__main__":
     parser.add_argument("--scrape", type=float, default=0.1)
     parser.add_argument("--cassandra-host", default="127.0.0.1")
     parser.add_argument("--cassandra-port", type=int)
+    parser.add_argument(
+        "--sidecar-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="an environment variable for the sidecar (repeatable)",
+    )
     parsed = parser.parse_args()
     asyncio.run(serve_function() if parsed.function else main(parsed))
