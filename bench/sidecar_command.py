@@ -193,12 +193,14 @@ def ghz_run(port: int, desc: Path, extra: list[str], data_id: str,
         raise RuntimeError(f"ghz failed: {out.stderr[-2000:]}")
     report = json.loads(out.stdout)
     lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
+    # ghz closes its connections when a `-z` run ends; the calls still in flight then
+    # are its own artifact ("use of closed network connection"), not the sidecar's.
+    errors = {k: v for k, v in (report.get("errorDistribution") or {}).items()
+              if "use of closed network connection" not in k}
     return {
         "count": (report.get("statusCodeDistribution") or {}).get("OK", 0),
-        # ghz closes its connections when a `-z` run ends; the calls still in flight then
-        # are its own artifact ("use of closed network connection"), not the sidecar's.
-        "errors": sum(v for k, v in (report.get("errorDistribution") or {}).items()
-                      if "use of closed network connection" not in k),
+        "errors": sum(errors.values()),
+        **({"error_kinds": errors} if errors else {}),
         "rps": round(report["rps"], 1),
         "p50_ms": round(lat.get(50, float("nan")), 3),
         "p90_ms": round(lat.get(90, float("nan")), 3),
