@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -76,6 +77,33 @@ def _add_own_files(pool: descriptor_pool.DescriptorPool) -> None:
             log.warning("reflection cannot describe %s: %s", file.name, e)
 
 
+class _WithMethods:
+    """The pool as reflection reads it, plus the file of a method's full name
+    (`package.Service.Method`). The reflection protocol lists methods among the symbols a
+    client may ask for, and ghz asks for the method it is told to call; protobuf's default
+    (upb) pool finds services, messages, fields and enums by name, but not methods, so
+    without this ghz reports `Symbol not found` for a method the server serves."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> FileDescriptor:  # the pool's name
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError as missing:
+            service, _, method = symbol.rpartition(".")
+            try:
+                found = self._pool.FindServiceByName(service)
+            except KeyError:
+                raise missing from None
+            if method not in found.methods_by_name:
+                raise
+            return found.file
+
+
 def enable_reflection(
     server: grpc.aio.Server, services: Sequence[str], pool: descriptor_pool.DescriptorPool
 ) -> list[str]:
@@ -84,7 +112,9 @@ def enable_reflection(
     _add_own_files(pool)
     names = [*services, HEALTH_SERVICE, SERVICE_V1, SERVICE_V1ALPHA]
     # grpc_reflection's asyncio servicer (reflection.aio) is missing from its type hints.
-    servicer: Any = getattr(reflection, "aio").ReflectionServicer(names, pool=pool)  # noqa: B009
+    servicer: Any = getattr(reflection, "aio").ReflectionServicer(  # noqa: B009
+        names, pool=_WithMethods(pool)
+    )
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,

@@ -12,6 +12,8 @@ import grpc.aio
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from tests.infra.servers import ghz_binary
+
 from .conftest import SidecarFactory
 from .user_function import UserFunction
 
@@ -85,3 +87,71 @@ async def test_reflection_v1_answers_with_the_v1_file(
     assert file.package == "grpc.reflection.v1"
     (method,) = file.service[0].method
     assert method.input_type == ".grpc.reflection.v1.ServerReflectionRequest"
+
+
+async def test_a_method_is_a_symbol_reflection_finds(
+    user_function: UserFunction, start_sidecar: SidecarFactory
+) -> None:
+    # The protocol lists `package.Service.Method` among the symbols a client may ask for;
+    # protobuf's own pool does not find methods by name.
+    sidecar = await start_sidecar(user_function)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.public_port}") as channel:
+        info = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        asked = ["larder.test.Counter.Add", "larder.test.Counter.Nope", "larder.test.Nope.Add"]
+        requests = [reflection_pb2.ServerReflectionRequest(file_containing_symbol=s) for s in asked]
+        method, unknown_method, unknown_service = [
+            r async for r in info(iter(requests), timeout=10)
+        ]
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(b)
+        for b in method.file_descriptor_response.file_descriptor_proto
+    ]
+    counter = [
+        s for f in files for s in f.service if f.package == "larder.test" and s.name == "Counter"
+    ]
+    assert counter and "Add" in {m.name for m in counter[0].method}
+    for missing in (unknown_method, unknown_service):
+        assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+async def test_ghz_calls_a_method_it_finds_by_reflection(
+    grpcurl_binary: Path, user_function: UserFunction, start_sidecar: SidecarFactory
+) -> None:
+    # ghz without protos asks reflection for the file of the method it is told to call.
+    sidecar = await start_sidecar(user_function)
+    process = await asyncio.create_subprocess_exec(
+        str(ghz_binary()),
+        "--insecure",
+        "--call",
+        "larder.test.Counter/Add",
+        "--data",
+        '{"id": "ghz-reflected", "amount": 2}',
+        "-n",
+        "20",
+        "-c",
+        "2",
+        "--timeout",
+        "20s",
+        "--format",
+        "json",
+        f"127.0.0.1:{sidecar.public_port}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, f"ghz: {err.decode()[-2000:]}"
+    report = json.loads(out)
+    assert report["statusCodeDistribution"] == {"OK": 20}, report.get("errorDistribution")
+    # Every call added 2 to one counter, once: adding 0 reads it.
+    read = await grpcurl(
+        grpcurl_binary,
+        "-d",
+        '{"id": "ghz-reflected", "amount": 0}',
+        f"127.0.0.1:{sidecar.public_port}",
+        "larder.test.Counter/Add",
+    )
+    assert json.loads(read) == {"value": "40"}
