@@ -1,11 +1,12 @@
 """Command line:
 `python -m tests.infra provision [all|cassandra|kafka|kube|helm|grpcurl|h2spec|grpc-interop|
 ghz|grpc-js|cluster ...]` and `python -m tests.infra start cassandra|kafka|kube` (foreground, Ctrl-C
-stops it)."""
+or SIGTERM stops it)."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import threading
@@ -61,18 +62,34 @@ def _provision_published_sdks() -> None:
     print(f"provision published SDKs: {time.monotonic() - started:.1f}s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+# What stops a foreground server: Ctrl-C, and also SIGTERM and SIGHUP (a `kill`, a
+# timeout, a closed terminal), which would otherwise end this process and leave the
+# server's JVM running with no one to stop it. SIGINT too, since a shell starting this
+# in the background (`&`) ignores it there.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _start(name: str) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix=f"larder-{name}-"))
-    handle = servers.launch(name, workdir)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
     try:
-        for key, value in handle.details().items():
-            print(f"{key}: {value}")
-        print(f"logs: {workdir}  (Ctrl-C stops {name})", flush=True)
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        workdir = Path(tempfile.mkdtemp(prefix=f"larder-{name}-"))
+        handle = servers.launch(name, workdir)
+        try:
+            for key, value in handle.details().items():
+                print(f"{key}: {value}")
+            print(f"logs: {workdir}  (Ctrl-C stops {name})", flush=True)
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            handle.close()
     finally:
-        handle.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
