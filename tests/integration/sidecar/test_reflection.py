@@ -42,6 +42,19 @@ async def grpcurl(binary: Path, *args: str) -> str:
     return out.decode()
 
 
+def reflection_v1(
+    channel: grpc.aio.Channel,
+) -> grpc.aio.StreamStreamMultiCallable[
+    reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
+]:
+    """`grpc.reflection.v1`, asked by its own name (grpcurl falls back to v1alpha)."""
+    return channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+
+
 async def test_grpcurl_lists_describes_and_calls(
     grpcurl_binary: Path, user_function: UserFunction, start_sidecar: SidecarFactory
 ) -> None:
@@ -68,11 +81,7 @@ async def test_reflection_v1_answers_with_the_v1_file(
     # grpcurl falls back to v1alpha when v1 is missing; ask v1 by its own name.
     sidecar = await start_sidecar(user_function)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.public_port}") as channel:
-        info = channel.stream_stream(
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
-            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
-        )
+        info = reflection_v1(channel)
         requests = [
             reflection_pb2.ServerReflectionRequest(list_services=""),
             reflection_pb2.ServerReflectionRequest(
@@ -96,11 +105,7 @@ async def test_a_method_is_a_symbol_reflection_finds(
     # protobuf's own pool does not find methods by name.
     sidecar = await start_sidecar(user_function)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.public_port}") as channel:
-        info = channel.stream_stream(
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
-            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
-        )
+        info = reflection_v1(channel)
         asked = ["larder.test.Counter.Add", "larder.test.Counter.Nope", "larder.test.Nope.Add"]
         requests = [reflection_pb2.ServerReflectionRequest(file_containing_symbol=s) for s in asked]
         method, unknown_method, unknown_service = [
