@@ -46,9 +46,9 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 from larder_protocol import message_class
@@ -71,6 +71,10 @@ BATCH = 256
 """Changes taken from the queue for one store call (and at most about as many events):
 one transaction on SQLite, a Paxos round per bucket per wave on Cassandra. A call per
 change would cap a view at the store's commit rate."""
+T = TypeVar("T")
+READS_IN_FLIGHT = 16
+"""Journal reads catch-up has in flight at once (an entity's events, or its state, a
+read): one read after the other was most of a view's rebuild on Cassandra."""
 MAX_PENDING = 10_000
 """Changes a view keeps queued in memory. Beyond it, when the journal can be read back,
 published changes are dropped and the view catches up from the journal once its queue
@@ -119,11 +123,24 @@ class _Batch:
     land in no set order), and a change made from another entity's row could be applied
     while that row's change is refused. Within one entity, the store refuses every item
     after a refused one (`ViewStore.apply_batch`).
+
+    An entity's changes in one batch become one item: from the offset before its first
+    to its last, with the rows as its last change left them (a row written twice: the
+    second write). The view skips the intermediate rows, as it does for value states
+    superseded in the queue, and the store claims each entity once per batch: on
+    Cassandra a batch of one entity's many events (catch-up) is one wave, not a wave
+    per event.
     """
 
     items: list[Applied] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    """Per item, the changes merged into it."""
+    changes: int = 0
+    """Changes (events, states, records) in the items."""
     latest: dict[str, int] = field(default_factory=dict)
-    """Per entity, the offset of its last item here."""
+    """Per entity, the offset of its last change here."""
+    at: dict[str, int] = field(default_factory=dict)
+    """Per entity, the index of its item."""
     rows: dict[tuple[str, str], tuple[bytes | None, str]] = field(default_factory=dict)
     """(table id, key) -> the row (None: deleted) and the entity whose item wrote it."""
 
@@ -147,8 +164,20 @@ class _Batch:
                 raise _Cut
         for c in changes:
             self.rows[(c.table.id, c.key)] = (c.row, pid)
-        self.items.append(Applied(pid, expected, offset, changes))
+        self.changes += 1
         self.latest[pid] = offset
+        at = self.at.get(pid)
+        if at is None:
+            self.at[pid] = len(self.items)
+            self.items.append(Applied(pid, expected, offset, changes))
+            self.counts.append(1)
+            return
+        item = self.items[at]
+        assert item.offset == expected  # `applied` gave the item's offset
+        merged = {(c.table.id, c.key): c for c in item.changes}
+        merged.update(((c.table.id, c.key), c) for c in changes)
+        self.items[at] = Applied(pid, item.expected, offset, list(merged.values()))
+        self.counts[at] += 1
 
 
 def table_schemas(views: Mapping[str, ViewSpec]) -> dict[tuple[str, str], TableSchema]:
@@ -325,29 +354,41 @@ class ViewDelivery:
                 continue  # the topic is the record of it; the consumer resumes there
             if kind is SourceKind.VALUE_ENTITY:
                 revisions = await self._source.value_revisions(entity_type)
-                for pid, revision in sorted(revisions.items()):
-                    if revision > state.offsets.get(pid, 0):
-                        if room <= 0:
-                            state.behind = True
-                            return
-                        value = await self._load_value(pid)
+                behind = [
+                    pid
+                    for pid, revision in sorted(revisions.items())
+                    if revision > state.offsets.get(pid, 0)
+                ]
+                for chunk in _chunks(behind[: max(room, 0)], READS_IN_FLIGHT):
+                    values = await asyncio.gather(*(self._load_value(pid) for pid in chunk))
+                    for pid, value in zip(chunk, values, strict=True):
                         self._queue(name, state, ValueChanged(pid, value.revision, value.payload))
-                        room -= 1
+                room -= len(behind)
+                if room < 0:
+                    state.behind = True
+                    return
             else:
                 heads = await self._source.event_heads(entity_type)
+                wanted: list[tuple[PersistenceId, int, int]] = []  # pid, first, last
                 for pid, head in sorted(heads.items()):
                     applied = state.offsets.get(pid, 0)
                     if head > applied:
                         if room <= 0:
                             state.behind = True
-                            return
+                            break
                         last = min(head, applied + room)
-                        events = await self._source.events(pid, applied + 1, last)
-                        self._queue(name, state, EventsAppended(pid, applied + 1, tuple(events)))
-                        room -= len(events)
+                        wanted.append((pid, applied + 1, last))
+                        room -= last - applied
                         if last < head:
                             state.behind = True
-                            return
+                            break
+                source = self._source
+                for reads in _chunks(wanted, READS_IN_FLIGHT):
+                    read = await asyncio.gather(*(source.events(*w) for w in reads))
+                    for (of, first, _), events in zip(reads, read, strict=True):
+                        self._queue(name, state, EventsAppended(of, first, tuple(events)))
+                if state.behind:
+                    return
 
     # --- the worker ---------------------------------------------------------------------
 
@@ -465,10 +506,10 @@ class ViewDelivery:
             await self._apply(state, batch[0])
             return 1
         results = await self._store.apply_batch(name, made.items) if made.items else []
-        for item, ok in zip(made.items, results, strict=True):
+        for item, count, ok in zip(made.items, made.counts, results, strict=True):
             if ok:
                 state.offsets[item.pid] = item.offset
-                self._metrics.changes_applied.labels(name).inc()
+                self._metrics.changes_applied.labels(name).inc(count)
         if not all(results):
             state.offsets = dict(await self._store.offsets(name))
             taken = max(taken, 1)
@@ -503,7 +544,7 @@ class ViewDelivery:
             applied = made.applied(state.offsets, change.pid)
             if offset <= applied:
                 continue  # applied before (a redelivery, or another sidecar did it)
-            if len(made.items) >= BATCH:
+            if made.changes >= BATCH:
                 return False
             if offset > applied + 1:
                 await self._fill_in(state, made, change.pid, applied + 1, offset - 1)
@@ -719,3 +760,8 @@ def _oldest_age(pending: collections.deque[tuple[float, Any, Any]]) -> float:
         return time.monotonic() - pending[0][0]
     except IndexError:
         return 0.0
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
