@@ -121,8 +121,7 @@ class _Batch:
     batch (`_Cut`) before the second, since on Cassandra a wave holds one change per
     entity (two entities' writes of one key, in one wave, would carry one timestamp and
     land in no set order), and a change made from another entity's row could be applied
-    while that row's change is refused. Within one entity, the store refuses every item
-    after a refused one (`ViewStore.apply_batch`).
+    while that row's change is refused.
 
     An entity's changes in one batch become one item: from the offset before its first
     to its last, with the rows as its last change left them (a row written twice: the
@@ -137,8 +136,6 @@ class _Batch:
     """Per item, the changes merged into it."""
     changes: int = 0
     """Changes (events, states, records) in the items."""
-    latest: dict[str, int] = field(default_factory=dict)
-    """Per entity, the offset of its last change here."""
     at: dict[str, int] = field(default_factory=dict)
     """Per entity, the index of its item."""
     rows: dict[tuple[str, str], tuple[bytes | None, str]] = field(default_factory=dict)
@@ -146,7 +143,8 @@ class _Batch:
 
     def applied(self, offsets: Mapping[str, int], pid: str) -> int:
         """The entity's offset once the items so far are applied."""
-        return self.latest.get(pid, offsets.get(pid, 0))
+        at = self.at.get(pid)
+        return offsets.get(pid, 0) if at is None else self.items[at].offset
 
     def previous(self, table: TableSchema, key: str, pid: str) -> tuple[bool, bytes | None]:
         """(True, the row) when an item here wrote it; `_Cut` if another entity's did."""
@@ -165,7 +163,6 @@ class _Batch:
         for c in changes:
             self.rows[(c.table.id, c.key)] = (c.row, pid)
         self.changes += 1
-        self.latest[pid] = offset
         at = self.at.get(pid)
         if at is None:
             self.at[pid] = len(self.items)
